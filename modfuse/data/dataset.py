@@ -1,0 +1,220 @@
+"""MultiModalDataset: joins per-modality sources on a sample id."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from modfuse.data.batch import ModalityBatch
+from modfuse.data.collate import CollateMode, collate_samples
+from modfuse.data.sources import ArraySource, Source
+from modfuse.errors import ModfuseError, ReadError
+
+__all__ = ["MultiModalDataset"]
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["raise", "missing"]
+
+
+class MultiModalDataset(Dataset):
+    """Samples joined across modality sources by sample id; any modality may be missing.
+
+    Each item is ``{"id": id, "inputs": {modality: value or None}, "target": target or None}``;
+    :meth:`collate_fn` turns a list of items into a :class:`ModalityBatch`.
+
+    Args:
+        sources: modality name -> :class:`Source` (a reader or an :class:`ArraySource`).
+        targets: per-sample targets aligned with ``ids``: an array (N,) or (N, k), a dict
+            task -> array for multi-task, a DataFrame/Series indexed by id, or None.
+        ids: the sample ids, in order (default: the union of the sources' ids, first seen first).
+        groups: optional group per sample (patient, site) for grouped splits.
+        on_error: ``"raise"`` (default): a bad file raises an error naming the file, sample and
+            modality; ``"missing"``: that modality is marked missing for that sample and the
+            problem is recorded in :attr:`read_errors` (and in the batch's ``errors``).
+        transforms: optional modality -> callable applied to each loaded value.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        targets: Any = None,
+        ids: Sequence[Hashable] | None = None,
+        groups: Sequence[Hashable] | None = None,
+        on_error: OnError = "raise",
+        transforms: Mapping[str, Callable[[Any], Any]] | None = None,
+    ) -> None:
+        if on_error not in ("raise", "missing"):
+            raise ModfuseError(f"on_error must be 'raise' or 'missing', found {on_error!r}")
+        if not sources:
+            raise ModfuseError("a MultiModalDataset needs at least one modality source")
+        self.sources = dict(sources)
+        if ids is None:
+            seen: dict[Hashable, None] = {}
+            for src in self.sources.values():
+                seen.update(dict.fromkeys(src.ids))
+            ids = list(seen)
+        self.ids = list(ids)
+        self._source_ids = {m: set(src.ids) for m, src in self.sources.items()}
+        self.targets = self._align_targets(targets)
+        self.groups = None if groups is None else np.asarray(groups)
+        if self.groups is not None and len(self.groups) != len(self.ids):
+            raise ModfuseError(f"groups has {len(self.groups)} entries for {len(self.ids)} samples")
+        self.on_error = on_error
+        self.transforms = dict(transforms or {})
+        self.read_errors: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        data: Mapping[str, Any],
+        y: Any = None,
+        ids: Sequence[Hashable] | None = None,
+        groups: Sequence[Hashable] | None = None,
+    ) -> MultiModalDataset:
+        """Build a dataset from in-memory arrays, one per modality.
+
+        Args:
+            data: modality -> (N, ...) array, Tensor or DataFrame, a length-N list (entries may
+                be None), or None (the modality is missing for every sample). An all-NaN row or
+                a None entry marks the modality missing for that sample.
+            y: targets, (N,) / (N, k) array, or dict task -> array.
+            ids: N sample ids (default ``0..N-1``).
+
+        Example:
+            >>> X = {"labs": np.random.rand(4, 3), "ecg": None}
+            >>> ds = MultiModalDataset.from_arrays(X, y=np.array([0, 1, 0, 1]))
+        """
+        lengths = {m: len(v) for m, v in data.items() if v is not None}
+        if not lengths:
+            raise ModfuseError("from_arrays needs at least one modality that is not None")
+        if len(set(lengths.values())) > 1:
+            raise ModfuseError(f"modalities have different numbers of rows: {lengths}")
+        n = next(iter(lengths.values()))
+        ids = list(range(n)) if ids is None else list(ids)
+        if len(ids) != n:
+            raise ModfuseError(f"{len(ids)} ids for {n} rows")
+        sources: dict[str, Source] = {}
+        for m, values in data.items():
+            if values is None:
+                sources[m] = ArraySource([None] * n, ids)
+            elif isinstance(values, pd.DataFrame):
+                sources[m] = ArraySource(values.reset_index(drop=True), ids)
+            else:
+                sources[m] = ArraySource(values, ids)
+        return cls(sources, targets=y, ids=ids, groups=groups)
+
+    def _align_targets(self, targets: Any) -> np.ndarray | dict[str, np.ndarray] | None:
+        if targets is None:
+            return None
+        if isinstance(targets, Mapping):
+            return {k: self._align_one(v, k) for k, v in targets.items()}
+        return self._align_one(targets, None)
+
+    def _align_one(self, values: Any, task: str | None) -> np.ndarray:
+        if isinstance(values, (pd.Series, pd.DataFrame)):
+            values = values.reindex(self.ids) if not values.index.equals(pd.RangeIndex(len(values))) else values
+            values = values.to_numpy()
+        arr = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        if len(arr) != len(self.ids):
+            name = f"target {task!r}" if task else "targets"
+            raise ModfuseError(f"{name} has {len(arr)} rows for {len(self.ids)} samples")
+        return arr
+
+    # ------------------------------------------------------------------ access
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def target_of(self, index: int) -> Any:
+        if self.targets is None:
+            return None
+        if isinstance(self.targets, dict):
+            return {k: _target_tensor(v[index]) for k, v in self.targets.items()}
+        return _target_tensor(self.targets[index])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample_id = self.ids[index]
+        inputs: dict[str, Any] = {}
+        errors: list[tuple[Any, str, str]] = []
+        for m, src in self.sources.items():
+            inputs[m] = None
+            if sample_id not in self._source_ids[m]:
+                continue
+            try:
+                value = src.load(sample_id)
+                if value is not None and m in self.transforms:
+                    value = self.transforms[m](value)
+            except Exception as exc:
+                err = _locate(exc, m, sample_id)
+                if self.on_error == "raise":
+                    raise err from exc
+                self.read_errors.append({"id": sample_id, "modality": m, "error": str(err)})
+                log.warning("marked %r missing for sample %r: %s", m, sample_id, err)
+                errors.append((sample_id, m, str(err)))
+                value = None
+            inputs[m] = value
+        return {"id": sample_id, "inputs": inputs, "target": self.target_of(index), "errors": errors}
+
+    @property
+    def collate_modes(self) -> dict[str, CollateMode]:
+        return {m: getattr(src, "collate", "auto") for m, src in self.sources.items()}
+
+    def collate_fn(self, samples: Sequence[Mapping[str, Any]]) -> ModalityBatch:
+        """Collate items of this dataset into a :class:`ModalityBatch`."""
+        batch = collate_samples(samples, self.modalities, self.collate_modes)
+        batch.errors = [e for s in samples for e in s.get("errors", ())]
+        return batch
+
+    def present_matrix(self) -> pd.DataFrame:
+        """Bool DataFrame (ids x modalities): which sample has which modality, by source ids
+        (file problems found only at load time are not reflected; see :attr:`read_errors`)."""
+        return pd.DataFrame(
+            {
+                m: [sid in self._source_ids[m] and _cheap_present(src, sid) for sid in self.ids]
+                for m, src in self.sources.items()
+            },
+            index=pd.Index(self.ids, name="id"),
+        )
+
+    def read_error_report(self) -> pd.DataFrame:
+        """The samples whose modality was marked missing because of bad input (``on_error="missing"``)."""
+        return pd.DataFrame(self.read_errors, columns=["id", "modality", "error"])
+
+    def label_array(self) -> np.ndarray | None:
+        """A 1-D array usable for stratified splits (the single target, or the first task's)."""
+        if self.targets is None:
+            return None
+        arr = next(iter(self.targets.values())) if isinstance(self.targets, dict) else self.targets
+        return arr if arr.ndim == 1 else arr[:, 0]
+
+
+def _cheap_present(src: Source, sample_id: Hashable) -> bool:
+    if isinstance(src, ArraySource):
+        return src.load(sample_id) is not None
+    return True
+
+
+def _target_tensor(value: Any) -> torch.Tensor:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iub":
+        return torch.as_tensor(arr, dtype=torch.long)
+    return torch.as_tensor(arr, dtype=torch.float32)
+
+
+def _locate(exc: Exception, modality: str, sample_id: Any) -> ModfuseError:
+    if isinstance(exc, ModfuseError):
+        return exc.located(modality=modality, sample_id=sample_id)
+    return ReadError(
+        f"{type(exc).__name__}: {exc}", path=getattr(exc, "filename", None), modality=modality, sample_id=sample_id
+    )

@@ -1,0 +1,91 @@
+"""Per-modality sources that :class:`~modfuse.data.MultiModalDataset` joins on sample id."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modfuse.data.collate import CollateMode
+from modfuse.errors import ModfuseError
+
+__all__ = ["ArraySource", "Source", "row_is_missing"]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What :class:`MultiModalDataset` needs from a reader or an in-memory array.
+
+    Attributes:
+        ids: the sample ids this source has a value for.
+        collate: how the dataset collates this modality (see :data:`CollateMode`).
+
+    ``load(sample_id)`` returns the sample's value (a Tensor, a dict of Tensors, a PyG ``Data``,
+    ...) or ``None`` when the modality is missing for that sample. It raises
+    :class:`modfuse.errors.ReadError` (naming the file) for bad input; the dataset applies its
+    ``on_error`` policy to it.
+    """
+
+    ids: Sequence[Hashable]
+    collate: CollateMode
+
+    def load(self, sample_id: Hashable) -> Any | None: ...
+
+
+def row_is_missing(row: Any) -> bool:
+    """True for ``None``, or a numeric row whose every value is NaN (a missing modality)."""
+    if row is None:
+        return True
+    if isinstance(row, torch.Tensor):
+        return row.is_floating_point() and bool(torch.isnan(row).all())
+    arr = np.asarray(row)
+    return arr.dtype.kind in "fc" and arr.size > 0 and bool(np.isnan(arr).all())
+
+
+class ArraySource:
+    """An in-memory modality: one row per sample of a NumPy array, Tensor, DataFrame or list.
+
+    A row that is ``None`` or all-NaN is a missing modality for that sample. Numeric rows
+    are returned as float32 tensors (shape: the row's shape, e.g. (features,) or (leads, L)).
+
+    Args:
+        values: (N, ...) array, Tensor or DataFrame, or a length-N list (entries may be None or
+            objects such as PyG ``Data``; such lists may hold rows of different lengths).
+        ids: N sample ids (default ``0..N-1``).
+        collate: collate mode for this modality.
+    """
+
+    def __init__(self, values: Any, ids: Sequence[Hashable] | None = None, collate: CollateMode = "auto") -> None:
+        self.feature_names: list[str] | None = None
+        if isinstance(values, pd.DataFrame):
+            self.feature_names = [str(c) for c in values.columns]
+            if ids is None:
+                ids = list(values.index)
+            values = values.to_numpy(dtype=np.float32, na_value=np.nan)
+        elif isinstance(values, pd.Series):
+            values = values.to_numpy(dtype=np.float32, na_value=np.nan)[:, None]
+        n = len(values)
+        self.ids = list(range(n)) if ids is None else list(ids)
+        if len(self.ids) != n:
+            raise ModfuseError(f"{n} rows but {len(self.ids)} ids")
+        self._rows = values
+        self._position = {sid: i for i, sid in enumerate(self.ids)}
+        if len(self._position) != n:
+            raise ModfuseError("sample ids must be unique")
+        self.collate = collate
+
+    def load(self, sample_id: Hashable) -> Any | None:
+        row = self._rows[self._position[sample_id]]
+        if row_is_missing(row):
+            return None
+        if isinstance(row, np.ndarray) and row.dtype.kind in "biuf":
+            return torch.as_tensor(row, dtype=torch.float32)
+        if isinstance(row, torch.Tensor) and row.is_floating_point():
+            return row.float()
+        return row
+
+    def __len__(self) -> int:
+        return len(self.ids)

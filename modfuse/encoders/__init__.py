@@ -1,0 +1,15 @@
+"""Encoders: a registry of unimodal encoders, one file per modality family.
+
+Families: ``tabular``, ``omics``, ``ecg``, ``xray``, ``spectral`` (and ``spectral_tokens``),
+``timeseries``, ``graph``. Heavy libraries (MONAI, torchgeo, PyG) are imported only when an
+encoder that needs them is built.
+"""
+
+from __future__ import annotations
+
+from modfuse.encoders import tabular  # noqa: F401  (registers the family)
+from modfuse.encoders.base import Encoder
+from modfuse.encoders.registry import ENCODERS, available, build, register
+from modfuse.encoders.wrap import WrappedEncoder, wrap
+
+__all__ = ["ENCODERS", "Encoder", "WrappedEncoder", "available", "build", "register", "wrap"]

@@ -1,0 +1,69 @@
+"""The interface every fusion strategy shares, and the strategy registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from modfuse.data.batch import ModalityBatch
+from modfuse.registry import Registry
+from modfuse.training.spec import TaskSpec
+
+__all__ = ["STRATEGIES", "FusionModel", "Outputs", "available", "build", "prediction_of", "register"]
+
+Outputs = Tensor | dict[str, Tensor]
+"""Model predictions (logits): (B, num_outputs) for a single task, or task -> (B, num_outputs)."""
+
+
+@runtime_checkable
+class FusionModel(Protocol):
+    """What training, robustness and interpretation code rely on, whatever the strategy.
+
+    Attributes:
+        modalities: the modality names the model can use.
+        tasks: task name -> :class:`~modfuse.training.spec.TaskSpec`.
+
+    ``forward(batch)`` returns logits (:data:`Outputs`), or an object with a ``prediction``
+    attribute holding them (sequential fusion also returns per-step predictions). It accepts
+    any per-sample pattern of present modalities, including none: a sample with no modality
+    gets the model's prior prediction, so subset-based explanations have a defined f(empty).
+    Rows never influence one another (no cross-sample operation at inference).
+
+    A model may define ``compute_loss(outputs, batch) -> Tensor``; otherwise the training loop
+    sums the task losses of the predictions.
+    """
+
+    modalities: list[str]
+    tasks: dict[str, TaskSpec]
+
+    def __call__(self, batch: ModalityBatch) -> Any: ...
+
+
+def prediction_of(outputs: Any) -> Outputs:
+    """The logits inside a model's outputs (the outputs themselves, or their ``.prediction``)."""
+    return getattr(outputs, "prediction", outputs)
+
+
+STRATEGIES: Registry[type[nn.Module]] = Registry("fusion strategy")
+register = STRATEGIES.register
+
+
+def build(
+    strategy: str, /, encoders: Mapping[str, nn.Module] | None = None, tasks: Any = "binary", **kwargs: Any
+) -> nn.Module:
+    """Build a fusion model by strategy name, e.g. ``build("early", encoders=..., tasks="binary")``.
+
+    Args:
+        strategy: a registered name (see :func:`available`).
+        encoders: modality -> encoder (``out_dim`` declared).
+        tasks: a task kind, a TaskSpec, or a dict task name -> TaskSpec.
+        **kwargs: strategy-specific arguments.
+    """
+    return STRATEGIES.build(strategy, encoders=encoders, tasks=tasks, **kwargs)
+
+
+def available() -> list[str]:
+    """Names of the registered fusion strategies."""
+    return STRATEGIES.available()

@@ -1,0 +1,77 @@
+"""Early fusion: concatenate per-modality features with missing indicators."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modfuse.data.batch import ModalityBatch, encode_present
+from modfuse.errors import ModfuseError
+from modfuse.fusion.base import Outputs, register
+from modfuse.fusion.heads import TaskHeads, pool_tokens
+from modfuse.training.spec import as_task_specs
+
+__all__ = ["EarlyFusion"]
+
+
+def check_encoders(encoders: Mapping[str, nn.Module] | None) -> dict[str, nn.Module]:
+    """Encoders must be a non-empty dict of modules that declare ``out_dim``."""
+    if not encoders:
+        raise ModfuseError("a fusion model needs at least one encoder: encoders={modality: module}")
+    for m, enc in encoders.items():
+        if not isinstance(getattr(enc, "out_dim", None), int):
+            raise ModfuseError(
+                f"encoder {type(enc).__name__} does not declare an integer out_dim; wrap it with modfuse.encoders.wrap",
+                modality=m,
+            )
+    return dict(encoders)
+
+
+@register("early")
+class EarlyFusion(nn.Module):
+    """Concatenation of every modality's (pooled) features plus one missing indicator each.
+
+    An absent modality contributes zeros and indicator 0; its encoder never sees the sample.
+
+    Args:
+        encoders: modality -> encoder with ``out_dim``.
+        tasks: task kind, TaskSpec, or dict task -> TaskSpec.
+        hidden: width of the fusion MLP.
+        dropout: dropout in the fusion MLP.
+
+    Shapes:
+        batch of B samples -> logits (B, num_outputs) (dict per task when several).
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        tasks: Any = "binary",
+        hidden: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(check_encoders(encoders))
+        self.modalities = list(self.encoders)
+        self.tasks = as_task_specs(tasks)
+        width = sum(enc.out_dim + 1 for enc in self.encoders.values())
+        self.fuse = nn.Sequential(nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout))
+        self.heads = TaskHeads(hidden, self.tasks)
+
+    def features(self, batch: ModalityBatch) -> Tensor:
+        """(B, sum(out_dim + 1)): features of present modalities (zeros elsewhere) and indicators."""
+        parts = []
+        for m, enc in self.encoders.items():
+            if m not in batch.present:
+                raise ModfuseError(f"the batch has no modality {m!r}; it has {batch.modalities}", modality=m)
+            feats, index = encode_present(enc, batch, m)
+            full = torch.zeros(batch.batch_size, enc.out_dim, device=batch.device, dtype=feats.dtype)
+            full = full.index_copy(0, index, pool_tokens(feats))
+            parts += [full, batch.present[m].to(full.dtype)[:, None]]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, batch: ModalityBatch) -> Outputs:
+        return self.heads(self.fuse(self.features(batch)))

@@ -1,0 +1,18 @@
+"""Training: the Lightning task, task specifications, losses and metrics."""
+
+from __future__ import annotations
+
+from modfuse.training.losses import cumulative_hazard, discrete_time_nll
+from modfuse.training.metrics import ConcordanceIndex, concordance_index
+from modfuse.training.spec import TaskSpec, as_task_specs
+from modfuse.training.task import FusionTask
+
+__all__ = [
+    "ConcordanceIndex",
+    "FusionTask",
+    "TaskSpec",
+    "as_task_specs",
+    "concordance_index",
+    "cumulative_hazard",
+    "discrete_time_nll",
+]

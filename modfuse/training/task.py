@@ -1,0 +1,184 @@
+"""FusionTask: the one Lightning training path for every fusion model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from modfuse.data.batch import ModalityBatch
+from modfuse.errors import ModfuseError
+from modfuse.fusion.base import prediction_of
+from modfuse.training.spec import TaskSpec, as_task_specs, by_task
+
+__all__ = ["FusionTask"]
+
+log = logging.getLogger(__name__)
+STAGES = ("train", "val", "test")
+
+
+class FusionTask(LightningModule):
+    """Trains, evaluates and predicts with any fusion model (in the style of torchgeo's ``BaseTask``).
+
+    Args:
+        model: a fusion model (see :class:`modfuse.fusion.FusionModel`), or None when a
+            subclass builds it in :meth:`configure_models`.
+        tasks: the tasks, when the model does not declare ``tasks`` itself: a kind string
+            (``"binary"``), a TaskSpec, or a dict name -> TaskSpec.
+        lr: learning rate.
+        weight_decay: AdamW weight decay.
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``.
+        scheduler: ``"cosine"`` (per step, over the whole run), ``"plateau"`` (on the monitor)
+            or None.
+        monitor: metric the plateau scheduler and checkpoint callbacks follow (default: the
+            main validation metric of the first task, e.g. ``"val/auroc"``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        tasks: str | TaskSpec | Mapping[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
+        scheduler: Literal["cosine", "plateau"] | None = "cosine",
+        monitor: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.configure_models()
+        if self.model is None:
+            raise ModfuseError("FusionTask needs a model (or a subclass whose configure_models builds one)")
+        declared = getattr(self.model, "tasks", None)
+        self.tasks: dict[str, TaskSpec] = as_task_specs(tasks if tasks is not None else declared or "binary")
+        if declared and tasks is not None and as_task_specs(declared) != self.tasks:
+            raise ModfuseError(f"the model declares tasks {declared} but FusionTask was given {self.tasks}")
+        self.configure_losses()
+        self.configure_metrics()
+        name, mode = next(iter(self.tasks.values())).main_metric
+        self.monitor = monitor or f"val/{self._metric_key(next(iter(self.tasks)), name)}"
+        self.monitor_mode = (
+            mode
+            if monitor is None
+            else ("min" if "loss" in monitor or "rmse" in monitor or "mae" in monitor else "max")
+        )
+        self.read_errors: list[tuple[Any, str, str]] = []
+
+    # ------------------------------------------------------------------ hooks
+    def configure_models(self) -> None:
+        """Build ``self.model`` (subclasses); the default keeps the model passed in."""
+
+    def configure_losses(self) -> None:
+        """Set ``self.criteria``: task name -> loss callable (logits, target, ids) -> scalar."""
+        self.criteria = {name: spec.loss for name, spec in self.tasks.items()}
+
+    def configure_metrics(self) -> None:
+        """Create one MetricCollection per stage and task."""
+        # "train" is an nn.Module attribute, hence the "_metrics" suffix on the keys
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_metrics": nn.ModuleDict({name: spec.metrics() for name, spec in self.tasks.items()})
+                for stage in STAGES
+            }
+        )
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ModfuseError("the model has no trainable parameters")
+        if hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay, momentum=0.9)
+        if hp.scheduler is None:
+            return opt
+        if hp.scheduler == "cosine":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=0.1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.monitor_mode, patience=3, factor=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, batch: ModalityBatch) -> Any:
+        return self.model(batch)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return (
+            batch.to(device)
+            if isinstance(batch, ModalityBatch)
+            else super().transfer_batch_to_device(batch, device, dataloader_idx)
+        )
+
+    def _metric_key(self, task: str, metric: str) -> str:
+        return metric if len(self.tasks) == 1 else f"{task}/{metric}"
+
+    def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
+        """The model's own ``compute_loss`` if it has one, else the weighted sum of task losses."""
+        if hasattr(self.model, "compute_loss"):
+            return self.model.compute_loss(outputs, batch)
+        if batch.target is None:
+            raise ModfuseError("the batch has no target; training and evaluation need one")
+        logits = by_task(prediction_of(outputs), self.tasks)
+        targets = by_task(batch.target, self.tasks)
+        return sum(self.tasks[k].weight * self.criteria[k](logits[k], targets[k], batch.ids) for k in self.tasks)
+
+    def _shared_step(self, batch: ModalityBatch, stage: str) -> Tensor:
+        if batch.errors:
+            self.read_errors.extend(batch.errors)
+            self.log(
+                f"{stage}/modalities_marked_missing",
+                float(len(batch.errors)),
+                reduce_fx="sum",
+                batch_size=batch.batch_size,
+            )
+        outputs = self(batch)
+        loss = self.compute_loss(outputs, batch)
+        self.log(
+            f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch.batch_size, sync_dist=stage != "train"
+        )
+        if stage != "train":
+            logits = by_task(prediction_of(outputs), self.tasks)
+            targets = by_task(batch.target, self.tasks)
+            for name, spec in self.tasks.items():
+                coll: MetricCollection = self.metrics[f"{stage}_metrics"][name]
+                coll.update(*spec.metric_inputs(logits[name].detach(), targets[name]))
+        return loss
+
+    def training_step(self, batch: ModalityBatch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: ModalityBatch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: ModalityBatch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        for name, coll in self.metrics[f"{stage}_metrics"].items():
+            for metric, value in coll.compute().items():
+                self.log(f"{stage}/{self._metric_key(name, metric)}", value, prog_bar=stage == "val", sync_dist=True)
+            coll.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def predict_step(self, batch: ModalityBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Per-sample predictions with ids: ``{"ids": [...], "<task>": activated predictions}``."""
+        logits = by_task(prediction_of(self(batch)), self.tasks)
+        out: dict[str, Any] = {"ids": list(batch.ids)}
+        for name, spec in self.tasks.items():
+            out[name] = spec.activate(logits[name]).detach().cpu()
+        return out

@@ -29,7 +29,7 @@ _EXPORTS = {
     "FusionSurvival": "modfuse.estimators",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

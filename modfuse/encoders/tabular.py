@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +18,7 @@ __all__ = ["TabularEncoder"]
 def mlp(sizes: Sequence[int], dropout: float, activation: type[nn.Module] = nn.GELU) -> nn.Sequential:
     """Linear -> LayerNorm -> activation -> dropout blocks between consecutive ``sizes``."""
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.LayerNorm(b), activation(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 

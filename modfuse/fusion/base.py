@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,6 +50,26 @@ def prediction_of(outputs: Any) -> Outputs:
 STRATEGIES: Registry[type[nn.Module]] = Registry("fusion strategy")
 register = STRATEGIES.register
 
+# Modules whose import registers the built-in strategies; imported on first use of the registry
+# so that importing modfuse.fusion stays cheap and free of cycles.
+_BUILTIN = (
+    "modfuse.fusion.early",
+    "modfuse.fusion.late",
+    "modfuse.fusion.attention",
+    "modfuse.fusion.unimodal",
+    "modfuse.lego",
+    "modfuse.sequential",
+)
+
+
+def _load_builtin() -> None:
+    for name in _BUILTIN:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # strategies still being written are skipped
+            if exc.name != name:
+                raise
+
 
 def build(
     strategy: str, /, encoders: Mapping[str, nn.Module] | None = None, tasks: Any = "binary", **kwargs: Any
@@ -61,9 +82,11 @@ def build(
         tasks: a task kind, a TaskSpec, or a dict task name -> TaskSpec.
         **kwargs: strategy-specific arguments.
     """
+    _load_builtin()
     return STRATEGIES.build(strategy, encoders=encoders, tasks=tasks, **kwargs)
 
 
 def available() -> list[str]:
     """Names of the registered fusion strategies."""
+    _load_builtin()
     return STRATEGIES.available()

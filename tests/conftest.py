@@ -1,0 +1,26 @@
+"""Shared fixtures: real data under ../shared/data (skipped with a reason when absent), seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Root of the real data folder ../shared/data; tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the project in CI)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    L.seed_everything(0, workers=True, verbose=False)

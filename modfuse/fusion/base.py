@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
 from modfuse.data.batch import ModalityBatch
 from modfuse.registry import Registry
-from modfuse.training.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from modfuse.training.spec import TaskSpec
 
 __all__ = ["STRATEGIES", "FusionModel", "Outputs", "available", "build", "prediction_of", "register"]
 

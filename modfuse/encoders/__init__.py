@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from modfuse.encoders import tabular  # noqa: F401  (registers the family)
 from modfuse.encoders.base import Encoder
-from modfuse.encoders.registry import ENCODERS, available, build, register
+from modfuse.encoders.registry import ENCODERS, available, build, config_of, register
 from modfuse.encoders.wrap import WrappedEncoder, wrap
 
 __all__ = ["ENCODERS", "Encoder", "WrappedEncoder", "available", "build", "register", "wrap"]

@@ -16,8 +16,19 @@ register = ENCODERS.register
 
 
 def build(name: str, /, **kwargs: Any) -> nn.Module:
-    """Build a registered encoder, e.g. ``build("tabular", num_features=30)``."""
-    return ENCODERS.build(name, **kwargs)
+    """Build a registered encoder, e.g. ``build("tabular", num_features=30)``.
+
+    The encoder remembers how it was built (``encoder_config``: ``{"name": ..., **kwargs}``),
+    so saved models can rebuild it from JSON (kwargs must then be JSON-serialisable).
+    """
+    encoder = ENCODERS.build(name, **kwargs)
+    encoder.encoder_config = {"name": name, **kwargs}
+    return encoder
+
+
+def config_of(encoder: nn.Module) -> dict[str, Any] | None:
+    """How ``encoder`` was built by :func:`build` (None for modules built otherwise)."""
+    return getattr(encoder, "encoder_config", None)
 
 
 def available() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -107,6 +108,12 @@ class FusionTask(LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.monitor_mode, patience=3, factor=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Models that can describe themselves (``to_config() -> dict``) store that description
+        # as JSON text, so tools such as ``modfuse merge`` rebuild them without unpickling.
+        if hasattr(self.model, "to_config"):
+            checkpoint["modfuse_model_config"] = json.dumps(self.model.to_config())
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: ModalityBatch) -> Any:

@@ -12,4 +12,4 @@ from modfuse.encoders.base import Encoder
 from modfuse.encoders.registry import ENCODERS, available, build, config_of, register
 from modfuse.encoders.wrap import WrappedEncoder, wrap
 
-__all__ = ["ENCODERS", "Encoder", "WrappedEncoder", "available", "build", "register", "wrap"]
+__all__ = ["ENCODERS", "Encoder", "WrappedEncoder", "available", "build", "config_of", "register", "wrap"]

@@ -1,0 +1,331 @@
+"""Evaluate any fusion model on every subset of its modalities, and under simulated missingness."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchmetrics import Metric, MetricCollection
+
+from modfuse.data.batch import ModalityBatch
+from modfuse.errors import ModfuseError
+from modfuse.fusion.base import prediction_of
+from modfuse.training.spec import TaskSpec, by_task
+
+__all__ = [
+    "MetricArg",
+    "evaluate",
+    "evaluate_subsets",
+    "iter_batches",
+    "modality_subsets",
+    "model_device",
+    "subset_name",
+    "sweep",
+    "unwrap_model",
+]
+
+MetricArg = str | Sequence[str] | Metric | Mapping[str, Metric] | None
+"""Which metrics to compute: None (every metric of the task's ``TaskSpec.metrics()``), metric
+names from that collection (``"auroc"`` or ``["auroc", "accuracy"]``), a torchmetrics
+``Metric`` (fed ``TaskSpec.metric_inputs``), or a dict name -> Metric."""
+
+
+# ---------------------------------------------------------------------- model and data access
+def unwrap_model(model: Any) -> nn.Module:
+    """The fusion model inside ``model`` (a FusionTask's ``.model``), checked to be usable.
+
+    Args:
+        model: a fusion model, or a FusionTask / any wrapper with a ``.model`` attribute.
+    """
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "modalities"):
+        model = inner
+    if not hasattr(model, "modalities") or not hasattr(model, "tasks") or not callable(model):
+        raise ModfuseError(
+            f"expected a fusion model with `modalities` and `tasks` (or a FusionTask), found {type(model).__name__}"
+        )
+    return model
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU when it has none)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def iter_batches(data: Any, batch_size: int = 64) -> Iterator[ModalityBatch]:
+    """Yield :class:`ModalityBatch` objects from any supported data container.
+
+    Args:
+        data: a ModalityBatch, a list of them, a DataLoader yielding them, a
+            :class:`MultiModalDataset` (or a ``Subset`` of one), or a datamodule (its test split).
+        batch_size: batch size when a loader has to be built.
+    """
+    if isinstance(data, ModalityBatch):
+        yield data
+        return
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, ModalityBatch) for b in data):
+        yield from data
+        return
+    if hasattr(data, "test_dataloader") and hasattr(data, "setup"):
+        if getattr(data, "splits", None) is None:
+            data.setup("test")
+        data = data.test_dataloader()
+    elif isinstance(data, Dataset):
+        data = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate_of(data))
+    if not isinstance(data, DataLoader):
+        raise ModfuseError(
+            "expected a ModalityBatch, a DataLoader of them, a MultiModalDataset or a datamodule, "
+            f"found {type(data).__name__}"
+        )
+    for batch in data:
+        if not isinstance(batch, ModalityBatch):
+            raise ModfuseError(f"the loader yielded a {type(batch).__name__}, expected a ModalityBatch")
+        yield batch
+
+
+def _collate_of(dataset: Dataset) -> Any:
+    base = dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    collate = getattr(base, "collate_fn", None)
+    if collate is None:
+        raise ModfuseError(f"{type(base).__name__} has no collate_fn; pass a MultiModalDataset or a DataLoader")
+    return collate
+
+
+# ---------------------------------------------------------------------- subsets
+def subset_name(subset: Iterable[str]) -> str:
+    """Label of a modality subset: names joined by ``+`` (``"(none)"`` for the empty set)."""
+    names = list(subset)
+    return "+".join(names) if names else "(none)"
+
+
+def modality_subsets(
+    modalities: Sequence[str], exact_max: int = 8, max_subsets: int = 64, seed: int = 0
+) -> list[tuple[str, ...]]:
+    """Non-empty subsets of ``modalities`` to evaluate, ordered by size then position.
+
+    Args:
+        modalities: the model's modalities (M of them).
+        exact_max: up to this M, all 2^M - 1 subsets.
+        max_subsets: above ``exact_max``: how many subsets in all; every singleton, every
+            leave-one-out set and the full set are always included, the rest are drawn
+            uniformly (seeded) from the other subsets.
+        seed: random seed of the sampled subsets.
+    """
+    names = list(modalities)
+    m = len(names)
+    if m == 0:
+        raise ModfuseError("the model has no modalities")
+    if m <= exact_max:
+        return [s for k in range(1, m + 1) for s in itertools.combinations(names, k)]
+    fixed = {frozenset([x]) for x in names} | {frozenset(names) - {x} for x in names} | {frozenset(names)}
+    chosen = set(fixed)
+    rng = np.random.default_rng(seed)
+    budget = min(max(max_subsets, len(fixed)), 2**m - 1)
+    while len(chosen) < budget:
+        bits = rng.random(m) < 0.5
+        if bits.any():
+            chosen.add(frozenset(np.asarray(names)[bits].tolist()))
+    order = {x: i for i, x in enumerate(names)}
+    as_tuples = [tuple(sorted(s, key=order.__getitem__)) for s in chosen]
+    return sorted(as_tuples, key=lambda s: (len(s), [order[x] for x in s]))
+
+
+# ---------------------------------------------------------------------- metrics
+def _metric_collections(tasks: Mapping[str, TaskSpec], metric: MetricArg) -> dict[str, MetricCollection]:
+    out = {}
+    for name, spec in tasks.items():
+        if metric is None:
+            out[name] = spec.metrics()
+        elif isinstance(metric, Metric):
+            out[name] = MetricCollection({type(metric).__name__.lower(): metric.clone()})
+        elif isinstance(metric, Mapping):
+            out[name] = MetricCollection({k: m.clone() for k, m in metric.items()})
+        else:
+            wanted = [metric] if isinstance(metric, str) else list(metric)
+            full = spec.metrics()
+            unknown = [w for w in wanted if w not in full]
+            if unknown:
+                raise ModfuseError(
+                    f"unknown metric(s) {unknown} for task {name!r} ({spec.kind}); available: {sorted(full.keys())}"
+                )
+            out[name] = MetricCollection({w: full[w] for w in wanted})
+    return out
+
+
+def _column(task: str, metric: str, n_tasks: int) -> str:
+    return metric if n_tasks == 1 else f"{task}/{metric}"
+
+
+# ---------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, data: Any, subsets: Sequence[tuple[str, ...]], metric: MetricArg, batch_size: int
+) -> pd.DataFrame:
+    tasks = model.tasks
+    device = model_device(model)
+    metrics = {s: {k: c.to(device) for k, c in _metric_collections(tasks, metric).items()} for s in subsets}
+    n = absent = 0
+    observed = dict.fromkeys(subsets, 0)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in iter_batches(data, batch_size):
+            if batch.target is None:
+                raise ModfuseError("evaluation needs targets, but the batch has none")
+            batch = batch.to(device)
+            targets = by_task(batch.target, tasks)
+            n += batch.batch_size
+            absent += sum(
+                int((~batch.present[m]).sum()) if m in batch.present else batch.batch_size for m in model.modalities
+            )
+            for s in subsets:
+                logits = by_task(prediction_of(model(batch.with_modalities(s))), tasks)
+                for k, spec in tasks.items():
+                    metrics[s][k].update(*spec.metric_inputs(logits[k], targets[k]))
+                has_any = torch.stack([batch.present[m] for m in s]).any(0)
+                observed[s] += int(has_any.sum())
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ModfuseError("the data yielded no samples to evaluate")
+    rows = []
+    for s in subsets:
+        row: dict[str, Any] = {"subset": subset_name(s), "size": len(s)}
+        for k, coll in metrics[s].items():
+            for name, value in coll.compute().items():
+                row[_column(k, name, len(tasks))] = float(value.float().mean())
+        rows.append({**row, "n": n, "n_observed": observed[s]})
+    frame = pd.DataFrame(rows)
+    frame.attrs["missing_fraction"] = absent / (n * len(model.modalities))
+    return frame
+
+
+def evaluate_subsets(
+    model: Any,
+    data: Any,
+    metric: MetricArg = None,
+    subsets: Sequence[Sequence[str]] | None = None,
+    exact_max: int = 8,
+    max_subsets: int = 64,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Evaluate ``model`` with each subset of its modalities, each subset a real forward pass.
+
+    For a subset S every modality outside S is marked absent for every sample
+    (:meth:`ModalityBatch.with_modalities`); modalities a sample lacks in the data stay absent.
+
+    Args:
+        model: any fusion model (or a FusionTask).
+        data: a DataLoader of ModalityBatch, a MultiModalDataset, a datamodule (test split), or
+            a ModalityBatch / list of them.
+        metric: which metrics (see :data:`MetricArg`); default all of the task's metrics.
+        subsets: the subsets to evaluate (default :func:`modality_subsets`: all 2^M - 1
+            non-empty subsets for M <= ``exact_max``, ``max_subsets`` sampled above).
+        exact_max: see :func:`modality_subsets`.
+        max_subsets: see :func:`modality_subsets`.
+        seed: seed of the sampled subsets.
+        batch_size: batch size when ``data`` is a dataset.
+
+    Returns:
+        One row per subset: ``subset`` (names joined by ``+``), ``size``, one column per metric
+        (``task/metric`` for multi-task models), ``n`` (samples evaluated) and ``n_observed``
+        (samples that had at least one modality of the subset).
+    """
+    model = unwrap_model(model)
+    if subsets is None:
+        chosen = modality_subsets(model.modalities, exact_max, max_subsets, seed)
+    else:
+        chosen = [tuple(s) for s in subsets]
+        bad = [s for s in chosen if not s or not set(s) <= set(model.modalities)]
+        if bad:
+            raise ModfuseError(f"subsets must be non-empty and drawn from {model.modalities}, found {bad}")
+    return _evaluate(model, data, chosen, metric, batch_size)
+
+
+def evaluate(model: Any, data: Any, metric: MetricArg = None, batch_size: int = 64) -> dict[str, float]:
+    """Metrics of ``model`` with all its modalities (as the data provides them).
+
+    Returns:
+        metric column -> value, as in :func:`evaluate_subsets`, plus ``n`` and
+        ``missing_fraction`` (share of the model's (sample, modality) pairs absent in the data).
+    """
+    model = unwrap_model(model)
+    frame = _evaluate(model, data, [tuple(model.modalities)], metric, batch_size)
+    row = frame.iloc[0]
+    scores = {k: v for k, v in row.items() if k not in ("subset", "size", "n_observed")}
+    return {**scores, "missing_fraction": frame.attrs["missing_fraction"]}
+
+
+def _with_missingness(data: Any, mechanism: Any) -> Any:
+    """``data`` with a simulated missingness (the test split of a datamodule)."""
+    from modfuse.data.dataset import MultiModalDataset
+
+    if isinstance(data, MultiModalDataset):
+        return mechanism.apply(data)
+    if hasattr(data, "test_dataloader") and hasattr(data, "subset"):
+        return mechanism.apply(data, parts=("test",))
+    if isinstance(data, DataLoader):
+        inner, rows = data.dataset, None
+        if isinstance(inner, Subset) and isinstance(inner.dataset, MultiModalDataset):
+            inner, rows = inner.dataset, list(inner.indices)
+        if isinstance(inner, MultiModalDataset):
+            simulated = mechanism.apply(inner)
+            ds = simulated if rows is None else Subset(simulated, rows)
+            return DataLoader(ds, batch_size=data.batch_size or 64, shuffle=False, collate_fn=simulated.collate_fn)
+    raise ModfuseError(
+        "simulated missingness needs a MultiModalDataset, a datamodule, or a DataLoader over one; "
+        f"found {type(data).__name__}"
+    )
+
+
+def sweep(
+    model: Any,
+    data: Any,
+    rates: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9),
+    kind: str | Sequence[str] = "mcar",
+    seeds: Sequence[int] = (0,),
+    metric: MetricArg = None,
+    batch_size: int = 64,
+    **options: Any,
+) -> pd.DataFrame:
+    """Metric against missing rate under simulated missingness.
+
+    Args:
+        model: any fusion model (or a FusionTask).
+        data: a MultiModalDataset, a datamodule (its test split is affected and evaluated), or a
+            DataLoader over a MultiModalDataset (or a Subset of one).
+        rates: removal probabilities ``p`` to try.
+        kind: one or several of ``"mcar"``, ``"mar"``, ``"mnar"``, ``"mar-flip"``, ``"mnar-flip"``
+            (see :mod:`modfuse.robust.simulate`).
+        seeds: one simulation per seed and rate.
+        metric: which metrics (see :data:`MetricArg`).
+        batch_size: batch size when ``data`` is a dataset.
+        **options: passed to every simulator (e.g. ``modalities=["ecg"]``, ``driver="labs"``,
+            ``keep_one=False``).
+
+    Returns:
+        One row per (kind, rate, seed): ``kind``, ``rate``, ``seed``, the metric columns, ``n``
+        and ``missing_fraction`` (share of the model's (sample, modality) pairs absent in the
+        evaluated data).
+    """
+    from modfuse.robust.simulate import simulate
+
+    model = unwrap_model(model)
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    rows = []
+    for k, rate, seed in itertools.product(kinds, rates, seeds):
+        simulated = _with_missingness(data, simulate(k, float(rate), seed=seed, **options))
+        scores = evaluate(model, simulated, metric, batch_size)
+        rows.append({"kind": k, "rate": float(rate), "seed": seed, **scores})
+    return pd.DataFrame(rows)

@@ -1,0 +1,27 @@
+"""Lego fusion: unimodal blocks that merge without training (LegoMerge) or chain and fine-tune
+(LegoFuse). Importing this package registers the ``lego-merge`` and ``lego-fuse`` strategies."""
+
+from __future__ import annotations
+
+from modfuse.lego.block import LegoBlock
+from modfuse.lego.fuse import LegoFuse, fuse
+from modfuse.lego.io import from_config, load, load_any, load_checkpoint, save
+from modfuse.lego.merge import LegoMerge, LegoOutput, check_compatible, merge
+from modfuse.lego.methods import available_methods, register_method
+
+__all__ = [
+    "LegoBlock",
+    "LegoFuse",
+    "LegoMerge",
+    "LegoOutput",
+    "available_methods",
+    "check_compatible",
+    "from_config",
+    "fuse",
+    "load",
+    "load_any",
+    "load_checkpoint",
+    "merge",
+    "register_method",
+    "save",
+]

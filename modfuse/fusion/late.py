@@ -1,0 +1,127 @@
+"""Late fusion: every modality predicts on its own; the present modalities' logits are averaged."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modfuse.data.batch import ModalityBatch, encode_present
+from modfuse.errors import ModfuseError
+from modfuse.fusion.base import Outputs, prediction_of, register
+from modfuse.fusion.early import check_encoders
+from modfuse.fusion.heads import TaskHeads, pool_tokens
+from modfuse.training.spec import TaskSpec, as_task_specs, by_task
+
+__all__ = ["LateFusion", "PriorLogits", "encode_pooled", "task_loss"]
+
+
+def encode_pooled(encoder: nn.Module, batch: ModalityBatch, modality: str) -> tuple[Tensor, Tensor]:
+    """Pooled features of the present rows of ``modality``.
+
+    Returns:
+        features: (n_present, out_dim) (token encoders are mean-pooled).
+        index: LongTensor (n_present,) of their batch positions.
+
+    Raises:
+        ModfuseError: when the batch does not know ``modality`` at all (a modality absent from
+            every sample still has an all-False ``present`` mask, so this is a wiring error).
+    """
+    if modality not in batch.present:
+        raise ModfuseError(f"the batch has no modality {modality!r}; it has {batch.modalities}", modality=modality)
+    features, index = encode_present(encoder, batch, modality)
+    return pool_tokens(features), index
+
+
+def task_loss(tasks: Mapping[str, TaskSpec], logits: Mapping[str, Tensor], batch: ModalityBatch) -> Tensor:
+    """Weighted sum over tasks of each TaskSpec's loss on logits (B, num_outputs) per task."""
+    if batch.target is None:
+        raise ModfuseError("the batch has no target; training and evaluation need one")
+    targets = by_task(batch.target, tasks)
+    return sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in tasks.items())
+
+
+class PriorLogits(nn.Module):
+    """One learned logit vector per task: the prediction for a sample with no modality.
+
+    Trained on every sample (it learns the marginal, e.g. the base rate of a binary task), so a
+    fusion model has a meaningful f(empty) even when no training sample was empty.
+
+    Args:
+        tasks: task name -> TaskSpec.
+
+    Shapes:
+        ``forward(B)`` -> dict task -> (B, num_outputs).
+    """
+
+    def __init__(self, tasks: Mapping[str, TaskSpec]) -> None:
+        super().__init__()
+        self.logits = nn.ParameterDict({k: nn.Parameter(torch.zeros(spec.num_outputs)) for k, spec in tasks.items()})
+
+    def forward(self, batch_size: int) -> dict[str, Tensor]:
+        return {k: p.expand(batch_size, -1) for k, p in self.logits.items()}
+
+
+@register("late")
+class LateFusion(nn.Module):
+    """Average of the logits that each present modality's own head predicts.
+
+    Each modality is a complete unimodal model (encoder + head). A sample's logits are the mean
+    over its present modalities; a sample with none gets the learned prior logits.
+
+    Args:
+        encoders: modality -> encoder with ``out_dim``.
+        tasks: task kind, TaskSpec, or dict task -> TaskSpec.
+        hidden: hidden width of each modality head (0 for a linear head).
+        dropout: dropout in the heads.
+        prior_weight: weight of the prior's own loss (the prior is fitted to every sample; its
+            parameters get no other gradient unless training samples have no modality).
+
+    Shapes:
+        batch of B samples -> logits (B, num_outputs) (dict per task when several).
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        tasks: Any = "binary",
+        hidden: int = 64,
+        dropout: float = 0.1,
+        prior_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(check_encoders(encoders))
+        self.modalities = list(self.encoders)
+        self.tasks = as_task_specs(tasks)
+        self.heads = nn.ModuleDict(
+            {m: TaskHeads(enc.out_dim, self.tasks, hidden, dropout) for m, enc in self.encoders.items()}
+        )
+        self.prior = PriorLogits(self.tasks)
+        self.prior_weight = prior_weight
+
+    def unimodal_logits(self, batch: ModalityBatch, modality: str) -> tuple[dict[str, Tensor], Tensor]:
+        """Logits of one modality's own model for its present rows: task -> (n_present, k), and the index."""
+        features, index = encode_pooled(self.encoders[modality], batch, modality)
+        return by_task(self.heads[modality](features), self.tasks), index
+
+    def forward(self, batch: ModalityBatch) -> Outputs:
+        b = batch.batch_size
+        count = torch.zeros(b, device=batch.device)
+        sums = {k: torch.zeros(b, spec.num_outputs, device=batch.device) for k, spec in self.tasks.items()}
+        for m in self.modalities:
+            logits, index = self.unimodal_logits(batch, m)
+            count = count.index_add(0, index, torch.ones_like(index, dtype=count.dtype))
+            sums = {k: s.index_add(0, index, logits[k].to(s.dtype)) for k, s in sums.items()}
+        prior = self.prior(b)
+        seen = (count > 0)[:, None]
+        out = {k: torch.where(seen, s / count.clamp_min(1)[:, None], prior[k]) for k, s in sums.items()}
+        return out[next(iter(out))] if len(out) == 1 else out
+
+    def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
+        """Task loss of the fused logits plus ``prior_weight`` times the prior's loss on the batch."""
+        fused = by_task(prediction_of(outputs), self.tasks)
+        return task_loss(self.tasks, fused, batch) + self.prior_weight * task_loss(
+            self.tasks, self.prior(batch.batch_size), batch
+        )

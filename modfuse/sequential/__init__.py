@@ -1,0 +1,7 @@
+"""Sequential interpretable fusion: a prediction after every modality, contributions by construction."""
+
+from __future__ import annotations
+
+from modfuse.sequential.model import SequentialContributions, SequentialFusion, SequentialOutput, StateUpdate
+
+__all__ = ["SequentialContributions", "SequentialFusion", "SequentialOutput", "StateUpdate"]

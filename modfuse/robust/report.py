@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from modfuse.errors import ModfuseError
 from modfuse.robust.evaluate import MetricArg, evaluate_subsets, sweep, unwrap_model
 
-__all__ = ["metric_columns", "plot_subsets", "plot_sweep", "robustness_report"]
+__all__ = ["main_column", "metric_columns", "plot_subsets", "plot_sweep", "robustness_report"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,17 @@ _NOT_METRICS = {"subset", "size", "n", "n_observed", "kind", "rate", "seed", "mi
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """The metric columns of a table from :func:`evaluate_subsets` or :func:`sweep`."""
     return [c for c in frame.columns if c not in _NOT_METRICS]
+
+
+def main_column(model: Any, table: pd.DataFrame) -> str:
+    """The column of the first task's main metric (e.g. ``auroc``), else the first metric column."""
+    tasks = unwrap_model(model).tasks
+    task, spec = next(iter(tasks.items()))
+    name = spec.main_metric[0]
+    for column in (name, f"{task}/{name}"):
+        if column in table.columns:
+            return column
+    return metric_columns(table)[0]
 
 
 def plot_subsets(table: pd.DataFrame, metric: str | None = None) -> Figure:
@@ -86,7 +97,8 @@ def robustness_report(
         model: a fusion model or a FusionTask (its ``.model`` is used).
         data: a datamodule (its test split), a MultiModalDataset, or a DataLoader of ModalityBatch.
         out_dir: output folder (created).
-        metric: which metrics (see :data:`modfuse.robust.evaluate.MetricArg`); plots show the first.
+        metric: which metrics (see :data:`modfuse.robust.evaluate.MetricArg`); plots show the
+            task's main metric when computed, else the first.
         rates: missing rates of the sweep.
         kinds: mechanisms of the sweep (``mcar``, ``mar``, ``mnar``, ``mar-flip``, ``mnar-flip``).
         seeds: simulation seeds per rate.
@@ -100,7 +112,7 @@ def robustness_report(
     out.mkdir(parents=True, exist_ok=True)
     table = evaluate_subsets(model, data, metric, batch_size=batch_size)
     table.to_csv(out / "subsets.csv", index=False)
-    plot_subsets(table).savefig(out / "subsets.png", dpi=100)
+    plot_subsets(table, main_column(model, table)).savefig(out / "subsets.png", dpi=100)
     if kinds:
         try:
             swept = sweep(model, data, rates, kinds, seeds, metric, batch_size)
@@ -110,5 +122,5 @@ def robustness_report(
             log.warning("skipped the missing-rate sweep: %s", exc)
         else:
             swept.to_csv(out / "sweep.csv", index=False)
-            plot_sweep(swept).savefig(out / "sweep.png", dpi=100)
+            plot_sweep(swept, main_column(model, swept)).savefig(out / "sweep.png", dpi=100)
     return table

@@ -79,7 +79,7 @@ def check_disjoint_groups(splits: Mapping[str, np.ndarray], groups: np.ndarray |
         return
     seen: dict[Any, str] = {}
     for part, idx in splits.items():
-        for g in np.unique(groups[idx]):
+        for g in np.unique(groups[idx]).tolist():
             if g in seen and seen[g] != part:
                 raise ModfuseError(f"group {g!r} is in both the {seen[g]!r} and {part!r} partitions (leakage)")
             seen[g] = part

@@ -82,7 +82,7 @@ class ArraySource:
         if row_is_missing(row):
             return None
         if isinstance(row, np.ndarray) and row.dtype.kind in "biuf":
-            return torch.as_tensor(row, dtype=torch.float32)
+            return torch.tensor(row, dtype=torch.float32)  # a copy: rows of the user's array stay untouched
         if isinstance(row, torch.Tensor) and row.is_floating_point():
             return row.float()
         return row

@@ -1,0 +1,4 @@
+"""One module per public collection; each registers a ``prepare`` function on import.
+
+They are imported by :func:`modfuse.datasets.prepare.prepare` on first use only.
+"""

@@ -1,0 +1,556 @@
+"""The manifest format: one table of samples plus a JSON description, and fixed split files.
+
+A prepared collection is a folder::
+
+    out/
+      manifest.json        what the table means (format documented in docs/datasets/manifest.md)
+      manifest.parquet     one row per sample (or manifest.csv)
+      splits/<name>.csv    fixed splits: id,split[,group]
+
+The table holds the sample id, the group id used for splitting (patient, block, scaffold),
+the label columns, one path column or one set of value columns per modality, and one explicit
+``has_<modality>`` column per modality (missingness is never implied by a fill value).
+:func:`read_manifest` loads it back; :meth:`Manifest.to_dataset` builds the
+:class:`~modfuse.data.MultiModalDataset`; :class:`ManifestDataModule` does both for recipes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modfuse.data.datamodule import MultiModalDataModule
+from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.sources import ArraySource, Source
+from modfuse.datasets.splits import read_split, write_split
+from modfuse.errors import ModfuseError, ReadError
+from modfuse.training.spec import TaskSpec
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Manifest",
+    "ManifestDataModule",
+    "ModalitySpec",
+    "TargetSpec",
+    "read_manifest",
+    "write_manifest",
+]
+
+FORMAT = "modfuse-manifest"
+VERSION = 1
+ModalityKind = Literal["columns", "path", "value"]
+
+
+@dataclass
+class ModalitySpec:
+    """How one modality is stored in the manifest table.
+
+    Args:
+        kind: ``columns`` (a set of numeric columns, one feature each), ``path`` (one column
+            holding a file or record path relative to the manifest's ``root``) or ``value`` (one
+            column holding an inline value such as a SMILES string).
+        columns: the table columns (one for ``path`` and ``value``).
+        reader: for ``path``/``value``: the name of a reader in :mod:`modfuse.data.readers`
+            (``wfdb``, ``dicom``, ``raster``, ``smiles``, ...).
+        options: keyword arguments for the reader.
+        description: free text for humans (units, provenance).
+    """
+
+    kind: ModalityKind
+    columns: list[str]
+    reader: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("columns", "path", "value"):
+            raise ModfuseError(f"modality kind must be 'columns', 'path' or 'value', found {self.kind!r}")
+        if not self.columns:
+            raise ModfuseError("a modality needs at least one column")
+        if self.kind != "columns" and (len(self.columns) != 1 or not self.reader):
+            raise ModfuseError(f"a {self.kind!r} modality needs exactly one column and a reader, found {self}")
+
+
+@dataclass
+class TargetSpec:
+    """One task's label columns.
+
+    Args:
+        kind: a :class:`~modfuse.training.TaskSpec` kind.
+        columns: binary/multiclass/regression: one column (or several regression targets);
+            multilabel: one 0/1 column per label; survival: ``[time, event]``.
+        classes: multiclass: class names in code order (the column holds codes 0..C-1).
+        boundaries: survival: interior interval boundaries for the discrete-time model.
+    """
+
+    kind: str
+    columns: list[str]
+    classes: list[str] | None = None
+    boundaries: list[float] | None = None
+
+    def task_spec(self) -> TaskSpec:
+        """The matching :class:`TaskSpec`."""
+        if self.kind == "multiclass":
+            return TaskSpec("multiclass", len(self.classes or []))
+        if self.kind == "survival":
+            b = tuple(self.boundaries or ())
+            return TaskSpec("survival", len(b) + 1, b)
+        if self.kind in ("multilabel", "regression"):
+            return TaskSpec(self.kind, len(self.columns))  # type: ignore[arg-type]
+        return TaskSpec(self.kind)  # type: ignore[arg-type]
+
+
+def has_column(modality: str) -> str:
+    """Name of the explicit presence column of ``modality``."""
+    return f"has_{modality}"
+
+
+def _as_spec(value: ModalitySpec | Mapping[str, Any], cls: type) -> Any:
+    return value if isinstance(value, cls) else cls(**value)
+
+
+# ---------------------------------------------------------------------------------- writing
+def write_manifest(
+    table: pd.DataFrame,
+    out: str | Path,
+    *,
+    name: str,
+    modalities: Mapping[str, ModalitySpec | Mapping[str, Any]],
+    targets: Mapping[str, TargetSpec | Mapping[str, Any]],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    default_split: str | None = None,
+    ungrouped_splits: Sequence[str] = (),
+    id_column: str = "id",
+    group_column: str | None = "group",
+    root: str | Path | None = None,
+    excluded_columns: Mapping[str, str] | None = None,
+    table_format: Literal["parquet", "csv"] = "parquet",
+    info: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a manifest folder and return the path of its ``manifest.json``.
+
+    The ``has_<modality>`` columns are computed here (a ``columns`` modality is present when
+    any of its cells is observed, a ``path``/``value`` modality when its cell is not empty),
+    unless the table already has them, in which case they must agree with the data.
+
+    Args:
+        table: one row per sample.
+        out: output folder (created).
+        name: collection name.
+        modalities: modality -> :class:`ModalitySpec` (or its dict form).
+        targets: task -> :class:`TargetSpec` (or its dict form).
+        splits: split name -> ``{"train": idx, "val": idx, "test": idx}`` row indices.
+        default_split: the split recipes use (default: the first one).
+        ungrouped_splits: splits that deliberately ignore the groups (e.g. MoleculeNet's random
+            split beside its scaffold split); every other split is refused if it puts one group
+            in two partitions, and is checked again when read.
+        id_column: column of unique sample ids (written as strings).
+        group_column: column of split groups (patient, block, scaffold), or None.
+        root: folder that ``path`` columns are relative to (the user's download).
+        excluded_columns: provider columns deliberately left out -> why (e.g. leakage).
+        table_format: ``parquet`` (default) or ``csv``.
+        info: extra provenance written verbatim (licence, version, options used).
+    """
+    out = Path(out)
+    mods = {m: _as_spec(s, ModalitySpec) for m, s in modalities.items()}
+    tasks = {t: _as_spec(s, TargetSpec) for t, s in targets.items()}
+    table = _checked_table(table, mods, tasks, id_column, group_column)
+    if not splits:
+        raise ModfuseError("a manifest needs at least one fixed split")
+    default_split = default_split or next(iter(splits))
+    if default_split not in splits:
+        raise ModfuseError(f"default split {default_split!r} is not one of {sorted(splits)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if table_format not in ("parquet", "csv"):
+        raise ModfuseError(f"table_format must be 'parquet' or 'csv', found {table_format!r}")
+    table_name = f"manifest.{table_format}"
+    if table_format == "parquet":
+        table.to_parquet(out / table_name, index=False)
+    else:
+        table.to_csv(out / table_name, index=False)
+    unknown = sorted(set(ungrouped_splits) - set(splits))
+    if unknown:
+        raise ModfuseError(f"ungrouped_splits names unknown splits {unknown}; the splits are {sorted(splits)}")
+    split_files = {}
+    for split_name, parts in splits.items():
+        grouped = group_column is not None and split_name not in ungrouped_splits
+        split_files[split_name] = {"file": f"splits/{split_name}.csv", "grouped": grouped}
+        groups = table[group_column].to_numpy(dtype=object) if grouped else None
+        write_split(parts, table[id_column].tolist(), out / split_files[split_name]["file"], groups)
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": name,
+        "table": table_name,
+        "id": id_column,
+        "group": group_column,
+        "root": None if root is None else str(Path(root).resolve()),
+        "modalities": {m: asdict(s) for m, s in mods.items()},
+        "targets": {t: asdict(s) for t, s in tasks.items()},
+        "splits": split_files,
+        "default_split": default_split,
+        "excluded_columns": dict(excluded_columns or {}),
+        "num_samples": len(table),
+        "info": dict(info or {}),
+    }
+    path = out / "manifest.json"
+    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to manifest.json")
+
+
+def _checked_table(
+    table: pd.DataFrame,
+    mods: Mapping[str, ModalitySpec],
+    tasks: Mapping[str, TargetSpec],
+    id_column: str,
+    group_column: str | None,
+) -> pd.DataFrame:
+    table = table.reset_index(drop=True).copy()
+    needed = [id_column, *([group_column] if group_column else [])]
+    needed += [c for s in mods.values() for c in s.columns] + [c for s in tasks.values() for c in s.columns]
+    absent = [c for c in dict.fromkeys(needed) if c not in table.columns]
+    if absent:
+        raise ModfuseError(f"manifest table lacks columns {absent}; it has {list(table.columns)}")
+    if table[id_column].isna().any():
+        raise ModfuseError(f"sample id column {id_column!r} has empty cells")
+    table[id_column] = table[id_column].astype(str)
+    dup = table[id_column][table[id_column].duplicated()].unique()
+    if len(dup):
+        raise ModfuseError(f"sample ids must be unique, found duplicates {list(dup[:5])}")
+    if group_column and table[group_column].isna().any():
+        raise ModfuseError(f"group column {group_column!r} has empty cells (every sample needs a group)")
+    for m, spec in mods.items():
+        observed = _observed(table, spec)
+        col = has_column(m)
+        if col in table.columns:
+            given = table[col].astype(bool).to_numpy()
+            wrong = np.flatnonzero(given & ~observed)
+            if len(wrong):
+                raise ModfuseError(
+                    f"{col} is True but the data is empty for samples {table[id_column].iloc[wrong[:5]].tolist()}",
+                    modality=m,
+                )
+            table[col] = given
+        else:
+            table[col] = observed
+    return table
+
+
+def _observed(table: pd.DataFrame, spec: ModalitySpec) -> np.ndarray:
+    if spec.kind == "columns":
+        return table[spec.columns].notna().any(axis=1).to_numpy()
+    cells = table[spec.columns[0]]
+    return (cells.notna() & (cells.astype(str).str.strip() != "")).to_numpy()
+
+
+# ---------------------------------------------------------------------------------- reading
+@dataclass
+class Manifest:
+    """A manifest loaded by :func:`read_manifest`.
+
+    Attributes:
+        path: the ``manifest.json`` file.
+        table: the sample table.
+        doc: the JSON description.
+        root: folder that ``path`` modalities are relative to.
+    """
+
+    path: Path
+    table: pd.DataFrame
+    doc: dict[str, Any]
+    root: Path | None
+
+    @property
+    def name(self) -> str:
+        return str(self.doc["name"])
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table[self.doc["id"]].astype(str).tolist()
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        col = self.doc.get("group")
+        return None if not col else self.table[col].to_numpy(dtype=object)
+
+    @property
+    def modalities(self) -> dict[str, ModalitySpec]:
+        return {m: ModalitySpec(**s) for m, s in self.doc["modalities"].items()}
+
+    @property
+    def targets(self) -> dict[str, TargetSpec]:
+        return {t: TargetSpec(**s) for t, s in self.doc["targets"].items()}
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.doc["splits"])
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """Task name -> :class:`TaskSpec` for :class:`~modfuse.training.FusionTask`."""
+        return {t: s.task_spec() for t, s in self.targets.items()}
+
+    def split_is_grouped(self, name: str | None = None) -> bool:
+        """Whether split ``name`` keeps every group in one partition."""
+        return bool(self.doc["splits"][name or self.doc["default_split"]]["grouped"])
+
+    def split(self, name: str | None = None) -> dict[str, np.ndarray]:
+        """Row indices of the fixed split ``name`` (default: the manifest's default split)."""
+        name = name or self.doc["default_split"]
+        if name not in self.doc["splits"]:
+            raise ModfuseError(f"manifest {self.path} has no split {name!r}; it has {self.split_names}")
+        entry = self.doc["splits"][name]
+        return read_split(self.path.parent / entry["file"], self.ids, self.groups if entry["grouped"] else None)
+
+    def present(self) -> pd.DataFrame:
+        """Bool table ids x modalities from the explicit ``has_<modality>`` columns."""
+        return pd.DataFrame(
+            {m: self.table[has_column(m)].astype(bool).to_numpy() for m in self.modalities},
+            index=pd.Index(self.ids, name="id"),
+        )
+
+    def feature_columns(self, modality: str) -> list[str]:
+        """The table columns of a ``columns`` modality."""
+        return list(self.modalities[modality].columns)
+
+    def target_array(self) -> np.ndarray | dict[str, np.ndarray]:
+        """Targets for :class:`MultiModalDataset` (an array for one task, else a dict)."""
+        arrays = {t: self._target(t, s) for t, s in self.targets.items()}
+        return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+
+    def _target(self, task: str, spec: TargetSpec) -> np.ndarray:
+        values = self.table[spec.columns]
+        if spec.kind in ("binary", "multiclass"):
+            col = values.iloc[:, 0]
+            if col.isna().any():
+                bad = self.table[self.doc["id"]][col.isna()].tolist()[:5]
+                raise ModfuseError(f"task {task!r}: label column {spec.columns[0]!r} is empty for samples {bad}")
+            return col.to_numpy(dtype=np.int64)
+        arr = values.to_numpy(dtype=np.float32)
+        return arr[:, 0] if spec.kind == "regression" and arr.shape[1] == 1 else arr
+
+    def sources(self, modalities: Sequence[str] | None = None) -> dict[str, Source]:
+        """One :class:`~modfuse.data.Source` per modality (rows with ``has_<m>`` False are missing)."""
+        specs = self.modalities
+        chosen = list(modalities) if modalities is not None else list(specs)
+        unknown = [m for m in chosen if m not in specs]
+        if unknown:
+            raise ModfuseError(f"unknown modalities {unknown}; the manifest has {list(specs)}")
+        return {m: self._source(m, specs[m]) for m in chosen}
+
+    def _source(self, modality: str, spec: ModalitySpec) -> Source:
+        present = self.table[has_column(modality)].astype(bool).to_numpy()
+        ids = self.ids
+        if spec.kind == "columns":
+            values = self.table[spec.columns].to_numpy(dtype=np.float32, na_value=np.nan).copy()
+            values[~present] = np.nan  # the explicit flag wins over partially filled cells
+            return ArraySource(values, ids)
+        from modfuse.data import readers
+
+        cells = self.table[spec.columns[0]]
+        if spec.kind == "path":
+            base = self._require_root(modality)
+            entries = {sid: (str(base / c) if ok else None) for sid, c, ok in zip(ids, cells, present)}
+            return readers.build(spec.reader, entries, **spec.options)
+        entries_v = [c if ok else None for c, ok in zip(cells, present)]
+        return readers.build(spec.reader, entries_v, ids=ids, **spec.options)
+
+    def _require_root(self, modality: str) -> Path:
+        if self.root is None:
+            raise ModfuseError(
+                f"modality {modality!r} holds paths relative to the data root, but the manifest has no root; "
+                "pass root= to read_manifest",
+                modality=modality,
+            )
+        if not self.root.is_dir():
+            raise ReadError("data root of the manifest is not a folder (pass root= to point at it)", path=self.root)
+        return self.root
+
+    def to_dataset(
+        self,
+        modalities: Sequence[str] | None = None,
+        on_error: Literal["raise", "missing"] = "raise",
+        transforms: Mapping[str, Callable[[Any], Any]] | None = None,
+        with_groups: bool = True,
+    ) -> MultiModalDataset:
+        """Build the :class:`MultiModalDataset` (ids, groups and targets from the table).
+
+        Args:
+            modalities: the modalities to load (default: all).
+            on_error: bad-file policy of the dataset.
+            transforms: modality -> callable applied to each loaded value.
+            with_groups: attach the group column (the datamodule then refuses any split that
+                puts one group in two partitions); False for a deliberately ungrouped split.
+        """
+        return MultiModalDataset(
+            self.sources(modalities),
+            targets=self.target_array(),
+            ids=self.ids,
+            groups=self.groups if with_groups else None,
+            on_error=on_error,
+            transforms=transforms,
+        )
+
+
+def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
+    """Load a manifest folder (or its ``manifest.json``).
+
+    Args:
+        path: the output folder of ``prepare`` or its ``manifest.json``.
+        root: data folder that ``path`` modalities are relative to (default: the one recorded
+            when the manifest was written), for data moved after preparation.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        raise ReadError("manifest not found (expected the folder written by prepare, or its manifest.json)", path=path)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReadError(f"manifest.json is not valid JSON: {exc}", path=path) from exc
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise ReadError(
+            f"expected format {FORMAT!r} version {VERSION}, found {doc.get('format')!r} version {doc.get('version')}",
+            path=path,
+        )
+    table_path = path.parent / doc["table"]
+    if not table_path.is_file():
+        raise ReadError("the manifest table is missing", path=table_path)
+    if table_path.suffix == ".parquet":
+        table = pd.read_parquet(table_path)
+    else:
+        # ids and paths must stay strings ("00001" is not 1)
+        text_cols = {doc["id"]} | {
+            s["columns"][0] for s in doc["modalities"].values() if s["kind"] in ("path", "value")
+        }
+        table = pd.read_csv(table_path, dtype=dict.fromkeys(text_cols, str), keep_default_na=True)
+    root_value = root if root is not None else doc.get("root")
+    manifest = Manifest(path, table, doc, None if root_value is None else Path(root_value))
+    _check_loaded(manifest)
+    return manifest
+
+
+def _check_loaded(manifest: Manifest) -> None:
+    doc, table = manifest.doc, manifest.table
+    needed = [doc["id"], *([doc["group"]] if doc.get("group") else [])]
+    for m, s in doc["modalities"].items():
+        needed += [*s["columns"], has_column(m)]
+    for s in doc["targets"].values():
+        needed += s["columns"]
+    absent = [c for c in dict.fromkeys(needed) if c not in table.columns]
+    if absent:
+        raise ReadError(f"the manifest table lacks columns {absent} that manifest.json declares", path=manifest.path)
+    if len(table) != doc.get("num_samples", len(table)):
+        raise ReadError(
+            f"manifest.json declares {doc['num_samples']} samples, the table has {len(table)}", path=manifest.path
+        )
+
+
+# ---------------------------------------------------------------------------------- datamodule
+class Standardize:
+    """Standardise a feature vector with training statistics (NaN stays NaN: it means missing).
+
+    Args:
+        mean: (F,) training means.
+        std: (F,) training standard deviations (zeros are treated as 1).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.as_tensor(np.asarray(mean, dtype=np.float32))
+        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
+        self.std = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ManifestDataModule(MultiModalDataModule):
+    """A :class:`MultiModalDataModule` over a prepared manifest and one of its fixed splits.
+
+    Args:
+        manifest: the folder written by ``prepare`` (or its ``manifest.json``).
+        split_name: which fixed split to use (default: the manifest's default split).
+        modalities: the modalities to load (default: all).
+        root: data folder override for ``path`` modalities.
+        standardize: standardise ``columns`` modalities with statistics of the training
+            partition only (never val/test, which would leak).
+        on_error: bad-file policy (``"raise"`` or ``"missing"``).
+        batch_size, num_workers, pin_memory, seed, train_transform: as in
+            :class:`MultiModalDataModule`.
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path,
+        split_name: str | None = None,
+        modalities: Sequence[str] | None = None,
+        root: str | Path | None = None,
+        standardize: bool = True,
+        on_error: Literal["raise", "missing"] = "raise",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        seed: int = 0,
+        train_transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        super().__init__(
+            dataset=None,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            seed=seed,
+            train_transform=train_transform,
+        )
+        self.manifest_path = Path(manifest)
+        self.split_name = split_name
+        self.modalities = None if modalities is None else list(modalities)
+        self.root = root
+        self.standardize = standardize
+        self.on_error = on_error
+        self.manifest: Manifest | None = None
+
+    def build_dataset(self) -> MultiModalDataset:
+        self.manifest = read_manifest(self.manifest_path, self.root)
+        self.given_splits = self.manifest.split(self.split_name)
+        transforms = self._standardizers(self.given_splits["train"]) if self.standardize else None
+        return self.manifest.to_dataset(
+            self.modalities,
+            on_error=self.on_error,
+            transforms=transforms,
+            with_groups=self.manifest.split_is_grouped(self.split_name),
+        )
+
+    def _standardizers(self, train_rows: np.ndarray) -> dict[str, Standardize]:
+        assert self.manifest is not None
+        out = {}
+        for m, spec in self.manifest.modalities.items():
+            if spec.kind != "columns" or (self.modalities is not None and m not in self.modalities):
+                continue
+            values = self.manifest.table[spec.columns].iloc[train_rows].to_numpy(dtype=np.float64, na_value=np.nan)
+            with np.errstate(all="ignore"):
+                mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else np.zeros(values.shape[1])
+                std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0) if len(values) else np.ones(values.shape[1])
+            out[m] = Standardize(mean, std)
+        return out
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """The manifest's tasks (reads the manifest if needed)."""
+        if self.manifest is None:
+            self.manifest = read_manifest(self.manifest_path, self.root)
+        return self.manifest.task_specs()

@@ -1,0 +1,568 @@
+"""The ``modfuse`` command line: recipes through LightningCLI, plus merge, explain and robustness.
+
+Commands (``modfuse --help`` lists them):
+
+- ``modfuse fit|validate|test|predict --config recipes/NAME.yaml [--section.key value ...]``:
+  LightningCLI with :class:`~modfuse.training.task.FusionTask` as the model and any
+  :class:`~modfuse.data.MultiModalDataModule` subclass as the data, both given as
+  ``class_path``/``init_args`` in the recipe (as in torchgeo).
+- ``modfuse merge ...``: merge separately trained Lego blocks (:mod:`modfuse.lego.cli`).
+- ``modfuse explain|robustness --config recipes/NAME.yaml [--ckpt_path P] [--out_dir D]``:
+  rebuild the recipe's task and data, load a checkpoint and write the report.
+
+Every run writes into the recipe's ``trainer.default_root_dir`` (default ``runs/default``)::
+
+    checkpoints/best.ckpt     best epoch by the task's monitored metric (e.g. val/auroc)
+    checkpoints/last.ckpt     latest state, for ``fit --ckpt_path last`` after a crash
+    csv/, tensorboard/        CSV and TensorBoard logs (one version per run)
+    metrics.json              final metrics of the last fit (and of the compared strategies)
+    predictions.csv           written by ``predict``
+
+``test``, ``validate`` and ``predict`` use ``checkpoints/best.ckpt`` unless ``--ckpt_path``
+names another file (or ``last``).
+
+Recipe keys beyond LightningCLI's (all optional):
+
+- ``compare: [late, attention]``: after ``fit``, train these fusion strategies on the same
+  encoders (fresh copies of the recipe's initial encoders), data and trainer settings, and
+  report their test metrics beside the recipe's model.
+- ``test_after_fit: true``: evaluate the best checkpoint on the test split after ``fit``.
+- ``checkpoint_every_n_steps: N``: also refresh ``last.ckpt`` every N optimizer steps, so a
+  run killed mid-epoch resumes mid-epoch (the training order and the random number
+  generators are part of the checkpoint, so the resumed run matches an uninterrupted one).
+
+Multi-GPU / multi-node: set ``trainer.strategy`` (``ddp``, ``fsdp``), ``trainer.devices`` and
+``trainer.num_nodes`` in the recipe or on the command line and launch with ``torchrun`` or
+``srun`` exactly as for any Lightning script (see ``docs/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, RandomSampler
+
+from modfuse.data.datamodule import MultiModalDataModule
+from modfuse.errors import ModfuseError
+from modfuse.training.task import FusionTask
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS = {
+    "fit": "train a recipe's model (checkpoints, logs, metrics table)",
+    "validate": "evaluate a checkpoint (default: the best one) on the validation split",
+    "test": "evaluate a checkpoint (default: the best one) on the test split",
+    "predict": "write per-sample predictions of a checkpoint to predictions.csv",
+    "merge": "merge separately trained Lego blocks into one multimodal model",
+    "explain": "modality Shapley values and attributions of a checkpoint (tables + PNG plots)",
+    "robustness": "metrics per modality subset and under simulated missingness (tables + PNG plots)",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_ROOT = "runs/default"
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``modfuse`` command line.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0 on success).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args[0] == "--version":
+        from modfuse import __version__
+
+        print(__version__)
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"modfuse: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if command == "merge":
+        from modfuse.lego.cli import merge_main
+
+        return int(merge_main(rest) or 0)
+    if command in ("explain", "robustness"):
+        return report_main(command, rest)
+    # LightningCLI reads sys.argv itself when given None; passing both makes it warn
+    run_recipe(args if argv is not None else None)
+    return 0
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: modfuse <command> [--config recipes/NAME.yaml] [options]",
+        "",
+        "Fuse modalities with per-sample missingness: train, evaluate, merge and explain.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "`modfuse <command> --help` shows a command's options.",
+        "quickstart (no data needed): modfuse fit --config recipes/quickstart.yaml",
+    ]
+    return "\n".join(lines)
+
+
+def run_recipe(args: Sequence[str] | None) -> ModfuseCLI:
+    """Run ``fit``/``validate``/``test``/``predict`` (``args`` start with the subcommand)."""
+    return ModfuseCLI(args=None if args is None else list(args))
+
+
+# ---------------------------------------------------------------------------- the Lightning CLI
+class ModfuseCLI(LightningCLI):
+    """LightningCLI with modfuse's defaults: checkpoints by the task's monitored metric,
+    CSV + TensorBoard logs, rich progress bars, seed 0, best-checkpoint evaluation."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.order = ResumableTrainOrder()
+        self.initial_encoders: dict[str, torch.nn.Module] | None = None
+        super().__init__(
+            FusionTask,
+            MultiModalDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--compare", type=list[str], default=[], help="strategies to train and compare")
+        parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint")
+        parser.add_argument(
+            "--checkpoint_every_n_steps", type=int, default=0, help="refresh last.ckpt every N steps (0: epochs)"
+        )
+        parser.set_defaults({"trainer.default_root_dir": DEFAULT_ROOT})
+
+    # ------------------------------------------------------------ config helpers
+    def setting(self, key: str, default: Any = None) -> Any:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config.get(key, default)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.setting("trainer", {}).get("default_root_dir") or DEFAULT_ROOT)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self.setting("trainer", {})
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = default_loggers(self.root)
+        callbacks = run_callbacks(
+            self.root,
+            self.model,
+            trainer_config,
+            self.setting("checkpoint_every_n_steps", 0),
+        )
+        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), *callbacks, self.order]
+        return super().instantiate_trainer(**kwargs)
+
+    # ------------------------------------------------------------ subcommand hooks
+    def before_fit(self) -> None:
+        encoders = getattr(self.model.model, "encoders", None)
+        if self.setting("compare") and encoders is not None:
+            # fresh, untrained copies for the strategies compared after the main fit
+            self.initial_encoders = copy.deepcopy(dict(encoders))
+        if self.trainer.world_size == 1:
+            make_resumable(self.datamodule, self.order, int(getattr(self.datamodule, "seed", 0)))
+
+    def after_fit(self) -> None:
+        results = {"recipe": final_metrics(self.trainer, "val/")}
+        best = best_checkpoint(self.trainer)
+        if self.setting("test_after_fit") or self.setting("compare"):
+            results["recipe"].update(self.evaluate(self.trainer, self.model, best))
+        for strategy in self.setting("compare") or []:
+            results[strategy] = self.train_compared(strategy)
+        if self.trainer.is_global_zero:
+            write_metrics(self.root / "metrics.json", results, best)
+            print_table(results, title=f"modfuse fit: {self.root}")
+
+    def evaluate(self, trainer: Trainer, task: Any, ckpt: str | None) -> dict[str, float]:
+        out = trainer.test(task, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        return {k: float(v) for k, v in (out[0] if out else {}).items()}
+
+    def train_compared(self, strategy: str) -> dict[str, float]:
+        from modfuse.fusion import build
+
+        if self.initial_encoders is None:
+            raise ModfuseError(
+                f"compare: [{strategy}] needs a recipe model with `encoders` (found {type(self.model.model).__name__})"
+            )
+        model = build(strategy, encoders=copy.deepcopy(self.initial_encoders), tasks=self.model.tasks)
+        hp = {k: self.model.hparams[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "monitor")}
+        task = type(self.model)(model=model, tasks=self.model.tasks, **hp)
+        root = self.root / "compare" / strategy
+        kwargs = compared_trainer_kwargs(self.setting("trainer", {}))
+        callbacks = run_callbacks(root, task, self.setting("trainer", {}), 0)
+        trainer = Trainer(**kwargs, default_root_dir=str(root), logger=default_loggers(root), callbacks=callbacks)
+        trainer.fit(task, datamodule=self.datamodule)
+        metrics = final_metrics(trainer, "val/")
+        metrics.update(self.evaluate(trainer, task, best_checkpoint(trainer)))
+        return metrics
+
+    def before_validate(self) -> None:
+        self.resolve_eval_checkpoint()
+
+    def before_test(self) -> None:
+        self.resolve_eval_checkpoint()
+
+    def before_predict(self) -> None:
+        self.resolve_eval_checkpoint()
+
+    def after_test(self) -> None:
+        if self.trainer.is_global_zero:
+            print_table({"recipe": final_metrics(self.trainer, "test/")}, title=f"modfuse test: {self.root}")
+
+    def resolve_eval_checkpoint(self) -> None:
+        config = self.config_init[self.subcommand]
+        config["ckpt_path"] = str(checkpoint_path(self.root, config.get("ckpt_path")))
+
+    def predict(self, model: Any, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        outputs = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=True)
+        if self.trainer.is_global_zero and outputs:
+            path = self.root / "predictions.csv"
+            predictions_frame(outputs).to_csv(path, index=False)
+            print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- trainer pieces
+def default_loggers(root: Path) -> list[Any]:
+    """CSV and TensorBoard loggers under ``root/csv`` and ``root/tensorboard``."""
+    return [CSVLogger(str(root), name="csv"), TensorBoardLogger(str(root), name="tensorboard")]
+
+
+def run_callbacks(root: Path, task: Any, trainer_config: dict[str, Any], every_n_steps: int) -> list[Any]:
+    """Checkpoints (best by ``task.monitor`` + last; optionally last every N steps) and a rich
+    progress bar, unless the recipe configures its own."""
+    given = trainer_config.get("callbacks") or []
+    callbacks: list[Any] = []
+    if trainer_config.get("enable_checkpointing", True) is not False and not any(
+        isinstance(c, ModelCheckpoint) for c in given
+    ):
+        folder = str(root / "checkpoints")
+        callbacks.append(
+            AtomicCheckpoint(
+                dirpath=folder,
+                filename="best",
+                monitor=task.monitor,
+                mode=task.monitor_mode,
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+            )
+        )
+        if every_n_steps:
+            callbacks.append(
+                AtomicCheckpoint(
+                    dirpath=folder,
+                    save_top_k=0,
+                    save_last=True,
+                    every_n_train_steps=every_n_steps,
+                    enable_version_counter=False,
+                )
+            )
+    if trainer_config.get("enable_progress_bar", True) is not False and not any(
+        isinstance(c, ProgressBar) for c in given
+    ):
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place, so a process
+    killed while saving never leaves a truncated ``last.ckpt`` to resume from."""
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        partial = os.path.join(os.path.dirname(filepath), f".partial-{os.getpid()}.tmp")
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        trainer.strategy.barrier("modfuse.atomic_checkpoint")
+        self._last_checkpoint_saved = filepath
+
+
+def compared_trainer_kwargs(trainer_config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's trainer settings for a compared strategy (own logs, checkpoints, callbacks)."""
+    skip = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "strategy", "plugins"}
+    kwargs = {k: v for k, v in trainer_config.items() if k not in skip}
+    strategy = trainer_config.get("strategy", "auto")
+    # a strategy object belongs to one trainer; pass names through only
+    kwargs["strategy"] = strategy if isinstance(strategy, str) else "auto"
+    kwargs["enable_model_summary"] = False
+    return kwargs
+
+
+def best_checkpoint(trainer: Trainer) -> str | None:
+    """Path of the best checkpoint of the last fit, or None when there is none."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
+def checkpoint_path(root: Path, requested: str | None) -> Path:
+    """The checkpoint ``test``/``validate``/``predict`` load: ``best`` (default), ``last`` or a file.
+
+    Raises:
+        ModfuseError: when the checkpoint does not exist.
+    """
+    if requested in (None, "best", "last"):
+        name = "last.ckpt" if requested == "last" else "best.ckpt"
+        path = root / "checkpoints" / name
+    else:
+        path = Path(requested)
+    if not path.is_file():
+        raise ModfuseError(
+            f"no checkpoint at {path}: run `modfuse fit` with the same config first "
+            "(checkpoints go to <trainer.default_root_dir>/checkpoints), or pass --ckpt_path FILE"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------- resumable order
+class _EpochSampler(torch.utils.data.Sampler[int]):
+    """A shuffling sampler whose order depends only on (seed, epoch), and that can start
+    part-way through an epoch when a run resumes from a mid-epoch checkpoint."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, order: ResumableTrainOrder) -> None:
+        self.n, self.seed, self.batch_size, self.order = n, seed, batch_size, order
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, skip_batches = self.order.start(self.epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        return iter(order[skip_batches * self.batch_size :])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ResumableTrainOrder(Callback):
+    """Callback state that makes resumption exact: the position in the epoch and the RNG states.
+
+    Lightning restores the model, optimizer, schedulers and loop counters; this adds what an
+    uninterrupted run would otherwise differ in: which batches of the epoch were already seen
+    (the training order is a function of seed and epoch, see :func:`make_resumable`) and the
+    torch / NumPy / Python random states (dropout masks).
+    """
+
+    def __init__(self) -> None:
+        self.progress = {"epoch": 0, "consumed": 0, "num_batches": 0}
+        self.pending: tuple[int, int] | None = None
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        total = trainer.num_training_batches
+        self.progress = {
+            "epoch": trainer.current_epoch,
+            "consumed": batch_idx + 1,
+            "num_batches": int(total) if math.isfinite(total) else 0,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.progress, "rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_rng_states(state_dict["rng"])
+        epoch, consumed, total = state_dict["epoch"], state_dict["consumed"], state_dict["num_batches"]
+        # a checkpoint taken at the end of an epoch resumes at the start of the next one
+        self.pending = (epoch + 1, 0) if total and consumed >= total else (epoch, consumed)
+
+    def start(self, epoch: int) -> tuple[int, int]:
+        """(epoch, batches to skip) for the training iterator being created now.
+
+        Lightning creates the first iterator of a resumed run before it calls ``set_epoch``,
+        so the resumed position comes from the checkpoint, once.
+        """
+        if self.pending is None:
+            return epoch, 0
+        pending, self.pending = self.pending, None
+        return pending
+
+
+def make_resumable(datamodule: Any, order: Any, seed: int) -> None:
+    """Make ``datamodule``'s shuffled training loader resumable mid-epoch (single process).
+
+    The loader's random sampler is replaced by one seeded by (seed, epoch) that skips the
+    batches a resumed checkpoint already trained on; loaders without a random sampler are kept.
+    """
+    original = datamodule.train_dataloader
+
+    def train_dataloader() -> Any:
+        return resumable_loader(original(), order, seed)
+
+    datamodule.train_dataloader = train_dataloader
+
+
+def resumable_loader(loader: DataLoader, order: Any, seed: int) -> DataLoader:
+    """``loader`` with its RandomSampler replaced by the (seed, epoch) sampler of ``order``."""
+    if not isinstance(loader, DataLoader) or not isinstance(loader.sampler, RandomSampler) or loader.batch_size is None:
+        return loader
+    sampler = _EpochSampler(len(loader.dataset), seed, loader.batch_size, order)
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers,
+        # its own generator: creating an iterator must not draw from the global RNG, or a
+        # resumed run would be one draw out of step with the uninterrupted one
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def rng_states() -> dict[str, Any]:
+    """torch, CUDA, NumPy and Python RNG states in a form ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_states`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---------------------------------------------------------------------------- results
+def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:
+    """Scalar metrics of the trainer whose name starts with ``prefix`` (e.g. ``"val/"``)."""
+    return {
+        k: float(v)
+        for k, v in sorted(trainer.callback_metrics.items())
+        if k.startswith(prefix) and getattr(v, "numel", lambda: 1)() == 1
+    }
+
+
+def write_metrics(path: Path, results: dict[str, dict[str, float]], best: str | None) -> None:
+    """Write the metrics table as JSON (atomically: another process may be reading it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"best_checkpoint": best, "models": results}, indent=2))
+    os.replace(partial, path)
+
+
+def print_table(results: dict[str, dict[str, float]], title: str) -> None:
+    """Print one row per model and one column per metric with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = sorted({k for metrics in results.values() for k in metrics})
+    table = Table(title=title)
+    table.add_column("model")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, metrics in results.items():
+        table.add_row(name, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns))
+    Console().print(table)
+
+
+def predictions_frame(outputs: list[dict[str, Any]]) -> Any:
+    """Per-sample predictions (``FusionTask.predict_step`` outputs) as a DataFrame with ``id``."""
+    import pandas as pd
+
+    frame: dict[str, list[Any]] = {"id": [i for out in outputs for i in out["ids"]]}
+    for task in (k for k in outputs[0] if k != "ids"):
+        values = torch.cat([out[task].reshape(len(out["ids"]), -1) for out in outputs]).numpy()
+        if values.shape[1] == 1:
+            frame[task] = list(values[:, 0])
+        else:
+            for j in range(values.shape[1]):
+                frame[f"{task}_{j}"] = list(values[:, j])
+    return pd.DataFrame(frame)
+
+
+# ---------------------------------------------------------------------------- explain / robustness
+def report_main(command: str, argv: Sequence[str]) -> int:
+    """``modfuse explain|robustness --config X.yaml [--ckpt_path P] [--out_dir D] [overrides]``."""
+    parser = argparse.ArgumentParser(prog=f"modfuse {command}", description=COMMANDS[command], add_help=False)
+    parser.add_argument("--ckpt_path", default=None, help="checkpoint (default: <root>/checkpoints/best.ckpt)")
+    parser.add_argument("--out_dir", default=None, help=f"output folder (default: <root>/{command})")
+    if command == "robustness":
+        parser.add_argument("--rates", type=float, nargs="+", default=None, help="missing rates of the sweep")
+        parser.add_argument("--seeds", type=int, nargs="+", default=None, help="simulation seeds per rate")
+        parser.add_argument("--kinds", nargs="*", default=None, help="missingness mechanisms (mcar, mnar, ...)")
+    else:
+        parser.add_argument("--max_samples", type=int, default=None, help="explain at most this many samples")
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()
+        print("\nother options: --config recipes/NAME.yaml and any recipe override (--data.init_args.x ...)")
+        return 0
+    options, rest = parser.parse_known_args(list(argv))
+    cli = ModfuseCLI(args=list(rest), run=False)
+    task, datamodule = cli.model, cli.datamodule
+    ckpt = checkpoint_path(cli.root, options.ckpt_path)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    task.load_state_dict(state["state_dict"])
+    task.eval()
+    datamodule.setup("test")
+    out_dir = Path(options.out_dir or cli.root / command)
+    extra = {k: v for k, v in vars(options).items() if k not in ("ckpt_path", "out_dir") and v is not None}
+    table = _run_report(command, task, datamodule, out_dir, extra)
+    _print_frame(table, f"modfuse {command}: {out_dir}")
+    return 0
+
+
+def _run_report(command: str, task: Any, datamodule: Any, out_dir: Path, extra: dict[str, Any]) -> Any:
+    if command == "robustness":
+        from modfuse.robust import robustness_report
+
+        return robustness_report(task, datamodule, out_dir, **extra)
+    from modfuse.interpret import explain_report
+
+    return explain_report(task, datamodule, out_dir, **extra)
+
+
+def _print_frame(frame: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in frame.head(40).itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -113,7 +113,10 @@ class FusionTask(LightningModule):
         # Models that can describe themselves (``to_config() -> dict``) store that description
         # as JSON text, so tools such as ``modfuse merge`` rebuild them without unpickling.
         if hasattr(self.model, "to_config"):
-            checkpoint["modfuse_model_config"] = json.dumps(self.model.to_config())
+            try:
+                checkpoint["modfuse_model_config"] = json.dumps(self.model.to_config())
+            except ModfuseError as exc:  # e.g. a user encoder that cannot be described as JSON
+                log.info("checkpoint saved without a model config: %s", exc)
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: ModalityBatch) -> Any:

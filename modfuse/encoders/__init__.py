@@ -7,7 +7,7 @@ encoder that needs them is built.
 
 from __future__ import annotations
 
-from modfuse.encoders import ecg, graph, omics, tabular, timeseries  # noqa: F401  (each import registers its family)
+from modfuse.encoders import ecg, graph, omics, spectral, tabular, timeseries, xray  # noqa: F401  (each import registers its family)
 from modfuse.encoders.base import Encoder
 from modfuse.encoders.registry import ENCODERS, available, build, config_of, register
 from modfuse.encoders.wrap import WrappedEncoder, wrap

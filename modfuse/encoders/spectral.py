@@ -1,0 +1,222 @@
+"""Multispectral image encoders: a 2D CNN for any band count, and spectral-spatial tokens.
+
+``spectral``: a timm backbone (ResNet-18 by default, the architecture of torchgeo's
+Sentinel-2 / Landsat pretrained weights) whose first convolution takes ``bands`` channels.
+Pretrained weights come from a torchgeo ``WeightsEnum`` member (downloaded by torchgeo, for
+online users) or from a local state dict file (offline). The band count is checked against
+the weights BEFORE anything is downloaded or loaded.
+
+``spectral_tokens``: in the spirit of SpectralGPT, 3D patches over (band group x space)
+embedded by one Conv3d, with separable spectral and spatial position embeddings and a small
+transformer; it returns tokens for attention-based fusion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from modfuse.encoders.base import Encoder, check_finite, check_ndim, check_size
+from modfuse.encoders.registry import register
+from modfuse.encoders.weights import (
+    check_in_channels,
+    freeze_batch_norm,
+    has_batch_norm_stats,
+    load_into,
+    read_state_dict,
+    strip_prefix,
+)
+from modfuse.errors import ModfuseError
+from modfuse.utils.optional import require
+
+__all__ = ["SpectralEncoder", "SpectralTokenEncoder", "resolve_weights"]
+
+Norm = Literal["group", "frozen_batch"]
+_HEAD_KEYS = ("fc.", "head.", "classifier.")
+
+
+def resolve_weights(weights: Any) -> Any:
+    """A torchgeo ``WeightsEnum`` member from the member itself or its name.
+
+    Names like ``"ResNet18_Weights.SENTINEL2_ALL_MOCO"`` keep encoder configs JSON-serialisable.
+    """
+    if weights is None or not isinstance(weights, str):
+        return weights
+    models = require("torchgeo.models", extra="geo")
+    try:
+        return models.get_weight(weights)
+    except Exception as exc:  # torchgeo raises different errors for unknown names across versions
+        raise ModfuseError(f"weights: expected a torchgeo weights name, found {weights!r} ({exc})") from exc
+
+
+def _check_enum(weights: Any, bands: int, backbone: str) -> None:
+    """Check a weights enum's metadata against the encoder, before any download."""
+    meta = getattr(weights, "meta", None)
+    if not isinstance(meta, dict) or "in_chans" not in meta:
+        raise ModfuseError(f"weights {weights!r}: expected a torchgeo WeightsEnum member with meta['in_chans']")
+    if int(meta["in_chans"]) != bands:
+        names = f" ({', '.join(meta['bands'])})" if meta.get("bands") else ""
+        raise ModfuseError(
+            f"weights {weights!r} were trained for {meta['in_chans']} bands{names}; "
+            f"this encoder expects {bands} bands: select those bands in the data, or build with bands={meta['in_chans']}"
+        )
+    model = meta.get("model")
+    if model and model != backbone:
+        raise ModfuseError(f"weights {weights!r} are for backbone {model!r}; this encoder has backbone {backbone!r}")
+
+
+@register("spectral")
+class SpectralEncoder(Encoder):
+    """2D CNN over multispectral images with any number of bands.
+
+    The backbone is ``timm.create_model(backbone, in_chans=bands, num_classes=0)``: its first
+    convolution takes ``bands`` channels and its classifier is removed, so it returns globally
+    pooled features, projected to ``out_dim`` when that differs from the backbone width.
+
+    Normalisation: ``"group"`` (GroupNorm) for training from scratch, so a row's features never
+    depend on its batch; ``"frozen_batch"`` for BatchNorm-pretrained weights (the pretrained
+    running statistics are used, affine parameters still train). ``norm=None`` picks
+    ``"frozen_batch"`` when pretrained weights with BatchNorm statistics are given, else ``"group"``.
+
+    Args:
+        bands: number of spectral bands (input channels), checked on every input and against
+            the weights.
+        backbone: timm model name (torchgeo's weights exist for ``resnet18``, ``resnet50``, ...).
+        out_dim: output width (None: the backbone's feature width, 512 for ResNet-18).
+        weights: a torchgeo ``WeightsEnum`` member (or its name), e.g.
+            ``torchgeo.models.ResNet18_Weights.SENTINEL2_ALL_MOCO`` (13 bands); needs internet
+            the first time (torchgeo's download cache).
+        weights_path: a local state dict (``.pt``/``.pth`` read with ``weights_only=True``, or
+            ``.safetensors``) of the timm backbone (keys as in ``backbone.state_dict()``, an
+            optional ``backbone.`` prefix is removed; classifier keys are ignored).
+        norm: ``"group"``, ``"frozen_batch"`` or None (auto).
+
+    Shapes:
+        input (n, bands, H, W) -> output (n, out_dim).
+    """
+
+    def __init__(
+        self,
+        bands: int,
+        backbone: str = "resnet18",
+        out_dim: int | None = None,
+        weights: Any = None,
+        weights_path: str | Path | None = None,
+        norm: Norm | None = None,
+    ) -> None:
+        super().__init__()
+        if weights is not None and weights_path is not None:
+            raise ModfuseError("pass either weights= (torchgeo enum) or weights_path= (local file), not both")
+        timm = require("timm", extra="geo")
+        weights = resolve_weights(weights)
+        state, source = None, None
+        if weights is not None:
+            _check_enum(weights, bands, backbone)  # before the download
+            state, source = dict(weights.get_state_dict(progress=True)), repr(weights)
+        elif weights_path is not None:
+            state, source = strip_prefix(read_state_dict(weights_path), "backbone."), weights_path
+        if norm is None:
+            norm = "frozen_batch" if state is not None and has_batch_norm_stats(state) else "group"
+        if norm not in ("group", "frozen_batch"):
+            raise ModfuseError(f"norm: expected 'group', 'frozen_batch' or None, found {norm!r}")
+        self.bands, self.norm = bands, norm
+        self.backbone = timm.create_model(
+            backbone,
+            pretrained=False,  # never let timm download; weights come from torchgeo or a file
+            in_chans=bands,
+            num_classes=0,
+            norm_layer="groupnorm" if norm == "group" else "batchnorm2d",
+        )
+        if norm == "frozen_batch":
+            freeze_batch_norm(self.backbone)
+        if state is not None:
+            first = f"{self.backbone.pretrained_cfg.get('first_conv', 'conv1')}.weight"
+            check_in_channels(state, first, bands, source, "bands")
+            load_into(self.backbone, state, source, ignore=_HEAD_KEYS)
+        width = int(self.backbone.num_features)
+        self.out_dim = width if out_dim is None else out_dim
+        self.proj: nn.Module = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(n, bands, H, W) -> (n, out_dim)."""
+        check_ndim(x, 4, "(n, bands, height, width)")
+        check_size(x, 1, self.bands, "number of spectral bands")
+        x = x.float()
+        check_finite(x, "multispectral image")
+        return self.proj(self.backbone(x))
+
+
+@register("spectral_tokens")
+class SpectralTokenEncoder(Encoder):
+    """Spectral-spatial tokens: 3D patches over (band group x space), then a transformer.
+
+    The image is seen as a (bands, H, W) volume; a Conv3d with kernel and stride
+    (band_group, patch_size, patch_size) embeds each patch of ``band_group`` adjacent bands x
+    ``patch_size`` x ``patch_size`` pixels, as in SpectralGPT. Position embeddings are separable
+    (one per band group + one per spatial patch), then ``depth`` pre-norm transformer layers
+    (attention within each image only) and a final LayerNorm.
+
+    Args:
+        bands: number of bands (a multiple of ``band_group``).
+        band_group: adjacent bands per token.
+        image_size: image height = width (a multiple of ``patch_size``), checked on input.
+        patch_size: spatial patch side.
+        out_dim: token width.
+        depth: transformer layers.
+        heads: attention heads (``out_dim`` must be a multiple).
+        dropout: dropout probability.
+
+    Shapes:
+        input (n, bands, image_size, image_size) -> tokens (n, out_tokens, out_dim) with
+        ``out_tokens = (bands // band_group) * (image_size // patch_size) ** 2``.
+    """
+
+    def __init__(
+        self,
+        bands: int = 12,
+        band_group: int = 3,
+        image_size: int = 64,
+        patch_size: int = 8,
+        out_dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if bands % band_group:
+            raise ModfuseError(f"bands: expected a multiple of band_group={band_group}, found {bands}")
+        if image_size % patch_size:
+            raise ModfuseError(f"image_size: expected a multiple of patch_size={patch_size}, found {image_size}")
+        if out_dim % heads:
+            raise ModfuseError(f"out_dim: expected a multiple of heads={heads}, found {out_dim}")
+        self.bands, self.image_size = bands, image_size
+        self.groups, self.side = bands // band_group, image_size // patch_size
+        self.out_dim = out_dim
+        self.out_tokens = self.groups * self.side**2
+        self.embed = nn.Conv3d(
+            1, out_dim, (band_group, patch_size, patch_size), stride=(band_group, patch_size, patch_size)
+        )
+        self.pos_spectral = nn.Parameter(torch.randn(1, self.groups, 1, out_dim) * 0.02)
+        self.pos_spatial = nn.Parameter(torch.randn(1, 1, self.side**2, out_dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            out_dim, heads, 4 * out_dim, dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(n, bands, H, W) -> (n, out_tokens, out_dim)."""
+        check_ndim(x, 4, "(n, bands, height, width)")
+        check_size(x, 1, self.bands, "number of spectral bands")
+        check_size(x, 2, self.image_size, "image height")
+        check_size(x, 3, self.image_size, "image width")
+        x = x.float()
+        check_finite(x, "multispectral image")
+        n = x.shape[0]
+        h = self.embed(x[:, None])  # (n, d, groups, side, side)
+        h = h.flatten(3).permute(0, 2, 3, 1)  # (n, groups, side*side, d)
+        h = (h + self.pos_spectral + self.pos_spatial).reshape(n, self.out_tokens, self.out_dim)
+        return self.norm(self.blocks(h))

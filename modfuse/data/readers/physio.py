@@ -1,0 +1,441 @@
+"""Physiological signals in WFDB format (PhysioNet) via the ``wfdb`` package.
+
+* :class:`WfdbSource`: one signal per record, (leads, L) float32 in physical units, with lead
+  selection / reordering by name, an optional time span, and resampling to a target rate.
+* :class:`WfdbWindowSource`: fixed-length windows of every record (one sample per window).
+* :class:`WfdbBeatSource`: beat-centred segments around the beats of an annotation file
+  (e.g. ``100.atr``), one sample per beat, with the beat symbol as a label.
+* :class:`WfdbHeaderSource`: header comments (age, sex, diagnoses, ...) as a tabular source.
+
+Records are given as a folder (every ``*.hea``), a mapping ``{id: record path}`` or a list of
+``(id, record path)`` pairs; a record path may end in ``.hea`` or not. (The module is named
+``physio`` so that it never shadows the ``wfdb`` package.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modfuse.data.collate import CollateMode
+from modfuse.data.readers import register
+from modfuse.data.readers._base import FileSource, PathsLike, resolve_paths
+from modfuse.data.readers.tabular import TabularPreprocessor, TabularSchema, TabularSource
+from modfuse.errors import ModfuseError, ReadError
+from modfuse.utils.optional import require
+
+__all__ = [
+    "BEAT_SYMBOLS",
+    "WfdbBeatSource",
+    "WfdbHeaderSource",
+    "WfdbSource",
+    "WfdbWindowSource",
+    "parse_header_comments",
+    "resample",
+]
+
+BEAT_SYMBOLS = "NLRBAaJSVrFejnE/fQ?"
+"""PhysioNet's beat annotation codes (non-beat annotations such as ``+`` rhythm changes are
+not beats)."""
+
+
+def _wfdb() -> Any:
+    return require("wfdb", extra="med")
+
+
+def record_base(path: Path) -> str:
+    """The record name wfdb expects: the path without a ``.hea`` suffix."""
+    return str(path.with_suffix("")) if path.suffix == ".hea" else str(path)
+
+
+def resample(signal: np.ndarray, fs: float, target_fs: float | None) -> np.ndarray:
+    """Resample (leads, L) from ``fs`` to ``target_fs`` Hz (None or equal: unchanged).
+
+    Polyphase filtering (``scipy.signal.resample_poly``) low-passes before decimating, so
+    there is no aliasing, and unlike FFT resampling it does not treat the record as periodic
+    (no wrap-around ringing at the window edges).
+    """
+    if target_fs is None or float(target_fs) == float(fs):
+        return signal
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(float(target_fs) / float(fs)).limit_denominator(1000)
+    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32, copy=False)
+
+
+def _fit_length(signal: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad the last axis to ``length`` (resampling can be off by one sample)."""
+    if signal.shape[-1] >= length:
+        return signal[..., :length]
+    return np.pad(signal, [(0, 0)] * (signal.ndim - 1) + [(0, length - signal.shape[-1])])
+
+
+def read_wfdb(
+    path: Path,
+    sample_id: Hashable,
+    leads: Sequence[str] | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> tuple[np.ndarray, float]:
+    """Read samples ``[start, stop)`` of a record: (leads, n) float32 physical units, and fs.
+
+    Raises:
+        ReadError: header or signal file missing or unreadable, or a requested lead absent.
+    """
+    wfdb = _wfdb()
+    name = record_base(path)
+    if not Path(name + ".hea").is_file():
+        raise ReadError("WFDB header file is missing", path=name + ".hea", sample_id=sample_id)
+    try:
+        rec = wfdb.rdrecord(name, sampfrom=start, sampto=stop, channel_names=list(leads) if leads else None)
+    except FileNotFoundError as exc:
+        raise ReadError(
+            f"signal file {Path(exc.filename or '?').name} listed in the header is missing",
+            path=exc.filename or name,
+            sample_id=sample_id,
+        ) from exc
+    except (OSError, ValueError, IndexError) as exc:
+        raise ReadError(
+            f"cannot read WFDB record: {type(exc).__name__}: {exc}", path=name, sample_id=sample_id
+        ) from exc
+    if leads and list(rec.sig_name or []) != list(leads):  # wfdb skips absent names silently
+        raise ReadError(
+            f"expected leads {list(leads)}, found {wfdb.rdheader(name).sig_name}",
+            path=name + ".hea",
+            sample_id=sample_id,
+        )
+    signal = np.ascontiguousarray(rec.p_signal.T, dtype=np.float32)
+    if not np.isfinite(signal).all():
+        # wfdb writes NaN for samples the recorder flagged invalid; encoders cannot take them
+        signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
+    return signal, float(rec.fs)
+
+
+class _WfdbBase(FileSource):
+    """Record lookup shared by the WFDB sources (ids from ``*.hea`` names)."""
+
+    default_pattern: ClassVar[str] = "*.hea"
+    library_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, ValueError, IndexError)
+
+    def __init__(
+        self,
+        records: PathsLike,
+        leads: Sequence[str] | None,
+        fs: float | None,
+        pattern: str | None,
+        collate: CollateMode,
+    ) -> None:
+        super().__init__(records, pattern=pattern, collate=collate)
+        self.leads = list(leads) if leads is not None else None
+        self.fs = fs
+
+    def header(self, sample_id: Hashable) -> Any:
+        """The record's ``wfdb.Record`` header (no signal read)."""
+        path = self.path_of(sample_id)
+        if path is None:
+            raise ModfuseError(f"sample {sample_id!r} has no record")
+        try:
+            return _wfdb().rdheader(record_base(path))
+        except (OSError, ValueError) as exc:
+            raise ReadError(f"cannot read WFDB header: {exc}", path=path, sample_id=sample_id) from exc
+
+
+@register("wfdb")
+class WfdbSource(_WfdbBase):
+    """One signal per WFDB record.
+
+    Args:
+        records: a folder (every ``*.hea``; id = record name), a mapping ``{id: record path}``
+            or ``(id, record path)`` pairs (see :data:`~modfuse.data.readers._base.PathsLike`).
+        leads: lead names in the output order (default: all leads in file order). A record
+            lacking one raises :class:`ReadError` listing the leads it has.
+        fs: target sampling rate in Hz (default: the record's own).
+        start: start time in seconds. duration: length in seconds (default: to the end).
+        pattern: glob for folders. collate: default ``"auto"`` (records of different lengths
+            are padded with a mask).
+
+    Returns from ``load``:
+        Tensor (leads, L) float32 in physical units (e.g. mV).
+
+    Example:
+        >>> src = WfdbSource("ecg-wfdb/", leads=["MLII", "V5"], fs=250, duration=10.0)
+    """
+
+    def __init__(
+        self,
+        records: PathsLike,
+        *,
+        leads: Sequence[str] | None = None,
+        fs: float | None = None,
+        start: float = 0.0,
+        duration: float | None = None,
+        pattern: str | None = None,
+        collate: CollateMode = "auto",
+    ) -> None:
+        super().__init__(records, leads, fs, pattern, collate)
+        self.start, self.duration = start, duration
+        self._native_fs: dict[Hashable, float] = {}  # header rate per record, read once
+
+    def read(self, path: Path, sample_id: Hashable) -> torch.Tensor:
+        start, stop = 0, None
+        if self.start or self.duration is not None:
+            # the span is in seconds, the file in samples: the rate comes from the header
+            if sample_id not in self._native_fs:
+                self._native_fs[sample_id] = float(_wfdb().rdheader(record_base(path)).fs)
+            native = self._native_fs[sample_id]
+            start = round(self.start * native)
+            stop = None if self.duration is None else start + round(self.duration * native)
+        signal, native = read_wfdb(path, sample_id, self.leads, start, stop)
+        return torch.from_numpy(resample(signal, native, self.fs))
+
+
+class _SegmentSource(_WfdbBase):
+    """Many samples per record: ids are ``"record:k"``, :attr:`index` maps them to spans."""
+
+    def __init__(
+        self,
+        records: PathsLike,
+        leads: Sequence[str] | None,
+        fs: float | None,
+        pattern: str | None,
+        collate: CollateMode,
+    ) -> None:
+        super().__init__(records, leads, fs, pattern, collate)
+        rows = [row for rid in list(self.paths) if self.paths[rid] is not None for row in self._segments(rid)]
+        self.index = pd.DataFrame(rows, columns=self._columns).set_index("id", drop=False)
+        self.record_ids = self.ids  # ids of the records; self.ids become the segment ids
+        self.ids = self.index["id"].tolist()
+        self._rows = {sid: i for i, sid in enumerate(self.ids)}
+
+    _columns: ClassVar[list[str]] = ["id", "record", "start", "stop", "fs"]
+
+    def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    @property
+    def groups(self) -> list[Hashable]:
+        """The record of each segment, for splits grouped by record (patient)."""
+        return self.index["record"].tolist()
+
+    def load(self, sample_id: Hashable) -> torch.Tensor | None:
+        try:
+            row = self.index.iloc[self._rows[sample_id]]
+        except KeyError:
+            raise ModfuseError(f"unknown segment id {sample_id!r}; this source has {len(self.ids)}") from None
+        path = self.paths[row["record"]]
+        try:
+            signal, native = read_wfdb(path, sample_id, self.leads, int(row["start"]), int(row["stop"]))
+        except ReadError as exc:
+            raise ReadError(exc.message, path=exc.path or path, sample_id=sample_id) from exc
+        length = round((row["stop"] - row["start"]) * (self.fs or native) / native)
+        return torch.from_numpy(_fit_length(resample(signal, native, self.fs), length))
+
+
+@register("wfdb-windows")
+class WfdbWindowSource(_SegmentSource):
+    """Fixed-length windows over every record, one sample per window.
+
+    Args:
+        records: as in :class:`WfdbSource`.
+        window: window length in seconds. stride: step in seconds (default ``window``).
+        leads, fs, pattern, collate: as in :class:`WfdbSource`.
+
+    Attributes:
+        index: DataFrame (id, record, start, stop, fs): sample spans in the record's own rate.
+        groups: the record of each window (for grouped splits).
+
+    Returns from ``load``:
+        Tensor (leads, round(window * fs)) float32.
+    """
+
+    def __init__(
+        self,
+        records: PathsLike,
+        *,
+        window: float,
+        stride: float | None = None,
+        leads: Sequence[str] | None = None,
+        fs: float | None = None,
+        pattern: str | None = None,
+        collate: CollateMode = "stack",
+    ) -> None:
+        if window <= 0 or (stride is not None and stride <= 0):
+            raise ModfuseError(f"window and stride must be positive seconds, found {window} and {stride}")
+        self.window, self.stride = window, stride or window
+        super().__init__(records, leads, fs, pattern, collate)
+
+    def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
+        head = self.header(record_id)
+        size, step = round(self.window * head.fs), round(self.stride * head.fs)
+        starts = range(0, head.sig_len - size + 1, step)
+        return [(f"{record_id}:{k}", record_id, s, s + size, head.fs) for k, s in enumerate(starts)]
+
+
+@register("wfdb-beats")
+class WfdbBeatSource(_SegmentSource):
+    """Beat-centred segments from an annotation file, one sample per annotated beat.
+
+    Beats whose segment would run past either end of the record are left out (counted in
+    :attr:`edge_beats`), as are annotations that are not beats (see :data:`BEAT_SYMBOLS`).
+
+    Args:
+        records: as in :class:`WfdbSource`.
+        extension: annotation file suffix (``"atr"`` reads ``100.atr``).
+        before: seconds before the beat. after: seconds after it.
+        symbols: annotation symbols kept as beats.
+        leads, fs, pattern, collate: as in :class:`WfdbSource`.
+
+    Attributes:
+        index: DataFrame (id, record, start, stop, fs, beat, symbol); ``beat`` is the annotated
+            sample. Use ``index["symbol"]`` as the label (e.g. N / V / A).
+        groups: the record of each beat.
+
+    Returns from ``load``:
+        Tensor (leads, round((before + after) * fs)) float32.
+    """
+
+    _columns: ClassVar[list[str]] = ["id", "record", "start", "stop", "fs", "beat", "symbol"]
+
+    def __init__(
+        self,
+        records: PathsLike,
+        *,
+        extension: str = "atr",
+        before: float = 0.25,
+        after: float = 0.45,
+        symbols: str | Sequence[str] = BEAT_SYMBOLS,
+        leads: Sequence[str] | None = None,
+        fs: float | None = None,
+        pattern: str | None = None,
+        collate: CollateMode = "stack",
+    ) -> None:
+        self.extension, self.before, self.after, self.symbols = extension, before, after, set(symbols)
+        self.edge_beats: dict[Hashable, int] = {}
+        super().__init__(records, leads, fs, pattern, collate)
+
+    def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
+        head = self.header(record_id)
+        name = record_base(self.paths[record_id])
+        try:
+            ann = _wfdb().rdann(name, self.extension)
+        except (OSError, ValueError) as exc:
+            raise ReadError(
+                f"cannot read annotation file: {exc}", path=f"{name}.{self.extension}", sample_id=record_id
+            ) from exc
+        b, a = round(self.before * head.fs), round(self.after * head.fs)
+        rows, edge = [], 0
+        for beat, symbol in zip(ann.sample, ann.symbol):
+            if symbol not in self.symbols:
+                continue
+            if beat - b < 0 or beat + a > head.sig_len:
+                edge += 1
+                continue
+            rows.append(
+                (f"{record_id}:{int(beat)}", record_id, int(beat) - b, int(beat) + a, head.fs, int(beat), symbol)
+            )
+        self.edge_beats[record_id] = edge
+        return rows
+
+
+# ---------------------------------------------------------------------- header comments
+_MIT_LINE = re.compile(r"^\s*(\d{1,3})\s+([MFmf])\b")
+_SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
+_DIAGNOSIS_KEYS = ("diagnos", "reason for admission", "dx")
+
+
+def parse_header_comments(comments: Sequence[str]) -> dict[str, Any]:
+    """Age, sex, diagnoses and every ``key: value`` field from WFDB header comments.
+
+    Understands ``key: value`` lines (PTB, PhysioNet challenges: ``age: 81``, ``sex: female``,
+    ``Dx: ...``) and the MIT-BIH first line ``<age> <sex> ...``; other lines are ``notes``
+    (e.g. ``Asystole``, ``False alarm`` in the 2015 challenge).
+
+    Returns:
+        ``{"age": float or NaN, "sex": "F" / "M" / None, "diagnoses": str or None,
+        "notes": str or None, <lower-cased key>: value, ...}``.
+    """
+    fields: dict[str, Any] = {}
+    notes, diagnoses = [], []
+    age, sex = np.nan, None
+    for line in comments:
+        text = line.strip()
+        key, sep, value = text.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        mit = _MIT_LINE.match(text)
+        if sep and key and not key[0].isdigit():
+            fields[key] = value
+            if any(k in key for k in _DIAGNOSIS_KEYS) and value.lower() not in ("", "n/a", "no"):
+                diagnoses.append(value)
+        elif mit and np.isnan(age):
+            age, sex = float(mit.group(1)), mit.group(2).upper()
+        elif text:
+            notes.append(text)
+    if "age" in fields:
+        age = pd.to_numeric(fields["age"], errors="coerce")
+    if "sex" in fields:
+        sex = _SEX.get(fields["sex"].lower())
+    return {
+        "age": float(age),
+        "sex": sex,
+        "diagnoses": "; ".join(diagnoses) or None,
+        "notes": "; ".join(notes) or None,
+        **{k: v for k, v in fields.items() if k not in ("age", "sex")},
+    }
+
+
+@register("wfdb-header")
+class WfdbHeaderSource(TabularSource):
+    """Header comments of WFDB records as a tabular source (one row per record).
+
+    Args:
+        records: as in :class:`WfdbSource`.
+        schema: columns to use as features (default: numeric ``age``, categorical ``sex``;
+            any parsed field can be named, e.g. ``smoker``).
+        preprocessor: training statistics (see :class:`TabularSource`).
+        pattern: glob for folders.
+
+    Attributes:
+        frame: every parsed field per record (``record``, ``age``, ``sex``, ``diagnoses``,
+            ``notes`` and each ``key: value`` comment), e.g. to build targets from diagnoses.
+    """
+
+    def __init__(
+        self,
+        records: PathsLike,
+        schema: TabularSchema | None = None,
+        preprocessor: TabularPreprocessor | str | None = None,
+        *,
+        pattern: str = "*.hea",
+        collate: CollateMode = "stack",
+    ) -> None:
+        paths = resolve_paths(records, pattern=pattern)
+        rows, bad = [], {}
+        for rid, path in paths.items():
+            if path is None:
+                rows.append({"record": rid})
+                continue
+            try:
+                comments = _wfdb().rdheader(record_base(path)).comments
+            except (OSError, ValueError) as exc:
+                bad[rid] = ReadError(f"cannot read WFDB header: {exc}", path=path, sample_id=rid)
+                comments = []
+            rows.append({"record": rid, **parse_header_comments(comments)})
+        frame = pd.DataFrame(rows)
+        for col in ("age", "sex"):
+            if col not in frame:
+                frame[col] = np.nan
+        schema = schema or TabularSchema(numeric=["age"], categorical=["sex"], id="record")
+        super().__init__(frame, schema, preprocessor, collate=collate)
+        self._header_errors = bad
+
+    def load(self, sample_id: Hashable) -> torch.Tensor | None:
+        if sample_id in self._header_errors:
+            raise self._header_errors[sample_id]
+        return super().load(sample_id)

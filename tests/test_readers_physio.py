@@ -1,0 +1,102 @@
+"""WFDB readers on real PhysioNet records: leads, rates, beats, header comments, broken record."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("wfdb")
+
+from modfuse.data import MultiModalDataset
+from modfuse.data.readers import WfdbHeaderSource, WfdbSource, build
+from modfuse.data.readers.physio import WfdbBeatSource, WfdbWindowSource, parse_header_comments
+from modfuse.errors import ReadError
+
+
+@pytest.fixture
+def ecg(shared_data):
+    return shared_data / "ecg-wfdb"
+
+
+def test_record_100_two_leads_at_360_hz_and_reordering(ecg):
+    src = WfdbSource({"100": ecg / "100"}, duration=5.0)
+    x = src.load("100")
+    assert x.shape == (2, 5 * 360) and x.dtype == torch.float32
+    swapped = WfdbSource([("100", ecg / "100.hea")], leads=["V5", "MLII"], duration=5.0).load("100")
+    assert torch.equal(swapped, x.flip(0))
+    assert 0.1 < x[0].abs().max() < 5  # physical units (mV), not ADC counts
+
+
+def test_resampling_keeps_duration_and_waveform(ecg):
+    native = WfdbSource({"100": ecg / "100"}, leads=["MLII"], duration=4.0).load("100")
+    down = WfdbSource({"100": ecg / "100"}, leads=["MLII"], duration=4.0, fs=250).load("100")
+    assert down.shape == (1, 1000)
+    # the resampled signal follows the original at matching times (away from the edges)
+    t = torch.arange(100, 900)
+    assert torch.corrcoef(torch.stack([down[0, t], native[0, (t * 360 / 250).round().long()]]))[0, 1] > 0.98
+
+
+def test_beat_windows_from_annotations(ecg):
+    src = WfdbBeatSource({"100": ecg / "100"}, before=0.2, after=0.4)
+    assert len(src) > 2200 and set(src.index["symbol"]) <= set("NAV")
+    assert src.index["symbol"].value_counts()["N"] > 2000
+    beat = src.load(src.ids[10])
+    assert beat.shape == (2, round(0.6 * 360))
+    # the R peak (the annotated sample) is the largest MLII deflection near the centre
+    peak = int(beat[0, 60:90].abs().argmax()) + 60
+    assert abs(peak - round(0.2 * 360)) <= 8
+    assert src.groups[0] == "100"
+
+
+def test_fixed_windows(ecg):
+    src = WfdbWindowSource({"100": ecg / "100"}, window=60.0, fs=100, leads=["MLII"])
+    assert len(src) == 30 and src.ids[1] == "100:1"
+    assert src.load("100:29").shape == (1, 6000)
+
+
+def test_header_comments_to_table(ecg):
+    src = WfdbHeaderSource({"s0010_re": ecg / "s0010_re", "100": ecg / "100", "a103l": ecg / "a103l"})
+    frame = src.frame.set_index("record")
+    assert frame.loc["s0010_re", "age"] == 81 and frame.loc["s0010_re", "sex"] == "F"
+    assert "Myocardial infarction" in frame.loc["s0010_re", "diagnoses"]
+    assert frame.loc["100", "age"] == 69 and frame.loc["100", "sex"] == "M"
+    assert frame.loc["a103l", "notes"] == "Asystole; False alarm" and math.isnan(frame.loc["a103l", "age"])
+    assert src.load("s0010_re").shape == (2,)
+
+
+def test_parse_header_comments_unknown_fields():
+    parsed = parse_header_comments(["Age: 54", "Sex: Male", "Dx: 164889003,59118001", "note"])
+    assert parsed["age"] == 54 and parsed["sex"] == "M" and parsed["dx"] == "164889003,59118001"
+    assert parsed["diagnoses"] == "164889003,59118001" and parsed["notes"] == "note"
+
+
+def test_record_1003_without_signal_file_raise_or_missing(ecg):
+    records = {"100": ecg / "100", "1003": ecg / "1003"}
+    src = build("wfdb", records, duration=1.0)
+    with pytest.raises(ReadError, match=r"signal file 1003\.dat listed in the header is missing") as info:
+        MultiModalDataset({"ecg": src})[1]
+    assert info.value.sample_id == "1003" and info.value.modality == "ecg"
+    assert str(info.value.path).endswith("1003.dat")
+
+    ds = MultiModalDataset({"ecg": src}, on_error="missing")
+    batch = ds.collate_fn([ds[0], ds[1]])
+    assert batch.present["ecg"].tolist() == [True, False]
+    report = ds.read_error_report()
+    assert report[["id", "modality"]].values.tolist() == [["1003", "ecg"]]
+    assert "1003.dat" in report["error"].iloc[0]
+
+
+def test_absent_lead_lists_the_leads_found(ecg):
+    src = WfdbSource({"s": ecg / "s0010_re"}, leads=["MLII"], duration=0.5)
+    with pytest.raises(ReadError, match=r"expected leads \['MLII'\], found \['i', 'ii'"):
+        src.load("s")
+
+
+def test_folder_ids_and_corrupt_header(ecg, tmp_path):
+    assert set(WfdbSource(ecg).ids) == {"03700181", "100", "1003", "a103l", "p10143", "s0010_re"}
+    (tmp_path / "bad.hea").write_text("bad 2 abc\nnonsense\n")
+    with pytest.raises(ReadError, match="bad") as info:
+        WfdbSource(tmp_path).load("bad")
+    assert info.value.sample_id == "bad"

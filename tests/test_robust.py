@@ -32,6 +32,15 @@ from modfuse.training.spec import as_task_specs
 from modfuse.training.task import FusionTask
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Oracle(nn.Module):
     """Binary model whose logit is 10 * (first feature of ``signal`` - 0.5); prior logit -2."""
 

@@ -1,0 +1,282 @@
+"""Modality Shapley values, captum attributions within a modality, plots and the explain report."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import Tensor, nn
+
+from modfuse.data.batch import ModalityBatch, scatter_rows
+from modfuse.data.datamodule import MultiModalDataModule
+from modfuse.data.dataset import MultiModalDataset
+from modfuse.encoders import build
+from modfuse.encoders.wrap import wrap
+from modfuse.errors import ModfuseError
+from modfuse.fusion import EarlyFusion
+from modfuse.interpret import (
+    band_importance,
+    explain_report,
+    feature_attributions,
+    lead_importance,
+    modality_shapley,
+    pixel_map,
+    plot_band_importance,
+    plot_cohort,
+    plot_ecg_saliency,
+    plot_waterfall,
+    time_saliency,
+)
+from modfuse.training.spec import TaskSpec, as_task_specs
+
+SURVIVAL = TaskSpec("survival", 3, boundaries=(1.0, 2.0))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def summed(batch: ModalityBatch, m: str) -> Tensor:
+    """(B,): sum of each sample's input for ``m`` (0 where absent)."""
+    if not batch.has(m):
+        return torch.zeros(batch.batch_size)
+    x = batch.inputs[m]
+    return scatter_rows(x.reshape(x.shape[0], -1).sum(1), batch.present[m])
+
+
+class Interacting(nn.Module):
+    """logit = s_a * s_b + tanh(s_c) + 0.3 (s_a + s_b); modality ``d`` is ignored (a dummy)."""
+
+    def __init__(self, task: TaskSpec | str = "binary") -> None:
+        super().__init__()
+        self.modalities = ["a", "b", "c", "d"]
+        self.tasks = as_task_specs(task)
+        self.spec = next(iter(self.tasks.values()))
+
+    def forward(self, batch: ModalityBatch) -> Tensor:
+        sa, sb, sc = (summed(batch, m) for m in "abc")
+        z = sa * sb + torch.tanh(sc) + 0.3 * (sa + sb) + 0.1
+        steps = torch.arange(self.spec.num_outputs, dtype=z.dtype)
+        return z[:, None] * (1 + steps) - steps  # (B, num_outputs), distinct columns
+
+
+class Additive(nn.Module):
+    """Regression: y = sum_m w_m * s_m (+ a pairwise term between m0 and m1 when ``pair``)."""
+
+    def __init__(self, m: int, pair: float = 0.0) -> None:
+        super().__init__()
+        self.modalities = [f"m{i}" for i in range(m)]
+        self.tasks = as_task_specs("regression")
+        self.w = torch.linspace(-1, 1, m)
+        self.pair = pair
+
+    def forward(self, batch: ModalityBatch) -> Tensor:
+        s = torch.stack([summed(batch, m) for m in self.modalities], 1)
+        return ((s * self.w).sum(1) + self.pair * s[:, 0] * s[:, 1])[:, None]
+
+
+def random_batch(names: list[str], b: int = 24, f: int = 3, seed: int = 0, p_missing: float = 0.2) -> ModalityBatch:
+    g = torch.Generator().manual_seed(seed)
+    present = {m: torch.rand(b, generator=g) > p_missing for m in names}
+    inputs = {m: torch.randn(int(p.sum()), f, generator=g) for m, p in present.items() if p.any()}
+    return ModalityBatch(inputs, present, None, [f"s{i}" for i in range(b)])
+
+
+# ---------------------------------------------------------------------- Shapley properties
+@pytest.mark.parametrize("task", ["binary", "regression", TaskSpec("multiclass", 3), SURVIVAL])
+def test_efficiency_and_dummy(task: TaskSpec | str) -> None:
+    model = Interacting(task)
+    batch = random_batch(model.modalities)
+    result = modality_shapley(model, batch)
+    gap = result.values.sum(axis=1) - (result.full - result.base)
+    assert gap.abs().max() < 1e-5
+    assert result.values["d"].abs().max() == 0.0  # dummy modality
+    absent = ~batch.present["a"].numpy()
+    assert (result.values.loc[absent, "a"] == 0).all()  # a modality the sample lacks contributes 0
+    assert result.method == "exact" and result.stderr is None
+    if result.kind == "multiclass":  # explains the class predicted with every modality
+        assert result.output.nunique() >= 1 and result.output.between(0, 2).all()
+
+
+def test_symmetry() -> None:
+    model = Interacting()
+    batch = random_batch(model.modalities, p_missing=0.0)
+    batch.inputs["b"] = batch.inputs["a"].clone()  # a and b enter the model symmetrically
+    result = modality_shapley(model, batch)
+    np.testing.assert_allclose(result.values["a"], result.values["b"], atol=1e-7)
+
+
+def test_additive_model_has_closed_form_values() -> None:
+    model = Additive(4)
+    batch = random_batch(model.modalities, b=10)
+    result = modality_shapley(model, batch)
+    expected = torch.stack([summed(batch, m) for m in model.modalities], 1) * model.w
+    np.testing.assert_allclose(result.values.to_numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_monte_carlo_above_exact_max() -> None:
+    model = Additive(10, pair=0.5)
+    batch = random_batch(model.modalities, b=6, f=2)
+    exact = modality_shapley(model, batch, exact_max=10)
+    mc = modality_shapley(model, batch, exact_max=8, n_permutations=40, seed=3)
+    assert mc.method == "permutation" and mc.stderr is not None
+    gap = mc.values.sum(axis=1) - (mc.full - mc.base)
+    assert gap.abs().max() < 1e-5  # each permutation telescopes
+    err = (mc.values - exact.values).abs()
+    assert (err <= 4 * mc.stderr + 1e-6).to_numpy().mean() >= 0.95
+    again = modality_shapley(model, batch, exact_max=8, n_permutations=40, seed=3)
+    pd.testing.assert_frame_equal(mc.values, again.values)
+    # a sample's values do not depend on batching
+    half = modality_shapley(model, batch.select(range(3)), exact_max=8, n_permutations=40, seed=3)
+    np.testing.assert_allclose(half.values.to_numpy(), mc.values.iloc[:3].to_numpy(), atol=1e-9)
+
+
+def test_planted_signal_ranks_first_for_a_trained_early_fusion() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    X = {
+        "signal": np.c_[2.0 * (y - 0.5) + 0.5 * rng.normal(size=n), rng.normal(size=(n, 3))],
+        "noise1": rng.normal(size=(n, 4)),
+        "noise2": rng.normal(size=(n, 4)),
+    }
+    ds = MultiModalDataset.from_arrays(X, y)
+    model = EarlyFusion({m: build("tabular", num_features=4, hidden=(16,), out_dim=8) for m in X}, hidden=16)
+    batch = ds.collate_fn([ds[i] for i in range(n)])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    spec = model.tasks["y"]
+    for _ in range(80):
+        opt.zero_grad()
+        spec.loss(model(batch), batch.target).backward()
+        opt.step()
+    result = modality_shapley(model, batch.select(range(200)))
+    assert (result.ranking()[0] == "signal").mean() >= 0.95
+    assert result.mean_abs().index[0] == "signal"
+
+
+def test_shapley_errors() -> None:
+    batch = random_batch(["a", "b", "c", "d"])
+    with pytest.raises(ModfuseError):
+        modality_shapley(Interacting(), batch, task="nope")
+    with pytest.raises(ModfuseError):
+        modality_shapley(Interacting(TaskSpec("regression", 2)), batch)  # which output?
+    with pytest.raises(ModfuseError):
+        modality_shapley(nn.Linear(2, 2), batch)
+
+
+# ---------------------------------------------------------------------- captum attributions
+class Weighted(nn.Module):
+    """Regression on one modality through a fixed weight tensor, plus another modality's sum."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        self.modalities = ["x", "other"]
+        self.tasks = as_task_specs("regression")
+        self.weight = weight
+
+    def forward(self, batch: ModalityBatch) -> Tensor:
+        z = summed(batch, "other")
+        if batch.has("x"):
+            x = batch.inputs["x"]
+            z = z + scatter_rows((x * self.weight).reshape(x.shape[0], -1).sum(1), batch.present["x"])
+        return z[:, None]
+
+
+def batch_with(x: Tensor, present_x: Tensor) -> ModalityBatch:
+    b = present_x.shape[0]
+    present = {"x": present_x, "other": torch.ones(b, dtype=torch.bool)}
+    return ModalityBatch({"x": x[present_x], "other": torch.randn(b, 2)}, present, None, list(range(b)))
+
+
+def test_integrated_gradients_on_tabular_features() -> None:
+    w = torch.tensor([0.5, -2.0, 0.0, 1.0])
+    x = torch.randn(8, 4)
+    present = torch.tensor([True, False, True, True, True, False, True, True])
+    attr = feature_attributions(Weighted(w), batch_with(x, present), "x")
+    assert attr.ids == [0, 2, 3, 4, 6, 7]
+    torch.testing.assert_close(attr.values, x[present] * w, atol=1e-4, rtol=1e-4)
+    assert attr.delta.abs().max() < 1e-4
+
+
+def test_feature_ablation_finds_the_spectral_band() -> None:
+    w = torch.zeros(4, 5, 5)
+    w[2] = 1.0  # only band 2 matters
+    x = torch.rand(6, 4, 5, 5) + 0.5
+    attr = feature_attributions(
+        Weighted(w), batch_with(x, torch.ones(6, dtype=torch.bool)), "x", "feature_ablation", group_dim=1
+    )
+    bands = band_importance(attr.values)
+    assert bands.shape == (6, 4) and (bands.argmax(1) == 2).all()
+    assert bands[:, [0, 1, 3]].abs().max() == 0
+    assert pixel_map(attr.values).shape == (6, 5, 5)
+
+
+def test_ecg_saliency_localises_lead_and_time() -> None:
+    w = torch.zeros(2, 50)
+    w[1, 20:30] = 1.0  # lead 1, samples 20..29
+    x = torch.randn(3, 2, 50)
+    attr = feature_attributions(Weighted(w), batch_with(x, torch.ones(3, dtype=torch.bool)), "x")
+    assert (lead_importance(attr.values).argmax(1) == 1).all()
+    saliency = time_saliency(attr.values)
+    assert saliency[:, :20].abs().max() < 1e-6 and saliency[:, 30:].abs().max() < 1e-6
+    assert (saliency[:, 20:30] > 0).any(1).all()
+
+
+def test_attribution_errors() -> None:
+    batch = batch_with(torch.randn(4, 3), torch.tensor([False, False, False, False]))
+    with pytest.raises(ModfuseError):
+        feature_attributions(Weighted(torch.ones(3)), batch, "x")
+    with pytest.raises(ModfuseError):
+        feature_attributions(Weighted(torch.ones(3)), batch, "nope")
+
+
+# ---------------------------------------------------------------------- plots and report
+def test_plots_open(tmp_path) -> None:
+    model = Interacting()
+    result = modality_shapley(model, random_batch(model.modalities, b=6))
+    figures = {
+        "waterfall": plot_waterfall(result, "s1"),
+        "cohort": plot_cohort(result),
+        "bands": plot_band_importance(torch.rand(3, 4), ["B02", "B03", "B04", "B08"]),
+        "ecg": plot_ecg_saliency(torch.randn(2, 100), torch.rand(2, 100), fs=100.0, lead_names=["I", "II"]),
+    }
+    for name, fig in figures.items():
+        fig.savefig(tmp_path / f"{name}.png")
+        assert mpimg.imread(tmp_path / f"{name}.png").shape[0] > 50
+    with pytest.raises(ModfuseError):
+        plot_waterfall(result, "missing-id")
+
+
+def test_explain_report_writes_tables_and_plots(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    X = {"labs": rng.normal(size=(n, 3)), "ecg": rng.normal(size=(n, 2, 16)), "img": rng.normal(size=(n, 3, 4, 4))}
+    X["labs"][rng.random(n) < 0.3] = np.nan  # some samples lack the labs
+    ds = MultiModalDataset.from_arrays(X, rng.integers(0, 2, n))
+    dm = MultiModalDataModule(ds, batch_size=16)
+    encoders = {
+        "labs": build("tabular", num_features=3, hidden=(8,), out_dim=4),
+        "ecg": wrap(nn.Sequential(nn.Flatten(), nn.Linear(32, 4)), out_dim=4),
+        "img": wrap(nn.Sequential(nn.Flatten(), nn.Linear(48, 4)), out_dim=4),
+    }
+    table = explain_report(EarlyFusion(encoders, hidden=8), dm, tmp_path, n_waterfalls=2, max_attr_samples=4)
+    assert len(table) == len(dm.splits["test"]) and {"labs", "ecg", "img", "base", "full"} <= set(table.columns)
+    saved = pd.read_csv(tmp_path / "shapley.csv")
+    assert len(saved) == len(table)
+    gap = saved[["labs", "ecg", "img"]].sum(axis=1) - (saved["full"] - saved["base"])
+    assert gap.abs().max() < 1e-5
+    assert len(pd.read_csv(tmp_path / "attr_labs.csv")) == 3
+    assert len(pd.read_csv(tmp_path / "attr_ecg.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "attr_img.csv")) == 3
+    for name in ("shapley_cohort", "waterfall_0", "waterfall_1", "attr_labs", "attr_ecg_saliency", "attr_img_bands"):
+        assert mpimg.imread(tmp_path / f"{name}.png").ndim == 3, name
+    assert not math.isnan(saved["full"].iloc[0])

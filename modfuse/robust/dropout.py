@@ -35,8 +35,8 @@ class ModalityDropout:
         rates: one rate for every modality, or modality -> rate (modalities not named keep
             rate 0).
         seed: seed of the random generator; the same seed and the same batches give the same
-            drops. In DataLoader worker processes the worker id is added to the seed so that
-            workers do not repeat each other.
+            drops. In DataLoader worker processes the seed is combined with the worker's
+            seed so that workers do not repeat each other.
 
     Shapes:
         ModalityBatch of B samples -> ModalityBatch of B samples (same ids, targets).
@@ -49,7 +49,7 @@ class ModalityDropout:
             self.rates = _check_rate(rates)
         self.seed = int(seed)
         self._generator: torch.Generator | None = None
-        self._worker: int | None = None
+        self._worker: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"ModalityDropout(rates={self.rates!r}, seed={self.seed})"
@@ -62,12 +62,18 @@ class ModalityDropout:
 
     def _rng(self) -> torch.Generator:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else None
-        # one generator per process: each worker gets its own stream
+        # DataLoader workers get their own stream, derived from the loader's per-worker seed
+        # (itself drawn from the loader's seeded generator), so runs stay reproducible
+        worker = None if info is None else (info.id, info.seed)
         if self._generator is None or worker != self._worker:
-            self._generator = torch.Generator().manual_seed(self.seed + (0 if worker is None else 1 + worker))
+            seed = self.seed if info is None else (self.seed * 1_000_003 + info.seed) % 2**63
+            self._generator = torch.Generator().manual_seed(seed)
             self._worker = worker
         return self._generator
+
+    def __getstate__(self) -> dict[str, object]:
+        # generators do not travel to worker processes; each process makes its own
+        return {**self.__dict__, "_generator": None, "_worker": None}
 
     def keep_masks(self, present: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Which (sample, modality) pairs survive, as BoolTensors (B,) per modality.

@@ -1,0 +1,221 @@
+"""Baseline strategies (early, late, attention, unimodal) behind the shared FusionModel interface."""
+
+from __future__ import annotations
+
+import itertools
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modfuse import FusionTask, ModfuseError, MultiModalDataModule, MultiModalDataset, TaskSpec
+from modfuse.data.batch import ModalityBatch
+from modfuse.data.collate import collate_samples
+from modfuse.encoders import build as build_encoder
+from modfuse.fusion import AttentionFusion, FusionModel, LateFusion, Unimodal, available, build, prediction_of
+
+WIDTHS = {"a": 3, "b": 4, "c": 2}
+STRATEGIES = ["early", "late", "attention", "unimodal", "sequential"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class CountingEncoder(nn.Module):
+    """A tabular encoder that records the row counts it was given (gather-encode check)."""
+
+    def __init__(self, num_features: int, out_dim: int = 6) -> None:
+        super().__init__()
+        self.inner = build_encoder("tabular", num_features=num_features, hidden=(8,), out_dim=out_dim, dropout=0.0)
+        self.out_dim = out_dim
+        self.rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(x.shape[0])
+        return self.inner(x)
+
+
+def encoders() -> dict[str, CountingEncoder]:
+    return {m: CountingEncoder(w) for m, w in WIDTHS.items()}
+
+
+def make(strategy: str, tasks: object = "binary", encs: dict[str, nn.Module] | None = None) -> nn.Module:
+    kwargs = {"modality": "b"} if strategy == "unimodal" else {}
+    if strategy == "sequential":
+        kwargs = {"state_dim": 8}
+    return build(strategy, encoders=encs or encoders(), tasks=tasks, **kwargs)
+
+
+def all_patterns_batch(multi: bool = False) -> ModalityBatch:
+    """One sample per presence pattern of a, b, c (8 samples; sample 0 has no modality)."""
+    gen = torch.Generator().manual_seed(3)
+    samples = []
+    for i, pattern in enumerate(itertools.product([False, True], repeat=3)):
+        inputs = {m: torch.randn(w, generator=gen) if on else None for (m, w), on in zip(WIDTHS.items(), pattern)}
+        y = {"cls": torch.tensor(float(i % 2)), "kind": torch.tensor(i % 3)} if multi else torch.tensor(float(i % 2))
+        samples.append({"id": i, "inputs": inputs, "target": y})
+    return collate_samples(samples, list(WIDTHS))
+
+
+def test_all_strategies_registered() -> None:
+    assert set(STRATEGIES) <= set(available())
+    for s in STRATEGIES:
+        model = make(s)
+        assert isinstance(model, FusionModel)
+        assert set(model.modalities) <= set(WIDTHS)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_batch_invariance_and_empty_sample(strategy: str) -> None:
+    model = make(strategy).eval()
+    batch = all_patterns_batch()
+    with torch.no_grad():
+        together = prediction_of(model(batch))
+        alone = torch.cat([prediction_of(model(batch.select([i]))) for i in range(batch.batch_size)])
+    assert together.shape == (8, 1) and torch.isfinite(together).all()
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_encoders_see_only_present_rows(strategy: str) -> None:
+    encs = encoders()
+    model = make(strategy, encs=encs)
+    batch = all_patterns_batch()
+    model(batch)
+    for m in model.modalities:
+        assert encs[m].rows == [int(batch.present[m].sum())], m
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_multitask_outputs(strategy: str) -> None:
+    tasks = {"cls": TaskSpec("binary"), "kind": TaskSpec("multiclass", 3)}
+    model = make(strategy, tasks)
+    batch = all_patterns_batch(multi=True)
+    out = prediction_of(model(batch))
+    assert out["cls"].shape == (8, 1) and out["kind"].shape == (8, 3)
+    task = FusionTask(model)
+    loss = task.compute_loss(model(batch), batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_late_fusion_averages_present_logits_and_uses_prior_for_empty() -> None:
+    model = LateFusion(encoders(), "binary").eval()
+    with torch.no_grad():
+        model.prior.logits["y"].fill_(-1.5)
+        batch = all_patterns_batch()
+        fused = model(batch)
+        expected = torch.zeros(8, 1)
+        count = torch.zeros(8, 1)
+        for m in WIDTHS:
+            logits, index = model.unimodal_logits(batch, m)
+            expected[index] += logits["y"]
+            count[index] += 1
+    present = count[:, 0] > 0
+    torch.testing.assert_close(fused[present], expected[present] / count[present])
+    assert fused[0].item() == -1.5  # sample 0 has no modality
+
+
+def test_late_fusion_prior_learns_the_base_rate_without_empty_samples() -> None:
+    model = LateFusion(encoders(), "binary")
+    batch = all_patterns_batch().select(range(1, 8))  # every sample has a modality
+    batch.target = torch.tensor([1.0, 1, 1, 1, 1, 1, 0])
+    fused = model(batch).detach()  # no empty sample: the fused logits never reach the prior
+    opt = torch.optim.Adam(model.prior.parameters(), lr=0.1)
+    for _ in range(200):
+        opt.zero_grad()
+        model.compute_loss(fused, batch).backward()
+        opt.step()
+    assert torch.sigmoid(model.prior.logits["y"]).item() == pytest.approx(6 / 7, abs=0.02)
+
+
+def test_attention_absent_token_is_masked_not_read() -> None:
+    model = AttentionFusion(encoders(), "binary", d_model=8, num_heads=2).eval()
+    batch = all_patterns_batch()
+    tokens, padding = model.tokens(batch)
+    assert tokens.shape == (8, 4, 8) and not padding[:, 0].any()
+    for j, m in enumerate(WIDTHS, start=1):
+        assert torch.equal(padding[:, j], ~batch.present[m])
+    # a sample's output is the same whether an absent modality is dropped from the model input
+    # or not known to the batch at all for that sample
+    with torch.no_grad():
+        full = model(batch)
+        without_c = model(batch.with_modalities(["a", "b"]))
+    lacks_c = ~batch.present["c"]
+    torch.testing.assert_close(full[lacks_c], without_c[lacks_c], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ModfuseError, match="divisible"):
+        AttentionFusion(encoders(), "binary", d_model=10, num_heads=4)
+
+
+def test_unimodal_uses_one_modality_and_ignores_the_others() -> None:
+    model = Unimodal(encoders(), "binary", modality="b").eval()
+    assert model.modalities == ["b"]
+    batch = all_patterns_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model(batch.with_modalities(["b"])))
+    with pytest.raises(ModfuseError, match="modality="):
+        Unimodal(encoders(), "binary")
+    with pytest.raises(ModfuseError, match="modality 'z'"):
+        Unimodal(encoders(), "binary", modality="z")
+    single = Unimodal({"a": CountingEncoder(3)}, "binary")
+    assert single.modality == "a"
+
+
+@pytest.mark.parametrize("strategy", ["late", "attention"])
+def test_missing_modality_key_is_a_located_error(strategy: str) -> None:
+    model = make(strategy)
+    batch = all_patterns_batch()
+    no_c = ModalityBatch(
+        {m: v for m, v in batch.inputs.items() if m != "c"},
+        {m: p for m, p in batch.present.items() if m != "c"},
+        batch.target,
+        batch.ids,
+    )
+    with pytest.raises(ModfuseError, match="modality 'c'"):
+        model(no_c)
+
+
+def synthetic(n: int = 200, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """b carries most of the signal (so the unimodal baseline on b can learn), a some, c none."""
+    rng = np.random.default_rng(seed)
+    data = {m: rng.normal(size=(n, w)).astype(np.float32) for m, w in WIDTHS.items()}
+    y = ((0.5 * data["a"][:, 0] + data["b"][:, 0] + 0.3 * rng.normal(size=n)) > 0).astype(np.int64)
+    for m in data:
+        data[m][rng.random(n) < 0.25] = np.nan
+    return data, y
+
+
+@pytest.mark.parametrize("strategy", ["early", "late", "attention", "unimodal"])
+def test_trains_with_fusiontask_and_predicts_with_any_subset(strategy: str) -> None:
+    data, y = synthetic()
+    dm = MultiModalDataModule(MultiModalDataset.from_arrays(data, y), batch_size=32, seed=0)
+    model = make(strategy)
+    task = FusionTask(model, lr=1e-2)
+    trainer = L.Trainer(
+        max_epochs=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(task, dm)
+    assert trainer.test(task, dm, verbose=False)[0]["test/auroc"] > 0.75
+    model.eval()
+    batch = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        for k in range(len(WIDTHS) + 1):
+            for subset in itertools.combinations(WIDTHS, k):
+                out = prediction_of(model(batch.with_modalities(subset)))
+                assert out.shape == (batch.batch_size, 1) and torch.isfinite(out).all(), subset
+        empty = prediction_of(model(batch.with_modalities([])))
+    # with nothing present every sample gets the same prior prediction
+    torch.testing.assert_close(empty, empty[:1].expand_as(empty))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -37,7 +38,7 @@ SURVIVAL = TaskSpec("survival", 3, boundaries=(1.0, 2.0))
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread() -> Iterator[None]:
     """These models are tiny: one intra-op thread is faster and immune to a busy machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

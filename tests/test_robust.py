@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
@@ -33,7 +35,7 @@ from modfuse.training.task import FusionTask
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread() -> Iterator[None]:
     """These models are tiny: one intra-op thread is faster and immune to a busy machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -257,3 +259,29 @@ def test_robustness_report_writes_tables_and_plots(tmp_path) -> None:
     assert set(pd.read_csv(tmp_path / "sweep.csv")["kind"]) == {"mcar", "mnar", "mnar-flip"}
     for name in ("subsets.png", "sweep.png"):
         assert mpimg.imread(tmp_path / name).ndim == 3
+
+
+class TwoTasks(Oracle):
+    """The oracle's logit for a binary task and the same value as a regression estimate."""
+
+    def __init__(self) -> None:
+        super().__init__(["a", "b"], "a")
+        self.tasks = as_task_specs({"label": "binary", "score": "regression"})
+
+    def forward(self, batch: ModalityBatch) -> dict[str, torch.Tensor]:
+        logit = super().forward(batch)
+        return {"label": logit, "score": logit}
+
+
+def test_multi_task_columns_and_loader_sweep() -> None:
+    X, y = toy_data(n=80)
+    X = {"a": X["a"], "b": X["b"]}
+    logit = 10 * (X["a"][:, 0] - 0.5)
+    ds = MultiModalDataset.from_arrays(X, {"label": y, "score": logit.astype(np.float32)})
+    table = evaluate_subsets(TwoTasks(), ds, batch_size=32)
+    assert len(table) == 3 and {"label/auroc", "score/rmse"} <= set(table.columns)
+    assert table.loc[table["subset"] == "a+b", "score/rmse"].iloc[0] < 1e-4
+    dm = MultiModalDataModule(ds, batch_size=16)
+    swept = sweep(TwoTasks(), dm.test_dataloader(), rates=[0.0, 0.8], metric="auroc")
+    assert list(swept["rate"]) == [0.0, 0.8] and (swept["n"] == len(dm.splits["test"])).all()
+    assert swept["missing_fraction"].iloc[1] > swept["missing_fraction"].iloc[0] == 0.0

@@ -32,7 +32,8 @@ __all__ = [
 
 MetricArg = str | Sequence[str] | Metric | Mapping[str, Metric] | None
 """Which metrics to compute: None (every metric of the task's ``TaskSpec.metrics()``), metric
-names from that collection (``"auroc"`` or ``["auroc", "accuracy"]``), a torchmetrics
+names from that collection (``"auroc"`` or ``["auroc", "accuracy"]``; ``"task/auroc"``
+for one task of a multi-task model; a name applies to every task that has it), a torchmetrics
 ``Metric`` (fed ``TaskSpec.metric_inputs``), or a dict name -> Metric."""
 
 
@@ -142,23 +143,29 @@ def modality_subsets(
 
 # ---------------------------------------------------------------------- metrics
 def _metric_collections(tasks: Mapping[str, TaskSpec], metric: MetricArg) -> dict[str, MetricCollection]:
-    out = {}
+    if isinstance(metric, Metric):
+        return {name: MetricCollection({type(metric).__name__.lower(): metric.clone()}) for name in tasks}
+    if isinstance(metric, Mapping):
+        return {name: MetricCollection({k: m.clone() for k, m in metric.items()}) for name in tasks}
+    if metric is None:
+        return {name: spec.metrics() for name, spec in tasks.items()}
+    wanted = [metric] if isinstance(metric, str) else list(metric)
+    out, used = {}, set()
     for name, spec in tasks.items():
-        if metric is None:
-            out[name] = spec.metrics()
-        elif isinstance(metric, Metric):
-            out[name] = MetricCollection({type(metric).__name__.lower(): metric.clone()})
-        elif isinstance(metric, Mapping):
-            out[name] = MetricCollection({k: m.clone() for k, m in metric.items()})
-        else:
-            wanted = [metric] if isinstance(metric, str) else list(metric)
-            full = spec.metrics()
-            unknown = [w for w in wanted if w not in full]
-            if unknown:
-                raise ModfuseError(
-                    f"unknown metric(s) {unknown} for task {name!r} ({spec.kind}); available: {sorted(full.keys())}"
-                )
-            out[name] = MetricCollection({w: full[w] for w in wanted})
+        full = spec.metrics()
+        # "auroc" applies to every task that has it; "task/auroc" to that task only
+        keep = {}
+        for w in wanted:
+            task_part, _, metric_part = w.rpartition("/")
+            if metric_part in full and task_part in ("", name):
+                keep[metric_part] = full[metric_part]
+                used.add(w)
+        if keep:
+            out[name] = MetricCollection(keep)
+    unknown = [w for w in wanted if w not in used]
+    if unknown:
+        available = sorted(_column(n, k, len(tasks)) for n, s in tasks.items() for k in s.metrics().keys())
+        raise ModfuseError(f"unknown metric(s) {unknown}; available: {available}")
     return out
 
 
@@ -190,8 +197,8 @@ def _evaluate(
             )
             for s in subsets:
                 logits = by_task(prediction_of(model(batch.with_modalities(s))), tasks)
-                for k, spec in tasks.items():
-                    metrics[s][k].update(*spec.metric_inputs(logits[k], targets[k]))
+                for k, coll in metrics[s].items():
+                    coll.update(*tasks[k].metric_inputs(logits[k], targets[k]))
                 has_any = torch.stack([batch.present[m] for m in s]).any(0)
                 observed[s] += int(has_any.sum())
     finally:

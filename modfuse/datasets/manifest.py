@@ -62,6 +62,8 @@ class ModalitySpec:
             (``wfdb``, ``dicom``, ``raster``, ``smiles``, ...).
         options: keyword arguments for the reader.
         description: free text for humans (units, provenance).
+        categorical: ``columns`` modalities: the columns holding integer category codes
+            (never standardised; NaN = missing).
     """
 
     kind: ModalityKind
@@ -69,6 +71,7 @@ class ModalitySpec:
     reader: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    categorical: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in ("columns", "path", "value"):
@@ -546,6 +549,8 @@ class ManifestDataModule(MultiModalDataModule):
             with np.errstate(all="ignore"):
                 mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else np.zeros(values.shape[1])
                 std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0) if len(values) else np.ones(values.shape[1])
+            codes = np.isin(spec.columns, spec.categorical)  # category codes stay codes
+            mean[codes], std[codes] = 0.0, 1.0
             out[m] = Standardize(mean, std)
         return out
 

@@ -1,0 +1,284 @@
+"""Preparing public collections: tiny fixtures in each provider's exact layout -> prepare ->
+manifest -> MultiModalDataset -> one epoch through the collection's recipe (the real CLI).
+Leakage (a patient, block or scaffold in two partitions) is asserted for every split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modfuse.data.datamodule import check_disjoint_groups
+from modfuse.datasets import prepare as prepare_mod
+from modfuse.datasets.manifest import ManifestDataModule, ModalitySpec, read_manifest, write_manifest
+from modfuse.datasets.prepare import available, prepare
+from modfuse.datasets.splits import (
+    group_split,
+    multilabel_stratified_split,
+    read_split,
+    scaffold_split,
+    spatial_block_split,
+    write_split,
+)
+from modfuse.errors import ModfuseError, ReadError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def assert_no_leak(manifest_path: Path) -> None:
+    """Every grouped split of the manifest keeps each group in one partition, and the split
+    files cover disjoint samples."""
+    m = read_manifest(manifest_path)
+    for name in m.split_names:
+        parts = m.split(name)
+        ids = [set(np.asarray(m.ids)[idx]) for idx in parts.values()]
+        assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+        if m.split_is_grouped(name):
+            groups = m.groups
+            sets = {p: set(groups[idx]) for p, idx in parts.items()}
+            assert not (sets["train"] & sets["val"] or sets["train"] & sets["test"] or sets["val"] & sets["test"])
+
+
+def fit_recipe(recipe: str, manifest: Path, run_dir: Path, *overrides: str) -> dict:
+    """One epoch of recipes/<recipe>.yaml through the real ``modfuse fit`` CLI; returns the
+    metrics table it writes (``{"recipe": {"val/loss": ...}}``)."""
+    from modfuse.cli import main
+
+    args = [
+        "fit",
+        "--config",
+        str(RECIPES / f"{recipe}.yaml"),
+        f"--data.init_args.manifest={manifest}",
+        "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={run_dir}",
+        *overrides,
+    ]
+    assert main(args) == 0
+    return json.loads((run_dir / "metrics.json").read_text())["models"]
+
+
+# ---------------------------------------------------------------------------------- splits
+def test_group_split_keeps_patients_together_and_write_refuses_leakage(tmp_path: Path) -> None:
+    groups = np.repeat(np.arange(20), 3)
+    parts = group_split(groups, 0.2, 0.2, seed=1)
+    check_disjoint_groups(parts, groups)
+    assert sum(len(v) for v in parts.values()) == 60
+    ids = [f"s{i}" for i in range(60)]
+    path = write_split(parts, ids, tmp_path / "s.csv", groups)
+    back = read_split(path, ids, groups)
+    assert all(np.array_equal(back[k], parts[k]) for k in parts)
+    leaky = {"train": np.array([0, 3]), "val": np.array([1]), "test": np.array([6])}
+    with pytest.raises(ModfuseError, match="leakage"):
+        write_split(leaky, ids, tmp_path / "bad.csv", groups)
+
+
+def test_spatial_blocks_keep_neighbours_together() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 10_000, 200), rng.uniform(0, 10_000, 200)
+    parts, blocks = spatial_block_split(x, y, block_size=2_500, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert len(set(blocks)) == 16
+    check_disjoint_groups(parts, blocks)
+    # two chips in the same 2.5 km block never land in different partitions
+    where = {i: p for p, idx in parts.items() for i in idx}
+    same = [(i, j) for i in range(50) for j in range(50) if blocks[i] == blocks[j]]
+    assert all(where[i] == where[j] for i, j in same)
+
+
+def test_scaffold_split_is_deterministic_and_scaffold_disjoint() -> None:
+    smiles = ["c1ccccc1O", "c1ccccc1N", "c1ccccc1C", "C1CCCCC1O", "C1CCCCC1N", "CCO", "CCN", "c1ccncc1C", "xx!"]
+    parts, scaffolds = scaffold_split(smiles, 0.2, 0.2)
+    again, _ = scaffold_split(smiles, 0.2, 0.2)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+    check_disjoint_groups(parts, scaffolds)
+    assert scaffolds[0] == scaffolds[1] == "c1ccccc1" and scaffolds[5] == "" and scaffolds[8].startswith("invalid:")
+    assert set(parts["train"]) >= {0, 1, 2}  # the largest scaffold set fills train first
+
+
+def test_multilabel_stratification_keeps_rare_labels_in_every_partition() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 5)) < [0.5, 0.3, 0.1, 0.05, 0.04]).astype(float)
+    parts = multilabel_stratified_split(y, 0.2, 0.2, seed=0)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(300))
+    for p, frac in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
+        assert abs(len(parts[p]) / 300 - frac) < 0.03
+        share = y[parts[p]].sum(0) / y.sum(0)
+        assert np.all(np.abs(share - frac) < 0.1), (p, share)
+    groups = np.repeat(np.arange(100), 3)
+    grouped = multilabel_stratified_split(y, 0.2, 0.2, seed=0, groups=groups)
+    check_disjoint_groups(grouped, groups)
+
+
+# ---------------------------------------------------------------------------------- manifest format
+def test_manifest_round_trip_with_explicit_missingness_and_csv(tmp_path: Path) -> None:
+    table = pd.DataFrame(
+        {
+            "id": ["007", "008", "009", "010"],
+            "group": ["a", "a", "b", "c"],
+            "f1": [1.0, np.nan, 3.0, 4.0],
+            "f2": [0.5, np.nan, np.nan, 1.0],
+            "y": [0, 1, 0, 1],
+        }
+    )
+    parts = {"train": np.array([0, 1]), "val": np.array([2]), "test": np.array([3])}
+    path = write_manifest(
+        table,
+        tmp_path / "m",
+        name="toy",
+        modalities={"labs": ModalitySpec("columns", ["f1", "f2"])},
+        targets={"y": {"kind": "binary", "columns": ["y"]}},
+        splits={"fixed": parts},
+        table_format="csv",
+    )
+    m = read_manifest(path.parent)
+    assert m.ids == ["007", "008", "009", "010"]  # string ids survive CSV
+    assert m.present()["labs"].tolist() == [True, False, True, True]
+    ds = m.to_dataset()
+    assert ds[1]["inputs"]["labs"] is None and ds[2]["inputs"]["labs"].tolist()[0] == 3.0
+    assert ds[3]["target"].item() == 1
+    with pytest.raises(ModfuseError, match="leakage"):
+        write_manifest(
+            table,
+            tmp_path / "leak",
+            name="toy",
+            modalities={"labs": ModalitySpec("columns", ["f1", "f2"])},
+            targets={"y": {"kind": "binary", "columns": ["y"]}},
+            splits={"fixed": {"train": np.array([0]), "val": np.array([1]), "test": np.array([2, 3])}},
+        )
+    with pytest.raises(ModfuseError, match="lacks columns"):
+        write_manifest(
+            table, tmp_path / "x", name="toy", modalities={"labs": ModalitySpec("columns", ["nope"])},
+            targets={}, splits={"fixed": parts},
+        )  # fmt: skip
+    (tmp_path / "m" / "manifest.json").write_text("{not json")
+    with pytest.raises(ReadError, match="not valid JSON"):
+        read_manifest(tmp_path / "m")
+
+
+def test_prepare_registry_and_errors(tmp_path: Path) -> None:
+    assert {"ptbxl", "mimic_cxr", "chexpert", "bigearthnet", "eurosat", "tcga", "esol"} <= set(available())
+    with pytest.raises(ModfuseError, match="unknown collection"):
+        prepare("nope", root=tmp_path, out=tmp_path / "o")
+    with pytest.raises(ReadError, match="nothing is downloaded"):
+        prepare("esol", root=tmp_path / "absent", out=tmp_path / "o")
+    with pytest.raises(ReadError, match=r"delaney-processed\.csv"):
+        prepare("esol", root=tmp_path, out=tmp_path / "o")
+    assert callable(prepare_mod)
+
+
+# ---------------------------------------------------------------------------------- ESOL (real data)
+def test_esol_prepare_on_real_data_excludes_leaky_column_and_trains(shared_data: Path, tmp_path: Path) -> None:
+    path = prepare("esol", root=shared_data / "esol", out=tmp_path / "esol")
+    m = read_manifest(path)
+    assert len(m.ids) == 1128 and m.present()["graph"].all()
+    leaky = "ESOL predicted log solubility in mols per litre"
+    assert leaky in m.doc["excluded_columns"] and leaky not in m.table.columns
+    features = [c for s in m.modalities.values() for c in s.columns]
+    assert leaky not in features and "measured log solubility in mols per litre" not in features
+    assert_no_leak(path)
+    scaffold = m.split("scaffold")
+    assert {k: len(v) for k, v in scaffold.items()} == {"train": 902, "val": 113, "test": 113}
+    ds = m.to_dataset()
+    item = ds[0]
+    assert item["inputs"]["graph"].x.shape[1] == 42 and item["inputs"]["descriptors"].shape == (6,)
+    # train on a small slice of the real data: 40 molecules, one epoch, through the recipe
+    small = tmp_path / "small.csv"
+    pd.read_csv(shared_data / "esol" / "delaney-processed.csv").iloc[:40].to_csv(small, index=False)
+    small_manifest = prepare("esol", root=small, out=tmp_path / "esol_small")
+    metrics = fit_recipe("esol", small_manifest.parent, tmp_path / "run", "--model.init_args.model.init_args.hidden=16")
+    assert np.isfinite(metrics["recipe"]["test/rmse"])
+
+
+def test_manifest_datamodule_standardises_with_training_rows_only(shared_data: Path, tmp_path: Path) -> None:
+    path = prepare("esol", root=shared_data / "esol", out=tmp_path / "esol", default_split="random")
+    dm = ManifestDataModule(path.parent, batch_size=8)
+    dm.setup()
+    m = dm.manifest
+    train = m.table.iloc[dm.splits["train"]]["Molecular Weight"]
+    standardize = dm.dataset.transforms["descriptors"]
+    assert standardize.mean[1].item() == pytest.approx(train.mean(), rel=1e-5)
+    assert dm.dataset.groups is None  # the random split ignores scaffolds on purpose
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.present["graph"].all() and batch.inputs["descriptors"].shape == (8, 6)
+
+
+# ---------------------------------------------------------------------------------- PTB-XL
+def write_ptbxl(root: Path) -> None:
+    """PTB-XL layout: ptbxl_database.csv, scp_statements.csv, records100/00000/*_lr WFDB."""
+    import wfdb
+
+    rng = np.random.default_rng(0)
+    leads = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    codes = [
+        "{'NORM': 100.0, 'SR': 0.0}",
+        "{'IMI': 35.0, 'ABQRS': 0.0}",
+        "{'NDT': 100.0}",
+        "{'LVH': 50.0}",
+        "{'SR': 0.0}",
+    ]
+    rows = []
+    for ecg_id in range(1, 25):
+        patient = 100 + (ecg_id + 1) // 2  # two ECGs per patient
+        fold = (patient % 10) + 1
+        rows.append(
+            {
+                "ecg_id": ecg_id,
+                "patient_id": float(patient),
+                "age": 300 if ecg_id == 3 else 40 + ecg_id,
+                "sex": ecg_id % 2,
+                "height": np.nan if ecg_id % 3 else 170.0,
+                "weight": np.nan if ecg_id % 4 else 70.0,
+                "report": "sinusrhythmus",
+                "scp_codes": codes[ecg_id % len(codes)],
+                "strat_fold": fold,
+                "filename_lr": f"records100/00000/{ecg_id:05d}_lr",
+                "filename_hr": f"records500/00000/{ecg_id:05d}_hr",
+            }
+        )
+        folder = root / "records100" / "00000"
+        folder.mkdir(parents=True, exist_ok=True)
+        if ecg_id != 6:  # record 6 was not downloaded: its ECG is explicitly missing
+            signal = rng.normal(0, 0.3, (250, 12))
+            wfdb.wrsamp(
+                f"{ecg_id:05d}_lr", fs=100, units=["mV"] * 12, sig_name=leads, p_signal=signal,
+                fmt=["16"] * 12, write_dir=str(folder),
+            )  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "ptbxl_database.csv", index=False)
+    scp = pd.DataFrame(
+        {
+            "description": ["normal ECG", "inferior MI", "non-diagnostic T", "LVH", "sinus rhythm", "abnormal QRS"],
+            "diagnostic": [1.0, 1.0, 1.0, 1.0, np.nan, np.nan],
+            "form": [np.nan, np.nan, 1.0, np.nan, np.nan, 1.0],
+            "rhythm": [np.nan, np.nan, np.nan, np.nan, 1.0, np.nan],
+            "diagnostic_class": ["NORM", "MI", "STTC", "HYP", np.nan, np.nan],
+            "diagnostic_subclass": ["NORM", "IMI", "STTC", "LVH", np.nan, np.nan],
+        },
+        index=pd.Index(["NORM", "IMI", "NDT", "LVH", "SR", "ABQRS"]),
+    )
+    scp.to_csv(root / "scp_statements.csv")
+
+
+def test_ptbxl_prepare_official_folds_and_recipe(tmp_path: Path) -> None:
+    root = tmp_path / "ptb-xl"
+    write_ptbxl(root)
+    path = prepare("ptbxl", root=root, out=tmp_path / "out")
+    m = read_manifest(path)
+    # ECGs whose only statement is the rhythm "SR" have no diagnostic superclass: dropped
+    assert len(m.ids) == 24 - 5 and "4" not in m.ids and "6" in m.ids
+    row = m.table.set_index("id").loc["1"]
+    assert row["MI"] == 1 and row["NORM"] == 0  # 'IMI' -> MI
+    assert m.table.set_index("id").loc["3", "age"] == 90  # the provider's 300 = over 89
+    assert not m.present().loc["6", "ecg"] and m.present().loc["1", "ecg"]
+    assert_no_leak(path)
+    parts = m.split("official")
+    folds = m.table["strat_fold"].to_numpy()
+    assert set(folds[parts["test"]]) == {10} and set(folds[parts["val"]]) == {9}
+    ds = m.to_dataset()
+    assert ds[0]["inputs"]["ecg"].shape == (12, 250) and ds[0]["target"].shape == (5,)
+    metrics = fit_recipe("ptbxl", path.parent, tmp_path / "run")
+    assert "val/loss" in metrics["recipe"]

@@ -44,7 +44,7 @@ def plot_waterfall(result: ShapleyResult, sample: Hashable | None = None) -> Fig
     ax.barh(0, base, color="0.6")
     for i, (name, value) in enumerate(phi.items(), start=1):
         ax.barh(i, value, left=start, color="tab:red" if value >= 0 else "tab:blue")
-        ax.text(start + value, i, f" {value:+.3f}", va="center", fontsize=8)
+        ax.text(max(start, start + value), i, f" {value:+.3f}", va="center", fontsize=8)  # right of the bar
         labels.append(str(name))
         start += value
     ax.barh(len(phi) + 1, full, color="0.3")

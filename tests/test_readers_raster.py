@@ -1,0 +1,106 @@
+"""Raster readers on the real Sentinel-2 L1C crop (13 bands at 10/20/60 m) and broken copies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+rasterio = pytest.importorskip("rasterio")
+
+from modfuse.data import MultiModalDataset  # noqa: E402
+from modfuse.data.readers import MultiBandRasterSource, RasterChipSource  # noqa: E402
+from modfuse.data.readers.raster import SENTINEL2_BANDS, band_statistics, stack_bands, torchgeo_dataset  # noqa: E402
+from modfuse.errors import ReadError  # noqa: E402
+
+
+@pytest.fixture
+def s2(shared_data):
+    return shared_data / "sentinel2-l1c"
+
+
+def test_all_13_bands_on_the_10m_grid_keep_footprint_and_crs(s2):
+    src = MultiBandRasterSource({"scene": s2})
+    stack = src.read_stack("scene")
+    assert stack.data.shape == (13, 1032, 1032) and stack.bands == list(SENTINEL2_BANDS)
+    with rasterio.open(s2 / "s2_B01.tif") as b01:
+        assert stack.crs == b01.crs and stack.crs.to_epsg() == 32618
+        assert stack.bounds == tuple(b01.bounds)  # the 60 m band has the same 10.32 km footprint
+    assert stack.transform.a == 10.0 and stack.valid.all()
+    with rasterio.open(s2 / "s2_B04.tif") as b04:  # a 10 m band is read without resampling
+        assert np.array_equal(stack.data[3], b04.read(1).astype(np.float32))
+    assert src.wavelengths[1] == 492.4
+
+
+def test_chips_match_torchgeo_and_random_chips_are_seeded(s2):
+    bands = ["B02", "B05", "B01"]
+    chips = RasterChipSource(s2, size=64, stride=256, bands=bands)
+    assert len(chips) == 16 and chips.index[["row", "col"]].iloc[1].tolist() == [0, 256]
+    tg = pytest.importorskip("torchgeo")
+    del tg
+    from torchgeo.samplers import GridGeoSampler
+
+    ds = torchgeo_dataset(s2, bands=bands)
+    query = next(iter(GridGeoSampler(ds, size=64, stride=256)))
+    theirs = ds[query]["image"]
+    bounds = (query[0].start, query[1].start, query[0].stop, query[1].stop)
+    ours = torch.from_numpy(stack_bands([s2 / f"s2_{b}.tif" for b in bands], bands, res=10.0, bounds=bounds).data)
+    # the same place through the chip source: chip bounds come from its pixel offsets
+    assert chips.chip_bounds("chip1") == (chips.bounds[0] + 2560, chips.bounds[3] - 640, chips.bounds[0] + 3200,
+                                          chips.bounds[3])  # fmt: skip
+    assert ours.shape == theirs.shape == (3, 64, 64)
+    assert torch.equal(ours[0], theirs[0].float())  # 10 m band: identical pixels
+    corr = np.corrcoef(ours[1].flatten(), theirs[1].float().flatten())[0, 1]
+    assert corr > 0.95  # 20 m band: both bilinear, implementations differ slightly
+    a = RasterChipSource(s2, size=32, n_random=5, seed=3, bands=["B02"])
+    b = RasterChipSource(s2, size=32, n_random=5, seed=3, bands=["B02"])
+    assert a.index.equals(b.index) and torch.equal(a.load("chip2"), b.load("chip2"))
+
+
+def test_normalisation_statistics_cached_outside_the_input(s2, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "cache"))
+    files = [s2 / "s2_B02.tif", s2 / "s2_B10.tif"]
+    stats = band_statistics(files, ["B02", "B10"])
+    cached = list((tmp_path / "cache" / "stats").glob("*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text()) == stats
+    mtime = cached[0].stat().st_mtime_ns
+    assert band_statistics(files, ["B02", "B10"]) == stats and cached[0].stat().st_mtime_ns == mtime
+    with rasterio.open(files[0]) as f:
+        full = f.read(1).astype(np.float64)
+    assert stats["B02"]["mean"] == pytest.approx(full.mean(), rel=1e-3)  # 60 m averages keep the mean
+    chip = RasterChipSource(s2, size=256, bands=["B02", "B10"], normalize=True).load("chip0")
+    assert abs(float(chip.mean())) < 2 and chip.dtype == torch.float32
+
+
+def test_nodata_becomes_mask(s2, tmp_path):
+    stack = stack_bands([s2 / "s2_B02.tif"], ["B02"], bounds=(440040.0, 4164840.0, 440680.0, 4165480.0), nodata=65535)
+    assert stack.valid.all()
+    # a window reaching beyond the footprint: outside pixels are nodata, not zeros passed as data
+    src = MultiBandRasterSource({"s": {"B02": s2 / "s2_B02.tif"}}, bands=["B02"], nodata=0, return_mask=True)
+    out = src.load("s")
+    assert out["mask"].dtype == torch.bool and out["image"].shape == (1, 1032, 1032)
+    edge = stack_bands([s2 / "s2_B02.tif"], bounds=(440000.0, 4164840.0, 440680.0, 4165480.0), nodata=0)
+    assert not edge.valid[0, :, :4].any() and edge.valid[0, :, 4:].all()
+
+
+def test_wrong_band_count_follows_the_policy(s2, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(s2 / "s2_B02.tif", bad / "s2_B02.tif")
+    with rasterio.open(s2 / "s2_B03.tif") as f:
+        profile, band = f.profile, f.read(1)
+    profile.update(count=3)
+    with rasterio.open(bad / "s2_B03.tif", "w", **profile) as out:
+        out.write(np.stack([band] * 3))
+    good = {"B02": s2 / "s2_B02.tif", "B03": s2 / "s2_B03.tif"}
+    src = MultiBandRasterSource({"good": good, "bad": bad}, bands=["B02", "B03"], res=60.0)
+    with pytest.raises(ReadError, match="expected a single-band raster, found 3 bands") as info:
+        src.load("bad")
+    assert str(info.value.path).endswith("s2_B03.tif") and info.value.sample_id == "bad"
+    ds = MultiModalDataset({"s2": src}, on_error="missing")
+    batch = ds.collate_fn([ds[0], ds[1]])
+    assert batch.present["s2"].tolist() == [True, False] and batch.inputs["s2"].shape == (1, 2, 172, 172)
+    assert ds.read_error_report()["id"].tolist() == ["bad"]

@@ -118,6 +118,9 @@ class SpectralEncoder(Encoder):
             state, source = dict(weights.get_state_dict(progress=True)), repr(weights)
         elif weights_path is not None:
             state, source = strip_prefix(read_state_dict(weights_path), "backbone."), weights_path
+        if state is not None:  # before building the backbone
+            first = timm.models.get_pretrained_cfg_value(backbone, "first_conv") or "conv1"
+            check_in_channels(state, f"{first}.weight", bands, source, "bands")
         if norm is None:
             norm = "frozen_batch" if state is not None and has_batch_norm_stats(state) else "group"
         if norm not in ("group", "frozen_batch"):
@@ -133,8 +136,6 @@ class SpectralEncoder(Encoder):
         if norm == "frozen_batch":
             freeze_batch_norm(self.backbone)
         if state is not None:
-            first = f"{self.backbone.pretrained_cfg.get('first_conv', 'conv1')}.weight"
-            check_in_channels(state, first, bands, source, "bands")
             load_into(self.backbone, state, source, ignore=_HEAD_KEYS)
         width = int(self.backbone.num_features)
         self.out_dim = width if out_dim is None else out_dim

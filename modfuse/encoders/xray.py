@@ -73,6 +73,8 @@ class XRayEncoder(Encoder):
         super().__init__()
         nets = require("monai.networks.nets", extra="med")
         state = _monai_keys(read_state_dict(weights_path)) if weights_path is not None else None
+        if state is not None:  # before building the (slow) network
+            check_in_channels(state, "features.conv0.weight", in_channels, weights_path, "image channels")
         if norm is None:
             norm = "frozen_batch" if state is not None and has_batch_norm_stats(state) else "group"
         if norm not in ("group", "frozen_batch"):
@@ -88,7 +90,6 @@ class XRayEncoder(Encoder):
         if norm == "frozen_batch":
             freeze_batch_norm(self.net)
         if state is not None:
-            check_in_channels(state, "features.conv0.weight", in_channels, weights_path, "image channels")
             load_into(self.net, state, weights_path, ignore=_HEAD_KEYS)
 
     def forward(self, x: Tensor) -> Tensor:

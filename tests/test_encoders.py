@@ -1,0 +1,377 @@
+"""Encoder families: shapes, missing rows, clear errors on bad input, local weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modfuse.data.batch import PaddedTensor, encode_present
+from modfuse.data.collate import collate_samples
+from modfuse.encoders import available, build, wrap
+from modfuse.encoders.weights import read_state_dict, save_state_dict
+from modfuse.errors import ModfuseError, ReadError
+
+FAMILIES = ["tabular", "omics", "ecg", "xray", "spectral", "spectral_tokens", "timeseries", "graph"]
+
+
+def _graph(i: int, in_dim: int = 5, edge_dim: int | None = 3) -> Any:
+    from torch_geometric.data import Data
+
+    n = 2 + i % 3
+    edges = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n])
+    attr = torch.randn(n, edge_dim) if edge_dim else None
+    return Data(x=torch.randn(n, in_dim), edge_index=edges, edge_attr=attr)
+
+
+# name -> (build kwargs, sample i -> one modality value); sizes tiny so CPU tests stay fast
+CASES: dict[str, tuple[str, dict[str, Any], Callable[[int], Any]]] = {
+    "tabular": (
+        "tabular",
+        {"num_features": 6, "categorical": {5: 3}, "hidden": (16,), "out_dim": 8},
+        lambda i: np.array([0.1 * i, np.nan, 1.0, 2.0, -1.0, i % 3], dtype=np.float32),
+    ),
+    "omics": ("omics", {"num_features": 300, "hidden": (32, 16), "out_dim": 8}, lambda i: torch.randn(300)),
+    "ecg": (
+        "ecg",
+        {"leads": 3, "widths": (8, 16), "blocks": 1, "out_dim": 12},
+        lambda i: torch.randn(3, 100 + 37 * i),
+    ),  # variable lengths -> PaddedTensor
+    "spectral": ("spectral", {"bands": 5, "out_dim": 16}, lambda i: torch.randn(5, 32, 32)),
+    "spectral_tokens": (
+        "spectral_tokens",
+        {"bands": 6, "band_group": 2, "image_size": 16, "patch_size": 8, "out_dim": 16, "depth": 1, "heads": 2},
+        lambda i: torch.randn(6, 16, 16),
+    ),
+    "timeseries": (
+        "timeseries",
+        {"channels": 2, "hidden": 16, "heads": 2, "out_dim": 8},
+        lambda i: {"x": torch.randn(7, 2), "valid": torch.arange(7) % (i + 2) != 0},
+    ),
+    "timeseries_gru": (
+        "timeseries",
+        {"channels": 2, "kind": "gru", "hidden": 16, "out_dim": 8},
+        lambda i: torch.where(torch.rand(5 + i, 2) < 0.3, float("nan"), torch.randn(5 + i, 2)),
+    ),
+    "gin": ("graph", {"in_dim": 5, "hidden": 16, "layers": 2, "out_dim": 8}, lambda i: _graph(i, edge_dim=None)),
+    "gine": ("graph", {"in_dim": 5, "edge_dim": 3, "hidden": 16, "layers": 2, "out_dim": 8}, _graph),
+}
+
+
+def _batch(make: Callable[[int], Any], present: list[bool]) -> Any:
+    samples = [{"id": f"s{i}", "inputs": {"m": _seeded(make, i) if p else None}} for i, p in enumerate(present)]
+    return collate_samples(samples, modalities=["m"])
+
+
+def _seeded(make: Callable[[int], Any], i: int) -> Any:
+    """Sample i is the same whichever batch it is collated into."""
+    with torch.random.fork_rng():
+        torch.manual_seed(i)
+        return make(i)
+
+
+def _rows(x: Any) -> int:
+    """Rows of a collated modality input (Tensor, PaddedTensor, dict of those, PyG Batch)."""
+    if hasattr(x, "num_graphs"):
+        return int(x.num_graphs)
+    if isinstance(x, dict):
+        return _rows(next(iter(x.values())))
+    return len(x)
+
+
+def _declared(enc: nn.Module, n: int) -> tuple[int, ...]:
+    return (n, enc.out_dim) if enc.out_tokens is None else (n, enc.out_tokens, enc.out_dim)
+
+
+def test_available_lists_every_family() -> None:
+    assert set(FAMILIES) <= set(available())
+
+
+def test_importing_encoders_loads_no_heavy_library() -> None:
+    heavy = ["monai", "torchgeo", "timm", "rasterio", "torch_geometric", "pydicom", "captum", "wfdb", "rdkit"]
+    code = f"import sys, modfuse, modfuse.encoders; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_family_encodes_present_rows_only_with_declared_shape(case: str) -> None:
+    name, kwargs, make = CASES[case]
+    enc = build(name, **kwargs)
+    present = [True, False, True, True, False]
+    batch = _batch(make, present)
+    calls: list[int] = []
+    enc.register_forward_pre_hook(lambda mod, args: calls.append(_rows(args[0])))
+    feats, index = encode_present(enc, batch, "m")
+    assert tuple(feats.shape) == _declared(enc, sum(present))
+    assert index.tolist() == [0, 2, 3]
+    assert calls == [3]  # the encoder ran once, on the 3 present rows only
+    assert torch.isfinite(feats).all()
+    feats.pow(2).mean().backward()
+    grads = [p.grad for p in enc.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("case", ["ecg", "timeseries", "timeseries_gru", "gine", "spectral"])
+def test_a_rows_features_do_not_depend_on_its_batch(case: str) -> None:
+    """Rows are independent: encoding a row alone (no padding, no batch-mates) gives the same output."""
+    name, kwargs, make = CASES[case]
+    enc = build(name, **kwargs).eval()
+    batch = _batch(make, [True] * 4)
+    alone = _batch(make, [False, False, True])  # sample 2 alone: no padding to a longer batch-mate
+    with torch.no_grad():
+        together, _ = encode_present(enc, batch, "m")
+        single, _ = encode_present(enc, alone, "m")
+    torch.testing.assert_close(together[2:3], single, atol=1e-5, rtol=1e-4)
+
+
+def test_early_fusion_over_several_families_with_missing_rows() -> None:
+    from modfuse.fusion import EarlyFusion
+
+    names = ["ecg", "omics", "gine"]
+    encoders = {m: build(CASES[m][0], **CASES[m][1]) for m in names}
+    pattern = {"ecg": [1, 0, 1, 0], "omics": [0, 1, 1, 0], "gine": [1, 1, 0, 0]}  # sample 3 has nothing
+    samples = [
+        {"id": i, "inputs": {m: CASES[m][2](i) if pattern[m][i] else None for m in names}, "target": float(i % 2)}
+        for i in range(4)
+    ]
+    batch = collate_samples(samples, modalities=names)
+    model = EarlyFusion(encoders, tasks="binary", hidden=16)
+    logits = model(batch)
+    assert logits.shape == (4, 1)
+    nn.functional.binary_cross_entropy_with_logits(logits[:, 0], batch.target.float()).backward()
+    assert encoders["ecg"].stem.weight.grad is not None
+
+
+def _raises(fn: Callable[[], Any], *needles: str) -> str:
+    with pytest.raises(ModfuseError) as info:
+        fn()
+    msg = str(info.value)
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("case", "bad", "needles"),
+    [
+        ("ecg", torch.randn(2, 4, 50), ("leads", "expected 3", "found 4")),
+        ("omics", torch.randn(2, 299), ("omics features", "expected 300", "found 299")),
+        ("spectral", torch.randn(2, 4, 32, 32), ("bands", "expected 5", "found 4")),
+        ("spectral_tokens", torch.randn(2, 6, 32, 32), ("height", "expected 16", "found 32")),
+        ("timeseries", torch.randn(2, 7, 3), ("channels", "expected 2", "found 3")),
+        ("ecg", torch.randn(2, 3), ("(n, leads, samples)", "found shape (2, 3)")),
+    ],
+)
+def test_wrong_shape_names_expected_and_found(case: str, bad: torch.Tensor, needles: tuple[str, ...]) -> None:
+    name, kwargs, _ = CASES[case]
+    _raises(lambda: build(name, **kwargs)(bad), *needles)
+
+
+def test_non_finite_values_raise_and_name_the_modality_and_samples() -> None:
+    name, kwargs, make = CASES["ecg"]
+    enc = build(name, **kwargs)
+    samples = [{"id": f"p{i}", "inputs": {"ecg": make(i)}} for i in range(3)]
+    samples[1]["inputs"]["ecg"][0, 10] = float("nan")
+    batch = collate_samples(samples)
+    msg = _raises(lambda: encode_present(enc, batch, "ecg"), "'ecg'", "finite", "NaN/inf", "row 1")
+    assert "p1" in msg
+    series = torch.randn(2, 5, 2)
+    series[0, 1, 0] = float("inf")
+    _raises(lambda: build("timeseries", channels=2, hidden=8, heads=2)(series), "inf", "row 0")
+
+
+def test_graph_feature_widths_are_checked() -> None:
+    from torch_geometric.data import Batch
+
+    graphs = Batch.from_data_list([_graph(i, in_dim=7, edge_dim=3) for i in range(2)])
+    _raises(lambda: build("graph", in_dim=5, edge_dim=3)(graphs), "node feature width", "expected 5", "found 7")
+    _raises(lambda: build("graph", in_dim=7, edge_dim=4)(graphs), "edge feature width", "expected 4", "found 3")
+    no_edges = Batch.from_data_list([_graph(i, in_dim=7, edge_dim=None) for i in range(2)])
+    _raises(lambda: build("graph", in_dim=7, edge_dim=3)(no_edges), "edge_attr", "found none")
+
+
+def test_graph_encoder_on_real_esol_molecules(shared_data: Path) -> None:
+    import pandas as pd
+
+    from modfuse.data.readers.molecules import ATOM_FEATURES, BOND_FEATURES, smiles_to_graph
+
+    smiles = pd.read_csv(shared_data / "esol" / "delaney-processed.csv")["smiles"].tolist()[:6]
+    samples = [{"id": s, "inputs": {"mol": smiles_to_graph(s) if i % 3 else None}} for i, s in enumerate(smiles)]
+    batch = collate_samples(samples)
+    enc = build("graph", in_dim=ATOM_FEATURES, edge_dim=BOND_FEATURES, hidden=16, layers=2, out_dim=8)
+    feats, index = encode_present(enc, batch, "mol")
+    assert feats.shape == (4, 8) and index.tolist() == [1, 2, 4, 5]
+
+
+def test_ecg_on_real_wfdb_windows_of_different_lengths(shared_data: Path) -> None:
+    wfdb = pytest.importorskip("wfdb")
+    record = wfdb.rdrecord(str(shared_data / "ecg-wfdb" / "100"), sampto=2000)
+    signal = torch.from_numpy(record.p_signal.T.astype(np.float32))  # (2 leads, 2000) at 360 Hz
+    windows = [signal[:, :720], None, signal[:, 720:1800], signal[:, 1800:]]
+    batch = collate_samples([{"id": i, "inputs": {"ecg": w}} for i, w in enumerate(windows)])
+    assert isinstance(batch.inputs["ecg"], PaddedTensor)
+    enc = build("ecg", leads=2).eval()
+    with torch.no_grad():
+        feats, index = encode_present(enc, batch, "ecg")
+        alone = enc(signal[:, 1800:][None])
+    assert feats.shape == (3, enc.out_dim) and index.tolist() == [0, 2, 3]
+    torch.testing.assert_close(feats[2:], alone, atol=1e-5, rtol=1e-4)  # padding did not change it
+    _raises(lambda: build("ecg", leads=12)(signal[None]), "expected 12", "found 2")
+
+
+def test_timeseries_on_real_cloudy_ndvi_pixels(shared_data: Path) -> None:
+    root = shared_data / "eopatch-slovenia"
+    ndvi = np.load(root / "data" / "NDVI.npy")[:, :3, :3, :]  # (68 dates, 3, 3, 1)
+    valid = np.load(root / "mask" / "IS_VALID.npy")[:, :3, :3, 0] & (
+        np.load(root / "mask" / "CLM.npy")[:, :3, :3, 0] == 0
+    )
+    x = torch.from_numpy(ndvi).permute(1, 2, 0, 3).reshape(9, 68, 1)
+    ok = torch.from_numpy(valid).permute(1, 2, 0).reshape(9, 68)
+    assert 0 < int(ok.sum()) < ok.numel()  # the real series has cloud gaps
+    ok[4] = False  # a pixel clouded on every date
+    days = torch.tensor(_days(root), dtype=torch.float32).expand(9, 68)
+    for kind in ("transformer", "gru"):
+        enc = build("timeseries", channels=1, kind=kind, hidden=16, heads=2, out_dim=8).eval()
+        with torch.no_grad():
+            out = enc({"x": x, "valid": ok, "t": days})
+            # NaN marking of the same gaps is the same input
+            nan_form = enc({"x": x.masked_fill(~ok[..., None], float("nan")), "valid": torch.ones_like(ok), "t": days})
+        torch.testing.assert_close(out, nan_form)
+        torch.testing.assert_close(out[4], enc.no_observation.detach())  # no valid date -> learned embedding
+        assert not torch.allclose(out[3], out[5])
+
+
+def _days(root: Path) -> list[float]:
+    from datetime import datetime
+
+    stamps = [datetime.fromisoformat(s) for s in json.loads((root / "timestamps.json").read_text())]
+    return [(s - stamps[0]).total_seconds() / 86400 for s in stamps]
+
+
+def test_omics_snn_keeps_activations_normalised() -> None:
+    enc = build("omics", num_features=2000, hidden=(256, 256, 256), out_dim=8).eval()
+    seen: list[torch.Tensor] = []
+    selus = [m for m in enc.net if isinstance(m, nn.SELU)]
+    selus[-1].register_forward_hook(lambda mod, args, out: seen.append(out))
+    with torch.no_grad():
+        enc(torch.randn(512, 2000))
+    # self-normalisation (LeCun init + SELU): the third hidden layer is still ~N(0, 1)
+    assert abs(float(seen[0].mean())) < 0.15 and abs(float(seen[0].std()) - 1.0) < 0.15
+    _raises(lambda: build("omics", num_features=3, mean=[0.0, 1.0]), "length of mean", "expected 3", "found 2")
+
+
+def test_tabular_uses_partially_observed_rows() -> None:
+    enc = build("tabular", num_features=3, hidden=(8,), out_dim=4).eval()
+    x = torch.tensor([[1.0, float("nan"), 2.0], [1.0, 0.0, 2.0]])
+    out = enc(x)
+    assert torch.isfinite(out).all() and not torch.allclose(out[0], out[1])  # NaN is not zero
+    _raises(lambda: enc(torch.zeros(2, 4)), "table columns", "expected 3", "found 4")
+
+
+def test_wrap_infers_out_dim_and_tokens() -> None:
+    enc = wrap(nn.Sequential(nn.Linear(10, 32), nn.ReLU()), example=torch.zeros(2, 10))
+    assert (enc.out_dim, enc.out_tokens) == (32, None)
+    tokens = wrap(nn.Linear(4, 6), example=torch.zeros(2, 5, 4))
+    assert (tokens.out_dim, tokens.out_tokens) == (6, 5)
+    _raises(lambda: wrap(nn.Linear(4, 6)), "out_dim")
+
+
+# ---------------------------------------------------------------- weights
+
+
+def test_spectral_loads_local_weights_pt_and_safetensors(tmp_path: Path) -> None:
+    import timm
+
+    reference = timm.create_model("resnet18", in_chans=7, num_classes=10).eval()  # a BatchNorm-trained net
+    with torch.no_grad():
+        for m in reference.modules():  # non-trivial running statistics
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 7, 32, 32)
+    with torch.no_grad():
+        want = reference.forward_head(reference.forward_features(x), pre_logits=True)
+    for suffix in (".pt", ".safetensors"):
+        path = save_state_dict(reference, tmp_path / f"r18{suffix}")
+        enc = build("spectral", bands=7, weights_path=str(path))
+        assert enc.norm == "frozen_batch" and enc.out_dim == 512
+        enc.train()  # frozen statistics: training mode gives the pretrained features too
+        torch.testing.assert_close(enc(x), want, atol=1e-4, rtol=1e-4)
+    msg = _raises(
+        lambda: build("spectral", bands=4, weights_path=str(tmp_path / "r18.pt")), "7 bands", "expects 4 bands"
+    )
+    assert "r18.pt" in msg
+
+
+def test_spectral_weights_enum_band_mismatch_raises_before_download(tmp_path: Path) -> None:
+    from torchvision.models._api import Weights, WeightsEnum
+
+    fetched: list[str] = []
+    path = save_state_dict(build("spectral", bands=3, norm="frozen_batch").backbone, tmp_path / "w.pt")
+
+    class FakeWeights(WeightsEnum):
+        THREE = Weights(
+            url="https://example.invalid/w.pt",
+            transforms=None,
+            meta={"in_chans": 3, "model": "resnet18", "bands": ["R", "G", "B"]},
+        )
+
+        def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            fetched.append(self.name)  # stands in for the download
+            return read_state_dict(path)
+
+    _raises(lambda: build("spectral", bands=13, weights=FakeWeights.THREE), "3 bands (R, G, B)", "expects 13 bands")
+    _raises(
+        lambda: build("spectral", bands=3, weights=FakeWeights.THREE, backbone="resnet34"), "'resnet18'", "'resnet34'"
+    )
+    assert fetched == []  # both checks ran before any download
+    enc = build("spectral", bands=3, weights=FakeWeights.THREE, out_dim=32)
+    assert fetched == ["THREE"] and enc(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+
+
+def test_xray_densenet_local_weights_forward_backward(tmp_path: Path) -> None:
+    from monai.networks.nets import DenseNet121
+
+    trained = DenseNet121(spatial_dims=2, in_channels=1, out_channels=3).eval()  # BatchNorm, another head size
+    path = save_state_dict(trained, tmp_path / "dn121.safetensors")
+    _raises(lambda: build("xray", in_channels=3, weights_path=str(path)), "1 image channels", "expects 3")
+    enc = build("xray", weights_path=str(path), out_dim=16)
+    assert enc.norm == "frozen_batch"
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.net.features(x), trained.features(x), atol=1e-4, rtol=1e-4)
+    batch = _batch(lambda i: x[i % 2], [False, True, True])
+    feats, _ = encode_present(enc, batch, "m")
+    assert feats.shape == (2, 16) == _declared(enc, 2)
+    feats.sum().backward()
+    assert enc.net.class_layers.out.weight.grad is not None
+    _raises(lambda: enc(torch.randn(1, 1, 16, 16)), "at least 32x32", "(16, 16)")
+
+
+def test_unsafe_or_broken_weight_files_are_refused(tmp_path: Path) -> None:
+    pickled = tmp_path / "evil.pt"
+    torch.save({"model": _NotATensor()}, pickled)  # needs full unpickling: refused
+    with pytest.raises(ReadError) as info:
+        read_state_dict(pickled)
+    assert "evil.pt" in str(info.value)
+    garbage = tmp_path / "junk.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(ReadError, match=r"junk\.safetensors"):
+        read_state_dict(garbage)
+    with pytest.raises(ReadError, match="not found"):
+        read_state_dict(tmp_path / "absent.pt")
+    wrong = save_state_dict({"conv1.weight": torch.zeros(64, 5, 7, 7)}, tmp_path / "partial.pt")
+    _raises(lambda: build("spectral", bands=5, weights_path=str(wrong)), "missing from the file")
+
+
+class _NotATensor:
+    """A pickled Python object: what weights_only=True must refuse to load."""

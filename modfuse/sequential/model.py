@@ -281,8 +281,8 @@ class SequentialFusion(nn.Module):
             group = (n_steps == n)[:, None] & mask  # (B, S): the steps of the samples with n steps
             share = float((n_steps == n).sum()) / batch.batch_size
             rows = group.nonzero(as_tuple=True)[0]  # sample of each (sample, step) row
+            ids = [batch.ids[i] for i in rows.tolist()]
             for k, spec in self.tasks.items():
-                ids = [batch.ids[i] for i in rows.tolist()]
                 loss = spec.loss(steps[k][group], targets[k].index_select(0, rows.to(targets[k].device)), ids)
                 total = total + spec.weight * share * loss
         if self.state_change_penalty:

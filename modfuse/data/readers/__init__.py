@@ -34,6 +34,7 @@ __all__ = [
     "DicomWaveformSource",
     "EOPatchElevationSource",
     "EOPatchSeriesSource",
+    "EOPatchTimelessSource",
     "GraphSource",
     "MultiBandRasterSource",
     "RasterChipSource",
@@ -71,6 +72,7 @@ _BUILTIN = {
     "raster-chips": "modfuse.data.readers.raster",
     "eopatch-series": "modfuse.data.readers.timeseries",
     "eopatch-elevation": "modfuse.data.readers.timeseries",
+    "eopatch-timeless": "modfuse.data.readers.timeseries",
 }
 
 _EXPORTS = {
@@ -92,6 +94,7 @@ _EXPORTS = {
     "RasterChipSource": "raster",
     "EOPatchSeriesSource": "timeseries",
     "EOPatchElevationSource": "timeseries",
+    "EOPatchTimelessSource": "timeseries",
 }
 
 

@@ -29,6 +29,8 @@ register_method = METHODS.register
 """Decorator: ``@register_method("name")`` on a function ``(spectra, weights) -> spectrum``."""
 
 EPS = 1e-8
+PHASE_FLOOR = 1e-3
+"""Resultants of unit phase vectors shorter than this fraction of the total weight are shrunk."""
 
 
 def _w(weights: Tensor) -> Tensor:
@@ -41,8 +43,11 @@ def harmonic(spectra: Tensor, weights: Tensor) -> Tensor:
     """Weighted harmonic mean of magnitudes with the weighted circular mean of phases.
 
     Phases are averaged as unit vectors (sum of w_i * exp(i phi_i), then its direction), so
-    +pi - e and -pi + e average to pi, not 0. Where the unit vectors cancel exactly, the
-    component is 0 (no agreement on a direction).
+    +pi - e and -pi + e average to pi, not 0. Where the unit vectors (nearly) cancel, the
+    direction is undefined; the resultant is then divided by a floor of ``PHASE_FLOOR * sum(w)``
+    instead of its own length, so the component shrinks continuously to 0 (no agreement on a
+    direction) rather than jumping with rounding noise: the merge stays a continuous function
+    of the latents, so a sample's output does not depend on float noise from its batch.
     """
     w = _w(weights)
     mag = spectra.abs()
@@ -50,7 +55,8 @@ def harmonic(spectra: Tensor, weights: Tensor) -> Tensor:
     magnitude = w.sum(1) / inv.sum(1).clamp_min(EPS)
     unit = torch.where(w > 0, spectra / mag.clamp_min(EPS), torch.zeros_like(spectra))
     resultant = (w * unit).sum(1)
-    direction = resultant / resultant.abs().clamp_min(EPS)
+    floor = (PHASE_FLOOR * w.sum(1)).clamp_min(EPS)
+    direction = resultant / torch.maximum(resultant.abs(), floor)
     return magnitude * direction
 
 

@@ -282,3 +282,116 @@ def test_ptbxl_prepare_official_folds_and_recipe(tmp_path: Path) -> None:
     assert ds[0]["inputs"]["ecg"].shape == (12, 250) and ds[0]["target"].shape == (5,)
     metrics = fit_recipe("ptbxl", path.parent, tmp_path / "run")
     assert "val/loss" in metrics["recipe"]
+
+
+# ---------------------------------------------------------------------------------- chest X-ray
+def write_dicom(path: Path, pixels: np.ndarray) -> None:
+    """A minimal valid DX DICOM file (pydicom)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientSex, ds.PatientAge, ds.ViewPosition = "DX", "F", "060Y", "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def write_mimic(root: Path, mimic_iv: Path) -> None:
+    """MIMIC-CXR layout (DICOM variant) + MIMIC-IV hosp tables, 6 patients x 2 studies."""
+    from modfuse.datasets.collections.chest_xray import CHEXPERT_LABELS
+
+    rng = np.random.default_rng(0)
+    meta, split, labels, labevents = [], [], [], []
+    for k, subject in enumerate(range(10000032, 10000038)):
+        part = ["train", "train", "train", "train", "validate", "test"][k]
+        for j in range(2):
+            study, dicom = 50000000 + 10 * k + j, f"d{k}{j}"
+            view = "LATERAL" if j == 1 and k == 0 else "PA"
+            date = 21800101 + j  # one study per day
+            meta.append({"dicom_id": dicom, "subject_id": subject, "study_id": study, "ViewPosition": view,
+                         "StudyDate": date, "StudyTime": 120000.0, "Rows": 64, "Columns": 64})  # fmt: skip
+            split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": part})
+            row = {"subject_id": subject, "study_id": study}
+            row.update({c: rng.choice([1.0, 0.0, -1.0, np.nan]) for c in CHEXPERT_LABELS})
+            labels.append(row)
+            if not (k == 2 and j == 0):  # one image not downloaded: explicitly missing
+                write_dicom(
+                    root / f"files/p{str(subject)[:2]}/p{subject}/s{study}/{dicom}.dcm", rng.integers(0, 4000, (64, 64))
+                )
+        # creatinine 10 h before the first study (used), and one 2 h AFTER the second (must not be)
+        labevents.append({"labevent_id": len(labevents), "subject_id": subject, "itemid": 50912,
+                          "charttime": "2180-01-01 02:00:00", "valuenum": 1.0 + k})  # fmt: skip
+        labevents.append({"labevent_id": len(labevents), "subject_id": subject, "itemid": 50912,
+                          "charttime": "2180-01-02 14:00:00", "valuenum": 99.0})  # fmt: skip
+    pd.DataFrame(meta).to_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+    pd.DataFrame(split).to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+    pd.DataFrame(labels).to_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False)
+    (mimic_iv / "hosp").mkdir(parents=True)
+    pd.DataFrame(labevents).to_csv(mimic_iv / "hosp" / "labevents.csv.gz", index=False)
+    pd.DataFrame({"subject_id": range(10000032, 10000038), "gender": list("MFMFMF"), "anchor_age": range(50, 56),
+                  "anchor_year": 2180, "dod": np.nan}).to_csv(mimic_iv / "hosp" / "patients.csv.gz", index=False)  # fmt: skip
+
+
+def test_mimic_cxr_joins_labs_before_the_study_only(tmp_path: Path) -> None:
+    root, mimic_iv = tmp_path / "mimic-cxr", tmp_path / "mimiciv"
+    write_mimic(root, mimic_iv)
+    path = prepare("mimic_cxr", root=root, out=tmp_path / "out", images="dicom", mimic_iv=mimic_iv, image_size=(64, 64))
+    m = read_manifest(path)
+    t = m.table.set_index("id")
+    assert "d01" not in t.index  # lateral view dropped
+    assert t.loc["d10", "creatinine"] == 2.0 and t.loc["d10", "sex"] == 1.0
+    # the second study is 34 h after the first lab (inside 48 h); the 99.0 drawn after it never leaks
+    assert t.loc["d11", "creatinine"] == 2.0 and (t["creatinine"] != 99.0).all()
+    assert set(np.unique(t[["Atelectasis", "No Finding"]].to_numpy())) <= {0.0, 1.0}
+    present = m.present()
+    assert not present.loc["d20", "image"] and present.loc["d21", "image"]
+    assert_no_leak(path)
+    ds = m.to_dataset()
+    assert ds[0]["inputs"]["image"].shape == (1, 64, 64) and ds[0]["target"].shape == (14,)
+    metrics = fit_recipe("mimic_cxr", path.parent, tmp_path / "run")
+    assert "val/loss" in metrics["recipe"]
+
+
+def test_chexpert_official_split_and_uncertainty_policy(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from modfuse.datasets.collections.chest_xray import CHEXPERT_LABELS
+
+    root = tmp_path / "CheXpert-v1.0-small"
+    rng = np.random.default_rng(0)
+    rows = {"train.csv": [], "valid.csv": []}
+    for p in range(1, 11):
+        part = "valid" if p > 8 else "train"
+        for view in ("frontal", "lateral"):
+            rel = f"{part}/patient{p:05d}/study1/view1_{view}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (48, 40), dtype=np.uint8)).save(root / rel)
+            row = {"Path": f"CheXpert-v1.0-small/{rel}", "Sex": ["Male", "Female", "Unknown"][p % 3], "Age": 40 + p,
+                   "Frontal/Lateral": view.capitalize(), "AP/PA": "AP" if view == "frontal" else np.nan}  # fmt: skip
+            row.update({c: [-1.0, 1.0, 0.0, np.nan][(p + i) % 4] for i, c in enumerate(CHEXPERT_LABELS)})
+            rows[f"{part}.csv"].append(row)
+    for name, r in rows.items():
+        pd.DataFrame(r).to_csv(root / name, index=False)
+    path = prepare("chexpert", root=root, out=tmp_path / "out", uncertain="ones", image_size=(64, 64))
+    m = read_manifest(path)
+    assert len(m.ids) == 10 and m.table["AP/PA"].notna().all()
+    first = m.table.iloc[0]  # patient 1: Atelectasis = [-1, 1, 0, nan][1] = 1; Cardiomegaly = 0
+    assert first["Atelectasis"] == 1.0 and first["Cardiomegaly"] == 0.0 and first["Consolidation"] == 0.0
+    assert m.table.iloc[3]["Atelectasis"] == 1.0  # patient 4: -1 -> 1 under U-Ones
+    assert m.table.iloc[2]["Atelectasis"] == 0.0  # patient 3: blank (not mentioned) -> 0
+    assert m.table.iloc[0]["sex"] == 1.0 and np.isnan(m.table.iloc[1]["sex"])  # "Unknown" -> missing
+    parts = m.split("official")
+    assert sorted(m.table["group"].to_numpy()[parts["test"]]) == ["patient00009", "patient00010"]
+    assert_no_leak(path)
+    assert m.to_dataset()[0]["inputs"]["image"].shape == (1, 64, 64)
+    metrics = fit_recipe("chexpert", path.parent, tmp_path / "run")
+    assert "val/loss" in metrics["recipe"]

@@ -365,13 +365,20 @@ class Manifest:
             return ArraySource(values, ids)
         from modfuse.data import readers
 
+        # a registered reader name, or a ``module.Class`` path for readers outside the registry
+        if "." in str(spec.reader):
+            from modfuse.datasets.collections._readers import reader_class
+
+            factory = reader_class(str(spec.reader))
+        else:
+            factory = readers.get(str(spec.reader))
         cells = self.table[spec.columns[0]]
         if spec.kind == "path":
             base = self._require_root(modality)
             entries = {sid: (str(base / c) if ok else None) for sid, c, ok in zip(ids, cells, present)}
-            return readers.build(spec.reader, entries, **spec.options)
+            return factory(entries, **spec.options)
         entries_v = [c if ok else None for c, ok in zip(cells, present)]
-        return readers.build(spec.reader, entries_v, ids=ids, **spec.options)
+        return factory(entries_v, ids=ids, **spec.options)
 
     def _require_root(self, modality: str) -> Path:
         if self.root is None:

@@ -191,10 +191,11 @@ class ModfuseCLI(LightningCLI):
             make_resumable(self.datamodule, self.order, int(getattr(self.datamodule, "seed", 0)))
 
     def after_fit(self) -> None:
-        results = {"recipe": final_metrics(self.trainer, "val/")}
+        name = f"{type(self.model.model).__name__} (recipe)"
+        results = {name: final_metrics(self.trainer, "val/")}
         best = best_checkpoint(self.trainer)
         if self.setting("test_after_fit") or self.setting("compare"):
-            results["recipe"].update(self.evaluate(self.trainer, self.model, best))
+            results[name].update(self.evaluate(self.trainer, self.model, best))
         for strategy in self.setting("compare") or []:
             results[strategy] = self.train_compared(strategy)
         if self.trainer.is_global_zero:
@@ -214,7 +215,8 @@ class ModfuseCLI(LightningCLI):
             )
         model = build(strategy, encoders=copy.deepcopy(self.initial_encoders), tasks=self.model.tasks)
         hp = {k: self.model.hparams[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "monitor")}
-        task = type(self.model)(model=model, tasks=self.model.tasks, **hp)
+        # the model declares its tasks; TaskSpec objects in hparams would break the loggers
+        task = type(self.model)(model=model, **hp)
         root = self.root / "compare" / strategy
         kwargs = compared_trainer_kwargs(self.setting("trainer", {}))
         callbacks = run_callbacks(root, task, self.setting("trainer", {}), 0)
@@ -482,17 +484,17 @@ def write_metrics(path: Path, results: dict[str, dict[str, float]], best: str | 
 
 
 def print_table(results: dict[str, dict[str, float]], title: str) -> None:
-    """Print one row per model and one column per metric with rich."""
+    """Print one row per metric and one column per model with rich."""
     from rich.console import Console
     from rich.table import Table
 
-    columns = sorted({k for metrics in results.values() for k in metrics})
+    metrics = sorted({k for values in results.values() for k in values})
     table = Table(title=title)
-    table.add_column("model")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for name, metrics in results.items():
-        table.add_row(name, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns))
+    table.add_column("metric")
+    for name in results:
+        table.add_column(name, justify="right")
+    for metric in metrics:
+        table.add_row(metric, *(f"{v[metric]:.4f}" if metric in v else "-" for v in results.values()))
     Console().print(table)
 
 

@@ -271,6 +271,8 @@ def write_dicom(path: Path, pixels: np.ndarray, patient_id: str, age: int) -> No
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.PixelSpacing = [5.5, 5.5]
+    # a fixed display window (not per-image min-max), so readers keep absolute brightness
+    ds.WindowCenter, ds.WindowWidth = 1200, 2400
     ds.PixelData = pixels.astype("<u2").tobytes()
     ds.save_as(path, enforce_file_format=True)
 

@@ -1,0 +1,560 @@
+"""Scikit-learn style estimators for notebooks: ``FusionClassifier``, ``FusionRegressor``,
+``FusionSurvival``.
+
+``X`` is a dict ``{modality: array | DataFrame | list | None}`` with one row per sample; a
+row of NaN (or a ``None`` entry, or ``None`` for the whole modality) means the modality is
+missing for that sample. Every strategy of :mod:`modfuse.fusion` works, and the estimators
+are compatible with ``sklearn.base.clone``, ``get_params`` and ``set_params``.
+
+Example:
+    >>> clf = FusionClassifier(strategy="late").fit({"labs": X_labs, "ecg": X_ecg}, y)
+    >>> clf.predict_proba({"labs": X_labs_new, "ecg": None})   # ECG missing for everyone
+    >>> clf.explain({"labs": X_labs_new, "ecg": X_ecg_new})    # modality Shapley values
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from modfuse.data.datamodule import MultiModalDataModule
+from modfuse.data.dataset import MultiModalDataset
+from modfuse.errors import ModfuseError
+from modfuse.training.spec import TaskSpec
+
+__all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival"]
+
+STRATEGIES = ("lego-merge", "lego-fuse", "sequential", "early", "late", "attention")
+Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention"]
+
+
+# ---------------------------------------------------------------------------- inputs
+def _as_modality(values: Any, modality: str) -> Any:
+    """A modality's rows as a float array (tables, signals, images) or a list (graphs)."""
+    if values is None or isinstance(values, list):
+        return values
+    if isinstance(values, pd.DataFrame):
+        bad = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+        if bad:
+            raise ModfuseError(f"non-numeric columns {bad[:5]}: encode categories as numbers first", modality=modality)
+        return values.to_numpy(dtype=np.float32, na_value=np.nan)
+    array = values.numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise ModfuseError(f"expected numeric values, found dtype {array.dtype}", modality=modality)
+    if array.ndim < 2:
+        raise ModfuseError(f"expected rows of features (n, ...), found shape {array.shape}", modality=modality)
+    return array.astype(np.float32)
+
+
+def _check_X(X: Any, modalities: list[str] | None = None) -> dict[str, Any]:
+    if not isinstance(X, Mapping) or not X:
+        raise ModfuseError("X must be a non-empty dict {modality: array | DataFrame | None}")
+    data = {str(m): _as_modality(v, str(m)) for m, v in X.items()}
+    if modalities is not None:
+        unknown = sorted(set(data) - set(modalities))
+        if unknown:
+            raise ModfuseError(f"unknown modalities {unknown}; the model was fitted on {modalities}")
+        # a modality left out at prediction time is missing for every sample
+        data = {m: data.get(m) for m in modalities}
+    lengths = {m: len(v) for m, v in data.items() if v is not None}
+    if not lengths:
+        raise ModfuseError("every modality of X is None: there is nothing to learn from or predict with")
+    if len(set(lengths.values())) > 1:
+        raise ModfuseError(f"modalities have different numbers of rows: {lengths}")
+    return data
+
+
+def _n_rows(data: Mapping[str, Any]) -> int:
+    return next(len(v) for v in data.values() if v is not None)
+
+
+def _present_rows(values: Any) -> np.ndarray:
+    """Bool (n,): rows that are not missing (not None, not all-NaN)."""
+    if isinstance(values, list):
+        return np.array([v is not None for v in values])
+    flat = values.reshape(len(values), -1)
+    return ~np.isnan(flat).all(axis=1)
+
+
+# ---------------------------------------------------------------------------- encoders
+def auto_encoder(values: Any, rows: np.ndarray, modality: str) -> nn.Module:
+    """A default encoder for a modality from the shape of its data.
+
+    2-D (n, features): ``tabular`` with the training rows' mean/std; 3-D (n, leads, samples):
+    ``ecg``; 4-D (n, channels, H, W): ``spectral`` (a small CNN, any channel count); a list of
+    PyG graphs: ``graph``.
+    """
+    from modfuse.encoders import build
+
+    if isinstance(values, list):
+        first = next((v for v in values if v is not None), None)
+        if first is None or not hasattr(first, "edge_index"):
+            raise ModfuseError("a list modality must hold PyG graphs (Data objects) or None", modality=modality)
+        importlib.import_module("modfuse.encoders.graph")
+        return build("graph", in_dim=int(first.num_node_features), out_dim=64)
+    train = values[rows][_present_rows(values[rows])]
+    if values.ndim == 2:
+        mean = np.nan_to_num(np.nanmean(train, axis=0)) if len(train) else np.zeros(values.shape[1])
+        std = np.nan_to_num(np.nanstd(train, axis=0), nan=1.0) if len(train) else np.ones(values.shape[1])
+        std = np.where(std > 1e-8, std, 1.0)
+        return build(
+            "tabular",
+            num_features=values.shape[1],
+            hidden=[64],
+            out_dim=32,
+            dropout=0.1,
+            mean=mean.tolist(),
+            std=std.tolist(),
+        )
+    if values.ndim == 3:
+        importlib.import_module("modfuse.encoders.ecg")
+        return build("ecg", leads=values.shape[1], widths=[16, 32, 64], blocks=1, out_dim=64)
+    if values.ndim == 4:
+        importlib.import_module("modfuse.encoders.spectral")
+        return build("spectral", bands=values.shape[1], out_dim=64)
+    raise ModfuseError(f"no automatic encoder for data of shape {values.shape}; pass encoders=...", modality=modality)
+
+
+def _encoders(spec: Any, data: Mapping[str, Any], rows: np.ndarray) -> dict[str, nn.Module]:
+    from modfuse.encoders import build
+
+    if spec == "auto" or spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise ModfuseError(f"encoders must be 'auto' or a dict modality -> module / spec, found {spec!r}")
+    out: dict[str, nn.Module] = {}
+    for m, values in data.items():
+        given = spec.get(m, "auto")
+        if isinstance(given, nn.Module):
+            out[m] = copy.deepcopy(given)  # fit() must not train the user's object in place
+        elif isinstance(given, Mapping):
+            kwargs = dict(given)
+            name = kwargs.pop("name")
+            with contextlib.suppress(ModuleNotFoundError):
+                importlib.import_module(f"modfuse.encoders.{name}")
+            out[m] = build(name, **kwargs)
+        elif values is None:
+            raise ModfuseError("no data to choose an automatic encoder from; pass encoders={...}", modality=m)
+        else:
+            out[m] = auto_encoder(values, rows, m)
+    return out
+
+
+# ---------------------------------------------------------------------------- training helpers
+class BestWeights:
+    """Keep a real copy (``clone``) of the best weights by a monitored metric, restore at the end.
+
+    A shallow ``state_dict()`` would alias the live tensors, so the "best" weights would be
+    the last ones; the values are cloned.
+    """
+
+    def __new__(cls, monitor: str, mode: str) -> Any:
+        from lightning.pytorch.callbacks import Callback
+
+        class _Best(Callback):
+            def __init__(self) -> None:
+                self.monitor, self.mode = monitor, mode
+                self.best: float | None = None
+                self.state: dict[str, Tensor] | None = None
+
+            def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+                if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+                    return
+                value = float(trainer.callback_metrics[self.monitor])
+                better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+                if better and np.isfinite(value):
+                    self.best = value
+                    self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+            def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+                if self.state is not None:
+                    pl_module.load_state_dict(self.state)
+
+        return _Best()
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Silence Lightning's info messages and routine warnings unless ``verbose``."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="lightning")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _accelerator(device: str) -> tuple[str, torch.device]:
+    if device == "auto":
+        cuda = torch.cuda.is_available()
+        return ("gpu" if cuda else "cpu"), torch.device("cuda" if cuda else "cpu")
+    dev = torch.device(device)
+    return ("gpu" if dev.type == "cuda" else dev.type), dev
+
+
+# ---------------------------------------------------------------------------- the estimators
+class _FusionEstimator(BaseEstimator):
+    """Shared fit / predict machinery (see the subclasses for the task-specific parts).
+
+    Args:
+        strategy: ``"early"``, ``"late"``, ``"attention"``, ``"sequential"``, ``"lego-fuse"``
+            or ``"lego-merge"`` (blocks trained separately, then merged without paired training).
+        encoders: ``"auto"`` (chosen from each modality's data shape) or a dict modality ->
+            ``nn.Module`` (with ``out_dim``) or ``{"name": "tabular", **kwargs}`` spec.
+        max_epochs: upper bound on training epochs (early stopping usually ends sooner).
+        batch_size: samples per batch.
+        lr: peak learning rate of the one-cycle (warm-up + cosine) schedule.
+        weight_decay: AdamW weight decay.
+        patience: epochs without improvement of the validation loss before stopping.
+        val_fraction: share of the training data held out for early stopping.
+        strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
+        random_state: seed of the split, the initialisation and the shuffling.
+        device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        verbose: show a progress bar and Lightning's messages.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy = "early",
+        encoders: Any = "auto",
+        max_epochs: int = 100,
+        batch_size: int = 32,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 10,
+        val_fraction: float = 0.15,
+        strategy_kwargs: dict[str, Any] | None = None,
+        random_state: int = 0,
+        device: str = "auto",
+        verbose: bool = False,
+    ) -> None:
+        self.strategy = strategy
+        self.encoders = encoders
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.strategy_kwargs = strategy_kwargs
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ subclass hooks
+    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
+        """(task spec, training targets) from the user's ``y``."""
+        raise NotImplementedError
+
+    def _stratify(self, target: np.ndarray) -> np.ndarray | None:
+        return None
+
+    # ------------------------------------------------------------ fit
+    def fit(self, X: Mapping[str, Any], y: Any) -> _FusionEstimator:
+        """Train on ``X`` (dict modality -> rows; NaN rows / None = missing) and ``y``.
+
+        Args:
+            X: dict modality -> (n, ...) array or DataFrame, list (graphs), or None.
+            y: targets: labels (classifier), values (regressor), ``(time, event)`` (survival).
+        """
+        if self.strategy not in STRATEGIES:
+            raise ModfuseError(f"unknown strategy {self.strategy!r}; expected one of {list(STRATEGIES)}")
+        data = _check_X(X)
+        self.modalities_ = list(data)
+        self.feature_names_ = {m: list(X[m].columns) for m in data if isinstance(X[m], pd.DataFrame)}
+        spec, target = self._task(y)
+        n = _n_rows(data)
+        if len(target) != n:
+            raise ModfuseError(f"y has {len(target)} rows but X has {n}")
+        train, val = self._split(n, target)
+        self.task_spec_ = spec
+        with _quiet(self.verbose):
+            self.model_ = self._train(data, target, spec, train, val)
+        self.model_.eval()
+        return self
+
+    def _split(self, n: int, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.arange(n)
+        if self.val_fraction <= 0:
+            return rows, rows[:0]
+        train, val = train_test_split(
+            rows, test_size=self.val_fraction, random_state=self.random_state, stratify=self._stratify(target)
+        )
+        return np.sort(train), np.sort(val)
+
+    def _train(
+        self, data: dict[str, Any], target: np.ndarray, spec: TaskSpec, train: np.ndarray, val: np.ndarray
+    ) -> nn.Module:
+        import lightning as L
+
+        from modfuse.fusion import build
+
+        L.seed_everything(self.random_state, workers=True, verbose=False)
+        dataset = MultiModalDataset.from_arrays(data, target)
+        datamodule = MultiModalDataModule(
+            dataset,
+            splits={"train": train, "val": val, "test": val},
+            batch_size=self.batch_size,
+            seed=self.random_state,
+        )
+        encoders = _encoders(self.encoders, data, train)
+        model = build(self.strategy, encoders=encoders, tasks={"y": spec}, **dict(self.strategy_kwargs or {}))
+        if self.strategy.startswith("lego-"):
+            return self._train_lego(model, datamodule)
+        return self._train_model(model, datamodule, has_val=len(val) > 0)
+
+    def _trainer_kwargs(self) -> dict[str, Any]:
+        accelerator, _ = _accelerator(self.device)
+        return {
+            "accelerator": accelerator,
+            "devices": 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": bool(self.verbose),
+            "enable_model_summary": False,
+        }
+
+    def _train_model(self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool) -> nn.Module:
+        import lightning as L
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        from modfuse.training.task import FusionTask
+
+        task = FusionTask(model, lr=self.lr, weight_decay=self.weight_decay, scheduler="cosine")
+        callbacks = []
+        if has_val:
+            # the validation loss is smoother than AUROC/accuracy on a small held-out split
+            callbacks = [EarlyStopping("val/loss", patience=self.patience, mode="min"), BestWeights("val/loss", "min")]
+        kwargs = self._trainer_kwargs()
+        if not has_val:
+            kwargs["limit_val_batches"] = 0
+        trainer = L.Trainer(max_epochs=self.max_epochs, callbacks=callbacks, **kwargs)
+        trainer.fit(task, datamodule=datamodule)
+        return task.model
+
+    def _train_lego(self, model: nn.Module, datamodule: MultiModalDataModule) -> nn.Module:
+        from modfuse.lego.workflow import fit_fuse, fit_merge
+
+        common = {
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "seed": self.random_state,
+            "trainer_kwargs": {k: v for k, v in self._trainer_kwargs().items() if k != "enable_checkpointing"},
+            "task_kwargs": {"weight_decay": self.weight_decay},
+        }
+        if self.strategy == "lego-merge":
+            return fit_merge(model, datamodule, self.max_epochs, **common)
+        return fit_fuse(model, datamodule, self.max_epochs, **common)
+
+    # ------------------------------------------------------------ inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise ModfuseError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+
+    def _dataset(self, X: Mapping[str, Any]) -> MultiModalDataset:
+        self._check_fitted()
+        for m, names in self.feature_names_.items():
+            if isinstance(X.get(m), pd.DataFrame) and list(X[m].columns) != names:
+                raise ModfuseError(f"columns differ from the ones seen in fit: expected {names[:5]}...", modality=m)
+        return MultiModalDataset.from_arrays(_check_X(X, self.modalities_))
+
+    @torch.no_grad()
+    def _logits(self, X: Mapping[str, Any]) -> Tensor:
+        from modfuse.fusion.base import prediction_of
+        from modfuse.training.spec import by_task
+
+        dataset = self._dataset(X)
+        _, device = _accelerator(self.device)
+        model = self.model_.to(device).eval()
+        loader = DataLoader(
+            Subset(dataset, range(len(dataset))), batch_size=max(self.batch_size, 256), collate_fn=dataset.collate_fn
+        )
+        out = [by_task(prediction_of(model(batch.to(device))), model.tasks)["y"].float().cpu() for batch in loader]
+        return torch.cat(out)
+
+    def explain(self, X: Mapping[str, Any]) -> pd.DataFrame:
+        """Exact modality Shapley values per sample (Monte Carlo above 8 modalities).
+
+        Returns:
+            DataFrame indexed by row position: one column per modality (its contribution to
+            the prediction: probability of the positive / predicted class, estimate or risk),
+            ``base`` (prediction with no modality), ``full`` (with all present modalities;
+            ``base`` + the row's values = ``full``) and ``output``.
+        """
+        from modfuse.interpret import modality_shapley
+
+        dataset = self._dataset(X)
+        _, device = _accelerator(self.device)
+        result = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=max(self.batch_size, 256))
+        return result.to_frame()
+
+
+class FusionClassifier(ClassifierMixin, _FusionEstimator):
+    """Multimodal classifier (binary or multiclass) with per-sample missing modalities.
+
+    Arguments are those of the shared estimator: ``strategy``, ``encoders``, ``max_epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``val_fraction``,
+    ``strategy_kwargs``, ``random_state``, ``device``, ``verbose`` (see the module docstring
+    and :class:`_FusionEstimator`).
+
+    Attributes:
+        classes_: the class labels seen in ``fit``.
+        model_: the trained fusion model.
+    """
+
+    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ModfuseError(f"expected labels of shape (n,), found {y.shape}")
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ModfuseError(f"a classifier needs at least two classes, found {list(self.classes_)}")
+        k = len(self.classes_)
+        return (TaskSpec("binary") if k == 2 else TaskSpec("multiclass", k)), codes.astype(np.int64)
+
+    def _stratify(self, target: np.ndarray) -> np.ndarray | None:
+        counts = np.bincount(target)
+        return target if counts.min() >= 2 else None
+
+    def predict_proba(self, X: Mapping[str, Any]) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
+        p = self.task_spec_.activate(self._logits(X)).numpy()
+        return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+
+    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
+        """Most probable class per sample."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class FusionRegressor(RegressorMixin, _FusionEstimator):
+    """Multimodal regressor (one target or several); targets are standardised for training
+    and predictions are returned in the original units. ``score`` is R²."""
+
+    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim not in (1, 2) or not np.isfinite(y).all():
+            raise ModfuseError(f"expected finite targets of shape (n,) or (n, k), found shape {y.shape}")
+        self.y_mean_, self.y_std_ = y.mean(axis=0), y.std(axis=0)
+        self.y_std_ = np.where(self.y_std_ > 0, self.y_std_, 1.0)
+        outputs = 1 if y.ndim == 1 else y.shape[1]
+        return TaskSpec("regression", outputs), ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+
+    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
+        """Estimates (n,) or (n, k) in the units of ``y``."""
+        z = self.task_spec_.activate(self._logits(X)).numpy()
+        return z * self.y_std_ + self.y_mean_
+
+    def score(self, X: Mapping[str, Any], y: Any, sample_weight: Any = None) -> float:
+        return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
+
+
+class FusionSurvival(_FusionEstimator):
+    """Multimodal discrete-time survival model (hazard per interval, censoring aware).
+
+    ``y`` is ``(time, event)`` (two arrays), an (n, 2) array, or a structured array with a
+    boolean event field and a time field (scikit-survival's layout). The interval boundaries
+    are the quantiles of the observed event times.
+
+    Args:
+        n_intervals: number of discrete time intervals K (K-1 boundaries).
+        other arguments: as in :class:`FusionClassifier`.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy = "early",
+        encoders: Any = "auto",
+        n_intervals: int = 10,
+        max_epochs: int = 100,
+        batch_size: int = 32,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 10,
+        val_fraction: float = 0.15,
+        strategy_kwargs: dict[str, Any] | None = None,
+        random_state: int = 0,
+        device: str = "auto",
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            strategy,
+            encoders,
+            max_epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            patience,
+            val_fraction,
+            strategy_kwargs,
+            random_state,
+            device,
+            verbose,
+        )
+        self.n_intervals = n_intervals
+
+    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
+        target = survival_target(y)
+        events = target[target[:, 1] > 0, 0]
+        if len(events) < 2:
+            raise ModfuseError(f"survival needs at least 2 observed events, found {len(events)}")
+        qs = np.quantile(events, np.linspace(0, 1, self.n_intervals + 1)[1:-1])
+        boundaries = tuple(float(b) for b in np.unique(qs))
+        self.boundaries_ = boundaries
+        return TaskSpec("survival", len(boundaries) + 1, boundaries), target
+
+    def _stratify(self, target: np.ndarray) -> np.ndarray | None:
+        return target[:, 1].astype(int) if 0 < target[:, 1].sum() < len(target) - 1 else None
+
+    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
+        """Risk score per sample (cumulative hazard over the intervals; higher = earlier event)."""
+        return self.task_spec_.activate(self._logits(X)).numpy()
+
+    def score(self, X: Mapping[str, Any], y: Any) -> float:
+        """Harrell's concordance index of the predicted risk."""
+        from modfuse.training.metrics import concordance_index
+
+        target = torch.as_tensor(survival_target(y))
+        return float(concordance_index(torch.as_tensor(self.predict(X)), target[:, 0], target[:, 1]))
+
+
+def survival_target(y: Any) -> np.ndarray:
+    """(n, 2) float array of (time, event) from the accepted ``y`` layouts."""
+    if isinstance(y, np.ndarray) and y.dtype.names:
+        names = y.dtype.names
+        event = next((n for n in names if y.dtype[n].kind == "b"), names[0])
+        time = next(n for n in names if n != event)
+        out = np.stack([y[time].astype(np.float64), y[event].astype(np.float64)], axis=1)
+    elif isinstance(y, tuple) and len(y) == 2:
+        out = np.stack([np.asarray(y[0], dtype=np.float64), np.asarray(y[1], dtype=np.float64)], axis=1)
+    else:
+        out = np.asarray(y, dtype=np.float64)
+    if out.ndim != 2 or out.shape[1] != 2:
+        raise ModfuseError(
+            f"survival y must be (time, event), an (n, 2) array or a structured array, found {out.shape}"
+        )
+    if not np.isfinite(out).all() or (out[:, 0] < 0).any() or not np.isin(out[:, 1], (0, 1)).all():
+        raise ModfuseError("survival y: times must be finite and >= 0, events 0/1")
+    return out.astype(np.float32)

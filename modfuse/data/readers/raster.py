@@ -138,9 +138,12 @@ def stack_bands(
             _check_band(src, crs, sample_id)
             window = from_bounds(*bounds, transform=src.transform)
             fill = nodata if nodata is not None else src.nodata
+            # boundless reads go through a slow VRT in rasterio: only when the grid leaves the file
+            inside = window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width + 1e-6
+            inside = inside and window.row_off + window.height <= src.height + 1e-6
             read = src.read(
-                1, window=window, out_shape=(height, width), resampling=_resampling(resampling), boundless=True,
-                fill_value=fill if fill is not None else 0, masked=True,
+                1, window=window, out_shape=(height, width), resampling=_resampling(resampling),
+                boundless=not inside, fill_value=fill if fill is not None else 0, masked=True,
             )  # fmt: skip
             mask = np.ma.getmaskarray(read)
             if nodata is not None:

@@ -1,0 +1,152 @@
+"""Reader throughput: samples/s through each modfuse reader versus a plain loop over the same
+library call, and DataLoader throughput with 2 workers.
+
+Run: ``python -m benchmarks.readers`` (needs ../shared/data and the med/geo/graph extras).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def rate(fn: Callable[[Any], Any], items: Sequence[Any], repeats: int = 3) -> float:
+    """Best-of-``repeats`` samples per second of ``fn`` over ``items`` (after one warm-up call)."""
+    fn(items[0])
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = max(best, len(items) / (time.perf_counter() - start))
+    return best
+
+
+def smiles_case() -> tuple[str, Callable, Callable, list]:
+    from modfuse.data.readers import SmilesSource, smiles_to_graph
+
+    frame = pd.read_csv(DATA / "esol" / "delaney-processed.csv")
+    src = SmilesSource(frame["smiles"].str.strip().tolist())
+    ids = src.ids[:300]
+    return "smiles -> graph", src.load, lambda i: smiles_to_graph(src.smiles_of(i)), ids
+
+
+def wfdb_case() -> tuple[str, Callable, Callable, list]:
+    import wfdb
+
+    from modfuse.data.readers import WfdbWindowSource
+
+    src = WfdbWindowSource({"100": DATA / "ecg-wfdb" / "100"}, window=10.0)
+    rows = src.index
+
+    def plain(sid: str) -> np.ndarray:
+        r = rows.loc[sid]
+        rec = wfdb.rdrecord(str(DATA / "ecg-wfdb" / "100"), sampfrom=int(r.start), sampto=int(r.stop))
+        return torch.from_numpy(np.ascontiguousarray(rec.p_signal.T, dtype=np.float32))
+
+    return "wfdb 10 s window", src.load, plain, src.ids[:100]
+
+
+def dicom_case() -> tuple[str, Callable, Callable, list]:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from modfuse.data.readers import DicomSource
+
+    path = get_testdata_file("CT_small.dcm")
+    src = DicomSource({i: path for i in range(200)}, window=None)
+
+    def plain(_: int) -> torch.Tensor:
+        ds = pydicom.dcmread(path)
+        return torch.from_numpy(pydicom.pixels.apply_rescale(ds.pixel_array, ds).astype(np.float32)[None])
+
+    return "dicom CT (HU)", src.load, plain, src.ids
+
+
+def raster_case() -> tuple[str, Callable, Callable, list]:
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
+
+    from modfuse.data.readers import RasterChipSource
+
+    src = RasterChipSource(DATA / "sentinel2-l1c", size=128)
+
+    def plain(sid: str) -> torch.Tensor:
+        bounds = src.chip_bounds(sid)
+        out = []
+        for f in src._files:
+            with rasterio.open(f) as r:
+                w = from_bounds(*bounds, transform=r.transform)
+                out.append(r.read(1, window=w, out_shape=(128, 128), resampling=Resampling.bilinear))
+        return torch.from_numpy(np.stack(out).astype(np.float32))
+
+    return "raster 13-band chip 128", src.load, plain, src.ids[:40]
+
+
+def eopatch_case() -> tuple[str, Callable, Callable, list]:
+    from modfuse.data.readers import EOPatchSeriesSource
+
+    src = EOPatchSeriesSource(DATA / "eopatch-slovenia")
+    values, valid = src.values, src.valid
+
+    def plain(sid: str) -> dict[str, torch.Tensor]:
+        r, c = src._where(sid)
+        return {"x": torch.from_numpy(values[:, r, c].copy()), "valid": torch.from_numpy(valid[:, r, c].copy())}
+
+    return "eopatch pixel series", src.load, plain, src.ids[:3000]
+
+
+def tabular_case() -> tuple[str, Callable, Callable, list]:
+    from modfuse.data.readers import TabularSchema, TabularSource
+
+    frame = pd.read_csv(DATA / "esol" / "delaney-processed.csv")
+    cols = ["Minimum Degree", "Molecular Weight", "Number of H-Bond Donors", "Number of Rings"]
+    src = TabularSource(frame, TabularSchema(numeric=cols))
+    values = frame[cols].to_numpy(np.float32)
+    mean, std = values.mean(0), values.std(0)
+    return "tabular row", src.load, lambda i: torch.from_numpy((values[i] - mean) / std), src.ids
+
+
+def loader_rate(workers: int) -> float:
+    from torch.utils.data import DataLoader
+
+    from modfuse.data import MultiModalDataset
+    from modfuse.data.readers import SmilesSource, TabularSchema, TabularSource
+
+    frame = pd.read_csv(DATA / "esol" / "delaney-processed.csv")
+    cols = ["Minimum Degree", "Molecular Weight", "Number of H-Bond Donors", "Number of Rings"]
+    ds = MultiModalDataset(
+        {"mol": SmilesSource(frame["smiles"].tolist()), "desc": TabularSource(frame, TabularSchema(numeric=cols))},
+        targets=frame["measured log solubility in mols per litre"].to_numpy(np.float32),
+    )
+    loader = DataLoader(ds, batch_size=64, num_workers=workers, collate_fn=ds.collate_fn)
+    start = time.perf_counter()
+    n = sum(len(batch) for batch in loader)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    rows = []
+    for case in (smiles_case, wfdb_case, dicom_case, raster_case, eopatch_case, tabular_case):
+        name, reader, plain, ids = case()
+        r, p = rate(reader, ids), rate(plain, ids)
+        rows.append({"reader": name, "reader samples/s": r, "plain loop samples/s": p, "overhead %": 100 * (p / r - 1)})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    print()
+    for workers in (0, 2):
+        print(f"DataLoader ESOL (SMILES graph + descriptors), batch 64, workers={workers}: "
+              f"{loader_rate(workers):,.0f} samples/s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -44,7 +44,7 @@ def assert_no_leak(manifest_path: Path) -> None:
 
 def fit_recipe(recipe: str, manifest: Path, run_dir: Path, *overrides: str) -> dict:
     """One epoch of recipes/<recipe>.yaml through the real ``modfuse fit`` CLI; returns the
-    metrics table it writes (``{"recipe": {"val/loss": ...}}``)."""
+    metrics of the recipe's model it writes (``{"val/loss": ...}``)."""
     from modfuse.cli import main
 
     args = [
@@ -60,7 +60,8 @@ def fit_recipe(recipe: str, manifest: Path, run_dir: Path, *overrides: str) -> d
         *overrides,
     ]
     assert main(args) == 0
-    return json.loads((run_dir / "metrics.json").read_text())["models"]
+    models = json.loads((run_dir / "metrics.json").read_text())["models"]
+    return next(v for k, v in models.items() if "recipe" in k)
 
 
 # ---------------------------------------------------------------------------------- splits
@@ -191,7 +192,7 @@ def test_esol_prepare_on_real_data_excludes_leaky_column_and_trains(shared_data:
     pd.read_csv(shared_data / "esol" / "delaney-processed.csv").iloc[:40].to_csv(small, index=False)
     small_manifest = prepare("esol", root=small, out=tmp_path / "esol_small")
     metrics = fit_recipe("esol", small_manifest.parent, tmp_path / "run", "--model.init_args.model.init_args.hidden=16")
-    assert np.isfinite(metrics["recipe"]["test/rmse"])
+    assert np.isfinite(metrics["test/rmse"])
 
 
 def test_manifest_datamodule_standardises_with_training_rows_only(shared_data: Path, tmp_path: Path) -> None:
@@ -281,7 +282,7 @@ def test_ptbxl_prepare_official_folds_and_recipe(tmp_path: Path) -> None:
     ds = m.to_dataset()
     assert ds[0]["inputs"]["ecg"].shape == (12, 250) and ds[0]["target"].shape == (5,)
     metrics = fit_recipe("ptbxl", path.parent, tmp_path / "run")
-    assert "val/loss" in metrics["recipe"]
+    assert "val/loss" in metrics
 
 
 # ---------------------------------------------------------------------------------- chest X-ray
@@ -358,7 +359,7 @@ def test_mimic_cxr_joins_labs_before_the_study_only(tmp_path: Path) -> None:
     ds = m.to_dataset()
     assert ds[0]["inputs"]["image"].shape == (1, 64, 64) and ds[0]["target"].shape == (14,)
     metrics = fit_recipe("mimic_cxr", path.parent, tmp_path / "run")
-    assert "val/loss" in metrics["recipe"]
+    assert "val/loss" in metrics
 
 
 def test_chexpert_official_split_and_uncertainty_policy(tmp_path: Path) -> None:
@@ -394,4 +395,124 @@ def test_chexpert_official_split_and_uncertainty_policy(tmp_path: Path) -> None:
     assert_no_leak(path)
     assert m.to_dataset()[0]["inputs"]["image"].shape == (1, 64, 64)
     metrics = fit_recipe("chexpert", path.parent, tmp_path / "run")
-    assert "val/loss" in metrics["recipe"]
+    assert "val/loss" in metrics
+
+
+# ---------------------------------------------------------------------------------- remote sensing
+def write_tif(path: Path, data: np.ndarray, left: float, top: float, res: float, epsg: int = 32633) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": "uint16", "crs": f"EPSG:{epsg}", "transform": from_origin(left, top, res, res)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(np.uint16))
+
+
+def test_bigearthnet_s2_s1_official_and_spatial_splits(tmp_path: Path) -> None:
+    from modfuse.datasets.collections.remote_sensing import BIGEARTHNET_S2_BANDS
+
+    root = tmp_path / "bigearthnet"
+    rng = np.random.default_rng(0)
+    names = []
+    for k in range(8):
+        name = f"S2A_MSIL2A_20170613T101031_{k}_{k}"
+        names.append(name)
+        left, top = 500_000 + (k % 4) * 30_000, 5_000_000 + (k // 4) * 30_000
+        for band in BIGEARTHNET_S2_BANDS:
+            res = 10 if band in ("B02", "B03", "B04", "B08") else 60 if band in ("B01", "B09") else 20
+            write_tif(root / "BigEarthNet-v1.0" / name / f"{name}_{band}.tif", rng.integers(0, 3000, (120 // res,) * 2), left, top, res)
+        meta = {"labels": ["Coniferous forest"] + (["Pastures"] if k % 2 else []),
+                "coordinates": {"ulx": left, "uly": top, "lrx": left + 120, "lry": top - 120},
+                "projection": 'PROJCS["WGS 84 / UTM zone 33N"]', "acquisition_date": "2017-06-13 10:10:31"}  # fmt: skip
+        (root / "BigEarthNet-v1.0" / name / f"{name}_labels_metadata.json").write_text(json.dumps(meta))
+        if k < 5:  # S1 only for some patches: explicitly missing for the others
+            s1 = f"S1A_IW_GRDH_{k}"
+            for pol in ("VV", "VH"):
+                write_tif(root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_{pol}.tif", rng.integers(0, 100, (12, 12)), left, top, 10)
+            (root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_labels_metadata.json").write_text(json.dumps({"corresponding_s2_patch": name}))
+    for part, idx in (("train", [0, 1, 2, 3, 4]), ("val", [5]), ("test", [6])):  # patch 7 is cloudy
+        pd.Series([names[i] for i in idx]).to_csv(root / f"{part}.csv", header=False, index=False)
+    pd.Series([names[7]]).to_csv(root / "patches_with_cloud_and_shadow.csv", header=False, index=False)
+    path = prepare("bigearthnet", root=root, out=tmp_path / "out", block_size=20_000)
+    m = read_manifest(path)
+    assert len(m.ids) == 7 and names[7] not in m.ids
+    assert m.present()["s1"].tolist() == [True] * 5 + [False] * 2
+    assert m.targets["land_cover"].columns == ["Coniferous forest", "Pastures"]
+    assert {k: len(v) for k, v in m.split("official").items()} == {"train": 5, "val": 1, "test": 1}
+    assert_no_leak(path)
+    item = m.to_dataset()[0]
+    assert item["inputs"]["s2"].shape == (12, 12, 12) and item["inputs"]["s1"].shape == (2, 12, 12)
+    metrics = fit_recipe(
+        "bigearthnet", path.parent, tmp_path / "run", '--model.init_args.model.init_args.tasks={"land_cover": {"kind": "multilabel", "num_outputs": 2}}'
+    )
+    assert "val/loss" in metrics
+
+
+def test_eurosat_spatial_blocks_from_georeference(tmp_path: Path) -> None:
+    from modfuse.datasets.collections.remote_sensing import EUROSAT_CLASSES
+
+    base = tmp_path / "EuroSAT" / "ds" / "images" / "remote_sensing" / "otherDatasets" / "sentinel_2" / "tif"
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(EUROSAT_CLASSES):
+        for i in range(1, 4):
+            left = 400_000 + c * 10_000 + i * 640  # neighbouring chips of one class share a block
+            write_tif(base / cls / f"{cls}_{i}.tif", rng.integers(0, 4000, (13, 16, 16)), left, 5_500_000 + i * 20_000, 10)
+    path = prepare("eurosat", root=tmp_path / "EuroSAT", out=tmp_path / "out", block_size=20_000)
+    m = read_manifest(path)
+    assert len(m.ids) == 30 and m.targets["land_cover"].classes == list(EUROSAT_CLASSES)
+    assert_no_leak(path)
+    item = m.to_dataset()[m.ids.index("Forest_2")]
+    assert item["inputs"]["s2"].shape == (13, 16, 16) and float(item["inputs"]["s2"].max()) < 0.41
+    assert item["target"].item() == 1
+    metrics = fit_recipe("eurosat", path.parent, tmp_path / "run")
+    assert "val/loss" in metrics
+
+
+# ---------------------------------------------------------------------------------- TCGA
+def test_tcga_survival_tables_with_missing_mutations(tmp_path: Path) -> None:
+    root = tmp_path / "tcga"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    patients = [f"TCGA-{site}-{i:04d}" for i, site in enumerate(["A1", "A2", "B6", "C8", "D8"] * 6)]
+    barcodes = [f"{p}-01A-11R-A144-07" for p in patients] + [f"{patients[0]}-11A-01R-A144-07"]  # + a normal
+    genes = [f"GENE{g}" for g in range(30)]
+    expr = pd.DataFrame(rng.gamma(2.0, 50.0, (30, len(barcodes))), index=genes, columns=barcodes)
+    expr.index.name = "gene_id"
+    expr.to_csv(root / "expression.tsv", sep="\t")
+    maf = pd.DataFrame({"Hugo_Symbol": ["TP53", "TP53", "PIK3CA", "TTN", "PIK3CA", "CDH1"],
+                        "Tumor_Sample_Barcode": [f"{patients[i]}-01A-11D-A142-09" for i in (0, 1, 2, 3, 4, 5)],
+                        "Variant_Classification": ["Missense_Mutation", "Nonsense_Mutation", "Missense_Mutation",
+                                                   "Silent", "Missense_Mutation", "Frame_Shift_Del"]})  # fmt: skip
+    (root / "mutations.maf").write_text("#version 2.4\n" + maf.to_csv(sep="\t", index=False))
+    dead = rng.random(30) < 0.5
+    clinical = pd.DataFrame({"case_submitter_id": patients, "vital_status": np.where(dead, "Dead", "Alive"),
+                             "days_to_death": np.where(dead, rng.integers(30, 3000, 30).astype(str), "'--"),
+                             "days_to_last_follow_up": np.where(dead, "'--", rng.integers(30, 3000, 30).astype(str)),
+                             "age_at_index": rng.integers(30, 80, 30), "gender": ["female", "male"] * 15})  # fmt: skip
+    clinical.iloc[29, clinical.columns.get_loc("days_to_last_follow_up")] = "'--"  # no usable time: dropped
+    clinical.iloc[29, clinical.columns.get_loc("vital_status")] = "Alive"
+    clinical.to_csv(root / "clinical.tsv", sep="\t", index=False)
+    path = prepare("tcga", root=root, out=tmp_path / "out", top_genes=10, min_mutated=2)
+    m = read_manifest(path)
+    assert len(m.ids) == 29
+    t = m.table.set_index("id")
+    assert list(m.modalities["mutations"].columns) == ["mut:PIK3CA", "mut:TP53"]  # TTN is silent, CDH1 once
+    assert t.loc[patients[1], "mut:TP53"] == 1 and t.loc[patients[5], "mut:TP53"] == 0
+    present = m.present()
+    assert present.loc[patients[5], "mutations"] and not present.loc[patients[6], "mutations"]  # not sequenced
+    assert len(m.modalities["expression"].columns) == 10
+    assert_no_leak(path)
+    sites = m.table["site"].to_numpy()
+    site_parts = m.split("site")
+    assert not set(sites[site_parts["train"]]) & set(sites[site_parts["test"]])
+    spec = m.task_specs()["survival"]
+    tasks = json.dumps({"survival": {"kind": "survival", "num_outputs": spec.num_outputs, "boundaries": list(spec.boundaries)}})
+    enc = "--model.init_args.model.init_args.encoders"
+    metrics = fit_recipe(
+        "tcga", path.parent, tmp_path / "run", f"--model.init_args.model.init_args.tasks={tasks}",
+        f"{enc}.expression.init_args.num_features=10", f"{enc}.mutations.init_args.num_features=2",
+    )  # fmt: skip
+    assert "val/loss" in metrics

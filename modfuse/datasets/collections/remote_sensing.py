@@ -103,7 +103,9 @@ def prepare_bigearthnet(
         name="bigearthnet",
         modalities={
             "s2": ModalitySpec("path", ["s2_path"], reader="raster", options=s2_options, description="12 S2 L2A bands"),
-            "s1": ModalitySpec("path", ["s1_path"], reader="raster", options={"bands": ["VV", "VH"], "template": "*_{band}.tif"}),
+            "s1": ModalitySpec(
+                "path", ["s1_path"], reader="raster", options={"bands": ["VV", "VH"], "template": "*_{band}.tif"}
+            ),
         },
         targets={"land_cover": TargetSpec("multilabel", labels)},
         splits=splits,
@@ -205,10 +207,13 @@ def prepare_eurosat(
         name="eurosat",
         modalities={
             "s2": ModalitySpec(
-                "path", ["path"], reader="modfuse.datasets.collections._readers.GeoTiffSource",
-                options={"bands": 13, "scale": 10000.0}, description="13 Sentinel-2 L1C bands, reflectance",
+                "path",
+                ["path"],
+                reader="modfuse.datasets.collections._readers.GeoTiffSource",
+                options={"bands": 13, "scale": 10000.0},
+                description="13 Sentinel-2 L1C bands, reflectance",
             ),
-        },  # fmt: skip
+        },
         targets={"land_cover": TargetSpec("multiclass", ["label"], classes=list(EUROSAT_CLASSES))},
         splits={"spatial": spatial},
         root=root,
@@ -223,4 +228,6 @@ def _eurosat_base(root: Path) -> Path:
     for candidate in sorted(root.rglob(EUROSAT_CLASSES[0])):
         if candidate.is_dir():
             return candidate.parent
-    raise ReadError(f"expected the EuroSAT class folders ({', '.join(EUROSAT_CLASSES[:3])}, ...), found none", path=root)
+    raise ReadError(
+        f"expected the EuroSAT class folders ({', '.join(EUROSAT_CLASSES[:3])}, ...), found none", path=root
+    )

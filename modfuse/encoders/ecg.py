@@ -64,14 +64,19 @@ class _ResBlock1d(nn.Module):
             self.short = nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False)
             self.short_norm = MaskedGroupNorm1d(_groups(c_out, groups), c_out)
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """x (n, C, L), mask (n, 1, L) float or None (no padding) -> (n, C', L'), mask (n, 1, L')."""
         # an output position is valid when the input position at its centre is valid
-        out_mask = mask[..., :: self.stride]
-        h = self.act(self.norm1(self.conv1(x), out_mask)) * out_mask
+        out_mask = None if mask is None else mask[..., :: self.stride]
+        h = _zero_pad(self.act(self.norm1(self.conv1(x), out_mask)), out_mask)
         h = self.norm2(self.conv2(self.drop(h)), out_mask)
         s = x if self.short is None else self.short_norm(self.short(x), out_mask)
         # zeroing padding after each block makes it look like the convs' own zero padding
-        return self.act(h + s) * out_mask, out_mask
+        return _zero_pad(self.act(h + s), out_mask), out_mask
+
+
+def _zero_pad(x: Tensor, mask: Tensor | None) -> Tensor:
+    return x if mask is None else x * mask
 
 
 @register("ecg")
@@ -99,8 +104,6 @@ class ECGEncoder(Encoder):
         input (n, leads, samples) Tensor, or PaddedTensor with values (n, leads, L_max) and
         mask (n, L_max) -> output (n, out_dim).
     """
-
-    collate = "pad"
 
     def __init__(
         self,
@@ -136,7 +139,8 @@ class ECGEncoder(Encoder):
         self.blocks = nn.ModuleList(stages)
         self.proj = nn.Linear(2 * c_in, out_dim)
 
-    def _unpack(self, x: Tensor | PaddedTensor) -> tuple[Tensor, Tensor]:
+    def _unpack(self, x: Tensor | PaddedTensor) -> tuple[Tensor, Tensor | None]:
+        """Values (n, leads, L) and mask (n, 1, L) float, or None when no row is padded."""
         if isinstance(x, PaddedTensor):
             values, mask = x.values, x.mask
             if x.dim not in (-1, 2):
@@ -148,23 +152,26 @@ class ECGEncoder(Encoder):
         values = values.float()
         check_finite(values, "ECG signal")
         if mask is None:
-            mask = torch.ones(values.shape[0], values.shape[2], dtype=torch.bool, device=values.device)
-        elif mask.shape != (values.shape[0], values.shape[2]):
+            return values, None
+        if mask.shape != (values.shape[0], values.shape[2]):
             raise ModfuseError(
                 f"padding mask: expected shape {(values.shape[0], values.shape[2])}, found {tuple(mask.shape)}"
             )
+        if bool(mask.all()):  # equal lengths: the plain (fused) GroupNorm path gives the same result
+            return values, None
         return values, mask[:, None, :].to(values.dtype)
 
     def forward(self, x: Tensor | PaddedTensor) -> Tensor:
         """(n, leads, samples) or PaddedTensor -> (n, out_dim)."""
         values, mask = self._unpack(x)
-        values = values * mask
-        mask = mask[..., :: self.stem_stride]
-        h = torch.relu(self.stem_norm(self.stem(values), mask)) * mask
+        values = _zero_pad(values, mask)
+        mask = None if mask is None else mask[..., :: self.stem_stride]
+        h = _zero_pad(torch.relu(self.stem_norm(self.stem(values), mask)), mask)
         for block in self.blocks:
             h, mask = block(h, mask)
-        count = mask.sum(-1).clamp_min(1.0)
-        mean = h.sum(-1) / count
+        if mask is None:
+            return self.proj(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
+        mean = h.sum(-1) / mask.sum(-1).clamp_min(1.0)
         # masked max: padded positions must never win
         peak = h.masked_fill(mask == 0, float("-inf")).amax(-1)
         return self.proj(torch.cat([mean, peak], dim=1))

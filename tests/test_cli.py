@@ -1,0 +1,96 @@
+"""The ``modfuse`` command line driven over every recipe in recipes/ (1 epoch, tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from modfuse.cli import COMMANDS, checkpoint_path, main
+from modfuse.errors import ModfuseError
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+TINY = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+
+
+def synthetic_overrides(root: Path) -> list[str]:
+    return [*TINY, "--data.init_args.n", "48", "--data.init_args.batch_size", "16", "--trainer.default_root_dir", str(root)]
+
+
+def data_class(recipe: Path) -> str:
+    return yaml.safe_load(recipe.read_text())["data"]["class_path"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODFUSE_CACHE", str(root))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny quickstart fit (with one compared strategy), shared by the tests below."""
+    root = tmp_path_factory.mktemp("quickstart")
+    args = ["fit", "--config", "recipes/quickstart.yaml", *synthetic_overrides(root), "--compare", "[late]"]
+    assert main(args) == 0
+    return root
+
+
+def test_help_lists_all_seven_commands() -> None:
+    out = subprocess.run(["modfuse", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("fit", "validate", "test", "predict", "merge", "explain", "robustness"):
+        assert f"  {command} " in out
+    assert len(COMMANDS) == 7
+
+
+def test_unknown_command_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train"]) == 2
+    assert "unknown command 'train'" in capsys.readouterr().err
+
+
+def test_quickstart_fit_writes_checkpoints_and_metrics_table(quickstart_run: Path) -> None:
+    assert (quickstart_run / "checkpoints" / "best.ckpt").is_file()
+    assert (quickstart_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((quickstart_run / "metrics.json").read_text())
+    models = metrics["models"]
+    assert set(models) == {"EarlyFusion (recipe)", "late"}
+    for values in models.values():
+        assert 0.0 <= values["test/auroc"] <= 1.0 and "val/loss" in values
+    # checkpoints load without unpickling arbitrary objects
+    state = torch.load(quickstart_run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    assert "state_dict" in state
+
+
+def test_test_and_predict_use_the_best_checkpoint(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]
+    assert main(["test", *base]) == 0
+    assert "test/auroc" in capsys.readouterr().out
+    assert main(["predict", *base]) == 0
+    predictions = pd.read_csv(quickstart_run / "predictions.csv")
+    assert list(predictions.columns) == ["id", "y"]
+    assert predictions["y"].between(0, 1).all() and predictions["id"].str.startswith("P").all()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModfuseError, match="run `modfuse fit`"):
+        checkpoint_path(tmp_path, None)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_recipe_fits_one_tiny_epoch(recipe: Path, cache: Path, tmp_path: Path) -> None:
+    if recipe.stem == "quickstart":
+        pytest.skip("fitted by the quickstart_run fixture")
+    if not data_class(recipe).endswith("SyntheticCohortDataModule"):
+        pytest.skip(f"{recipe.name} reads a prepared data set ({data_class(recipe)}); no tiny fixture override yet")
+    args = ["fit", "--config", str(recipe), *synthetic_overrides(tmp_path), "--compare", "[]"]
+    assert main(args) == 0
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()

@@ -197,6 +197,11 @@ def test_graph_feature_widths_are_checked() -> None:
     _raises(lambda: build("graph", in_dim=7, edge_dim=4)(graphs), "edge feature width", "expected 4", "found 3")
     no_edges = Batch.from_data_list([_graph(i, in_dim=7, edge_dim=None) for i in range(2)])
     _raises(lambda: build("graph", in_dim=7, edge_dim=3)(no_edges), "edge_attr", "found none")
+    from torch_geometric.data import Data
+
+    gin = build("graph", in_dim=7, hidden=8, layers=1, out_dim=4)
+    _raises(lambda: gin(Data(x=torch.randn(3, 7))), "edge_index", "(2, num_edges)", "found none")
+    assert gin(Data(x=torch.randn(3, 7), edge_index=torch.tensor([[0], [1]]))).shape == (1, 4)  # one graph
 
 
 def test_graph_encoder_on_real_esol_molecules(shared_data: Path) -> None:

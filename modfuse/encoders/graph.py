@@ -84,6 +84,10 @@ class GraphEncoder(Encoder):
             raise ModfuseError(f"graph node feature width: expected {self.in_dim}, found {x.shape[1]}")
         x = x.float()
         check_finite(x, "graph node features")
+        edge_index = getattr(graph, "edge_index", None)
+        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            found = "none" if edge_index is None else f"shape {tuple(getattr(edge_index, 'shape', ()))}"
+            raise ModfuseError(f"graph edge_index: expected a (2, num_edges) tensor, found {found}")
         edge_attr = getattr(graph, "edge_attr", None)
         if self.edge_dim is not None:
             if edge_attr is None:
@@ -98,7 +102,7 @@ class GraphEncoder(Encoder):
         if batch is None:  # a single Data object is one graph
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         num_graphs = int(getattr(graph, "num_graphs", 1))
-        return x, graph.edge_index, edge_attr, batch, num_graphs
+        return x, edge_index, edge_attr, batch, num_graphs
 
     def forward(self, graph: Any) -> Tensor:
         """PyG ``Batch`` of n graphs -> (n, out_dim)."""

@@ -14,7 +14,7 @@ import yaml
 from modfuse import LegoBlock, MultiModalDataset, merge
 from modfuse.lego import LegoMerge, load, load_checkpoint
 from modfuse.lego.cli import merge_main
-from modfuse.lego.workflow import fit_blocks, fit_fuse
+from modfuse.lego.workflow import fit_blocks, fit_fuse, fit_merge
 from modfuse.training.task import FusionTask
 
 MODS = "abc"
@@ -23,12 +23,19 @@ N, N_TEST = 1500, 300
 TRAIN = {"lr": 3e-3, "batch_size": 32}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: threads only add overhead (and spin-wait badly on a loaded machine)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def problem():
     """y = [s_a + s_b + s_c + noise > 0] with s_m a projection of modality m: each modality
     alone carries only part of the label. Blocks train on disjoint thirds of the training rows."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead
     L.seed_everything(0, verbose=False)
     rng = np.random.default_rng(0)
     X = {m: rng.normal(size=(N, D)).astype("float32") for m in MODS}
@@ -42,8 +49,7 @@ def problem():
     blocks = [LegoBlock(enc, m, latent_shape=(8, 16), depth=1, heads=2) for m in MODS]
     fit_blocks(blocks, ds, max_epochs=10, rows=rows, **TRAIN)
     batch = ds.collate_fn([ds[i] for i in test])
-    yield {"ds": ds, "blocks": blocks, "batch": batch, "y": torch.as_tensor(y[test]), "train": train}
-    torch.set_num_threads(before)
+    return {"ds": ds, "blocks": blocks, "batch": batch, "y": torch.as_tensor(y[test]), "train": train}
 
 
 def accuracy(logits, y):
@@ -140,3 +146,24 @@ def test_merge_command_end_to_end(problem, tmp_path, capsys):
     # bad input: a clear message and exit code 2, no traceback
     assert merge_main([str(paths[0]), str(paths[0]), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "same modality" in capsys.readouterr().err
+
+
+def test_workflow_fits_strategies_built_from_the_registry():
+    from modfuse import MultiModalDataModule
+    from modfuse.encoders import build as build_encoder
+    from modfuse.fusion import base
+
+    rng = np.random.default_rng(1)
+    X = {m: rng.normal(size=(120, D)).astype("float32") for m in "ab"}
+    X["b"][:30] = np.nan  # some samples lack b
+    dm = MultiModalDataModule(MultiModalDataset.from_arrays(X, (X["a"][:, 0] > 0).astype(int)), batch_size=32)
+    encs = {m: build_encoder("tabular", num_features=D, hidden=[8], out_dim=8) for m in "ab"}
+    merged = base.build("lego-merge", encoders=encs, tasks="binary", latent_shape=(8, 16), heads=2, depth=1)
+    before = [b.latent0.detach().clone() for b in merged.blocks]
+    out = fit_merge(merged, dm, max_epochs=1)
+    assert out is merged and not merged.training
+    assert all(not torch.equal(b.latent0, w) for b, w in zip(merged.blocks, before))
+    fused = base.build("lego-fuse", encoders=encs, tasks="binary", latent_shape=(8, 16), heads=2, depth=1)
+    tuned = fit_fuse(fused, dm, max_epochs=1, fuse_epochs=1, trainable="heads")
+    assert tuned.trainable == "heads" and tuned.modalities == ["a", "b"]
+    assert torch.isfinite(predict(tuned, dm.dataset.collate_fn([dm.dataset[i] for i in range(40)]))).all()

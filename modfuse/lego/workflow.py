@@ -191,7 +191,7 @@ def fit_fuse(
     data: Data,
     max_epochs: int = 10,
     fuse_epochs: int = 2,
-    trainable: Trainable = "all",
+    trainable: Trainable | None = None,
     rows: Mapping[str, Sequence[int]] | None = None,
     fuse_lr: float | None = None,
     **kwargs: Any,
@@ -205,10 +205,15 @@ def fit_fuse(
         data: dataset or datamodule; fine-tuning uses all training rows (absent blocks skipped).
         max_epochs: epochs per block; 0 skips block training (blocks already trained).
         fuse_epochs: fine-tuning epochs (default 2).
-        trainable: ``"all"``, ``"heads"`` or ``"attention+heads"``.
+        trainable: ``"all"``, ``"heads"`` or ``"attention+heads"`` (default: the given
+            LegoFuse's setting, else ``"all"``).
         rows: optional modality -> block training rows.
         fuse_lr: learning rate of the fine-tuning (default: ``lr``).
         **kwargs: as in :func:`fit_model`.
+
+    Returns:
+        a new, fine-tuned LegoFuse in eval mode (the blocks passed in, or a given LegoFuse's
+        blocks, are trained in place by the first stage and never touched by the second).
     """
     given = list(blocks.blocks) if isinstance(blocks, LegoFuse) else list(blocks)
     if max_epochs > 0:
@@ -216,7 +221,7 @@ def fit_fuse(
     if isinstance(blocks, LegoFuse):
         fused = LegoFuse(given, trainable=trainable or blocks.trainable, head_merge=blocks.head_merge)
     else:
-        fused = LegoFuse(given, trainable=trainable)
+        fused = LegoFuse(given, trainable=trainable or "all")
     if fuse_epochs > 0:
         if fuse_lr is not None:
             kwargs = {**kwargs, "lr": fuse_lr}

@@ -284,11 +284,20 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     ]
     print(f"{len(jobs)} training runs on {args.workers} worker(s); data loaded in {time.perf_counter() - start:.0f} s")
     # fork: the workers inherit the parsed data sets instead of re-parsing them
-    with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("fork"), initializer=_quiet) as pool:
-        rows = [row for result in pool.map(run, jobs) for row in result]
-    runs = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(args.out, index=False)
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("fork"), initializer=_quiet) as pool:
+        for k, result in enumerate(pool.map(run, jobs), start=1):
+            rows += result
+            first = result[0]
+            print(
+                f"[{k}/{len(jobs)}] {first['dataset']} {first['strategy']} p={first['p']:g} seed={first['seed']}: "
+                + ", ".join(f"{r['test']} {r['value']:.3f}" for r in result),
+                flush=True,
+            )
+            # written after every run, so an interrupted benchmark keeps what it measured
+            pd.DataFrame(rows).to_csv(args.out, index=False)
+    runs = pd.DataFrame(rows)
     table = summarise(runs)
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)

@@ -66,9 +66,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         with safe_open(str(path), framework="pt", device=str(map_location)) as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, Exception) as exc:
-        if isinstance(exc, ModfuseError):
-            raise
+    except Exception as exc:  # safetensors raises its own error type for corrupt headers
         raise ReadError(f"cannot read safetensors file: {exc}", path=path) from exc
     if CONFIG_KEY not in meta:
         raise ReadError(f"no {CONFIG_KEY!r} entry in the safetensors metadata (not written by modfuse)", path=path)

@@ -92,7 +92,8 @@ class SpectralEncoder(Encoder):
         weights_path: a local state dict (``.pt``/``.pth`` read with ``weights_only=True``, or
             ``.safetensors``) of the timm backbone (keys as in ``backbone.state_dict()``, an
             optional ``backbone.`` prefix is removed; classifier keys are ignored).
-        norm: ``"group"``, ``"frozen_batch"`` or None (auto).
+        norm: ``"group"``, ``"frozen_batch"`` or None (auto); given to timm as ``norm_layer``, so
+            it applies to backbones built from BatchNorm blocks (ResNet, ResNeXt, RegNet, ...).
 
     Shapes:
         input (n, bands, H, W) -> output (n, out_dim).

@@ -185,7 +185,7 @@ class TaskSpec:
                 {
                     "rmse": MeanSquaredError(squared=False),
                     "mae": MeanAbsoluteError(),
-                    "r2": R2Score(num_outputs=self.num_outputs),
+                    "r2": R2Score(),  # torchmetrics >= 1.9 infers the number of outputs
                 }
             )
         return MetricCollection({"cindex": ConcordanceIndex()})

@@ -14,7 +14,7 @@ import pytest
 from modfuse.data.datamodule import check_disjoint_groups
 from modfuse.datasets import prepare as prepare_mod
 from modfuse.datasets.manifest import ManifestDataModule, ModalitySpec, read_manifest, write_manifest
-from modfuse.datasets.prepare import available, prepare
+from modfuse.datasets.preparation import available, prepare
 from modfuse.datasets.splits import (
     group_split,
     multilabel_stratified_split,

@@ -7,7 +7,7 @@ from typing import Any
 
 _EXPORTS = {
     "synthetic_cohort": "modfuse.datasets.synthetic",
-    "prepare": "modfuse.datasets.prepare",
+    "prepare": "modfuse.datasets.preparation",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -15,5 +15,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'modfuse.datasets' has no attribute {name!r}")

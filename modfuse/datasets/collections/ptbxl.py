@@ -25,7 +25,7 @@ import pandas as pd
 
 from modfuse.datasets.collections._common import find_file, read_table, require_columns
 from modfuse.datasets.manifest import ModalitySpec, TargetSpec, write_manifest
-from modfuse.datasets.prepare import register
+from modfuse.datasets.preparation import register
 from modfuse.datasets.splits import fold_split
 from modfuse.errors import ReadError
 

@@ -9,8 +9,6 @@ downloaded: every collection needs files the user obtained under the provider's 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,14 +76,3 @@ def prepare(name: str, root: str | Path, out: str | Path, **options: Any) -> Pat
     if out.resolve() == root.resolve():
         raise ModfuseError(f"out ({out}) must not be the data root itself")
     return fn(root, out, **options)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``modfuse.datasets.prepare(...)`` work although the package attribute ``prepare``
-    becomes this module once it is imported (Python binds a loaded submodule to its name)."""
-
-    def __call__(self, name: str, root: str | Path, out: str | Path, **options: Any) -> Path:
-        return prepare(name, root, out, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule

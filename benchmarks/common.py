@@ -1,0 +1,261 @@
+"""Shared benchmark plumbing: the run environment, training through ``FusionTask``, result tables."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MODFUSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+LIBRARIES = ("modfuse", "torch", "lightning", "torchmetrics", "torch_geometric", "rdkit", "numpy", "sklearn")
+
+# Strategies that need more than build(...) + fit (trained per block, then merged)
+LEGO = ("lego-merge", "lego-fuse")
+
+
+def quiet() -> None:
+    """Silence Lightning's banners and the warnings of small CPU runs."""
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu cores (os)": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    for lib in LIBRARIES:
+        try:
+            info[lib] = getattr(importlib.import_module(lib), "__version__", "?")
+        except ImportError:
+            info[lib] = "not installed"
+    return info
+
+
+def seed_all(seed: int) -> None:
+    import lightning as L
+
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass
+class Fit:
+    """Result of one training run."""
+
+    model: nn.Module
+    predictions: dict[str, np.ndarray]  # split -> activated predictions, aligned with the split indices
+    seconds: float
+    epochs: int
+    best_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def trainer(max_epochs: int, callbacks: Sequence[Any] = (), **kwargs: Any) -> Any:
+    import lightning as L
+
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=bool(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        deterministic=False,
+        **kwargs,
+    )
+
+
+def predict(model: nn.Module, loader: Any) -> np.ndarray:
+    """Activated predictions of a single-task model over a loader (in loader order)."""
+    from modfuse.fusion.base import prediction_of
+
+    spec = next(iter(model.tasks.values()))
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for batch in loader:
+            logits = prediction_of(model(batch))
+            if isinstance(logits, Mapping):
+                logits = next(iter(logits.values()))
+            out.append(spec.activate(logits).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def fit(
+    model: nn.Module,
+    datamodule: Any,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    select_best: bool = True,
+    parts: Sequence[str] = ("test",),
+) -> Fit:
+    """Train ``model`` with :class:`modfuse.FusionTask` (cosine one-cycle schedule), keep the
+    weights of the best validation epoch when ``select_best``, and predict ``parts``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    task = _task_class()(model, lr=lr, weight_decay=weight_decay)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        callbacks = []
+        if select_best:
+            ckpt = ModelCheckpoint(dirpath=tmp, monitor=task.monitor, mode=task.monitor_mode, save_top_k=1)
+            callbacks.append(ckpt)
+        tr = trainer(epochs, callbacks, num_sanity_val_steps=0)
+        tr.fit(task, datamodule)
+        best_epoch = None
+        if select_best and ckpt.best_model_path:
+            state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+            task.load_state_dict(state["state_dict"])
+            best_epoch = int(state.get("epoch", -1))
+    seconds = time.perf_counter() - start
+    preds = {p: predict(task.model, _loader(datamodule, p)) for p in parts}
+    return Fit(task.model, preds, seconds, epochs, best_epoch)
+
+
+def _task_class() -> type:
+    """FusionTask, made to work around metrics that fail to build in this torchmetrics version
+    (``R2Score(num_outputs=...)`` is rejected by torchmetrics 1.9): those metrics are dropped."""
+    from torchmetrics import MetricCollection
+    from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
+    from modfuse import FusionTask
+
+    class Task(FusionTask):
+        def configure_metrics(self) -> None:
+            try:
+                super().configure_metrics()
+            except ValueError:
+
+                def metrics(spec: Any) -> Any:
+                    try:
+                        return spec.metrics()
+                    except ValueError:
+                        return MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()})
+
+                self.metrics = nn.ModuleDict(
+                    {
+                        f"{stage}_metrics": nn.ModuleDict({k: metrics(s) for k, s in self.tasks.items()})
+                        for stage in ("train", "val", "test")
+                    }
+                )
+
+    return Task
+
+
+def _loader(datamodule: Any, part: str) -> Any:
+    return (
+        {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader, "test": datamodule.test_dataloader}[
+            part
+        ]()
+        if part != "train"
+        else datamodule._loader("train", shuffle=False)
+    )
+
+
+# ---------------------------------------------------------------------------- strategies
+
+
+def strategies(exclude: Sequence[str] = ()) -> list[str]:
+    """The fusion strategies registered in this installation (unimodal handled apart)."""
+    from modfuse.fusion import available
+
+    return [s for s in available() if s not in exclude]
+
+
+def build_strategy(name: str, encoders: Callable[[], dict[str, nn.Module]], tasks: Any, **kwargs: Any) -> nn.Module:
+    """``modfuse.fusion.build`` with fresh encoders."""
+    from modfuse.fusion import build
+
+    return build(name, encoders=encoders(), tasks=tasks, **kwargs)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def mean_sd(values: Sequence[float], digits: int = 3) -> str:
+    v = np.asarray(values, dtype=float)
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_results(
+    name: str,
+    title: str,
+    tables: Mapping[str, pd.DataFrame],
+    raw: pd.DataFrame,
+    *,
+    command: str,
+    seeds: Sequence[int] | str,
+    notes: Sequence[str] = (),
+    out_dir: Path = RESULTS,
+) -> Path:
+    """Write ``<name>.md`` (tables, notes, machine, versions, seeds, command) and ``<name>.csv`` (raw rows)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw.to_csv(out_dir / f"{name}.csv", index=False)
+    parts = [f"### {title}", ""]
+    for caption, frame in tables.items():
+        if caption:
+            parts += [f"**{caption}**", ""]
+        parts += [markdown_table(frame), ""]
+    parts += [f"- {n}" for n in notes]
+    parts += [
+        f"- seeds: {seeds if isinstance(seeds, str) else ', '.join(map(str, seeds))}",
+        f"- command: `{command}`",
+        f"- raw rows: `benchmarks/results/{name}.csv`",
+        "- machine: " + "; ".join(f"{k} {v}" for k, v in machine().items()),
+        "",
+    ]
+    path = out_dir / f"{name}.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

@@ -1,0 +1,314 @@
+"""Speed and memory: modfuse's training path against a hand-written PyTorch loop on the same
+model and data; inference time with k of M modalities present; merge time of Lego blocks.
+
+Data: M in-memory tabular modalities (real-valued features drawn once from a fixed seed), each
+missing for 20% of the samples (at least one modality kept per sample), binary target. Timing
+data need not be real; the model, batches and optimiser are the same on both paths.
+
+Training paths, each from the same initial weights, for the same epochs:
+
+- ``modfuse``: ``FusionTask`` + ``lightning.Trainer`` + ``MultiModalDataModule`` (no validation,
+  no checkpointing, no logger);
+- ``plain loop``: ``for batch in loader: loss.backward(); opt.step()`` over the same DataLoader
+  (the dataset's per-sample collate into a ``ModalityBatch``), same AdamW and loss;
+- ``plain loop, pre-collated``: the same loop over batches collated once beforehand (model
+  compute only: the floor that no data pipeline can beat).
+
+Peak memory is the peak resident set size of the process during the run minus the resident
+size before it, sampled every 2 ms (CPU; on CUDA ``torch.cuda.max_memory_allocated``).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from benchmarks import common
+
+
+@dataclass
+class Settings:
+    samples: int = 4096
+    modalities: int = 3
+    features: int = 32
+    batch_size: int = 64
+    epochs: int = 3
+    repeats: int = 3
+    inference_modalities: int = 4
+    inference_batch: int = 512
+    merge_blocks: int = 4
+
+
+QUICK = Settings(samples=1024, epochs=2, repeats=2)
+
+
+class PeakRSS:
+    """Peak resident memory (bytes) above the starting level, sampled by a thread."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.page = 4096
+        self._stop = threading.Event()
+
+    def _rss(self) -> int:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * self.page
+        except OSError:
+            return 0
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self._rss()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def data(s: Settings, modalities: int | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    m = modalities or s.modalities
+    rng = np.random.default_rng(seed)
+    x = {f"m{i}": rng.normal(size=(s.samples, s.features)).astype(np.float32) for i in range(m)}
+    w = rng.normal(size=(m, s.features))
+    logit = sum(x[f"m{i}"] @ w[i] for i in range(m)) / np.sqrt(m * s.features)
+    y = (logit + 0.5 * rng.normal(size=s.samples) > 0).astype(np.float32)
+    missing = rng.random((s.samples, m)) < 0.2
+    missing[missing.all(1), 0] = False
+    for i in range(m):
+        x[f"m{i}"][missing[:, i]] = np.nan
+    return x, y
+
+
+def encoders(s: Settings, modalities: int | None = None) -> dict[str, nn.Module]:
+    from modfuse.encoders import build
+
+    return {
+        f"m{i}": build("tabular", num_features=s.features, hidden=(64,), out_dim=32, dropout=0.0)
+        for i in range(modalities or s.modalities)
+    }
+
+
+def _plain_loop(model: nn.Module, batches: Any, epochs: int, lr: float) -> float:
+    """The hand-written loop; returns seconds."""
+    from modfuse.fusion.base import prediction_of
+
+    spec = next(iter(model.tasks.values()))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for batch in batches:
+            out = model(batch)
+            loss = (
+                model.compute_loss(out, batch)
+                if hasattr(model, "compute_loss")
+                else spec.loss(prediction_of(out), batch.target)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def _modfuse(model: nn.Module, dm: Any, epochs: int, lr: float) -> float:
+    task = common._task_class()(model, lr=lr, scheduler=None)
+    tr = common.trainer(epochs, limit_val_batches=0, num_sanity_val_steps=0)
+    start = time.perf_counter()
+    tr.fit(task, dm)
+    return time.perf_counter() - start
+
+
+def training(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
+    from modfuse import MultiModalDataModule, MultiModalDataset
+
+    x, y = data(s)
+    ds = MultiModalDataset.from_arrays(x, y)
+    rows = []
+    for strategy in common.strategies():
+        kwargs = {"modality": "m0"} if strategy == "unimodal" else {}
+        common.seed_all(0)
+        try:
+            init = common.build_strategy(strategy, lambda: encoders(s), "binary", **kwargs)
+        except Exception as exc:
+            log(f"  {strategy}: cannot build ({exc})")
+            continue
+        dm = MultiModalDataModule(
+            ds, split="random", val_fraction=0.1, test_fraction=0.1, batch_size=s.batch_size, seed=0
+        )
+        dm.setup()
+        n_train = len(dm.splits["train"])
+        precollated = list(dm.train_dataloader())
+        times: dict[str, list[float]] = {"modfuse": [], "plain loop": [], "plain loop, pre-collated": []}
+        memory: dict[str, list[float]] = {k: [] for k in times}
+        for _ in range(s.repeats):  # interleaved, so a load change on the machine hits every path
+            for path in times:
+                model = copy.deepcopy(init)
+                common.seed_all(0)
+                with PeakRSS() as mem:
+                    if path == "modfuse":
+                        sec = _modfuse(model, dm, s.epochs, 1e-3)
+                    elif path == "plain loop":
+                        sec = _plain_loop(model, dm.train_dataloader(), s.epochs, 1e-3)
+                    else:
+                        sec = _plain_loop(model, precollated, s.epochs, 1e-3)
+                times[path].append(n_train * s.epochs / sec)
+                memory[path].append(mem.mib)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        for path in times:
+            rows.append(
+                dict(
+                    strategy=strategy,
+                    path=path,
+                    samples_per_s=med[path],
+                    samples_per_s_all=";".join(f"{v:.0f}" for v in times[path]),
+                    peak_rss_mib=float(np.median(memory[path])),
+                    ratio_to_plain_loop=med[path] / med["plain loop"],
+                    ratio_to_precollated=med[path] / med["plain loop, pre-collated"],
+                    train_samples=n_train,
+                    epochs=s.epochs,
+                    batch_size=s.batch_size,
+                )
+            )
+        log(
+            f"  {strategy}: modfuse {med['modfuse']:.0f}/s, plain loop {med['plain loop']:.0f}/s "
+            f"(ratio {med['modfuse'] / med['plain loop']:.2f}), pre-collated {med['plain loop, pre-collated']:.0f}/s"
+        )
+    return pd.DataFrame(rows)
+
+
+def inference(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
+    from modfuse import MultiModalDataset
+
+    m = s.inference_modalities
+    x, y = data(Settings(samples=s.inference_batch, features=s.features), modalities=m)
+    x = {k: np.nan_to_num(v, nan=0.1) for k, v in x.items()}  # every modality present; masked per k below
+    ds = MultiModalDataset.from_arrays(x, y)
+    full = ds.collate_fn([ds[i] for i in range(len(ds))])
+    rows = []
+    for strategy in common.strategies(exclude=("unimodal",)):
+        common.seed_all(0)
+        try:
+            model = common.build_strategy(strategy, lambda: encoders(s, m), "binary").eval()
+        except Exception as exc:
+            log(f"  {strategy}: cannot build ({exc})")
+            continue
+        for k in range(1, m + 1):
+            batch = full.with_modalities([f"m{i}" for i in range(k)])
+            with torch.no_grad():
+                model(batch)  # warm-up
+                reps = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    model(batch)
+                    reps.append(time.perf_counter() - t)
+            rows.append(
+                dict(
+                    strategy=strategy,
+                    present=k,
+                    of=m,
+                    batch=s.inference_batch,
+                    ms_per_batch=1e3 * float(np.median(reps)),
+                )
+            )
+        log(
+            f"  {strategy}: "
+            + ", ".join(f"k={r['present']} {r['ms_per_batch']:.1f} ms" for r in rows if r["strategy"] == strategy)
+        )
+    return pd.DataFrame(rows)
+
+
+def merging(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
+    try:
+        from modfuse.lego import available_methods, merge
+    except ImportError:
+        log("  merge: modfuse.lego is not available, skipped")
+        return pd.DataFrame()
+    from modfuse.fusion import build
+
+    common.seed_all(0)
+    blocks = list(build("lego-merge", encoders=encoders(s, s.merge_blocks), tasks="binary").blocks)
+    n_params = sum(p.numel() for b in blocks for p in b.parameters())
+    rows = []
+    for method in available_methods():
+        for head in ("mean", "slerp"):
+            reps = []
+            for _ in range(5):
+                t = time.perf_counter()
+                merge(blocks, method=method, head_merge=head)
+                reps.append(time.perf_counter() - t)
+            rows.append(
+                dict(
+                    method=method,
+                    head_merge=head,
+                    blocks=len(blocks),
+                    block_parameters=n_params,
+                    ms=1e3 * float(np.median(reps)),
+                )
+            )
+    log(
+        f"  merge of {len(blocks)} blocks: "
+        + ", ".join(f"{r['method']}/{r['head_merge']} {r['ms']:.1f} ms" for r in rows)
+    )
+    return pd.DataFrame(rows)
+
+
+def run(s: Settings, command: str, log: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
+    common.quiet()
+    train = training(s, log)
+    infer = inference(s, log)
+    merges = merging(s, log)
+    tables: dict[str, pd.DataFrame] = {}
+    if len(train):
+        t = train.copy()
+        t["samples/s"] = t["samples_per_s"].map(lambda v: f"{v:.0f}")
+        t["peak RSS (MiB)"] = t["peak_rss_mib"].map(lambda v: f"{v:.1f}")
+        t["x plain loop"] = t["ratio_to_plain_loop"].map(lambda v: f"{v:.2f}")
+        t["x pre-collated"] = t["ratio_to_precollated"].map(lambda v: f"{v:.2f}")
+        tables["Training throughput (median of repeats; ratio = samples/s over the plain loop's)"] = t[
+            ["strategy", "path", "samples/s", "x plain loop", "x pre-collated", "peak RSS (MiB)"]
+        ]
+    if len(infer):
+        pivot = infer.pivot(index="strategy", columns="present", values="ms_per_batch").reset_index()
+        pivot.columns = ["strategy", *[f"k={k} of {s.inference_modalities} (ms)" for k in pivot.columns[1:]]]
+        for c in pivot.columns[1:]:
+            pivot[c] = pivot[c].map(lambda v: f"{v:.1f}")
+        tables[f"Inference time per batch of {s.inference_batch} with the first k of M modalities present"] = pivot
+    if len(merges):
+        mt = merges.copy()
+        mt["ms"] = mt["ms"].map(lambda v: f"{v:.1f}")
+        tables[f"Merge time of {s.merge_blocks} trained-size Lego blocks (no data)"] = mt
+    raw = pd.concat(
+        [train.assign(section="training"), infer.assign(section="inference"), merges.assign(section="merge")]
+    )
+    notes = [
+        f"training: {s.samples} samples, {s.modalities} tabular modalities of {s.features} features, 20% missing per "
+        f"modality, batch {s.batch_size}, {s.epochs} epochs, {s.repeats} interleaved repeats; same initial weights on every path",
+        "the machine is shared (other processes may run): compare rows within one table, not across runs",
+    ]
+    common.write_results("speed", "Speed and memory", tables, raw, command=command, seeds="0", notes=notes)
+    return {"training": train, "inference": infer, "merge": merges}
+
+
+__all__ = ["PeakRSS", "Settings", "run"]

@@ -162,3 +162,10 @@ def test_to_and_pin_memory_keep_structure() -> None:
     moved = batch.to("cpu")
     assert moved.ids == batch.ids and torch.equal(moved.inputs["c"], batch.inputs["c"])
     assert moved.target.tolist() == [0, 1]
+
+
+def test_pad_mode_with_equal_lengths_gives_an_all_true_mask() -> None:
+    samples = [{"id": i, "inputs": {"ecg": torch.full((2, 4), float(i))}} for i in range(2)]
+    padded = collate_samples(samples, modes={"ecg": "pad"}).inputs["ecg"]
+    assert isinstance(padded, PaddedTensor)
+    assert padded.values.shape == (2, 2, 4) and padded.mask.all()

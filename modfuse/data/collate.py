@@ -43,13 +43,13 @@ def _is_graph(value: Any) -> bool:
 def _pad(values: list[Tensor], modality: str, ids: list[Any]) -> PaddedTensor:
     shapes = [tuple(v.shape) for v in values]
     varying = [d for d in range(len(shapes[0])) if len({s[d] for s in shapes}) > 1]
-    if len({len(s) for s in shapes}) > 1 or len(varying) != 1:
+    if len({len(s) for s in shapes}) > 1 or len(varying) > 1:
         detail = ", ".join(f"{i}: {s}" for i, s in zip(ids[:6], shapes[:6]))
         raise ModfuseError(
             f"cannot collate: expected equal shapes or exactly one varying dimension, found {detail}",
             modality=modality,
         )
-    dim = varying[0]
+    dim = varying[0] if varying else len(shapes[0]) - 1  # equal lengths: an all-True mask
     length = max(s[dim] for s in shapes)
     padded = values[0].new_zeros((len(values), *[length if d == dim else n for d, n in enumerate(shapes[0])]))
     mask = torch.zeros(len(values), length, dtype=torch.bool)

@@ -2,7 +2,7 @@
 plain lists of PyG ``Data`` objects.
 
 The feature widths are the constants :data:`ATOM_FEATURES` and :data:`BOND_FEATURES`, so a
-graph encoder is configured from them (``in_channels=ATOM_FEATURES, edge_dim=BOND_FEATURES``).
+graph encoder is configured from them (``in_dim=ATOM_FEATURES, edge_dim=BOND_FEATURES``).
 Importing this module imports neither RDKit nor PyG; they load on first parse.
 """
 

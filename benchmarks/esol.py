@@ -209,6 +209,7 @@ def run(settings: Settings, command: str, log: Callable[[str], None] = print) ->
                 )
             )
             log(f"  {split_kind} seed {seed} {label}: RMSE {rmse:.3f} ({result.seconds:.0f}s)")
+            write(pd.DataFrame(rows), settings, command, graph_impl, names)  # tables stay current if stopped
     raw = pd.DataFrame(rows)
     write(raw, settings, command, graph_impl, names)
     return raw

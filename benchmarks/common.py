@@ -135,7 +135,9 @@ def fit(
     weights of the best validation epoch when ``select_best``, and predict ``parts``."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    task = _task_class()(model, lr=lr, weight_decay=weight_decay)
+    from modfuse import FusionTask
+
+    task = FusionTask(model, lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         callbacks = []
@@ -152,36 +154,6 @@ def fit(
     seconds = time.perf_counter() - start
     preds = {p: predict(task.model, _loader(datamodule, p)) for p in parts}
     return Fit(task.model, preds, seconds, epochs, best_epoch)
-
-
-def _task_class() -> type:
-    """FusionTask, made to work around metrics that fail to build in this torchmetrics version
-    (``R2Score(num_outputs=...)`` is rejected by torchmetrics 1.9): those metrics are dropped."""
-    from torchmetrics import MetricCollection
-    from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
-
-    from modfuse import FusionTask
-
-    class Task(FusionTask):
-        def configure_metrics(self) -> None:
-            try:
-                super().configure_metrics()
-            except ValueError:
-
-                def metrics(spec: Any) -> Any:
-                    try:
-                        return spec.metrics()
-                    except ValueError:
-                        return MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()})
-
-                self.metrics = nn.ModuleDict(
-                    {
-                        f"{stage}_metrics": nn.ModuleDict({k: metrics(s) for k, s in self.tasks.items()})
-                        for stage in ("train", "val", "test")
-                    }
-                )
-
-    return Task
 
 
 def _loader(datamodule: Any, part: str) -> Any:

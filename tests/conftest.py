@@ -10,7 +10,8 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-torch.set_num_threads(2)
+# one thread: the test models are tiny, and extra threads only add contention on 2 cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -102,3 +102,13 @@ def test_datamodule_serves_modality_batches() -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch.batch_size == 8 and batch.inputs["a"].shape == (8, 4)
     assert len(dm.subset("train")) + len(dm.subset("val")) + len(dm.subset("test")) == 50
+
+
+def test_from_arrays_takes_lists_of_graphs_with_none_for_missing() -> None:
+    from torch_geometric.data import Data
+
+    g = Data(x=torch.ones(3, 2), edge_index=torch.tensor([[0, 1], [1, 2]]))
+    ds = MultiModalDataset.from_arrays({"mol": [g, None, g], "desc": np.ones((3, 2))}, y=[0.1, 0.2, 0.3])
+    batch = ds.collate_fn([ds[i] for i in range(3)])
+    assert batch.present["mol"].tolist() == [True, False, True]
+    assert batch.inputs["mol"].num_graphs == 2

@@ -41,6 +41,8 @@ def row_is_missing(row: Any) -> bool:
         return True
     if isinstance(row, torch.Tensor):
         return row.is_floating_point() and bool(torch.isnan(row).all())
+    if not isinstance(row, (np.ndarray, np.generic, float, list, tuple)):
+        return False  # objects such as PyG graphs are present unless None
     arr = np.asarray(row)
     return arr.dtype.kind in "fc" and arr.size > 0 and bool(np.isnan(arr).all())
 

@@ -1,0 +1,56 @@
+"""Fault tolerance: a `modfuse fit` subprocess killed mid-epoch resumes with --ckpt_path last
+and ends with the same weights and metrics as an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from modfuse.cli import main
+
+# 96 patients: 62 train rows -> 8 batches of 8 per epoch; last.ckpt every 3 steps (mid-epoch)
+ARGS = [
+    "--config", "recipes/quickstart.yaml", "--data.init_args.n", "96", "--data.init_args.batch_size", "8",
+    "--trainer.max_epochs", "3", "--compare", "[]", "--test_after_fit", "false", "--checkpoint_every_n_steps", "3",
+    "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+]  # fmt: skip
+STEPS_PER_EPOCH = 8
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "cache"))
+    env = {**os.environ, "MODFUSE_CACHE": str(tmp_path / "cache")}
+    # the uninterrupted reference (also generates the cohort before the subprocess needs it)
+    assert main(["fit", *ARGS, "--trainer.default_root_dir", str(tmp_path / "full")]) == 0
+
+    killed = tmp_path / "killed"
+    last = killed / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(["modfuse", "fit", *ARGS, "--trainer.default_root_dir", str(killed)], env=env)
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert last.exists(), "the run ended before writing a step checkpoint"
+    step = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
+    assert step % STEPS_PER_EPOCH != 0, f"checkpoint at step {step} is not mid-epoch"
+    assert not (killed / "metrics.json").exists()
+
+    subprocess.run(
+        ["modfuse", "fit", *ARGS, "--trainer.default_root_dir", str(killed), "--ckpt_path", "last"], env=env, check=True
+    )
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())["models"]
+    resumed = json.loads((killed / "metrics.json").read_text())["models"]
+    for model, metrics in full.items():
+        for name, value in metrics.items():
+            assert abs(resumed[model][name] - value) < 1e-5, (name, value, resumed[model][name])
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    b = torch.load(last, weights_only=True, map_location="cpu")
+    assert a["global_step"] == b["global_step"] == 3 * STEPS_PER_EPOCH
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-5, atol=1e-6)

@@ -39,19 +39,34 @@ def full_batch(inputs: dict[str, Tensor], n: int) -> ModalityBatch:
     return ModalityBatch(dict(inputs), present, ids=list(range(n)))
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Median seconds of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+    return timed_pair(fn, None, repeats, device)[0]
+
+
+def timed_pair(
+    a: Callable[[], object], b: Callable[[], object] | None, repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Median seconds of ``a`` and ``b``, measured alternately (a, b, a, b, ...) after a warm-up
+    of each, so that a change in machine load affects both alike."""
+    fns = [a] if b is None else [a, b]
+    for fn in fns:
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times[i].append(time.perf_counter() - t)
+    medians = [statistics.median(t) for t in times]
+    return medians[0], medians[-1]
 
 
 class Bare(nn.Module):
@@ -96,15 +111,15 @@ def overhead_rows(args: argparse.Namespace, device: torch.device) -> list[tuple]
         ("spectral ResNet18", "spectral", {"bands": 13}, (b, 13, 64, 64), (64, 64)),
     ]
     cases += [("tabular MLP", "tabular", {"num_features": 30}, (b, 30), ls) for ls in args.tab_latents]
+    cases = [c for c in cases if c[1] in args.encoders]
     rows = []
     for label, name, kw, shape, latent in cases:
         torch.manual_seed(0)
         encoder = build(name, **kw).to(device)
         x = torch.randn(*shape, device=device)
         bare = Bare(encoder).to(device)
-        t_bare = timed(fwd_bwd(bare, x), args.repeats, device)
         block = LegoBlock(encoder, "m", latent_shape=latent).to(device)
-        t_block = timed(fwd_bwd(block, full_batch({"m": x}, b)), args.repeats, device)
+        t_bare, t_block = timed_pair(fwd_bwd(bare, x), fwd_bwd(block, full_batch({"m": x}, b)), args.repeats, device)
         shape_txt = "x".join(map(str, shape[1:]))
         rows.append((label, shape_txt, f"{latent[0]}x{latent[1]}", t_bare * 1e3, t_block * 1e3, t_block / t_bare))
         print(f"  {label:<18} {shape_txt:<12} latent {latent} done", flush=True)
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tokens", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], help="input tokens / 1024")
     p.add_argument("--quick", action="store_true", help="small images/signals (smoke run, not the reported table)")
+    p.add_argument("--encoders", nargs="+", default=["xray", "ecg", "spectral", "tabular"])
     p.add_argument("--only", nargs="+", default=["overhead", "merge", "memory", "subsets"])
     args = p.parse_args(argv)
     args.tab_latents = [(64, 64), (32, 32), (16, 16), (8, 16)]

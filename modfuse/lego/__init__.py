@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.fuse import LegoFuse, fuse
 from modfuse.lego.io import from_config, load, load_any, load_checkpoint, save
@@ -16,6 +19,9 @@ __all__ = [
     "LegoOutput",
     "available_methods",
     "check_compatible",
+    "fit_blocks",
+    "fit_fuse",
+    "fit_merge",
     "from_config",
     "fuse",
     "load",
@@ -25,3 +31,12 @@ __all__ = [
     "register_method",
     "save",
 ]
+
+# the training helpers import Lightning: loaded on first use
+_WORKFLOW = ("fit_blocks", "fit_fuse", "fit_merge")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WORKFLOW:
+        return getattr(importlib.import_module("modfuse.lego.workflow"), name)
+    raise AttributeError(f"module 'modfuse.lego' has no attribute {name!r}")

@@ -66,11 +66,7 @@ _BUILTIN = (
 
 def _load_builtin() -> None:
     for name in _BUILTIN:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # strategies still being written are skipped
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def build(

@@ -164,6 +164,15 @@ def test_to_and_pin_memory_keep_structure() -> None:
     assert moved.target.tolist() == [0, 1]
 
 
+def test_to_keeps_read_errors_and_skips_a_batch_already_there() -> None:
+    batch = collate_samples(make_samples([[True, False, True], [False, True, True]]), MODALITIES)
+    batch.errors = [(0, "b", "unreadable file")]
+    assert batch.to("cpu") is batch  # nothing to move: no copy per training step
+    batch._on = lambda device: False  # force the copy a move to another device makes
+    copied = batch.to("cpu")
+    assert copied is not batch and copied.errors == batch.errors
+
+
 def test_pad_mode_with_equal_lengths_gives_an_all_true_mask() -> None:
     samples = [{"id": i, "inputs": {"ecg": torch.full((2, 4), float(i))}} for i in range(2)]
     padded = collate_samples(samples, modes={"ecg": "pad"}).inputs["ecg"]

@@ -168,12 +168,42 @@ class ModalityBatch:
 
     # ------------------------------------------------------------------ transforms
     def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalityBatch:
-        """Move every tensor (inputs, masks, targets) to ``device`` as one object."""
+        """Move every tensor (inputs, masks, targets) to ``device`` as one object (the batch
+        itself when it is already there)."""
+        if self._on(torch.device(device)):
+            return self
         return ModalityBatch(
             inputs={m: move_to(x, device, non_blocking) for m, x in self.inputs.items()},
             present={m: p.to(device, non_blocking=non_blocking) for m, p in self.present.items()},
             target=move_to(self.target, device, non_blocking) if self.target is not None else None,
             ids=list(self.ids),
+            errors=list(self.errors),
+        )
+
+    def _on(self, device: torch.device) -> bool:
+        """True when every tensor of the batch is on ``device`` (nothing to move)."""
+        if device.type == "cuda" and device.index is None:
+            return False  # "cuda" means the current device: let ``to`` resolve it
+
+        def on(x: Any) -> bool:
+            if isinstance(x, Tensor):
+                return x.device == device
+            if isinstance(x, PaddedTensor):
+                return x.values.device == device and x.mask.device == device
+            if isinstance(x, Mapping):
+                return all(on(v) for v in x.values())
+            if isinstance(x, list):
+                return all(on(v) for v in x if isinstance(v, (Tensor, PaddedTensor, Mapping, list)))
+            if hasattr(x, "stores"):  # a PyG Data/Batch
+                return all(t.device == device for st in x.stores for t in st.values() if isinstance(t, Tensor))
+            if hasattr(x, "to") and callable(x.to):
+                return False  # an object we cannot inspect: let ``move_to`` handle it
+            return True
+
+        return (
+            all(p.device == device for p in self.present.values())
+            and all(on(x) for x in self.inputs.values())
+            and (self.target is None or on(self.target))
         )
 
     def pin_memory(self) -> ModalityBatch:
@@ -183,6 +213,7 @@ class ModalityBatch:
             present={m: p.pin_memory() for m, p in self.present.items()},
             target=_pin(self.target) if self.target is not None else None,
             ids=list(self.ids),
+            errors=list(self.errors),
         )
 
     def mask_modality(self, modality: str, keep: Tensor) -> ModalityBatch:

@@ -123,11 +123,9 @@ class FusionTask(LightningModule):
         return self.model(batch)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return (
-            batch.to(device)
-            if isinstance(batch, ModalityBatch)
-            else super().transfer_batch_to_device(batch, device, dataloader_idx)
-        )
+        if isinstance(batch, ModalityBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _metric_key(self, task: str, metric: str) -> str:
         return metric if len(self.tasks) == 1 else f"{task}/{metric}"
@@ -153,9 +151,14 @@ class FusionTask(LightningModule):
             )
         outputs = self(batch)
         loss = self.compute_loss(outputs, batch)
-        self.log(
-            f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch.batch_size, sync_dist=stage != "train"
-        )
+        if stage != "train" or self._log_train_step_now():
+            self.log(
+                f"{stage}/loss",
+                loss,
+                prog_bar=stage != "test",
+                batch_size=batch.batch_size,
+                sync_dist=stage != "train",
+            )
         if stage != "train":
             logits = by_task(prediction_of(outputs), self.tasks)
             targets = by_task(batch.target, self.tasks)
@@ -163,6 +166,26 @@ class FusionTask(LightningModule):
                 coll: MetricCollection = self.metrics[f"{stage}_metrics"][name]
                 coll.update(*spec.metric_inputs(logits[name].detach(), targets[name]))
         return loss
+
+    def _log_train_step_now(self) -> bool:
+        """Whether this training step's loss goes to ``self.log``.
+
+        ``train/loss`` is a per-step value, and Lightning writes per-step values to the loggers
+        only every ``Trainer(log_every_n_steps=...)`` steps. Each ``self.log`` call costs about a
+        millisecond of bookkeeping, which is a large part of a step for small models, so the loss
+        is logged on exactly the steps the loggers record, plus the last batch of each epoch (so
+        ``trainer.callback_metrics["train/loss"]`` at epoch end is the last batch's loss, as
+        before). The progress bar therefore shows the loss of the latest logged step.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        try:
+            if trainer._logger_connector.should_update_logs:
+                return True
+            return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        except AttributeError:  # a Lightning version without these internals: log every step
+            return True
 
     def training_step(self, batch: ModalityBatch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")

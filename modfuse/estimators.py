@@ -39,6 +39,8 @@ from modfuse.training.spec import TaskSpec
 __all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival"]
 
 STRATEGIES = ("lego-merge", "lego-fuse", "sequential", "early", "late", "attention")
+LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
+"""Lego block size for notebook-scale data (the 64x64 default latent is sized for images)."""
 Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention"]
 
 
@@ -321,7 +323,10 @@ class _FusionEstimator(BaseEstimator):
             seed=self.random_state,
         )
         encoders = _encoders(self.encoders, data, train)
-        model = build(self.strategy, encoders=encoders, tasks={"y": spec}, **dict(self.strategy_kwargs or {}))
+        kwargs = dict(self.strategy_kwargs or {})
+        if self.strategy.startswith("lego-"):
+            kwargs = {**LEGO_DEFAULTS, **kwargs}
+        model = build(self.strategy, encoders=encoders, tasks={"y": spec}, **kwargs)
         if self.strategy.startswith("lego-"):
             return self._train_lego(model, datamodule)
         return self._train_model(model, datamodule, has_val=len(val) > 0)
@@ -367,7 +372,8 @@ class _FusionEstimator(BaseEstimator):
         }
         if self.strategy == "lego-merge":
             return fit_merge(model, datamodule, self.max_epochs, **common)
-        return fit_fuse(model, datamodule, self.max_epochs, **common)
+        # the blocks were each trained to convergence already: fine-tune the chain gently
+        return fit_fuse(model, datamodule, self.max_epochs, fuse_epochs=5, fuse_lr=self.lr / 3, **common)
 
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:
@@ -441,12 +447,14 @@ class FusionClassifier(ClassifierMixin, _FusionEstimator):
 
     def predict_proba(self, X: Mapping[str, Any]) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
-        p = self.task_spec_.activate(self._logits(X)).numpy()
+        logits = self._logits(X)  # checks that the model is fitted
+        p = self.task_spec_.activate(logits).numpy()
         return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         """Most probable class per sample."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # checks that the model is fitted
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class FusionRegressor(RegressorMixin, _FusionEstimator):

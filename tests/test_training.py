@@ -129,3 +129,19 @@ def test_fusion_task_trains_survival_and_multitask() -> None:
     trainer.fit(task, dm)
     out = trainer.test(task, dm, verbose=False)[0]
     assert out["test/surv/cindex"] > 0.7 and out["test/cls/auroc"] > 0.8
+
+
+def test_hyperparameters_are_plain_so_loggers_and_safe_loading_work(tmp_path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    rng = np.random.default_rng(0)
+    ds = MultiModalDataset.from_arrays({"a": rng.normal(size=(40, 3))}, rng.integers(0, 2, 40))
+    model = EarlyFusion({"a": build("tabular", num_features=3, hidden=(8,), out_dim=4)})
+    task = FusionTask(model, tasks=TaskSpec("binary"))
+    trainer = L.Trainer(max_epochs=1, logger=CSVLogger(tmp_path), default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, MultiModalDataModule(ds, batch_size=16))
+    checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["tasks"] == {
+        "y": {"kind": "binary", "num_outputs": 1, "boundaries": None, "weight": 1.0}
+    }

@@ -21,7 +21,7 @@ from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
 from modfuse.training.spec import DEFAULT_TASK, TaskSpec, as_task_specs
 
-__all__ = ["LegoBlock", "LegoHead", "task_to_config"]
+__all__ = ["LegoBlock", "LegoHead"]
 
 
 class CrossAttention(nn.Module):
@@ -113,16 +113,6 @@ def _as_encoder(encoder: nn.Module | str | Mapping[str, Any], modality: str) -> 
         f"encoder must be a module, a registered name or {{'name': ..., **kwargs}}, found {encoder!r}",
         modality=modality,
     )
-
-
-def task_to_config(spec: TaskSpec) -> dict[str, Any]:
-    """JSON-serialisable description of a TaskSpec (inverse: ``TaskSpec(**cfg)``)."""
-    return {
-        "kind": spec.kind,
-        "num_outputs": spec.num_outputs,
-        "boundaries": list(spec.boundaries) if spec.boundaries is not None else None,
-        "weight": spec.weight,
-    }
 
 
 class LegoBlock(nn.Module):
@@ -297,7 +287,7 @@ class LegoBlock(nn.Module):
             "modality": self.modality,
             "encoder": enc,
             "num_outputs": spec.num_outputs,
-            "task": task_to_config(spec),
+            "task": spec.to_dict(),
             **self.hparams,
             "task_name": name,
         }

@@ -68,6 +68,15 @@ class TaskSpec:
             object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
             object.__setattr__(self, "_b", torch.tensor(self.boundaries, dtype=torch.float32))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description; ``TaskSpec(**d)`` rebuilds it (boundaries as a tuple)."""
+        return {
+            "kind": self.kind,
+            "num_outputs": self.num_outputs,
+            "boundaries": list(self.boundaries) if self.boundaries is not None else None,
+            "weight": self.weight,
+        }
+
     # ------------------------------------------------------------------ targets
     def check_target(self, target: Tensor, ids: Sequence[Any] | None = None, name: str = DEFAULT_TASK) -> Tensor:
         """Validate ``target`` and return it in the form :meth:`loss` uses; errors name the task."""

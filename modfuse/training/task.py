@@ -51,7 +51,7 @@ class FusionTask(LightningModule):
         monitor: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "tasks"])
         self.model = model
         self.configure_models()
         if self.model is None:
@@ -60,6 +60,8 @@ class FusionTask(LightningModule):
         self.tasks: dict[str, TaskSpec] = as_task_specs(tasks if tasks is not None else declared or "binary")
         if declared and tasks is not None and as_task_specs(declared) != self.tasks:
             raise ModfuseError(f"the model declares tasks {declared} but FusionTask was given {self.tasks}")
+        # tasks as plain dicts, so loggers (CSV, TensorBoard) and checkpoints can store them
+        self.save_hyperparameters({**self.hparams, "tasks": {k: spec.to_dict() for k, spec in self.tasks.items()}})
         self.configure_losses()
         self.configure_metrics()
         name, mode = next(iter(self.tasks.values())).main_metric

@@ -82,17 +82,12 @@ class Problem:
 def load_esol() -> Problem:
     """ESOL: descriptor table + SMILES graph; target the measured log solubility (standardised)."""
     from modfuse.data.readers.molecules import smiles_to_graph
+    from modfuse.datasets.collections.moleculenet import CONFIGS
 
     frame = pd.read_csv(SHARED / "esol" / "delaney-processed.csv")
-    # the "ESOL predicted" column is a model's output: never a feature
-    desc_cols = [
-        "Minimum Degree",
-        "Molecular Weight",
-        "Number of H-Bond Donors",
-        "Number of Rings",
-        "Number of Rotatable Bonds",
-        "Polar Surface Area",
-    ]
+    # the descriptor columns as the MoleculeNet card configures them (the leaky "ESOL predicted"
+    # column is excluded there)
+    desc_cols = list(CONFIGS["esol"].descriptors)
     y = frame["measured log solubility in mols per litre"].to_numpy(np.float64)
     graphs = [smiles_to_graph(s.strip(), sample_id=i) for i, s in enumerate(frame["smiles"])]
     desc = frame[desc_cols].to_numpy(np.float32)

@@ -4,7 +4,8 @@
 Sentinel-2 / Landsat pretrained weights) whose first convolution takes ``bands`` channels.
 Pretrained weights come from a torchgeo ``WeightsEnum`` member (downloaded by torchgeo, for
 online users) or from a local state dict file (offline). The band count is checked against
-the weights BEFORE anything is downloaded or loaded.
+the weights BEFORE anything is downloaded or loaded. ``backbone="small"`` is a four-layer CNN
+(:class:`SmallCNN`, about 0.1 M parameters) for CPU runs, smoke tests and tiny chips.
 
 ``spectral_tokens``: in the spirit of SpectralGPT, 3D patches over (band group x space)
 embedded by one Conv3d, with separable spectral and spatial position embeddings and a small
@@ -13,6 +14,8 @@ transformer; it returns tokens for attention-based fusion.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,10 +35,51 @@ from modfuse.encoders.weights import (
 from modfuse.errors import ModfuseError
 from modfuse.utils.optional import require
 
-__all__ = ["SpectralEncoder", "SpectralTokenEncoder", "resolve_weights"]
+__all__ = ["SMALL_WIDTHS", "SmallCNN", "SpectralEncoder", "SpectralTokenEncoder", "resolve_weights"]
 
 Norm = Literal["group", "frozen_batch"]
 _HEAD_KEYS = ("fc.", "head.", "classifier.")
+SMALL = "small"
+SMALL_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
+"""Channels of the four stride-2 stages of the ``small`` preset."""
+
+
+class SmallCNN(nn.Sequential):
+    """A small 2D CNN for any number of input channels: the ``small`` preset of the spectral
+    and X-ray encoders (CPU runs, smoke tests, tiny images).
+
+    Each stage ``i`` (``conv{i}``, ``norm{i}``, ``act{i}``) is a 3x3 convolution with stride 2, a
+    normalisation and a ReLU; the last stage is globally average pooled. ``conv1`` is the first
+    convolution, as in timm/torchvision ResNets, so local weight files load like any backbone's.
+
+    Args:
+        in_channels: input channels (bands).
+        widths: output channels of each stage (multiples of 8 for GroupNorm).
+        norm: ``"group"`` (GroupNorm, 8 groups: a row never depends on its batch) or
+            ``"batch"`` (BatchNorm2d, e.g. to be frozen after pretraining).
+
+    Shapes:
+        input (n, in_channels, H, W), any H, W >= 1 -> output (n, widths[-1]).
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int] = SMALL_WIDTHS, norm: str = "group") -> None:
+        if norm not in ("group", "batch"):
+            raise ModfuseError(f"norm: expected 'group' or 'batch', found {norm!r}")
+        if not widths or (norm == "group" and any(w % 8 for w in widths)):
+            raise ModfuseError(f"widths: expected stage widths that are multiples of 8, found {list(widths)}")
+        layers: dict[str, nn.Module] = {}
+        width = in_channels
+        for i, out in enumerate(widths, start=1):
+            layers[f"conv{i}"] = nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False)
+            layers[f"norm{i}"] = nn.GroupNorm(8, out) if norm == "group" else nn.BatchNorm2d(out)
+            layers[f"act{i}"] = nn.ReLU(inplace=True)
+            width = out
+        super().__init__(OrderedDict(layers))
+        self.num_features = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(n, in_channels, H, W) -> (n, widths[-1])."""
+        return super().forward(x).mean(dim=(2, 3))
 
 
 def resolve_weights(weights: Any) -> Any:
@@ -75,6 +119,9 @@ class SpectralEncoder(Encoder):
     The backbone is ``timm.create_model(backbone, in_chans=bands, num_classes=0)``: its first
     convolution takes ``bands`` channels and its classifier is removed, so it returns globally
     pooled features, projected to ``out_dim`` when that differs from the backbone width.
+    ``backbone="small"`` is the CPU preset instead: :class:`SmallCNN` (four stride-2 3x3
+    convolutions, 16-32-64-128 channels, about 0.1 M parameters for 13 bands; no timm), for
+    smoke tests, CPU runs and chips of any size. The default stays ResNet-18.
 
     Normalisation: ``"group"`` (GroupNorm) for training from scratch, so a row's features never
     depend on its batch; ``"frozen_batch"`` for BatchNorm-pretrained weights (the pretrained
@@ -84,8 +131,10 @@ class SpectralEncoder(Encoder):
     Args:
         bands: number of spectral bands (input channels), checked on every input and against
             the weights.
-        backbone: timm model name (torchgeo's weights exist for ``resnet18``, ``resnet50``, ...).
-        out_dim: output width (None: the backbone's feature width, 512 for ResNet-18).
+        backbone: timm model name (torchgeo's weights exist for ``resnet18``, ``resnet50``, ...),
+            or ``"small"`` (:class:`SmallCNN`; local ``weights_path`` files only).
+        out_dim: output width (None: the backbone's feature width, 512 for ResNet-18, 128 for
+            ``"small"``).
         weights: a torchgeo ``WeightsEnum`` member (or its name), e.g.
             ``torchgeo.models.ResNet18_Weights.SENTINEL2_ALL_MOCO`` (13 bands); needs internet
             the first time (torchgeo's download cache).
@@ -111,7 +160,13 @@ class SpectralEncoder(Encoder):
         super().__init__()
         if weights is not None and weights_path is not None:
             raise ModfuseError("pass either weights= (torchgeo enum) or weights_path= (local file), not both")
-        timm = require("timm", extra="geo")
+        small = backbone == SMALL
+        if small and weights is not None:
+            raise ModfuseError(
+                "backbone='small' has no torchgeo weights; use a timm backbone (e.g. 'resnet18') "
+                "with weights=, or weights_path= with a state dict of the small network"
+            )
+        timm = None if small else require("timm", extra="geo")
         weights = resolve_weights(weights)
         state, source = None, None
         if weights is not None:
@@ -120,20 +175,24 @@ class SpectralEncoder(Encoder):
         elif weights_path is not None:
             state, source = strip_prefix(read_state_dict(weights_path), "backbone."), weights_path
         if state is not None:  # before building the backbone
-            first = timm.models.get_pretrained_cfg_value(backbone, "first_conv") or "conv1"
+            first = "conv1" if timm is None else timm.models.get_pretrained_cfg_value(backbone, "first_conv") or "conv1"
             check_in_channels(state, f"{first}.weight", bands, source, "bands")
         if norm is None:
             norm = "frozen_batch" if state is not None and has_batch_norm_stats(state) else "group"
         if norm not in ("group", "frozen_batch"):
             raise ModfuseError(f"norm: expected 'group', 'frozen_batch' or None, found {norm!r}")
         self.bands, self.norm = bands, norm
-        self.backbone = timm.create_model(
-            backbone,
-            pretrained=False,  # never let timm download; weights come from torchgeo or a file
-            in_chans=bands,
-            num_classes=0,
-            norm_layer="groupnorm" if norm == "group" else "batchnorm2d",
-        )
+        self.backbone: nn.Module
+        if timm is None:
+            self.backbone = SmallCNN(bands, SMALL_WIDTHS, "group" if norm == "group" else "batch")
+        else:
+            self.backbone = timm.create_model(
+                backbone,
+                pretrained=False,  # never let timm download; weights come from torchgeo or a file
+                in_chans=bands,
+                num_classes=0,
+                norm_layer="groupnorm" if norm == "group" else "batchnorm2d",
+            )
         if norm == "frozen_batch":
             freeze_batch_norm(self.backbone)
         if state is not None:

@@ -26,6 +26,11 @@ from modfuse.datasets.splits import (
 from modfuse.errors import ModfuseError, ReadError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# The recipes' encoders are realistic (DenseNet121, ResNet-18); the tests swap in the small CPU
+# presets through the same command-line overrides a user would type.
+ENC = "--model.init_args.model.init_args.encoders"
+SMALL_XRAY = f"{ENC}.image.init_args.arch=small"
+SMALL_S2, SMALL_S1 = f"{ENC}.s2.init_args.backbone=small", f"{ENC}.s1.init_args.backbone=small"
 
 
 def assert_no_leak(manifest_path: Path) -> None:
@@ -281,7 +286,7 @@ def test_ptbxl_prepare_official_folds_and_recipe(tmp_path: Path) -> None:
     assert set(folds[parts["test"]]) == {10} and set(folds[parts["val"]]) == {9}
     ds = m.to_dataset()
     assert ds[0]["inputs"]["ecg"].shape == (12, 250) and ds[0]["target"].shape == (5,)
-    metrics = fit_recipe("ptbxl", path.parent, tmp_path / "run")
+    metrics = fit_recipe("ptbxl", path.parent, tmp_path / "run", f"{ENC}.ecg.init_args.widths=[8,16]")
     assert "val/loss" in metrics
 
 
@@ -358,7 +363,7 @@ def test_mimic_cxr_joins_labs_before_the_study_only(tmp_path: Path) -> None:
     assert_no_leak(path)
     ds = m.to_dataset()
     assert ds[0]["inputs"]["image"].shape == (1, 64, 64) and ds[0]["target"].shape == (14,)
-    metrics = fit_recipe("mimic_cxr", path.parent, tmp_path / "run")
+    metrics = fit_recipe("mimic_cxr", path.parent, tmp_path / "run", SMALL_XRAY)
     assert "val/loss" in metrics
 
 
@@ -394,7 +399,7 @@ def test_chexpert_official_split_and_uncertainty_policy(tmp_path: Path) -> None:
     assert sorted(m.table["group"].to_numpy()[parts["test"]]) == ["patient00009", "patient00010"]
     assert_no_leak(path)
     assert m.to_dataset()[0]["inputs"]["image"].shape == (1, 64, 64)
-    metrics = fit_recipe("chexpert", path.parent, tmp_path / "run")
+    metrics = fit_recipe("chexpert", path.parent, tmp_path / "run", SMALL_XRAY)
     assert "val/loss" in metrics
 
 
@@ -423,7 +428,13 @@ def test_bigearthnet_s2_s1_official_and_spatial_splits(tmp_path: Path) -> None:
         left, top = 500_000 + (k % 4) * 30_000, 5_000_000 + (k // 4) * 30_000
         for band in BIGEARTHNET_S2_BANDS:
             res = 10 if band in ("B02", "B03", "B04", "B08") else 60 if band in ("B01", "B09") else 20
-            write_tif(root / "BigEarthNet-v1.0" / name / f"{name}_{band}.tif", rng.integers(0, 3000, (120 // res,) * 2), left, top, res)
+            write_tif(
+                root / "BigEarthNet-v1.0" / name / f"{name}_{band}.tif",
+                rng.integers(0, 3000, (120 // res,) * 2),
+                left,
+                top,
+                res,
+            )
         meta = {"labels": ["Coniferous forest"] + (["Pastures"] if k % 2 else []),
                 "coordinates": {"ulx": left, "uly": top, "lrx": left + 120, "lry": top - 120},
                 "projection": 'PROJCS["WGS 84 / UTM zone 33N"]', "acquisition_date": "2017-06-13 10:10:31"}  # fmt: skip
@@ -431,8 +442,12 @@ def test_bigearthnet_s2_s1_official_and_spatial_splits(tmp_path: Path) -> None:
         if k < 5:  # S1 only for some patches: explicitly missing for the others
             s1 = f"S1A_IW_GRDH_{k}"
             for pol in ("VV", "VH"):
-                write_tif(root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_{pol}.tif", rng.integers(0, 100, (12, 12)), left, top, 10)
-            (root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_labels_metadata.json").write_text(json.dumps({"corresponding_s2_patch": name}))
+                write_tif(
+                    root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_{pol}.tif", rng.integers(0, 100, (12, 12)), left, top, 10
+                )
+            (root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_labels_metadata.json").write_text(
+                json.dumps({"corresponding_s2_patch": name})
+            )
     for part, idx in (("train", [0, 1, 2, 3, 4]), ("val", [5]), ("test", [6])):  # patch 7 is cloudy
         pd.Series([names[i] for i in idx]).to_csv(root / f"{part}.csv", header=False, index=False)
     pd.Series([names[7]]).to_csv(root / "patches_with_cloud_and_shadow.csv", header=False, index=False)
@@ -446,8 +461,9 @@ def test_bigearthnet_s2_s1_official_and_spatial_splits(tmp_path: Path) -> None:
     item = m.to_dataset()[0]
     assert item["inputs"]["s2"].shape == (12, 12, 12) and item["inputs"]["s1"].shape == (2, 12, 12)
     metrics = fit_recipe(
-        "bigearthnet", path.parent, tmp_path / "run", '--model.init_args.model.init_args.tasks={"land_cover": {"kind": "multilabel", "num_outputs": 2}}'
-    )
+        "bigearthnet", path.parent, tmp_path / "run", '--model.init_args.model.init_args.tasks={"land_cover": {"kind": "multilabel", "num_outputs": 2}}',
+        SMALL_S2, SMALL_S1,
+    )  # fmt: skip
     assert "val/loss" in metrics
 
 
@@ -459,7 +475,9 @@ def test_eurosat_spatial_blocks_from_georeference(tmp_path: Path) -> None:
     for c, cls in enumerate(EUROSAT_CLASSES):
         for i in range(1, 4):
             left = 400_000 + c * 10_000 + i * 640  # neighbouring chips of one class share a block
-            write_tif(base / cls / f"{cls}_{i}.tif", rng.integers(0, 4000, (13, 16, 16)), left, 5_500_000 + i * 20_000, 10)
+            write_tif(
+                base / cls / f"{cls}_{i}.tif", rng.integers(0, 4000, (13, 16, 16)), left, 5_500_000 + i * 20_000, 10
+            )
     path = prepare("eurosat", root=tmp_path / "EuroSAT", out=tmp_path / "out", block_size=20_000)
     m = read_manifest(path)
     assert len(m.ids) == 30 and m.targets["land_cover"].classes == list(EUROSAT_CLASSES)
@@ -467,7 +485,7 @@ def test_eurosat_spatial_blocks_from_georeference(tmp_path: Path) -> None:
     item = m.to_dataset()[m.ids.index("Forest_2")]
     assert item["inputs"]["s2"].shape == (13, 16, 16) and float(item["inputs"]["s2"].max()) < 0.41
     assert item["target"].item() == 1
-    metrics = fit_recipe("eurosat", path.parent, tmp_path / "run")
+    metrics = fit_recipe("eurosat", path.parent, tmp_path / "run", SMALL_S2)
     assert "val/loss" in metrics
 
 
@@ -509,10 +527,11 @@ def test_tcga_survival_tables_with_missing_mutations(tmp_path: Path) -> None:
     site_parts = m.split("site")
     assert not set(sites[site_parts["train"]]) & set(sites[site_parts["test"]])
     spec = m.task_specs()["survival"]
-    tasks = json.dumps({"survival": {"kind": "survival", "num_outputs": spec.num_outputs, "boundaries": list(spec.boundaries)}})
-    enc = "--model.init_args.model.init_args.encoders"
+    tasks = json.dumps(
+        {"survival": {"kind": "survival", "num_outputs": spec.num_outputs, "boundaries": list(spec.boundaries)}}
+    )
     metrics = fit_recipe(
         "tcga", path.parent, tmp_path / "run", f"--model.init_args.model.init_args.tasks={tasks}",
-        f"{enc}.expression.init_args.num_features=10", f"{enc}.mutations.init_args.num_features=2",
+        f"{ENC}.expression.init_args.num_features=10", f"{ENC}.mutations.init_args.num_features=2",
     )  # fmt: skip
     assert "val/loss" in metrics

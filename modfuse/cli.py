@@ -28,12 +28,19 @@ Recipe keys beyond LightningCLI's (all optional):
   report their test metrics beside the recipe's model.
 - ``test_after_fit: true``: evaluate the best checkpoint on the test split after ``fit``.
 - ``checkpoint_every_n_steps: N``: also refresh ``last.ckpt`` every N optimizer steps, so a
-  run killed mid-epoch resumes mid-epoch (the training order and the random number
-  generators are part of the checkpoint, so the resumed run matches an uninterrupted one).
+  run killed mid-epoch resumes mid-epoch (the position in the training order, which
+  :class:`~modfuse.data.MultiModalDataModule` keeps in its checkpoint state, and the random
+  number generators are part of the checkpoint, so the resumed run matches an uninterrupted
+  one).
+
+Checkpoints are loaded with ``torch.load(weights_only=True)`` (no arbitrary unpickling).
 
 Multi-GPU / multi-node: set ``trainer.strategy`` (``ddp``, ``fsdp``), ``trainer.devices`` and
 ``trainer.num_nodes`` in the recipe or on the command line and launch with ``torchrun`` or
-``srun`` exactly as for any Lightning script (see ``docs/``).
+``srun`` exactly as for any Lightning script (see ``docs/guides/scaling.md``). DDP runs with
+``find_unused_parameters=True`` unless the recipe sets it: a process whose batch has no row
+with some modality never runs that modality's encoder, and without it the other processes
+would wait forever for that encoder's gradients.
 """
 
 from __future__ import annotations
@@ -41,11 +48,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +61,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader, RandomSampler
+from lightning.pytorch.strategies import DDPStrategy
 
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.errors import ModfuseError
@@ -137,7 +143,7 @@ class ModfuseCLI(LightningCLI):
     CSV + TensorBoard logs, rich progress bars, seed 0, best-checkpoint evaluation."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        self.order = ResumableTrainOrder()
+        self.random_states = RandomStates()
         self.initial_encoders: dict[str, torch.nn.Module] | None = None
         super().__init__(
             FusionTask,
@@ -178,8 +184,8 @@ class ModfuseCLI(LightningCLI):
             trainer_config,
             self.setting("checkpoint_every_n_steps", 0),
         )
-        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), *callbacks, self.order]
-        return super().instantiate_trainer(**kwargs)
+        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), *callbacks, self.random_states]
+        return allow_unused_parameters(super().instantiate_trainer(**kwargs))
 
     # ------------------------------------------------------------ subcommand hooks
     def before_fit(self) -> None:
@@ -187,8 +193,7 @@ class ModfuseCLI(LightningCLI):
         if self.setting("compare") and encoders is not None:
             # fresh, untrained copies for the strategies compared after the main fit
             self.initial_encoders = copy.deepcopy(dict(encoders))
-        if self.trainer.world_size == 1:
-            make_resumable(self.datamodule, self.order, int(getattr(self.datamodule, "seed", 0)))
+        self.load_weights_only()
 
     def after_fit(self) -> None:
         name = f"{type(self.model.model).__name__} (recipe)"
@@ -203,7 +208,7 @@ class ModfuseCLI(LightningCLI):
             print_table(results, title=f"modfuse fit: {self.root}")
 
     def evaluate(self, trainer: Trainer, task: Any, ckpt: str | None) -> dict[str, float]:
-        out = trainer.test(task, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        out = trainer.test(task, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
         return {k: float(v) for k, v in (out[0] if out else {}).items()}
 
     def train_compared(self, strategy: str) -> dict[str, float]:
@@ -214,13 +219,15 @@ class ModfuseCLI(LightningCLI):
                 f"compare: [{strategy}] needs a recipe model with `encoders` (found {type(self.model.model).__name__})"
             )
         model = build(strategy, encoders=copy.deepcopy(self.initial_encoders), tasks=self.model.tasks)
-        hp = {k: self.model.hparams[k] for k in ("lr", "weight_decay", "optimizer", "scheduler", "monitor")}
-        # the model declares its tasks; TaskSpec objects in hparams would break the loggers
+        # the recipe task's settings (its tasks are plain dicts in hparams); "_class_path" and
+        # "_instantiator" are LightningCLI's bookkeeping, not arguments
+        hp = {k: v for k, v in self.model.hparams.items() if not k.startswith("_")}
         task = type(self.model)(model=model, **hp)
         root = self.root / "compare" / strategy
         kwargs = compared_trainer_kwargs(self.setting("trainer", {}))
         callbacks = run_callbacks(root, task, self.setting("trainer", {}), 0)
         trainer = Trainer(**kwargs, default_root_dir=str(root), logger=default_loggers(root), callbacks=callbacks)
+        trainer = allow_unused_parameters(trainer)
         trainer.fit(task, datamodule=self.datamodule)
         metrics = final_metrics(trainer, "val/")
         metrics.update(self.evaluate(trainer, task, best_checkpoint(trainer)))
@@ -242,9 +249,22 @@ class ModfuseCLI(LightningCLI):
     def resolve_eval_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
         config["ckpt_path"] = str(checkpoint_path(self.root, config.get("ckpt_path")))
+        self.load_weights_only()
+
+    def load_weights_only(self) -> None:
+        """Load checkpoints with ``torch.load(weights_only=True)`` unless told otherwise."""
+        config = self.config_init[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True
 
     def predict(self, model: Any, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
-        outputs = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=True)
+        outputs = self.trainer.predict(
+            model,
+            datamodule=datamodule,
+            ckpt_path=ckpt_path,
+            return_predictions=True,
+            weights_only=kwargs.get("weights_only", True),
+        )
         if self.trainer.is_global_zero and outputs:
             path = self.root / "predictions.csv"
             predictions_frame(outputs).to_csv(path, index=False)
@@ -307,6 +327,22 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
+def allow_unused_parameters(trainer: Trainer) -> Trainer:
+    """Let DDP reduce gradients when a process leaves some parameters unused in a step.
+
+    With per-sample missingness, one process's batch may have no row with some modality; that
+    process never runs the modality's encoder, its DDP reducer never sees those gradients,
+    and the other processes wait for them forever (the 2-process hang of issue 6: rank 0's
+    last batch of the epoch had no X-ray). ``find_unused_parameters=True`` makes DDP find and
+    reduce such parameters every step; an explicit setting in the recipe is kept.
+    """
+    strategy = trainer.strategy
+    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if isinstance(strategy, DDPStrategy) and isinstance(ddp_kwargs, dict):
+        ddp_kwargs.setdefault("find_unused_parameters", True)
+    return trainer
+
+
 def compared_trainer_kwargs(trainer_config: dict[str, Any]) -> dict[str, Any]:
     """The recipe's trainer settings for a compared strategy (own logs, checkpoints, callbacks)."""
     skip = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "strategy", "plugins"}
@@ -344,103 +380,22 @@ def checkpoint_path(root: Path, requested: str | None) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------- resumable order
-class _EpochSampler(torch.utils.data.Sampler[int]):
-    """A shuffling sampler whose order depends only on (seed, epoch), and that can start
-    part-way through an epoch when a run resumes from a mid-epoch checkpoint."""
+# ---------------------------------------------------------------------------- random states
+class RandomStates(Callback):
+    """Saves and restores the torch / CUDA / NumPy / Python random states with checkpoints.
 
-    def __init__(self, n: int, seed: int, batch_size: int, order: ResumableTrainOrder) -> None:
-        self.n, self.seed, self.batch_size, self.order = n, seed, batch_size, order
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        epoch, skip_batches = self.order.start(self.epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.n, generator=generator).tolist()
-        return iter(order[skip_batches * self.batch_size :])
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class ResumableTrainOrder(Callback):
-    """Callback state that makes resumption exact: the position in the epoch and the RNG states.
-
-    Lightning restores the model, optimizer, schedulers and loop counters; this adds what an
-    uninterrupted run would otherwise differ in: which batches of the epoch were already seen
-    (the training order is a function of seed and epoch, see :func:`make_resumable`) and the
-    torch / NumPy / Python random states (dropout masks).
+    Lightning restores the model, optimizer, schedulers and loop counters, and
+    :class:`~modfuse.data.MultiModalDataModule` the position in the training order; this adds
+    what a resumed run would otherwise still differ in from an uninterrupted one (dropout
+    masks, random augmentations). In a distributed run, the states of rank 0 are saved.
     """
-
-    def __init__(self) -> None:
-        self.progress = {"epoch": 0, "consumed": 0, "num_batches": 0}
-        self.pending: tuple[int, int] | None = None
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        total = trainer.num_training_batches
-        self.progress = {
-            "epoch": trainer.current_epoch,
-            "consumed": batch_idx + 1,
-            "num_batches": int(total) if math.isfinite(total) else 0,
-        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.progress, "rng": rng_states()}
+        return {"rng": rng_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        set_rng_states(state_dict["rng"])
-        epoch, consumed, total = state_dict["epoch"], state_dict["consumed"], state_dict["num_batches"]
-        # a checkpoint taken at the end of an epoch resumes at the start of the next one
-        self.pending = (epoch + 1, 0) if total and consumed >= total else (epoch, consumed)
-
-    def start(self, epoch: int) -> tuple[int, int]:
-        """(epoch, batches to skip) for the training iterator being created now.
-
-        Lightning creates the first iterator of a resumed run before it calls ``set_epoch``,
-        so the resumed position comes from the checkpoint, once.
-        """
-        if self.pending is None:
-            return epoch, 0
-        pending, self.pending = self.pending, None
-        return pending
-
-
-def make_resumable(datamodule: Any, order: Any, seed: int) -> None:
-    """Make ``datamodule``'s shuffled training loader resumable mid-epoch (single process).
-
-    The loader's random sampler is replaced by one seeded by (seed, epoch) that skips the
-    batches a resumed checkpoint already trained on; loaders without a random sampler are kept.
-    """
-    original = datamodule.train_dataloader
-
-    def train_dataloader() -> Any:
-        return resumable_loader(original(), order, seed)
-
-    datamodule.train_dataloader = train_dataloader
-
-
-def resumable_loader(loader: DataLoader, order: Any, seed: int) -> DataLoader:
-    """``loader`` with its RandomSampler replaced by the (seed, epoch) sampler of ``order``."""
-    if not isinstance(loader, DataLoader) or not isinstance(loader.sampler, RandomSampler) or loader.batch_size is None:
-        return loader
-    sampler = _EpochSampler(len(loader.dataset), seed, loader.batch_size, order)
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=sampler,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        worker_init_fn=loader.worker_init_fn,
-        persistent_workers=loader.persistent_workers,
-        # its own generator: creating an iterator must not draw from the global RNG, or a
-        # resumed run would be one draw out of step with the uninterrupted one
-        generator=torch.Generator().manual_seed(seed),
-    )
+        if "rng" in state_dict:
+            set_rng_states(state_dict["rng"])
 
 
 def rng_states() -> dict[str, Any]:

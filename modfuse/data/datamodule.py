@@ -1,20 +1,30 @@
-"""MultiModalDataModule: seeded splits, loaders and collation for a MultiModalDataset."""
+"""MultiModalDataModule: seeded splits, loaders and collation for a MultiModalDataset.
+
+The training order is a function of (seed, epoch) only, and it is part of the datamodule's
+checkpoint state (``state_dict``/``load_state_dict``, which Lightning saves and restores), so a
+run resumed from a checkpoint taken mid-epoch skips the batches that were already trained on
+and goes on exactly where the interrupted run stopped. This holds for single-process runs and
+for distributed (DDP) runs, where each process reads its shard through a
+:class:`~torch.utils.data.DistributedSampler` seeded by the datamodule's seed; a distributed
+run must resume with the same number of processes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning import LightningDataModule
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 
-__all__ = ["MultiModalDataModule", "split_indices"]
+__all__ = ["DistributedEpochSampler", "EpochSampler", "MultiModalDataModule", "split_indices"]
 
 SplitKind = Literal["random", "stratified", "group"]
 
@@ -96,7 +106,8 @@ class MultiModalDataModule(LightningDataModule):
         batch_size: samples per batch.
         num_workers: DataLoader workers.
         pin_memory: pin host memory (default: when CUDA is available).
-        seed: split and shuffling seed.
+        seed: split and shuffling seed (the training order of epoch ``e`` depends only on
+            ``seed`` and ``e``, see :class:`EpochSampler`).
         train_transform: optional callable applied to each training batch (e.g. ModalityDropout).
     """
 
@@ -125,6 +136,7 @@ class MultiModalDataModule(LightningDataModule):
         self.seed = seed
         self.train_transform = train_transform
         self.splits: dict[str, np.ndarray] | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     def build_dataset(self) -> MultiModalDataset:
         """Subclasses build the dataset here (called once, in :meth:`setup`)."""
@@ -152,17 +164,20 @@ class MultiModalDataModule(LightningDataModule):
             self.setup()
         return Subset(self.dataset, self.splits[part].tolist())
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+    def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None) -> DataLoader:
         subset = self.subset(part)
         collate = self.dataset.collate_fn
         if part == "train" and self.train_transform is not None:
             transform = self.train_transform
             collate = _Then(collate, transform)
+        # the loader's own generator: creating an iterator must not draw from the global RNG
+        # (a resumed run would otherwise be one draw out of step with an uninterrupted one)
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             subset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=collate,
@@ -171,7 +186,22 @@ class MultiModalDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled training batches in a (seed, epoch) order that resumes mid-epoch.
+
+        Under a distributed Lightning strategy (DDP, FSDP) each process gets its shard from a
+        :class:`DistributedEpochSampler` seeded by ``seed`` (Lightning keeps a sampler that is
+        already distributed and calls its ``set_epoch``); otherwise an :class:`EpochSampler`.
+        """
+        subset = self.subset("train")
+        distributed = self._distributed_sampler_kwargs()
+        sampler: Sampler[int]
+        if distributed:
+            sampler = DistributedEpochSampler(
+                subset, self.seed, self.batch_size, resume=self._take_resume_point, **distributed
+            )
+        else:
+            sampler = EpochSampler(len(subset), self.seed, self.batch_size, resume=self._take_resume_point)
+        return self._loader("train", shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -181,6 +211,126 @@ class MultiModalDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    # ------------------------------------------------------------ resumable training order
+    def _distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """``{"num_replicas", "rank"}`` when the attached trainer runs several processes."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None)
+        return dict(kwargs) if kwargs else None
+
+    def _take_resume_point(self) -> tuple[int, int] | None:
+        """(epoch, batches to skip) restored from a checkpoint, handed out once."""
+        point, self._resume_at = self._resume_at, None
+        return point
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands, for Lightning checkpoints: ``{"train_order": {...}}``.
+
+        ``epoch`` and ``batches`` are the epoch and the number of its batches already trained
+        on (a checkpoint taken at the end of an epoch points at the start of the next one).
+        Empty outside ``fit``.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        try:
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        except AttributeError:  # a Lightning version without this progress counter
+            return {}
+        epoch, total = int(trainer.current_epoch), trainer.num_training_batches
+        if math.isfinite(total) and done >= total:
+            epoch, done = epoch + 1, 0
+        return {"train_order": {"seed": int(self.seed), "epoch": epoch, "batches": done}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training order saved by :meth:`state_dict` (Lightning calls this)."""
+        order = state_dict.get("train_order")
+        trainer = self.trainer
+        # evaluation restores the datamodule state too: only a resumed fit skips batches
+        if order and trainer is not None and trainer.state.fn == "fit":
+            self._resume_at = (int(order["epoch"]), int(order["batches"]))
+
+
+def _permutation(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles ``range(n)`` in an order that depends only on (seed, epoch).
+
+    Lightning calls :meth:`set_epoch` before each epoch; without it, each new iteration moves
+    on to the next epoch's order (as a shuffling loader would). ``resume`` is asked once per
+    iteration for a pending ``(epoch, batches to skip)`` restored from a checkpoint: the
+    iteration then starts part-way into that epoch. ``len`` is always a whole epoch, so the
+    trainer's batch counters continue from the restored ones.
+
+    Args:
+        n: number of samples.
+        seed: shuffling seed.
+        batch_size: the loader's batch size (skips are counted in batches).
+        resume: callable returning the pending resume point or None.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int,
+        resume: Callable[[], tuple[int, int] | None] | None = None,
+    ) -> None:
+        self.n, self.seed, self.batch_size, self.resume = n, seed, batch_size, resume
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        # Lightning creates the first iterator of a (resumed) run before it calls set_epoch,
+        # so the resumed epoch comes from the resume point itself
+        epoch, skip = (self.resume and self.resume()) or (self.epoch, 0)
+        self.epoch = epoch + 1
+        return iter(_permutation(self.n, self.seed, epoch)[skip * self.batch_size :])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class DistributedEpochSampler(DistributedSampler):
+    """A shuffling :class:`~torch.utils.data.DistributedSampler` (seeded by ``seed``; the
+    order of epoch ``e`` per rank depends only on seed and ``e``) that can start part-way into
+    an epoch, like :class:`EpochSampler`.
+
+    Args:
+        dataset: the training subset.
+        seed: shuffling seed (the same on every rank).
+        batch_size: the per-process batch size (skips are counted in batches).
+        resume: callable returning the pending resume point or None.
+        num_replicas, rank: the process group (from the Lightning strategy).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        seed: int,
+        batch_size: int,
+        resume: Callable[[], tuple[int, int] | None] | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.resume = batch_size, resume
+
+    def __iter__(self) -> Iterator[int]:
+        point = self.resume() if self.resume else None
+        if point is None:
+            return super().__iter__()
+        epoch, skip = point
+        self.set_epoch(epoch)
+        return iter(list(super().__iter__())[skip * self.batch_size :])
 
 
 class _Then:

@@ -129,11 +129,14 @@ def fit(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     select_best: bool = True,
+    patience: int | None = None,
     parts: Sequence[str] = ("test",),
 ) -> Fit:
-    """Train ``model`` with :class:`modfuse.FusionTask` (cosine one-cycle schedule), keep the
-    weights of the best validation epoch when ``select_best``, and predict ``parts``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    """Train ``model`` with :class:`modfuse.FusionTask` (cosine one-cycle schedule over
+    ``epochs``), stop early when the validation metric has not improved for ``patience`` epochs
+    (None: run all ``epochs``), keep the weights of the best validation epoch when
+    ``select_best``, and predict ``parts``. Only the validation split steers training."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from modfuse import FusionTask
 
@@ -144,6 +147,8 @@ def fit(
         if select_best:
             ckpt = ModelCheckpoint(dirpath=tmp, monitor=task.monitor, mode=task.monitor_mode, save_top_k=1)
             callbacks.append(ckpt)
+        if patience is not None:
+            callbacks.append(EarlyStopping(monitor=task.monitor, mode=task.monitor_mode, patience=patience))
         tr = trainer(epochs, callbacks, num_sanity_val_steps=0)
         tr.fit(task, datamodule)
         best_epoch = None
@@ -153,7 +158,7 @@ def fit(
             best_epoch = int(state.get("epoch", -1))
     seconds = time.perf_counter() - start
     preds = {p: predict(task.model, _loader(datamodule, p)) for p in parts}
-    return Fit(task.model, preds, seconds, epochs, best_epoch)
+    return Fit(task.model, preds, seconds, tr.current_epoch, best_epoch)
 
 
 def _loader(datamodule: Any, part: str) -> Any:

@@ -34,7 +34,9 @@ PATCH = "eopatch-slovenia"
 @dataclass
 class Settings:
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 30
+    epochs: int = 30  # at most; training stops when validation accuracy stalls for `patience` epochs
+    patience: int | None = 8
+    lego_latent: tuple[int, int] = (16, 64)  # (l_c, l_d): each encoder gives one token
     batch_size: int = 256
     lr: float = 3e-3
     hidden: int = 64
@@ -42,7 +44,7 @@ class Settings:
     modality_dropout: float = 0.3
 
 
-QUICK = Settings(seeds=(0,), epochs=8)
+QUICK = Settings(seeds=(0,), epochs=8, patience=None, lego_latent=(8, 32))
 
 
 def load() -> dict[str, Any]:
@@ -151,11 +153,13 @@ def run(settings: Settings, command: str, log: Callable[[str], None] = print) ->
             dm = MultiModalDataModule(
                 ds, splits=splits, batch_size=settings.batch_size, seed=seed, train_transform=transform
             )
+            if strategy in common.LEGO:
+                kwargs = {**kwargs, "latent_shape": settings.lego_latent}
             try:
                 model = common.build_strategy(
                     strategy, lambda fs=factories: {m: f() for m, f in fs.items()}, _multiclass(n_classes), **kwargs
                 )
-                result = common.fit(model, dm, epochs=settings.epochs, lr=settings.lr)
+                result = common.fit(model, dm, epochs=settings.epochs, lr=settings.lr, patience=settings.patience)
             except Exception as exc:
                 log(f"  seed {seed} {label}: FAILED {type(exc).__name__}: {exc}")
                 rows.append(dict(seed=seed, model=label, evaluated_with="both", error=str(exc)[:200]))
@@ -181,6 +185,7 @@ def run(settings: Settings, command: str, log: Callable[[str], None] = print) ->
                         test_blocks=len(np.unique(blocks[splits["test"]])),
                         train_seconds=round(result.seconds, 1),
                         best_epoch=result.best_epoch,
+                        epochs_run=result.epochs,
                         error="",
                     )
                 )
@@ -228,8 +233,10 @@ def write(raw: pd.DataFrame, data: dict[str, Any], s: Settings, command: str, nd
         "NDVI observations cloud-free and valid (the rest are gaps)",
         f"split: {s.block} x {s.block}-pixel spatial blocks ({10 * s.block} m), 70/10/20% of the blocks to "
         "train/val/test, a new block split per seed; macro-F1 over the classes present in each test split",
-        f"training: FusionTask, AdamW lr {s.lr}, one-cycle schedule, {s.epochs} epochs, batch {s.batch_size}, "
-        "weights of the best validation epoch"
+        f"training: FusionTask, AdamW lr {s.lr}, one-cycle schedule over {s.epochs} epochs"
+        + (f", stopped early when validation accuracy did not improve for {s.patience} epochs" if s.patience else "")
+        + f", batch {s.batch_size}, weights of the best validation epoch; Lego strategies with a "
+        f"{s.lego_latent[0]}x{s.lego_latent[1]} latent (l_c x l_d)"
         + (f"; fusion models with per-sample modality dropout {s.modality_dropout}" if dropout else ""),
         f"ndvi encoder: {ndvi_impl}; elevation encoder: tabular (elevation, slope, relative elevation)",
         "'removed' rows: the same trained model, evaluated with that modality marked absent for every test pixel",

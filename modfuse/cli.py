@@ -54,6 +54,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -485,7 +486,9 @@ def report_main(command: str, argv: Sequence[str]) -> int:
         print("\nother options: --config recipes/NAME.yaml and any recipe override (--data.init_args.x ...)")
         return 0
     options, rest = parser.parse_known_args(list(argv))
-    cli = ModfuseCLI(args=list(rest), run=False)
+    # the recipe options go to LightningCLI as args; it warns when sys.argv carries them too
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        cli = ModfuseCLI(args=list(rest), run=False)
     task, datamodule = cli.model, cli.datamodule
     ckpt = checkpoint_path(cli.root, options.ckpt_path)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)

@@ -4,22 +4,44 @@ from __future__ import annotations
 
 import json
 import subprocess
+from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from modfuse.cli import COMMANDS, checkpoint_path, main
+from modfuse.datasets.synthetic import MODALITIES, synthetic_cohort
 from modfuse.errors import ModfuseError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 TINY = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
 
 
+N = 48  # patients of the tiny synthetic cohort
+
+
 def synthetic_overrides(root: Path) -> list[str]:
-    return [*TINY, "--data.init_args.n", "48", "--data.init_args.batch_size", "16", "--trainer.default_root_dir", str(root)]
+    return [
+        *TINY,
+        "--data.init_args.n",
+        str(N),
+        "--data.init_args.batch_size",
+        "16",
+        "--trainer.default_root_dir",
+        str(root),
+    ]
+
+
+def assert_pngs_open(folder: Path, names: list[str]) -> None:
+    for name in names:
+        with Image.open(folder / name) as image:
+            image.load()  # decodes the whole file
+            assert image.format == "PNG" and min(image.size) > 50, name
 
 
 def data_class(recipe: Path) -> str:
@@ -77,6 +99,48 @@ def test_test_and_predict_use_the_best_checkpoint(quickstart_run: Path, capsys: 
     predictions = pd.read_csv(quickstart_run / "predictions.csv")
     assert list(predictions.columns) == ["id", "y"]
     assert predictions["y"].between(0, 1).all() and predictions["id"].str.startswith("P").all()
+
+
+def test_robustness_report_one_row_per_subset(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = quickstart_run / "robustness-report"
+    best = quickstart_run / "checkpoints" / "best.ckpt"
+    args = ["robustness", "--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]
+    args += ["--ckpt_path", str(best), "--out_dir", str(out), "--rates", "0", "0.5", "--seeds", "0", "--kinds", "mcar"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    subsets = pd.read_csv(out / "subsets.csv")
+    expected = {"+".join(c) for k in (1, 2, 3) for c in combinations(MODALITIES, k)}
+    assert len(subsets) == 7 and set(subsets["subset"]) == expected
+    assert subsets["n"].nunique() == 1 and subsets["auroc"].between(0, 1).all()
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert sorted(zip(sweep["kind"], sweep["rate"])) == [("mcar", 0.0), ("mcar", 0.5)]
+    assert_pngs_open(out, ["subsets.png", "sweep.png"])
+    # the printed table is the subset table
+    assert "modfuse robustness" in printed
+    full = subsets.set_index("subset").loc["xray+ecg+labs"]
+    row = next(line for line in printed.splitlines() if "xray+ecg+labs" in line)
+    assert f"{full['auroc']:.4f}" in row and f"{full['accuracy']:.4f}" in row
+
+
+def test_explain_report_shapley_values_and_plots(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = quickstart_run / "explain-report"
+    args = ["explain", "--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]
+    assert main([*args, "--out_dir", str(out)]) == 0  # default checkpoint: best.ckpt
+    printed = capsys.readouterr().out
+    shapley = pd.read_csv(out / "shapley.csv", dtype={"id": str})
+    assert len(shapley) >= 5 and shapley["id"].is_unique
+    values = shapley[list(MODALITIES)].to_numpy()
+    # efficiency: per sample the modality values add up to f(all) - f(none)
+    np.testing.assert_allclose(values.sum(axis=1), shapley["full"] - shapley["base"], atol=1e-4)
+    # a modality the patient lacks contributes nothing
+    truth = synthetic_cohort(N).table.set_index("id").loc[shapley["id"]]
+    for j, modality in enumerate(MODALITIES):
+        absent = ~truth[f"has_{modality}"].to_numpy(dtype=bool)
+        assert np.all(values[absent, j] == 0), modality
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"shapley_cohort.png", "waterfall_0.png"} <= set(pngs)
+    assert_pngs_open(out, pngs)
+    assert "modfuse explain" in printed and shapley["id"].iloc[0] in printed
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

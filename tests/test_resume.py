@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from modfuse.cli import main
+from modfuse.data.datamodule import DistributedEpochSampler, EpochSampler, MultiModalDataModule
 
 # 96 patients: 62 train rows -> 8 batches of 8 per epoch; last.ckpt every 3 steps (mid-epoch)
 ARGS = [
@@ -68,3 +69,38 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> N
     assert a["global_step"] == b["global_step"] == 3 * STEPS_PER_EPOCH
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_training_order_depends_on_seed_and_epoch_and_resumes_part_way() -> None:
+    points = [(2, 3)]
+    sampler = EpochSampler(40, seed=7, batch_size=4, resume=lambda: points.pop() if points else None)
+    resumed = list(sampler)  # the pending point: epoch 2, 3 batches already trained on
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    assert sorted(whole) == list(range(40)) and resumed == whole[12:]
+    assert list(EpochSampler(40, seed=7, batch_size=4)) != list(EpochSampler(40, seed=8, batch_size=4))
+    sampler.set_epoch(3)
+    assert list(sampler) != whole  # a new order every epoch
+    # without set_epoch (outside Lightning) each pass moves on to the next epoch's order
+    plain = EpochSampler(40, seed=7, batch_size=4)
+    first, second = list(plain), list(plain)
+    plain.set_epoch(1)
+    assert first != second and second == list(plain)
+
+
+def test_distributed_order_shards_by_rank_and_resumes_part_way() -> None:
+    data = list(range(41))
+    shards = [DistributedEpochSampler(data, seed=7, batch_size=4, num_replicas=2, rank=r) for r in (0, 1)]
+    for shard in shards:
+        shard.set_epoch(5)
+    a, b = (list(s) for s in shards)
+    assert len(a) == len(b) == 21 and set(a) | set(b) == set(data)
+    resumed = DistributedEpochSampler(data, seed=7, batch_size=4, resume=lambda: (5, 2), num_replicas=2, rank=1)
+    assert list(resumed) == b[8:]
+
+
+def test_datamodule_resume_point_only_during_fit() -> None:
+    dm = MultiModalDataModule(seed=3)
+    assert dm.state_dict() == {}  # no trainer: nothing to save
+    dm.load_state_dict({"train_order": {"seed": 3, "epoch": 1, "batches": 2}})
+    assert dm._take_resume_point() is None  # not fitting: evaluation must not skip batches

@@ -27,6 +27,11 @@ Recipe keys beyond LightningCLI's (all optional):
   encoders (fresh copies of the recipe's initial encoders), data and trainer settings, and
   report their test metrics beside the recipe's model.
 - ``test_after_fit: true``: evaluate the best checkpoint on the test split after ``fit``.
+- ``num_threads: N``: torch's intra-op CPU threads (default: torch's choice, one per core).
+  Small models gain little from more threads, and on a CPU shared with other processes each
+  extra thread can make every operation wait for a descheduled one (the quickstart trains
+  ~50 times slower with 2 threads than with 1 on a loaded 2-core machine), so the synthetic
+  recipes set 1.
 - ``checkpoint_every_n_steps: N``: also refresh ``last.ckpt`` every N optimizer steps, so a
   run killed mid-epoch resumes mid-epoch (the position in the training order, which
   :class:`~modfuse.data.MultiModalDataModule` keeps in its checkpoint state, and the random
@@ -162,6 +167,9 @@ class ModfuseCLI(LightningCLI):
         parser.add_argument("--compare", type=list[str], default=[], help="strategies to train and compare")
         parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint")
         parser.add_argument(
+            "--num_threads", type=int | None, default=None, help="torch CPU threads (default: torch's choice)"
+        )
+        parser.add_argument(
             "--checkpoint_every_n_steps", type=int, default=0, help="refresh last.ckpt every N steps (0: epochs)"
         )
         parser.set_defaults({"trainer.default_root_dir": DEFAULT_ROOT})
@@ -189,6 +197,14 @@ class ModfuseCLI(LightningCLI):
         return allow_unused_parameters(super().instantiate_trainer(**kwargs))
 
     # ------------------------------------------------------------ subcommand hooks
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("num_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+            # DDP processes and Lightning's own CPU thread setting follow the same number
+            os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
+
     def before_fit(self) -> None:
         encoders = getattr(self.model.model, "encoders", None)
         if self.setting("compare") and encoders is not None:

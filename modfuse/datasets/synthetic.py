@@ -52,7 +52,14 @@ from modfuse.errors import ModfuseError
 from modfuse.utils.cache import cache_dir
 from modfuse.utils.optional import require
 
-__all__ = ["DEFAULT_MISSING", "LEADS", "SyntheticCohort", "SyntheticCohortDataModule", "synthetic_cohort"]
+__all__ = [
+    "DEFAULT_MISSING",
+    "LEADS",
+    "MemoizedSource",
+    "SyntheticCohort",
+    "SyntheticCohortDataModule",
+    "synthetic_cohort",
+]
 
 VERSION = 1
 """Bump when the generator changes, so caches of an older generator are not reused."""
@@ -96,7 +103,7 @@ class SyntheticCohort:
     def _has(self, modality: str) -> list[tuple[str, bool]]:
         return list(zip(self.table["id"], self.table[f"has_{modality}"].astype(bool)))
 
-    def dataset(self, on_error: str = "raise") -> MultiModalDataset:
+    def dataset(self, on_error: str = "raise", in_memory: bool = False) -> MultiModalDataset:
         """The cohort read back through modfuse's DICOM, WFDB and tabular readers.
 
         Inputs per sample: ``xray`` (1, 64, 64) float, ``ecg`` (12, 250) float in mV, ``labs``
@@ -104,6 +111,8 @@ class SyntheticCohort:
 
         Args:
             on_error: the dataset's bad-input policy (``"raise"`` or ``"missing"``).
+            in_memory: keep each value after the reader's first read of it (about 30 kB per
+                patient), so later epochs skip the file parsing (WFDB headers dominate it).
         """
         from modfuse.data import readers
 
@@ -117,8 +126,29 @@ class SyntheticCohort:
                 readers.TabularSchema(["age", "troponin", "crp", "creatinine"], ["sex"], id="id"),
             ),
         }
+        if in_memory:
+            sources = {m: MemoizedSource(src) for m, src in sources.items()}
         labels = self.table["label"].to_numpy(dtype=np.int64)
         return MultiModalDataset(sources, targets=labels, ids=ids, on_error=on_error)  # type: ignore[arg-type]
+
+
+class MemoizedSource:
+    """A reader whose values are read once (by the reader itself) and then kept in memory.
+
+    Implements the :class:`modfuse.data.sources.Source` protocol. A read error is not kept: the
+    next ``load`` of that sample reads (and fails) again.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.ids = source.ids
+        self.collate = getattr(source, "collate", "auto")
+        self.values: dict[Any, Any] = {}
+
+    def load(self, sample_id: Any) -> Any | None:
+        if sample_id not in self.values:
+            self.values[sample_id] = self.source.load(sample_id)
+        return self.values[sample_id]
 
 
 def synthetic_cohort(
@@ -342,6 +372,8 @@ class SyntheticCohortDataModule(MultiModalDataModule):
         missing: base missing rates (see :func:`synthetic_cohort`).
         root: where to write the cohort (default: the user cache).
         on_error: bad-input policy of the dataset.
+        in_memory: keep each sample in memory after its first read through the readers (the
+            files are still read by the real DICOM/WFDB/CSV readers, once).
         split, val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed: as in
             :class:`~modfuse.data.MultiModalDataModule`.
     """
@@ -353,6 +385,7 @@ class SyntheticCohortDataModule(MultiModalDataModule):
         missing: dict[str, float] | float | None = None,
         root: str | None = None,
         on_error: str = "raise",
+        in_memory: bool = True,
         split: SplitKind = "stratified",
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
@@ -372,6 +405,7 @@ class SyntheticCohortDataModule(MultiModalDataModule):
             seed=seed,
         )
         self.n, self.cohort_seed, self.root, self.on_error = n, cohort_seed, root, on_error
+        self.in_memory = in_memory
         self.missing: MissingArg = DEFAULT_MISSING if missing is None else missing
 
     def cohort(self) -> SyntheticCohort:
@@ -382,7 +416,7 @@ class SyntheticCohortDataModule(MultiModalDataModule):
         self.cohort()
 
     def build_dataset(self) -> MultiModalDataset:
-        return self.cohort().dataset(on_error=self.on_error)
+        return self.cohort().dataset(on_error=self.on_error, in_memory=self.in_memory)
 
     def describe(self) -> dict[str, Any]:
         """Share of patients with each modality, and of positive labels."""

@@ -86,15 +86,26 @@ def test_quickstart_fit_writes_checkpoints_and_metrics_table(quickstart_run: Pat
     assert set(models) == {"EarlyFusion (recipe)", "late"}
     for values in models.values():
         assert 0.0 <= values["test/auroc"] <= 1.0 and "val/loss" in values
-    # checkpoints load without unpickling arbitrary objects
-    state = torch.load(quickstart_run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
-    assert "state_dict" in state
+    # every checkpoint (best, last with the RNG and training-order state, compared strategies)
+    # loads without unpickling arbitrary objects
+    checkpoints = sorted(quickstart_run.rglob("*.ckpt"))
+    assert len(checkpoints) == 4
+    for path in checkpoints:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        assert state["hyper_parameters"]["tasks"] == {
+            "y": {"kind": "binary", "num_outputs": 1, "boundaries": None, "weight": 1.0}
+        }
 
 
 def test_test_and_predict_use_the_best_checkpoint(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]
     assert main(["test", *base]) == 0
-    assert "test/auroc" in capsys.readouterr().out
+    by_default = capsys.readouterr().out
+    assert "test/auroc" in by_default
+    # an explicit file: LightningCLI rebuilds the task from the checkpoint's hparams (tasks as dicts)
+    assert main(["test", *base, "--ckpt_path", str(quickstart_run / "checkpoints" / "best.ckpt")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "test/auroc" in line)
+    assert row in by_default
     assert main(["predict", *base]) == 0
     predictions = pd.read_csv(quickstart_run / "predictions.csv")
     assert list(predictions.columns) == ["id", "y"]

@@ -43,14 +43,20 @@ PUBLISHED = {"MPNN": 0.58, "AttentiveFP": 0.61, "D-MPNN": 0.69}
 @dataclass
 class Settings:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    epochs: int = 120
+    epochs: int = 30  # at most; training stops when validation RMSE stalls for `patience` epochs
+    patience: int | None = 8
     batch_size: int = 32
     lr: float = 2e-3
     hidden: int = 128
-    scaffold_seeds: tuple[int, ...] = (0, 1, 2)
+    # chosen on the validation splits of random seeds 0 and 1 (early fusion; the test splits were
+    # not looked at): 4 layers + mean pooling 0.549 val RMSE, 3 layers + add pooling 0.576
+    graph_layers: int = 4
+    graph_pool: str = "mean"
+    scaffold_seeds: tuple[int, ...] = (0,)  # the scaffold split is deterministic; seeds vary the initialisation
+    lego_latent: tuple[int, int] = (16, 64)  # (l_c, l_d): small inputs (a graph vector, 8 descriptors)
 
 
-QUICK = Settings(seeds=(0,), epochs=15, hidden=64, scaffold_seeds=(0,))
+QUICK = Settings(seeds=(0,), epochs=8, patience=None, hidden=64, scaffold_seeds=(0,), lego_latent=(8, 32))
 
 
 # ---------------------------------------------------------------------------- data
@@ -109,17 +115,24 @@ def esol_dataset(graphs: list[Any], table: np.ndarray, y: np.ndarray) -> Any:
     return MultiModalDataset({"graph": GraphSource(graphs, ids), "table": ArraySource(table, ids)}, y, ids=ids)
 
 
-def graph_encoder_factory(hidden: int) -> tuple[Callable[[], nn.Module], str]:
+def graph_encoder_factory(settings: Settings) -> tuple[Callable[[], nn.Module], str]:
     """A factory of fresh graph encoders, and which implementation it is."""
     from modfuse.data.readers import ATOM_FEATURES, BOND_FEATURES
     from modfuse.encoders import available, build, wrap
 
+    hidden = settings.hidden
     if "graph" in available():
         return (
             lambda: build(
-                "graph", in_dim=ATOM_FEATURES, edge_dim=BOND_FEATURES, hidden=hidden, layers=3, out_dim=hidden
+                "graph",
+                in_dim=ATOM_FEATURES,
+                edge_dim=BOND_FEATURES,
+                hidden=hidden,
+                layers=settings.graph_layers,
+                out_dim=hidden,
+                pool=settings.graph_pool,
             ),
-            "modfuse graph encoder",
+            f"modfuse graph encoder (GINE, {settings.graph_layers} layers, {settings.graph_pool} pooling)",
         )
     return (
         lambda: wrap(GINE(ATOM_FEATURES, BOND_FEATURES, hidden=hidden, out_dim=hidden), out_dim=hidden),
@@ -150,69 +163,109 @@ def models_to_run() -> list[tuple[str, str, dict[str, Any]]]:
     return rows
 
 
-def run(settings: Settings, command: str, log: Callable[[str], None] = print) -> pd.DataFrame:
+_CACHE: dict[str, Any] = {}
+
+
+def _data() -> tuple[list[Any], np.ndarray, np.ndarray, list[str], list[str]]:
+    if "data" not in _CACHE:  # once per process (worker processes load it themselves)
+        _CACHE["data"] = load()
+    return _CACHE["data"]
+
+
+def fit_one(settings: Settings, split_kind: str, seed: int, label: str, strategy: str, kwargs: dict[str, Any]) -> dict:
+    """Train and test one model on one split; returns its result row (never raises)."""
     from modfuse import MultiModalDataModule
     from modfuse.encoders import build as build_encoder
 
     common.quiet()
-    graphs, table, y, smiles, names = load()
-    n = len(y)
-    make_graph, graph_impl = graph_encoder_factory(settings.hidden)
-    rows = []
-    runs = [("random", s) for s in settings.seeds] + [("scaffold", s) for s in settings.scaffold_seeds]
-    for split_kind, seed in runs:
-        idx = splits_for(smiles, n, split_kind, seed)
-        tr = idx["train"]
-        mu, sd = float(y[tr].mean()), float(y[tr].std())
-        y_std = (y - mu) / sd
-        t_mean, t_std = table[tr].mean(0), table[tr].std(0) + 1e-6
-        ds = esol_dataset(graphs, table, y_std)
-        for label, strategy, kwargs in models_to_run():
-            common.seed_all(seed)
-            dm = MultiModalDataModule(ds, splits=idx, batch_size=settings.batch_size, seed=seed)
+    torch.set_num_threads(_CACHE.get("threads", torch.get_num_threads()))
+    graphs, table, y, smiles, _ = _data()
+    make_graph, graph_impl = graph_encoder_factory(settings)
+    idx = splits_for(smiles, len(y), split_kind, seed)
+    tr = idx["train"]
+    mu, sd = float(y[tr].mean()), float(y[tr].std())
+    t_mean, t_std = table[tr].mean(0), table[tr].std(0) + 1e-6
+    ds = esol_dataset(graphs, table, (y - mu) / sd)
+    common.seed_all(seed)
+    dm = MultiModalDataModule(ds, splits=idx, batch_size=settings.batch_size, seed=seed)
 
-            def encoders(t_mean: np.ndarray = t_mean, t_std: np.ndarray = t_std) -> dict[str, nn.Module]:
-                return {
-                    "graph": make_graph(),
-                    "table": build_encoder(
-                        "tabular",
-                        num_features=table.shape[1],
-                        hidden=(settings.hidden,),
-                        out_dim=settings.hidden,
-                        mean=t_mean.tolist(),
-                        std=t_std.tolist(),
-                    ),
-                }
+    def encoders() -> dict[str, nn.Module]:
+        return {
+            "graph": make_graph(),
+            "table": build_encoder(
+                "tabular",
+                num_features=table.shape[1],
+                hidden=(settings.hidden,),
+                out_dim=settings.hidden,
+                mean=t_mean.tolist(),
+                std=t_std.tolist(),
+            ),
+        }
 
-            try:
-                model = common.build_strategy(strategy, encoders, "regression", **kwargs)
-                result = common.fit(model, dm, epochs=settings.epochs, lr=settings.lr)
-            except Exception as exc:  # a strategy that fails is reported, not hidden
-                log(f"  {split_kind} seed {seed} {label}: FAILED {type(exc).__name__}: {exc}")
-                rows.append(dict(split=split_kind, seed=seed, model=label, rmse=np.nan, error=str(exc)[:200]))
-                continue
-            pred = result.predictions["test"] * sd + mu
-            rmse = float(np.sqrt(np.mean((pred - y[idx["test"]]) ** 2)))
-            mae = float(np.mean(np.abs(pred - y[idx["test"]])))
-            rows.append(
-                dict(
-                    split=split_kind,
-                    seed=seed,
-                    model=label,
-                    rmse=rmse,
-                    mae=mae,
-                    n_test=len(idx["test"]),
-                    best_epoch=result.best_epoch,
-                    train_seconds=round(result.seconds, 1),
-                    graph_encoder=graph_impl,
-                    error="",
-                )
-            )
-            log(f"  {split_kind} seed {seed} {label}: RMSE {rmse:.3f} ({result.seconds:.0f}s)")
-            write(pd.DataFrame(rows), settings, command, graph_impl, names)  # tables stay current if stopped
-    raw = pd.DataFrame(rows)
-    write(raw, settings, command, graph_impl, names)
-    return raw
+    if strategy in common.LEGO:
+        kwargs = {**kwargs, "latent_shape": settings.lego_latent}
+    try:
+        model = common.build_strategy(strategy, encoders, "regression", **kwargs)
+        result = common.fit(model, dm, epochs=settings.epochs, lr=settings.lr, patience=settings.patience)
+    except Exception as exc:  # a strategy that fails is reported, not hidden
+        return dict(split=split_kind, seed=seed, model=label, rmse=np.nan, error=f"{type(exc).__name__}: {exc}"[:200])
+    pred = result.predictions["test"] * sd + mu
+    return dict(
+        split=split_kind,
+        seed=seed,
+        model=label,
+        rmse=float(np.sqrt(np.mean((pred - y[idx["test"]]) ** 2))),
+        mae=float(np.mean(np.abs(pred - y[idx["test"]]))),
+        n_test=len(idx["test"]),
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs,
+        train_seconds=round(result.seconds, 1),
+        graph_encoder=graph_impl,
+        error="",
+    )
+
+
+def _init_worker(threads: int) -> None:
+    _CACHE["threads"] = threads
+
+
+def run(settings: Settings, command: str, log: Callable[[str], None] = print, jobs: int = 1) -> pd.DataFrame:
+    """Every model on every split; with ``jobs`` > 1 the fits run in that many worker processes
+    (each on ``torch.get_num_threads()`` threads). The tables are rewritten after every fit."""
+    common.quiet()
+    names = _data()[4]
+    graph_impl = graph_encoder_factory(settings)[1]
+    # random seed 0 and the scaffold split first, so a stopped run still has both kinds of split
+    first, rest = settings.seeds[:1], settings.seeds[1:]
+    runs = [("random", s) for s in first] + [("scaffold", s) for s in settings.scaffold_seeds]
+    runs += [("random", s) for s in rest]
+    plan = [(k, seed, *model) for k, seed in runs for model in models_to_run()]
+    order = {(k, seed, label): i for i, (k, seed, label, _, _) in enumerate(plan)}
+    rows: list[dict] = []
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        rows.sort(key=lambda r: order[(r["split"], r["seed"], r["model"])])
+        what = f"  {row['split']} seed {row['seed']} {row['model']}"
+        if row["error"]:
+            log(f"{what}: FAILED {row['error']}")
+        else:
+            log(f"{what}: RMSE {row['rmse']:.3f} ({row['train_seconds']:.0f}s, {row['epochs_run']} epochs)")
+        write(pd.DataFrame(rows), settings, command, graph_impl, names)  # tables stay current if stopped
+
+    if jobs <= 1:
+        for task in plan:
+            done(fit_one(settings, *task))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(
+            jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(torch.get_num_threads(),)
+        ) as pool:
+            for future in as_completed([pool.submit(fit_one, settings, *task) for task in plan]):
+                done(future.result())
+    return pd.DataFrame(rows)
 
 
 def write(raw: pd.DataFrame, settings: Settings, command: str, graph_impl: str, names: list[str]) -> None:
@@ -224,16 +277,15 @@ def write(raw: pd.DataFrame, settings: Settings, command: str, graph_impl: str, 
         table_rows.append(
             {
                 "model": model,
-                f"random split RMSE ({len(rnd)} seeds)": common.mean_sd(rnd) if len(rnd) else "",
-                f"scaffold split RMSE ({len(scf)} seeds)": common.mean_sd(scf) if len(scf) else "",
+                "random split RMSE": common.mean_sd(rnd) if len(rnd) else "",
+                "random seeds": str(len(rnd)),
+                "scaffold split RMSE": common.mean_sd(scf) if len(scf) else "",
+                "scaffold seeds": str(len(scf)),
             }
         )
     for name, value in PUBLISHED.items():
         table_rows.append(
-            {
-                "model": f"published {name} (MoleculeNet/literature, random split)",
-                f"random split RMSE ({len(settings.seeds)} seeds)": f"{value:.2f}",
-            }
+            {"model": f"published {name} (MoleculeNet/literature, random split)", "random split RMSE": f"{value:.2f}"}
         )
     frame = pd.DataFrame(table_rows).fillna("")
     failed = raw[raw["rmse"].isna()]
@@ -241,9 +293,18 @@ def write(raw: pd.DataFrame, settings: Settings, command: str, graph_impl: str, 
         f"task: log solubility (mol/L) of {1128} molecules; graph from SMILES + descriptor table ({', '.join(names)})",
         "random split: 80/10/10, a new split per seed; scaffold split: deterministic Murcko scaffold split "
         "(largest scaffold sets to train), repeated over training seeds",
-        f"training: FusionTask, AdamW lr {settings.lr}, one-cycle cosine schedule, {settings.epochs} epochs, "
-        f"batch {settings.batch_size}, weights of the best validation-RMSE epoch; targets standardised on train",
-        f"graph encoder: {graph_impl}",
+        f"training: FusionTask, AdamW lr {settings.lr}, one-cycle cosine schedule over {settings.epochs} epochs, "
+        + (
+            f"stopped early when validation RMSE did not improve for {settings.patience} epochs, "
+            if settings.patience is not None
+            else ""
+        )
+        + f"batch {settings.batch_size}, weights of the best validation-RMSE epoch; targets standardised on train; "
+        "descriptors standardised with the training mean and sd inside the tabular encoder",
+        "graph encoder layers and pooling chosen on the validation RMSE of random seeds 0 and 1 (early fusion), "
+        "never on a test split",
+        f"graph encoder: {graph_impl}, hidden {settings.hidden}; tabular encoder hidden {settings.hidden}; "
+        f"Lego strategies with a {settings.lego_latent[0]}x{settings.lego_latent[1]} latent (l_c x l_d)",
         "published rows: the reference values given in the benchmark issue (MPNN, AttentiveFP, D-MPNN), obtained "
         "by their authors on their own random splits; quoted as reference points, not rerun here",
     ]

@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.run              # full settings
     python -m benchmarks.run --quick      # small settings (under 10 minutes on 2 cores)
     python -m benchmarks.run --only esol speed
+    python -m benchmarks.run --jobs 2     # ESOL fits in 2 worker processes
 
 Each section runs the fusion strategies registered in the installed modfuse
 (``modfuse.fusion.available()``), so it follows the library as strategies are added. The data
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch intra-op threads (default 1: on a shared or small CPU more threads can be far slower)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="ESOL: fits run in this many worker processes (each on --threads threads)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python -m benchmarks.run " + " ".join(
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if section == "esol":
             from benchmarks import esol
 
-            esol.run(esol.QUICK if args.quick else esol.Settings(), command, log)
+            esol.run(esol.QUICK if args.quick else esol.Settings(), command, log, jobs=args.jobs)
         elif section == "remote_sensing":
             from benchmarks import remote_sensing
 

@@ -28,6 +28,7 @@ size before it, sampled every 2 ms (CPU; on CUDA ``torch.cuda.max_memory_allocat
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -329,6 +330,7 @@ def merging(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
 
 def run(s: Settings, command: str, log: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
     common.quiet()
+    load_start = os.getloadavg()[0]
     train = training(s, log)
     infer = inference(s, log)
     merges = merging(s, log)
@@ -378,7 +380,9 @@ def run(s: Settings, command: str, log: Callable[[str], None] = print) -> dict[s
         "every path; no LR schedule, no validation",
         f"Lego strategies (training, inference, merge) use a {lat} latent",
         "peak RSS: resident memory above the level at the start of each run (CPU), sampled every 2 ms",
-        "the machine is shared (other processes may run): compare rows within one table, not across runs",
+        "the machine is shared (other processes may run): compare rows within one table, not across runs; "
+        f"1-minute load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end, on "
+        f"{os.cpu_count()} cores (a load above the core count means other processes competed for the CPU)",
     ]
     common.write_results("speed", "Speed and memory", tables, raw, command=command, seeds="0", notes=notes)
     return {"training": train, "inference": infer, "merge": merges}

@@ -138,8 +138,13 @@ def test_hyperparameters_are_plain_so_loggers_and_safe_loading_work(tmp_path) ->
     ds = MultiModalDataset.from_arrays({"a": rng.normal(size=(40, 3))}, rng.integers(0, 2, 40))
     model = EarlyFusion({"a": build("tabular", num_features=3, hidden=(8,), out_dim=4)})
     task = FusionTask(model, tasks=TaskSpec("binary"))
-    trainer = L.Trainer(max_epochs=1, logger=CSVLogger(tmp_path), default_root_dir=tmp_path,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=CSVLogger(tmp_path),
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(task, MultiModalDataModule(ds, batch_size=16))
     checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
     assert checkpoint["hyper_parameters"]["tasks"] == {

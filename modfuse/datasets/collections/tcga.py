@@ -91,7 +91,9 @@ def prepare_tcga(
     site = group_split(table["site"], val_fraction, test_fraction, seed)
     boundaries = _boundaries(table, patient["train"], intervals)
     modalities = {
-        "expression": ModalitySpec("columns", list(expr.columns), description="log2(x+1) expression, top-variance genes"),
+        "expression": ModalitySpec(
+            "columns", list(expr.columns), description="log2(x+1) expression, top-variance genes"
+        ),
         "clinical": ModalitySpec("columns", ["age", "sex"], categorical=["sex"]),
     }
     if muts is not None:

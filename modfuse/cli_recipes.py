@@ -1,0 +1,435 @@
+"""Recipes through LightningCLI and the explain/robustness reports: the part of the ``modfuse``
+command line that needs torch and Lightning (see :mod:`modfuse.cli` for the commands, the
+recipe keys and the run folder layout)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from modfuse.cli import COMMANDS
+from modfuse.data.datamodule import MultiModalDataModule
+from modfuse.errors import ModfuseError
+from modfuse.training.task import FusionTask
+
+__all__ = ["ModfuseCLI", "checkpoint_path", "report_main", "run_recipe"]
+
+DEFAULT_ROOT = "runs/default"
+
+
+def run_recipe(args: Sequence[str] | None) -> ModfuseCLI:
+    """Run ``fit``/``validate``/``test``/``predict`` (``args`` start with the subcommand)."""
+    return ModfuseCLI(args=None if args is None else list(args))
+
+
+# ---------------------------------------------------------------------------- the Lightning CLI
+class ModfuseCLI(LightningCLI):
+    """LightningCLI with modfuse's defaults: checkpoints by the task's monitored metric,
+    CSV + TensorBoard logs, rich progress bars, seed 0, best-checkpoint evaluation."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.random_states = RandomStates()
+        self.initial_encoders: dict[str, torch.nn.Module] | None = None
+        super().__init__(
+            FusionTask,
+            MultiModalDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--compare", type=list[str], default=[], help="strategies to train and compare")
+        parser.add_argument("--test_after_fit", type=bool, default=False, help="test the best checkpoint")
+        parser.add_argument(
+            "--num_threads", type=int | None, default=None, help="torch CPU threads (default: torch's choice)"
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps", type=int, default=0, help="refresh last.ckpt every N steps (0: epochs)"
+        )
+        parser.set_defaults({"trainer.default_root_dir": DEFAULT_ROOT})
+
+    # ------------------------------------------------------------ config helpers
+    def setting(self, key: str, default: Any = None) -> Any:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config.get(key, default)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.setting("trainer", {}).get("default_root_dir") or DEFAULT_ROOT)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self.setting("trainer", {})
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = default_loggers(self.root)
+        callbacks = run_callbacks(
+            self.root,
+            self.model,
+            trainer_config,
+            self.setting("checkpoint_every_n_steps", 0),
+        )
+        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), *callbacks, self.random_states]
+        return allow_unused_parameters(super().instantiate_trainer(**kwargs))
+
+    # ------------------------------------------------------------ subcommand hooks
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("num_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+            # DDP processes and Lightning's own CPU thread setting follow the same number
+            os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
+
+    def before_fit(self) -> None:
+        encoders = getattr(self.model.model, "encoders", None)
+        if self.setting("compare") and encoders is not None:
+            # fresh, untrained copies for the strategies compared after the main fit
+            self.initial_encoders = copy.deepcopy(dict(encoders))
+        self.load_weights_only()
+
+    def after_fit(self) -> None:
+        name = f"{type(self.model.model).__name__} (recipe)"
+        results = {name: final_metrics(self.trainer, "val/")}
+        best = best_checkpoint(self.trainer)
+        if self.setting("test_after_fit") or self.setting("compare"):
+            results[name].update(self.evaluate(self.trainer, self.model, best))
+        for strategy in self.setting("compare") or []:
+            results[strategy] = self.train_compared(strategy)
+        if self.trainer.is_global_zero:
+            write_metrics(self.root / "metrics.json", results, best)
+            print_table(results, title=f"modfuse fit: {self.root}")
+
+    def evaluate(self, trainer: Trainer, task: Any, ckpt: str | None) -> dict[str, float]:
+        out = trainer.test(task, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+        return {k: float(v) for k, v in (out[0] if out else {}).items()}
+
+    def train_compared(self, strategy: str) -> dict[str, float]:
+        from modfuse.fusion import build
+
+        if self.initial_encoders is None:
+            raise ModfuseError(
+                f"compare: [{strategy}] needs a recipe model with `encoders` (found {type(self.model.model).__name__})"
+            )
+        model = build(strategy, encoders=copy.deepcopy(self.initial_encoders), tasks=self.model.tasks)
+        # the recipe task's settings (its tasks are plain dicts in hparams); "_class_path" and
+        # "_instantiator" are LightningCLI's bookkeeping, not arguments
+        hp = {k: v for k, v in self.model.hparams.items() if not k.startswith("_")}
+        task = type(self.model)(model=model, **hp)
+        root = self.root / "compare" / strategy
+        kwargs = compared_trainer_kwargs(self.setting("trainer", {}))
+        callbacks = run_callbacks(root, task, self.setting("trainer", {}), 0)
+        trainer = Trainer(**kwargs, default_root_dir=str(root), logger=default_loggers(root), callbacks=callbacks)
+        trainer = allow_unused_parameters(trainer)
+        trainer.fit(task, datamodule=self.datamodule)
+        metrics = final_metrics(trainer, "val/")
+        metrics.update(self.evaluate(trainer, task, best_checkpoint(trainer)))
+        return metrics
+
+    def before_validate(self) -> None:
+        self.resolve_eval_checkpoint()
+
+    def before_test(self) -> None:
+        self.resolve_eval_checkpoint()
+
+    def before_predict(self) -> None:
+        self.resolve_eval_checkpoint()
+
+    def after_test(self) -> None:
+        if self.trainer.is_global_zero:
+            print_table({"recipe": final_metrics(self.trainer, "test/")}, title=f"modfuse test: {self.root}")
+
+    def resolve_eval_checkpoint(self) -> None:
+        config = self.config_init[self.subcommand]
+        config["ckpt_path"] = str(checkpoint_path(self.root, config.get("ckpt_path")))
+        self.load_weights_only()
+
+    def load_weights_only(self) -> None:
+        """Load checkpoints with ``torch.load(weights_only=True)`` unless told otherwise."""
+        config = self.config_init[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True
+
+    def predict(self, model: Any, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        outputs = self.trainer.predict(
+            model,
+            datamodule=datamodule,
+            ckpt_path=ckpt_path,
+            return_predictions=True,
+            weights_only=kwargs.get("weights_only", True),
+        )
+        if self.trainer.is_global_zero and outputs:
+            path = self.root / "predictions.csv"
+            predictions_frame(outputs).to_csv(path, index=False)
+            print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- trainer pieces
+def default_loggers(root: Path) -> list[Any]:
+    """CSV and TensorBoard loggers under ``root/csv`` and ``root/tensorboard``."""
+    return [CSVLogger(str(root), name="csv"), TensorBoardLogger(str(root), name="tensorboard")]
+
+
+def run_callbacks(root: Path, task: Any, trainer_config: dict[str, Any], every_n_steps: int) -> list[Any]:
+    """Checkpoints (best by ``task.monitor`` + last; optionally last every N steps) and a rich
+    progress bar, unless the recipe configures its own."""
+    given = trainer_config.get("callbacks") or []
+    callbacks: list[Any] = []
+    if trainer_config.get("enable_checkpointing", True) is not False and not any(
+        isinstance(c, ModelCheckpoint) for c in given
+    ):
+        folder = str(root / "checkpoints")
+        callbacks.append(
+            AtomicCheckpoint(
+                dirpath=folder,
+                filename="best",
+                monitor=task.monitor,
+                mode=task.monitor_mode,
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+            )
+        )
+        if every_n_steps:
+            callbacks.append(
+                AtomicCheckpoint(
+                    dirpath=folder,
+                    save_top_k=0,
+                    save_last=True,
+                    every_n_train_steps=every_n_steps,
+                    enable_version_counter=False,
+                )
+            )
+    if trainer_config.get("enable_progress_bar", True) is not False and not any(
+        isinstance(c, ProgressBar) for c in given
+    ):
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place, so a process
+    killed while saving never leaves a truncated ``last.ckpt`` to resume from."""
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        partial = os.path.join(os.path.dirname(filepath), f".partial-{os.getpid()}.tmp")
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        trainer.strategy.barrier("modfuse.atomic_checkpoint")
+        self._last_checkpoint_saved = filepath
+
+
+def allow_unused_parameters(trainer: Trainer) -> Trainer:
+    """Let DDP reduce gradients when a process leaves some parameters unused in a step.
+
+    With per-sample missingness, one process's batch may have no row with some modality; that
+    process never runs the modality's encoder, its DDP reducer never sees those gradients,
+    and the other processes wait for them forever (the 2-process hang of issue 6: rank 0's
+    last batch of the epoch had no X-ray). ``find_unused_parameters=True`` makes DDP find and
+    reduce such parameters every step; an explicit setting in the recipe is kept.
+    """
+    strategy = trainer.strategy
+    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if isinstance(strategy, DDPStrategy) and isinstance(ddp_kwargs, dict):
+        ddp_kwargs.setdefault("find_unused_parameters", True)
+    return trainer
+
+
+def compared_trainer_kwargs(trainer_config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's trainer settings for a compared strategy (own logs, checkpoints, callbacks)."""
+    skip = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "strategy", "plugins"}
+    kwargs = {k: v for k, v in trainer_config.items() if k not in skip}
+    strategy = trainer_config.get("strategy", "auto")
+    # a strategy object belongs to one trainer; pass names through only
+    kwargs["strategy"] = strategy if isinstance(strategy, str) else "auto"
+    kwargs["enable_model_summary"] = False
+    return kwargs
+
+
+def best_checkpoint(trainer: Trainer) -> str | None:
+    """Path of the best checkpoint of the last fit, or None when there is none."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
+def checkpoint_path(root: Path, requested: str | None) -> Path:
+    """The checkpoint ``test``/``validate``/``predict`` load: ``best`` (default), ``last`` or a file.
+
+    Raises:
+        ModfuseError: when the checkpoint does not exist.
+    """
+    if requested in (None, "best", "last"):
+        name = "last.ckpt" if requested == "last" else "best.ckpt"
+        path = root / "checkpoints" / name
+    else:
+        path = Path(requested)
+    if not path.is_file():
+        raise ModfuseError(
+            f"no checkpoint at {path}: run `modfuse fit` with the same config first "
+            "(checkpoints go to <trainer.default_root_dir>/checkpoints), or pass --ckpt_path FILE"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------- random states
+class RandomStates(Callback):
+    """Saves and restores the torch / CUDA / NumPy / Python random states with checkpoints.
+
+    Lightning restores the model, optimizer, schedulers and loop counters, and
+    :class:`~modfuse.data.MultiModalDataModule` the position in the training order; this adds
+    what a resumed run would otherwise still differ in from an uninterrupted one (dropout
+    masks, random augmentations). In a distributed run, the states of rank 0 are saved.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng" in state_dict:
+            set_rng_states(state_dict["rng"])
+
+
+def rng_states() -> dict[str, Any]:
+    """torch, CUDA, NumPy and Python RNG states in a form ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_states`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---------------------------------------------------------------------------- results
+def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:
+    """Scalar metrics of the trainer whose name starts with ``prefix`` (e.g. ``"val/"``)."""
+    return {
+        k: float(v)
+        for k, v in sorted(trainer.callback_metrics.items())
+        if k.startswith(prefix) and getattr(v, "numel", lambda: 1)() == 1
+    }
+
+
+def write_metrics(path: Path, results: dict[str, dict[str, float]], best: str | None) -> None:
+    """Write the metrics table as JSON (atomically: another process may be reading it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"best_checkpoint": best, "models": results}, indent=2))
+    os.replace(partial, path)
+
+
+def print_table(results: dict[str, dict[str, float]], title: str) -> None:
+    """Print one row per metric and one column per model with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = sorted({k for values in results.values() for k in values})
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in results:
+        table.add_column(name, justify="right")
+    for metric in metrics:
+        table.add_row(metric, *(f"{v[metric]:.4f}" if metric in v else "-" for v in results.values()))
+    Console().print(table)
+
+
+def predictions_frame(outputs: list[dict[str, Any]]) -> Any:
+    """Per-sample predictions (``FusionTask.predict_step`` outputs) as a DataFrame with ``id``."""
+    import pandas as pd
+
+    frame: dict[str, list[Any]] = {"id": [i for out in outputs for i in out["ids"]]}
+    for task in (k for k in outputs[0] if k != "ids"):
+        values = torch.cat([out[task].reshape(len(out["ids"]), -1) for out in outputs]).numpy()
+        if values.shape[1] == 1:
+            frame[task] = list(values[:, 0])
+        else:
+            for j in range(values.shape[1]):
+                frame[f"{task}_{j}"] = list(values[:, j])
+    return pd.DataFrame(frame)
+
+
+# ---------------------------------------------------------------------------- explain / robustness
+def report_main(command: str, argv: Sequence[str]) -> int:
+    """``modfuse explain|robustness --config X.yaml [--ckpt_path P] [--out_dir D] [overrides]``."""
+    parser = argparse.ArgumentParser(prog=f"modfuse {command}", description=COMMANDS[command], add_help=False)
+    parser.add_argument("--ckpt_path", default=None, help="checkpoint (default: <root>/checkpoints/best.ckpt)")
+    parser.add_argument("--out_dir", default=None, help=f"output folder (default: <root>/{command})")
+    if command == "robustness":
+        parser.add_argument("--rates", type=float, nargs="+", default=None, help="missing rates of the sweep")
+        parser.add_argument("--seeds", type=int, nargs="+", default=None, help="simulation seeds per rate")
+        parser.add_argument("--kinds", nargs="*", default=None, help="missingness mechanisms (mcar, mnar, ...)")
+    else:
+        parser.add_argument("--max_samples", type=int, default=None, help="explain at most this many samples")
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()
+        print("\nother options: --config recipes/NAME.yaml and any recipe override (--data.init_args.x ...)")
+        return 0
+    options, rest = parser.parse_known_args(list(argv))
+    # the recipe options go to LightningCLI as args; it warns when sys.argv carries them too
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        cli = ModfuseCLI(args=list(rest), run=False)
+    task, datamodule = cli.model, cli.datamodule
+    ckpt = checkpoint_path(cli.root, options.ckpt_path)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    task.load_state_dict(state["state_dict"])
+    task.eval()
+    datamodule.setup("test")
+    out_dir = Path(options.out_dir or cli.root / command)
+    extra = {k: v for k, v in vars(options).items() if k not in ("ckpt_path", "out_dir") and v is not None}
+    table = _run_report(command, task, datamodule, out_dir, extra)
+    _print_frame(table, f"modfuse {command}: {out_dir}")
+    return 0
+
+
+def _run_report(command: str, task: Any, datamodule: Any, out_dir: Path, extra: dict[str, Any]) -> Any:
+    if command == "robustness":
+        from modfuse.robust import robustness_report
+
+        return robustness_report(task, datamodule, out_dir, **extra)
+    from modfuse.interpret import explain_report
+
+    return explain_report(task, datamodule, out_dir, **extra)
+
+
+def _print_frame(frame: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in frame.head(40).itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(table)

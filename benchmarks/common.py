@@ -49,7 +49,7 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
+    except OSError:  # no /proc (not Linux): the CPU model is simply not reported
         pass
     info = {
         "python": sys.version.split()[0],

@@ -19,6 +19,7 @@ import copy
 import importlib
 import logging
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -218,7 +219,7 @@ def _accelerator(device: str) -> tuple[str, torch.device]:
 
 
 # ---------------------------------------------------------------------------- the estimators
-class _FusionEstimator(BaseEstimator):
+class _FusionEstimator(BaseEstimator, ABC):
     """Shared fit / predict machinery (see the subclasses for the task-specific parts).
 
     Args:
@@ -267,9 +268,9 @@ class _FusionEstimator(BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------ subclass hooks
+    @abstractmethod
     def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
         """(task spec, training targets) from the user's ``y``."""
-        raise NotImplementedError
 
     def _stratify(self, target: np.ndarray) -> np.ndarray | None:
         return None

@@ -123,5 +123,9 @@ class FileSource:
             raise ReadError(f"{type(exc).__name__}: {exc}", path=path, sample_id=sample_id) from exc
 
     def read(self, path: Path, sample_id: Hashable) -> Any:
-        """Read one file; raise ReadError (or one of ``library_errors``) on bad input."""
-        raise NotImplementedError
+        """Read one file; raise ReadError (or one of ``library_errors``) on bad input.
+
+        Subclasses that read one file per sample implement this; those that cut many samples
+        from one file (the WFDB window and beat sources) override ``load`` instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__} reads per sample through load(), not read()")

@@ -15,6 +15,7 @@ Records are given as a folder (every ``*.hea``), a mapping ``{id: record path}``
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -216,8 +217,9 @@ class _SegmentSource(_WfdbBase):
 
     _columns: ClassVar[list[str]] = ["id", "record", "start", "stop", "fs"]
 
+    @abstractmethod
     def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """(id, record, start, stop, fs) rows of the samples cut from one record."""
 
     @property
     def groups(self) -> list[Hashable]:

@@ -8,39 +8,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import CountingEncoder
 from torch import nn
 
 from modfuse import FusionTask, ModfuseError, MultiModalDataModule, MultiModalDataset, TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.data.collate import collate_samples
-from modfuse.encoders import build as build_encoder
 from modfuse.fusion import AttentionFusion, FusionModel, LateFusion, Unimodal, available, build, prediction_of
 
 WIDTHS = {"a": 3, "b": 4, "c": 2}
 STRATEGIES = ["early", "late", "attention", "unimodal", "sequential"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class CountingEncoder(nn.Module):
-    """A tabular encoder that records the row counts it was given (gather-encode check)."""
-
-    def __init__(self, num_features: int, out_dim: int = 6) -> None:
-        super().__init__()
-        self.inner = build_encoder("tabular", num_features=num_features, hidden=(8,), out_dim=out_dim, dropout=0.0)
-        self.out_dim = out_dim
-        self.rows: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows.append(x.shape[0])
-        return self.inner(x)
 
 
 def encoders() -> dict[str, CountingEncoder]:

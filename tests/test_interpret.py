@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -35,15 +34,6 @@ from modfuse.interpret import (
 from modfuse.training.spec import TaskSpec, as_task_specs
 
 SURVIVAL = TaskSpec("survival", 3, boundaries=(1.0, 2.0))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def summed(batch: ModalityBatch, m: str) -> Tensor:

@@ -21,15 +21,6 @@ D = 5
 LATENT = (8, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: threading only adds overhead (and spin-waits badly on a loaded machine)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_block(modality: str, latent_shape=LATENT, task="binary", num_outputs=1, depth=2, **kw) -> LegoBlock:
     enc = {"name": "tabular", "num_features": D, "hidden": [16], "out_dim": 8, "dropout": 0.0}
     return LegoBlock(enc, modality, num_outputs, task=task, latent_shape=latent_shape, depth=depth, heads=2, **kw)

@@ -23,15 +23,6 @@ N, N_TEST = 1500, 300
 TRAIN = {"lr": 3e-3, "batch_size": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: threads only add overhead (and spin-wait badly on a loaded machine)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     """y = [s_a + s_b + s_c + noise > 0] with s_m a projection of modality m: each modality

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
@@ -32,15 +30,6 @@ from modfuse.robust import (
 )
 from modfuse.training.spec import as_task_specs
 from modfuse.training.task import FusionTask
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Oracle(nn.Module):

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import CountingEncoder
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
@@ -15,26 +16,11 @@ import modfuse
 from modfuse import FusionTask, ModfuseError, MultiModalDataModule, MultiModalDataset, TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.data.collate import collate_samples
-from modfuse.encoders import build as build_encoder
 from modfuse.fusion import build
 from modfuse.sequential import SequentialContributions, SequentialFusion, SequentialOutput
 
 WIDTHS = {"a": 3, "b": 4, "c": 2}
 SURVIVAL = TaskSpec("survival", 3, boundaries=(1.0, 2.0))
-
-
-class CountingEncoder(nn.Module):
-    """A tabular encoder that records how many rows it was given (to prove gather-encode)."""
-
-    def __init__(self, num_features: int, out_dim: int = 6) -> None:
-        super().__init__()
-        self.inner = build_encoder("tabular", num_features=num_features, hidden=(8,), out_dim=out_dim, dropout=0.0)
-        self.out_dim = out_dim
-        self.rows: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows.append(x.shape[0])
-        return self.inner(x)
 
 
 class TokenEncoder(nn.Module):

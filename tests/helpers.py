@@ -1,0 +1,22 @@
+"""Small test doubles shared by several test files (the tests folder is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modfuse.encoders import build
+
+
+class CountingEncoder(nn.Module):
+    """A tabular encoder that records how many rows it was given (to prove gather-encode)."""
+
+    def __init__(self, num_features: int, out_dim: int = 6) -> None:
+        super().__init__()
+        self.inner = build("tabular", num_features=num_features, hidden=(8,), out_dim=out_dim, dropout=0.0)
+        self.out_dim = out_dim
+        self.rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(x.shape[0])
+        return self.inner(x)

@@ -1,5 +1,6 @@
-"""Estimators: sklearn compatibility, every strategy on breast cancer (3 feature groups) with a
-group missing for half of the test rows, survival concordance, best-weights restoration."""
+"""Estimators: sklearn compatibility, every strategy on breast cancer (3 feature groups; 5-fold
+cross-validated accuracy) with a group missing for half of the test rows, survival concordance,
+best-weights restoration."""
 
 from __future__ import annotations
 
@@ -8,23 +9,26 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from modfuse import FusionClassifier, FusionRegressor, FusionSurvival
 from modfuse.errors import ModfuseError
 from modfuse.estimators import STRATEGIES, BestWeights
 from modfuse.fusion import available
 
+GROUPS = {"mean": slice(0, 10), "se": slice(10, 20), "worst": slice(20, 30)}
+
+
+def groups(X: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Breast cancer's 30 features as three modalities: means, standard errors, worst values."""
+    return {name: X[rows, cols] for name, cols in GROUPS.items()}
+
 
 @pytest.fixture(scope="module")
 def cancer() -> tuple[dict, np.ndarray, dict, np.ndarray]:
     X, y = load_breast_cancer(return_X_y=True)
     train, test = train_test_split(np.arange(len(y)), test_size=0.25, random_state=0, stratify=y)
-
-    def groups(rows: np.ndarray) -> dict[str, np.ndarray]:
-        return {"mean": X[rows, :10], "se": X[rows, 10:20], "worst": X[rows, 20:]}
-
-    return groups(train), y[train], groups(test), y[test]
+    return groups(X, train), y[train], groups(X, test), y[test]
 
 
 def test_clone_and_params() -> None:
@@ -37,20 +41,26 @@ def test_clone_and_params() -> None:
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_strategy_classifies_breast_cancer_with_a_missing_group(strategy: str, cancer: tuple) -> None:
+def test_every_strategy_classifies_breast_cancer_with_a_missing_group(strategy: str) -> None:
     assert strategy in available()
-    X, y, X_test, y_test = cancer
-    clf = FusionClassifier(strategy=strategy, max_epochs=25, random_state=0).fit(X, y)
-    # Late fusion averages each group's own logits, and the weak "se" group pulls the average:
-    # measured over random_state 0-5 it scores 0.930-0.972 (0.930 at 0), the others >= 0.951.
-    assert clf.score(X_test, y_test) >= (0.93 if strategy == "late" else 0.95)
-    # the "se" group missing for half of the rows, and absent for all rows
+    X, y = load_breast_cancer(return_X_y=True)
+    # 5-fold cross-validated accuracy: one 143-sample test split has a standard error of about
+    # 0.02 at this accuracy, and the splits differ (logistic regression on all 30 features
+    # scores 0.958-0.993 over train_test_split random_state 0-9), so one split cannot tell
+    # a 0.95 model from a 0.97 one.
+    scores = []
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+        clf = FusionClassifier(strategy=strategy, max_epochs=25, random_state=0).fit(groups(X, train), y[train])
+        scores.append(clf.score(groups(X, test), y[test]))
+    assert np.mean(scores) >= 0.95, scores
+    # the last fold's model, with the "se" group missing for half of the rows, and for all rows
+    X_test = groups(X, test)
     half = {**X_test, "se": X_test["se"].copy()}
     half["se"][::2] = np.nan
     proba = clf.predict_proba(half)
-    assert proba.shape == (len(y_test), 2) and np.allclose(proba.sum(1), 1)
-    assert (clf.predict(half) == y_test).mean() >= 0.9
-    assert clf.predict({k: v for k, v in X_test.items() if k != "se"}).shape == y_test.shape
+    assert proba.shape == (len(test), 2) and np.allclose(proba.sum(1), 1)
+    assert (clf.predict(half) == y[test]).mean() >= 0.9
+    assert clf.predict({k: v for k, v in X_test.items() if k != "se"}).shape == (len(test),)
 
 
 def test_explain_returns_modality_shapley_values(cancer: tuple) -> None:

@@ -206,6 +206,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (as the committed tables cite it)."""
+    try:
+        return str(path.resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_results(
     name: str,
     title: str,
@@ -229,7 +237,7 @@ def write_results(
     parts += [
         f"- seeds: {seeds if isinstance(seeds, str) else ', '.join(map(str, seeds))}",
         f"- command: `{command}`",
-        f"- raw rows: `benchmarks/results/{name}.csv`",
+        f"- raw rows: `{_shown(out_dir / f'{name}.csv')}`",
         "- machine: " + "; ".join(f"{k} {v}" for k, v in machine().items()),
         "",
     ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,9 +230,16 @@ def _init_worker(threads: int) -> None:
     _CACHE["threads"] = threads
 
 
-def run(settings: Settings, command: str, log: Callable[[str], None] = print, jobs: int = 1) -> pd.DataFrame:
+def run(
+    settings: Settings,
+    command: str,
+    log: Callable[[str], None] = print,
+    jobs: int = 1,
+    out_dir: Path = common.RESULTS,
+) -> pd.DataFrame:
     """Every model on every split; with ``jobs`` > 1 the fits run in that many worker processes
-    (each on ``torch.get_num_threads()`` threads). The tables are rewritten after every fit."""
+    (each on ``torch.get_num_threads()`` threads). The tables (in ``out_dir``) are rewritten after
+    every fit."""
     common.quiet()
     names = _data()[4]
     graph_impl = graph_encoder_factory(settings)[1]
@@ -251,7 +259,7 @@ def run(settings: Settings, command: str, log: Callable[[str], None] = print, jo
             log(f"{what}: FAILED {row['error']}")
         else:
             log(f"{what}: RMSE {row['rmse']:.3f} ({row['train_seconds']:.0f}s, {row['epochs_run']} epochs)")
-        write(pd.DataFrame(rows), settings, command, graph_impl, names)  # tables stay current if stopped
+        write(pd.DataFrame(rows), settings, command, graph_impl, names, out_dir)  # tables stay current if stopped
 
     if jobs <= 1:
         for task in plan:
@@ -268,7 +276,14 @@ def run(settings: Settings, command: str, log: Callable[[str], None] = print, jo
     return pd.DataFrame(rows)
 
 
-def write(raw: pd.DataFrame, settings: Settings, command: str, graph_impl: str, names: list[str]) -> None:
+def write(
+    raw: pd.DataFrame,
+    settings: Settings,
+    command: str,
+    graph_impl: str,
+    names: list[str],
+    out_dir: Path = common.RESULTS,
+) -> None:
     ok = raw[raw["rmse"].notna()]
     table_rows = []
     for model, grp in ok.groupby("model", sort=False):
@@ -320,4 +335,5 @@ def write(raw: pd.DataFrame, settings: Settings, command: str, graph_impl: str, 
         command=command,
         seeds=f"random {list(settings.seeds)}, scaffold {list(settings.scaffold_seeds)}",
         notes=notes,
+        out_dir=out_dir,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,7 +125,9 @@ def encoder_factories(
     return {"ndvi": ndvi_tabular, "elevation": elevation}, "tabular (NaN-aware: gap -> 0 + missing indicator per date)"
 
 
-def run(settings: Settings, command: str, log: Callable[[str], None] = print) -> pd.DataFrame:
+def run(
+    settings: Settings, command: str, log: Callable[[str], None] = print, out_dir: Path = common.RESULTS
+) -> pd.DataFrame:
     from sklearn.metrics import accuracy_score, f1_score
 
     from modfuse import MultiModalDataModule, MultiModalDataset
@@ -193,7 +196,7 @@ def run(settings: Settings, command: str, log: Callable[[str], None] = print) ->
                     f"  seed {seed} {label} [{name}]: macro-F1 {rows[-1]['macro_f1']:.3f} acc {rows[-1]['accuracy']:.3f}"
                 )
     raw = pd.DataFrame(rows)
-    write(raw, data, settings, command, ndvi_impl, ModalityDropout is not None)
+    write(raw, data, settings, command, ndvi_impl, ModalityDropout is not None, out_dir)
     return raw
 
 
@@ -214,7 +217,15 @@ class _Restrict:
             yield batch.with_modalities(self.keep)
 
 
-def write(raw: pd.DataFrame, data: dict[str, Any], s: Settings, command: str, ndvi_impl: str, dropout: bool) -> None:
+def write(
+    raw: pd.DataFrame,
+    data: dict[str, Any],
+    s: Settings,
+    command: str,
+    ndvi_impl: str,
+    dropout: bool,
+    out_dir: Path = common.RESULTS,
+) -> None:
     ok = raw[raw.get("macro_f1", pd.Series(dtype=float)).notna()] if "macro_f1" in raw else raw.iloc[:0]
     table = []
     for (model, evaluated), grp in ok.groupby(["model", "evaluated_with"], sort=False):
@@ -252,4 +263,5 @@ def write(raw: pd.DataFrame, data: dict[str, Any], s: Settings, command: str, nd
         command=command,
         seeds=list(s.seeds),
         notes=notes,
+        out_dir=out_dir,
     )

@@ -3,7 +3,8 @@
 Usage::
 
     python -m benchmarks.run              # full settings
-    python -m benchmarks.run --quick      # small settings (under 10 minutes on 2 cores)
+    python -m benchmarks.run --quick      # small settings (under 10 minutes on 2 cores),
+                                          # written to benchmarks/results/quick/
     python -m benchmarks.run --only esol speed
     python -m benchmarks.run --jobs 2     # ESOL fits in 2 worker processes
 
@@ -19,6 +20,7 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,7 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="ESOL: fits run in this many worker processes (each on --threads threads)",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"folder for the tables (default {common.RESULTS}; with --quick its quick/ sub-folder, so a "
+        "quick run never overwrites the full run's committed tables)",
+    )
     args = parser.parse_args(argv)
+    out = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
     torch.set_num_threads(args.threads)
     command = "python -m benchmarks.run " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
@@ -64,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         if section == "esol":
             from benchmarks import esol
 
-            esol.run(esol.QUICK if args.quick else esol.Settings(), command, log, jobs=args.jobs)
+            esol.run(esol.QUICK if args.quick else esol.Settings(), command, log, jobs=args.jobs, out_dir=out)
         elif section == "remote_sensing":
             from benchmarks import remote_sensing
 
-            remote_sensing.run(remote_sensing.QUICK if args.quick else remote_sensing.Settings(), command, log)
+            remote_sensing.run(
+                remote_sensing.QUICK if args.quick else remote_sensing.Settings(), command, log, out_dir=out
+            )
         else:
             from benchmarks import speed
 
-            speed.run(speed.QUICK if args.quick else speed.Settings(), command, log)
-        log(f"{section}: done, tables in {common.RESULTS}")
+            speed.run(speed.QUICK if args.quick else speed.Settings(), command, log, out_dir=out)
+        log(f"{section}: done, tables in {out}")
     log("all done")
     return 0
 

@@ -328,7 +328,9 @@ def merging(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(s: Settings, command: str, log: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
+def run(
+    s: Settings, command: str, log: Callable[[str], None] = print, out_dir: Path = common.RESULTS
+) -> dict[str, pd.DataFrame]:
     common.quiet()
     load_start = os.getloadavg()[0]
     train = training(s, log)
@@ -384,7 +386,9 @@ def run(s: Settings, command: str, log: Callable[[str], None] = print) -> dict[s
         f"1-minute load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end, on "
         f"{os.cpu_count()} cores (a load above the core count means other processes competed for the CPU)",
     ]
-    common.write_results("speed", "Speed and memory", tables, raw, command=command, seeds="0", notes=notes)
+    common.write_results(
+        "speed", "Speed and memory", tables, raw, command=command, seeds="0", notes=notes, out_dir=out_dir
+    )
     return {"training": train, "inference": infer, "merge": merges}
 
 

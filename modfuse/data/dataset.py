@@ -62,7 +62,9 @@ class MultiModalDataset(Dataset):
             ids = list(seen)
         self.ids = list(ids)
         self._source_ids = {m: set(src.ids) for m, src in self.sources.items()}
-        self.targets = self._align_targets(targets)
+        self._targets = self._align_targets(targets)
+        # one tensor per task, built once: a sample's target is then a view, not a conversion
+        self._target_tensors = _as_tensors(self._targets)
         self.groups = None if groups is None else np.asarray(groups)
         if self.groups is not None and len(self.groups) != len(self.ids):
             raise ModfuseError(f"groups has {len(self.groups)} entries for {len(self.ids)} samples")
@@ -136,12 +138,20 @@ class MultiModalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def targets(self) -> np.ndarray | dict[str, np.ndarray] | None:
+        """The targets aligned to :attr:`ids` (one array, or a dict task -> array); read-only."""
+        return self._targets
+
     def target_of(self, index: int) -> Any:
-        if self.targets is None:
+        """Sample ``index``'s target: a tensor (long for integer/bool labels, else float32), or a
+        dict task -> tensor, or None."""
+        tensors = self._target_tensors
+        if tensors is None:
             return None
-        if isinstance(self.targets, dict):
-            return {k: _target_tensor(v[index]) for k, v in self.targets.items()}
-        return _target_tensor(self.targets[index])
+        if isinstance(tensors, dict):
+            return {k: v[index] for k, v in tensors.items()}
+        return tensors[index]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample_id = self.ids[index]
@@ -203,6 +213,21 @@ def _cheap_present(src: Source, sample_id: Hashable) -> bool:
     if isinstance(src, ArraySource):
         return src.load(sample_id) is not None
     return True
+
+
+def _as_tensors(targets: np.ndarray | dict[str, np.ndarray] | None) -> Any:
+    if targets is None:
+        return None
+    if isinstance(targets, dict):
+        return {k: _numeric_targets(v, k) for k, v in targets.items()}
+    return _numeric_targets(targets, None)
+
+
+def _numeric_targets(values: np.ndarray, task: str | None) -> torch.Tensor:
+    if values.dtype.kind not in "iubf":
+        name = f"target {task!r}" if task else "targets"
+        raise ModfuseError(f"{name} must be numeric (labels, values or 0/1 indicators), found dtype {values.dtype}")
+    return _target_tensor(values)
 
 
 def _target_tensor(value: Any) -> torch.Tensor:

@@ -47,6 +47,17 @@ def row_is_missing(row: Any) -> bool:
     return arr.dtype.kind in "fc" and arr.size > 0 and bool(np.isnan(arr).all())
 
 
+def _missing_rows(values: Any) -> np.ndarray | None:
+    """(N,) bool, True where a row of a numeric NumPy array is all-NaN; None for other values
+    (Tensors, lists), whose rows are checked one at a time with :func:`row_is_missing`."""
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "biuf" or values.ndim == 0:
+        return None
+    flat = values.reshape(len(values), -1)
+    if values.dtype.kind != "f" or flat.shape[1] == 0:
+        return np.zeros(len(values), dtype=bool)
+    return np.isnan(flat).all(axis=1)
+
+
 class ArraySource:
     """An in-memory modality: one row per sample of a NumPy array, Tensor, DataFrame or list.
 
@@ -74,13 +85,20 @@ class ArraySource:
         if len(self.ids) != n:
             raise ModfuseError(f"{n} rows but {len(self.ids)} ids")
         self._rows = values
+        self._missing = _missing_rows(values)
         self._position = {sid: i for i, sid in enumerate(self.ids)}
         if len(self._position) != n:
             raise ModfuseError("sample ids must be unique")
         self.collate = collate
 
     def load(self, sample_id: Hashable) -> Any | None:
-        row = self._rows[self._position[sample_id]]
+        index = self._position[sample_id]
+        if self._missing is not None:  # a numeric array: missingness was found once, up front
+            if self._missing[index]:
+                return None
+            # np.array copies: rows of the user's array stay untouched by in-place transforms
+            return torch.from_numpy(np.array(self._rows[index], dtype=np.float32))
+        row = self._rows[index]
         if row_is_missing(row):
             return None
         if isinstance(row, np.ndarray) and row.dtype.kind in "biuf":

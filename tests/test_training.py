@@ -150,3 +150,40 @@ def test_hyperparameters_are_plain_so_loggers_and_safe_loading_work(tmp_path) ->
     assert checkpoint["hyper_parameters"]["tasks"] == {
         "y": {"kind": "binary", "num_outputs": 1, "boundaries": None, "weight": 1.0}
     }
+
+
+def _tiny_fit(**trainer_kwargs: object) -> tuple[FusionTask, L.Trainer]:
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(64, 4)).astype(np.float32)}
+    y = (x["a"][:, 0] > 0).astype(np.float32)
+    dm = MultiModalDataModule(MultiModalDataset.from_arrays(x, y), batch_size=16, seed=0)
+    task = FusionTask(EarlyFusion({"a": build("tabular", num_features=4)}, tasks="binary"), scheduler=None)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, **trainer_kwargs
+    )
+    trainer.fit(task, dm)
+    return task, trainer
+
+
+def test_fused_optimizer_on_cpu_and_its_fallback_under_mixed_precision_clipping() -> None:
+    _, trainer = _tiny_fit()
+    assert trainer.optimizers[0].defaults["fused"] is True
+    # Lightning unscales gradients before clipping under mixed precision, which a fused step
+    # cannot allow: the task falls back to the default implementation and trains.
+    _, trainer = _tiny_fit(precision="bf16-mixed", gradient_clip_val=1.0)
+    assert trainer.optimizers[0].defaults["fused"] is None
+
+
+def test_fused_adamw_gives_the_same_update_as_the_default_one() -> None:
+    torch.manual_seed(0)
+    params = [torch.randn(8, 4, requires_grad=True), torch.randn(8, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    opts = [torch.optim.AdamW(params, lr=1e-2, fused=True), torch.optim.AdamW(twins, lr=1e-2)]
+    for _ in range(5):
+        for group, opt in zip((params, twins), opts):
+            loss = sum((p**2).sum() for p in group)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q)

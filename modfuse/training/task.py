@@ -23,6 +23,22 @@ log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
 
 
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def can_fuse(params: list[Tensor]) -> bool | None:
+    """True when torch's fused Adam/AdamW kernel supports every parameter: plain tensors (not the
+    DTensors of FSDP2 / tensor parallelism) of a floating dtype on CPU or CUDA. The fused kernel
+    updates all parameters in one call instead of a Python loop over them (about 3x faster per
+    step for the small models of the speed benchmark on CPU, the same update up to rounding);
+    None leaves torch's default implementation in place."""
+    ok = all(
+        type(p) in (Tensor, nn.Parameter) and p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES for p in params
+    )
+    return True if ok else None
+
+
 class FusionTask(LightningModule):
     """Trains, evaluates and predicts with any fusion model (in the style of torchgeo's ``BaseTask``).
 
@@ -97,9 +113,9 @@ class FusionTask(LightningModule):
         if not params:
             raise ModfuseError("the model has no trainable parameters")
         if hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params))
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params))
         else:
             opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay, momentum=0.9)
         if hp.scheduler is None:
@@ -110,6 +126,16 @@ class FusionTask(LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.monitor_mode, patience=3, factor=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+
+    def _fused(self, params: list[Tensor]) -> bool | None:
+        """:func:`can_fuse`, except under mixed precision with gradient clipping: Lightning must
+        unscale the gradients before clipping them, which a fused optimizer does inside its step."""
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        trainer = self._trainer
+        if trainer is not None and trainer.gradient_clip_val and isinstance(trainer.precision_plugin, MixedPrecision):
+            return None
+        return can_fuse(params)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Models that can describe themselves (``to_config() -> dict``) store that description

@@ -3,23 +3,32 @@ model and data; inference time with k of M modalities present; merge time of Leg
 
 Data: M in-memory tabular modalities (real-valued features drawn once from a fixed seed), each
 missing for 20% of the samples (at least one modality kept per sample), binary target. Timing
-data need not be real; the model, batches and optimiser are the same on both paths.
+data need not be real; the model and batches are the same on every path.
 
 Training paths, each from the same initial weights, for the same epochs over the same
 ``DataLoader`` (``MultiModalDataModule.train_dataloader()``: shuffled, per-sample collate into a
-``ModalityBatch``), the same AdamW (lr 1e-3, weight decay 1e-4), no LR schedule and no validation:
+``ModalityBatch``), AdamW (lr 1e-3, weight decay 1e-4), the same loss, no LR schedule and no
+validation:
 
 - ``modfuse``: ``FusionTask`` + ``lightning.Trainer`` (no validation, checkpointing, logger or
-  progress bar);
-- ``plain loop``: ``for batch in loader: loss.backward(); opt.step()``, same loss;
-- ``plain loop, pre-collated``: the same loop over batches collated once beforehand (model
+  progress bar). ``FusionTask`` builds AdamW with torch's fused kernel where the device
+  supports it (CPU and CUDA), as it does for every user;
+- ``plain loop``: ``for batch in loader: loss.backward(); opt.step()`` with
+  ``torch.optim.AdamW(model.parameters(), ...)`` as a user writes it (torch's default
+  implementation): the target comparison;
+- ``plain loop, fused AdamW``: the same loop with the fused optimizer, so the gap to ``modfuse``
+  is the training loop's own overhead (Lightning's hooks and optimizer closure);
+- ``plain loop, pre-collated``: the fused loop over batches collated once beforehand (model
   compute only: the floor that no data pipeline can beat).
 
 Throughput counts the epochs after the first: the first epoch (and, for ``modfuse``, the
-Trainer's setup) is warm-up, reported apart as "setup + first epoch". The three paths run
+Trainer's setup) is warm-up, reported apart as "setup + first epoch". The paths run
 interleaved in each repeat, so a load change on the machine hits all of them; the table gives
 the median over repeats and every ratio is between numbers of the same run.
 Lego strategies use the latent given by ``Settings.lego_latent`` (stated in the table).
+
+Each path's CPU time (``time.process_time``) over the same epochs is recorded as well: on a
+shared machine it is the steadier measure of the work each path does per step.
 
 Peak memory is the peak resident set size of the process during the run minus the resident
 size before it, sampled every 2 ms (CPU; on CUDA ``torch.cuda.max_memory_allocated``).
@@ -121,15 +130,18 @@ def encoders(s: Settings, modalities: int | None = None) -> dict[str, nn.Module]
     }
 
 
-def _plain_loop(model: nn.Module, batches: Any, epochs: int, lr: float) -> tuple[float, float]:
-    """The hand-written loop; returns (seconds of the first epoch, seconds of the others)."""
+def _plain_loop(
+    model: nn.Module, batches: Any, epochs: int, lr: float, fused: bool | None = None
+) -> tuple[float, float, float]:
+    """The hand-written loop; returns (seconds of the first epoch, seconds of the others, CPU
+    seconds of the others). ``fused``: AdamW's fused kernel (None: torch's default)."""
     from modfuse.fusion.base import prediction_of
 
     spec = next(iter(model.tasks.values()))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=fused)
     model.train()
     start = time.perf_counter()
-    marks = []
+    marks, cpu_marks = [], []
     for _ in range(epochs):
         for batch in batches:
             out = model(batch)
@@ -142,24 +154,25 @@ def _plain_loop(model: nn.Module, batches: Any, epochs: int, lr: float) -> tuple
             loss.backward()
             opt.step()
         marks.append(time.perf_counter())
-    return marks[0] - start, marks[-1] - marks[0]
+        cpu_marks.append(time.process_time())
+    return marks[0] - start, marks[-1] - marks[0], cpu_marks[-1] - cpu_marks[0]
 
 
 class _EpochClock(Callback):
-    """The times at which the first training epoch and the last one end."""
+    """The wall and CPU times at which the first training epoch and the last one end."""
 
-    first_end = last_end = 0.0
+    first_end = last_end = first_cpu = last_cpu = 0.0
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if trainer.current_epoch == 0:
-            self.first_end = now
-        self.last_end = now
+            self.first_end, self.first_cpu = now, cpu
+        self.last_end, self.last_cpu = now, cpu
 
 
-def _modfuse(model: nn.Module, dm: Any, epochs: int, lr: float) -> tuple[float, float]:
+def _modfuse(model: nn.Module, dm: Any, epochs: int, lr: float) -> tuple[float, float, float]:
     """``FusionTask`` + ``Trainer.fit``; returns (seconds of setup + first epoch, seconds of the
-    other epochs, from the end of the first epoch to the end of the last)."""
+    other epochs, from the end of the first epoch to the end of the last, and their CPU seconds)."""
     from modfuse import FusionTask
 
     task = FusionTask(model, lr=lr, weight_decay=1e-4, scheduler=None)
@@ -168,10 +181,10 @@ def _modfuse(model: nn.Module, dm: Any, epochs: int, lr: float) -> tuple[float, 
     tr.callbacks.append(clock)
     start = time.perf_counter()
     tr.fit(task, dm)
-    return clock.first_end - start, clock.last_end - clock.first_end
+    return clock.first_end - start, clock.last_end - clock.first_end, clock.last_cpu - clock.first_cpu
 
 
-PATHS = ("modfuse", "plain loop", "plain loop, pre-collated")
+PATHS = ("modfuse", "plain loop", "plain loop, fused AdamW", "plain loop, pre-collated")
 
 
 def training(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
@@ -201,6 +214,7 @@ def training(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
         n_train = len(dm.splits["train"])
         precollated = list(dm.train_dataloader())
         times: dict[str, list[float]] = {p: [] for p in PATHS}
+        cpu_times: dict[str, list[float]] = {p: [] for p in PATHS}
         warmup: dict[str, list[float]] = {p: [] for p in PATHS}
         memory: dict[str, list[float]] = {p: [] for p in PATHS}
         for _ in range(s.repeats):  # interleaved, so a load change on the machine hits every path
@@ -209,17 +223,23 @@ def training(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
                 common.seed_all(0)
                 with PeakRSS() as mem:
                     if path == "modfuse":
-                        first, rest = _modfuse(model, dm, s.epochs, 1e-3)
+                        first, rest, cpu = _modfuse(model, dm, s.epochs, 1e-3)
                     elif path == "plain loop":
-                        first, rest = _plain_loop(model, dm.train_dataloader(), s.epochs, 1e-3)
+                        first, rest, cpu = _plain_loop(model, dm.train_dataloader(), s.epochs, 1e-3)
+                    elif path == "plain loop, fused AdamW":
+                        first, rest, cpu = _plain_loop(model, dm.train_dataloader(), s.epochs, 1e-3, fused=True)
                     else:
-                        first, rest = _plain_loop(model, precollated, s.epochs, 1e-3)
+                        first, rest, cpu = _plain_loop(model, precollated, s.epochs, 1e-3, fused=True)
                 times[path].append(n_train * (s.epochs - 1) / rest)
+                cpu_times[path].append(cpu)
                 warmup[path].append(first)
                 memory[path].append(mem.mib)
         med = {k: float(np.median(v)) for k, v in times.items()}
         # per-repeat ratios (same repeat, back to back) and their median: robust to drifting load
         per_repeat = [m / p for m, p in zip(times["modfuse"], times["plain loop"])]
+        # CPU seconds of the timed epochs: every path runs in this one process on one torch
+        # thread, so CPU time does not count the time other processes held the core (wall time does)
+        cpu = {k: float(np.median(v)) for k, v in cpu_times.items()}
         for path in PATHS:
             rows.append(
                 dict(
@@ -234,6 +254,9 @@ def training(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
                         f"{a / b:.2f}" for a, b in zip(times[path], times["plain loop"])
                     ),
                     ratio_to_precollated=med[path] / med["plain loop, pre-collated"],
+                    cpu_seconds=cpu[path],
+                    ratio_to_plain_loop_cpu=cpu["plain loop"] / cpu[path],
+                    cpu_ms_per_step=1e3 * cpu[path] / ((s.epochs - 1) * -(-n_train // s.batch_size)),
                     train_samples=n_train,
                     epochs=s.epochs,
                     timed_epochs=s.epochs - 1,
@@ -244,7 +267,8 @@ def training(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
         log(
             f"  {strategy}: modfuse {med['modfuse']:.0f}/s, plain loop {med['plain loop']:.0f}/s "
             f"(ratio {med['modfuse'] / med['plain loop']:.2f}; per repeat "
-            f"{', '.join(f'{r:.2f}' for r in per_repeat)}), pre-collated {med['plain loop, pre-collated']:.0f}/s"
+            f"{', '.join(f'{r:.2f}' for r in per_repeat)}; by CPU time {cpu['plain loop'] / cpu['modfuse']:.2f}), "
+            f"fused {med['plain loop, fused AdamW']:.0f}/s, pre-collated {med['plain loop, pre-collated']:.0f}/s"
         )
     return pd.DataFrame(rows)
 
@@ -345,6 +369,8 @@ def run(
         t["x plain loop"] = t["ratio_to_plain_loop"].map(lambda v: f"{v:.2f}")
         t["x plain loop, per repeat"] = t["ratio_to_plain_loop_per_repeat"].str.replace(";", ", ")
         t["x pre-collated"] = t["ratio_to_precollated"].map(lambda v: f"{v:.2f}")
+        t["x plain loop, CPU time"] = t["ratio_to_plain_loop_cpu"].map(lambda v: f"{v:.2f}")
+        t["CPU ms per step"] = t["cpu_ms_per_step"].map(lambda v: f"{v:.2f}")
         tables[
             "Training throughput after the first epoch (median of repeats; ratio = samples/s over the plain loop's)"
         ] = t[
@@ -355,6 +381,8 @@ def run(
                 "samples/s",
                 "x plain loop",
                 "x plain loop, per repeat",
+                "x plain loop, CPU time",
+                "CPU ms per step",
                 "x pre-collated",
                 "setup + first epoch (s)",
                 "peak RSS (MiB)",
@@ -368,7 +396,7 @@ def run(
         tables[f"Inference time per batch of {s.inference_batch} with the first k of M modalities present"] = pivot
     if len(merges):
         mt = merges.copy()
-        mt["ms"] = mt["ms"].map(lambda v: f"{v:.1f}")
+        mt["ms"] = mt["ms"].map(lambda v: f"{v:.3f}")
         tables[f"Merge time of {s.merge_blocks} trained-size Lego blocks (no data)"] = mt
     raw = pd.concat(
         [train.assign(section="training"), infer.assign(section="inference"), merges.assign(section="merge")]
@@ -378,10 +406,16 @@ def run(
         f"training: {s.samples} samples ({s.lego_samples} for the Lego strategies), 80% of them trained on, "
         f"{s.modalities} tabular modalities of {s.features} features, 20% missing per modality, batch "
         f"{s.batch_size}, {s.epochs} epochs of which the first is warm-up (throughput over the other "
-        f"{s.epochs - 1}), {s.repeats} interleaved repeats; same initial weights, DataLoader, AdamW and loss on "
-        "every path; no LR schedule, no validation",
+        f"{s.epochs - 1}), {s.repeats} interleaved repeats; same initial weights, DataLoader and loss on every path; "
+        "AdamW: fused kernel in modfuse (FusionTask's choice on CPU/CUDA), 'plain loop' with torch's default "
+        "implementation as a user writes it, 'fused AdamW' and 'pre-collated' with the fused kernel; "
+        "no LR schedule, no validation",
         f"Lego strategies (training, inference, merge) use a {lat} latent",
         "peak RSS: resident memory above the level at the start of each run (CPU), sampled every 2 ms",
+        "x plain loop, CPU time: the plain loop's CPU seconds over modfuse's for the timed epochs (median of "
+        "repeats); every path runs in one process on one torch thread, so this ratio leaves out the time other "
+        "processes held the core, which the wall-clock ratio includes; CPU ms per step: the same CPU seconds per "
+        "training step",
         "the machine is shared (other processes may run): compare rows within one table, not across runs; "
         f"1-minute load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end, on "
         f"{os.cpu_count()} cores (a load above the core count means other processes competed for the CPU)",

@@ -257,6 +257,7 @@ class TabularSource:
         self.ids = self._ids()
         self._row = {sid: i for i, sid in enumerate(self.ids)}
         self._values, self._problems = self.preprocessor.transform(self.frame, self.path)
+        self._empty = np.isnan(self._values).all(axis=1)  # rows with every cell missing, found once
         self.feature_names = self.schema.features
         self.collate = collate
 
@@ -278,8 +279,7 @@ class TabularSource:
             raise ModfuseError(f"unknown sample id {sample_id!r}; this table has {len(self.ids)} rows") from None
         if i in self._problems:
             raise ReadError(self._problems[i], path=self.path, sample_id=sample_id)
-        row = self._values[i]
-        return None if bool(np.isnan(row).all()) else torch.from_numpy(row.copy())
+        return None if self._empty[i] else torch.from_numpy(self._values[i].copy())
 
     def targets(self) -> pd.DataFrame:
         """The target columns indexed by sample id (for ``MultiModalDataset(targets=...)``)."""

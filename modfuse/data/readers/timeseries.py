@@ -57,7 +57,8 @@ class _PixelSource:
         self.index = pd.DataFrame({"id": [f"r{r}_c{c}" for r, c in zip(rows, cols)], "row": rows, "col": cols})
         self._add_coordinates()
         self.ids = self.index["id"].tolist()
-        self._pos = {sid: i for i, sid in enumerate(self.ids)}
+        # id -> (row, col) as plain ints: a pandas lookup per sample costs more than the read itself
+        self._pos = {sid: (int(r), int(c)) for sid, r, c in zip(self.ids, rows, cols)}
 
     def _add_coordinates(self) -> None:
         """Pixel centres in the patch CRS from ``bbox.geojson`` (absent: no x / y columns)."""
@@ -78,10 +79,9 @@ class _PixelSource:
 
     def _where(self, sample_id: Hashable) -> tuple[int, int]:
         try:
-            i = self._pos[sample_id]
+            return self._pos[sample_id]
         except KeyError:
             raise ModfuseError(f"unknown pixel id {sample_id!r}; ids look like 'r12_c40'") from None
-        return int(self.index["row"].iat[i]), int(self.index["col"].iat[i])
 
     def spatial_blocks(self, block: int = 10) -> np.ndarray:
         """Group id per pixel: which ``block`` x ``block`` tile it lies in (for grouped splits)."""

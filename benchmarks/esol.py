@@ -44,20 +44,23 @@ PUBLISHED = {"MPNN": 0.58, "AttentiveFP": 0.61, "D-MPNN": 0.69}
 @dataclass
 class Settings:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    epochs: int = 30  # at most; training stops when validation RMSE stalls for `patience` epochs
-    patience: int | None = 8
+    # schedule chosen on the validation RMSE of random seeds 0 and 1 (early and sequential fusion,
+    # mean of the four; test splits not looked at): 30 epochs / patience 8 / lr 2e-3 0.605,
+    # 60 / 15 / 2e-3 0.554, 100 / 20 / 2e-3 0.563, 100 / 20 / 1e-3 0.541
+    epochs: int = 100  # at most; training stops when validation RMSE stalls for `patience` epochs
+    patience: int | None = 20
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-3
     hidden: int = 128
     # chosen on the validation splits of random seeds 0 and 1 (early fusion; the test splits were
     # not looked at): 4 layers + mean pooling 0.549 val RMSE, 3 layers + add pooling 0.576
     graph_layers: int = 4
     graph_pool: str = "mean"
-    scaffold_seeds: tuple[int, ...] = (0,)  # the scaffold split is deterministic; seeds vary the initialisation
+    scaffold_seeds: tuple[int, ...] = (0, 1, 2)  # the scaffold split is deterministic; seeds vary the initialisation
     lego_latent: tuple[int, int] = (16, 64)  # (l_c, l_d): small inputs (a graph vector, 8 descriptors)
 
 
-QUICK = Settings(seeds=(0,), epochs=8, patience=None, hidden=64, scaffold_seeds=(0,), lego_latent=(8, 32))
+QUICK = Settings(seeds=(0,), epochs=8, patience=None, lr=2e-3, hidden=64, scaffold_seeds=(0,), lego_latent=(8, 32))
 
 
 # ---------------------------------------------------------------------------- data
@@ -317,7 +320,7 @@ def write(
         + f"batch {settings.batch_size}, weights of the best validation-RMSE epoch; targets standardised on train; "
         "descriptors standardised with the training mean and sd inside the tabular encoder",
         "graph encoder layers and pooling chosen on the validation RMSE of random seeds 0 and 1 (early fusion), "
-        "never on a test split",
+        "the schedule (epochs, patience, lr) likewise (early and sequential fusion); never on a test split",
         f"graph encoder: {graph_impl}, hidden {settings.hidden}; tabular encoder hidden {settings.hidden}; "
         f"Lego strategies with a {settings.lego_latent[0]}x{settings.lego_latent[1]} latent (l_c x l_d)",
         "published rows: the reference values given in the benchmark issue (MPNN, AttentiveFP, D-MPNN), obtained "

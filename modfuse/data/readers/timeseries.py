@@ -148,6 +148,7 @@ class EOPatchSeriesSource(_PixelSource):
                 valid &= array[..., 0] == 0
         self.values = np.concatenate(bands, axis=-1).astype(np.float32)
         self.valid = valid & ~np.isnan(self.values).any(-1)
+        self._observed = self.valid.any(axis=0)  # (H, W): pixels with at least one valid date
         self.timestamps = self._timestamps(root, shape[0])
         days = (self.timestamps - self.timestamps[0]).total_seconds() / 86400.0
         self._days = torch.as_tensor(np.asarray(days, dtype=np.float32))
@@ -169,10 +170,13 @@ class EOPatchSeriesSource(_PixelSource):
 
     def load(self, sample_id: Hashable) -> dict[str, torch.Tensor] | None:
         r, c = self._where(sample_id)
-        valid = torch.from_numpy(self.valid[:, r, c].copy())
-        if not bool(valid.any()):
+        if not self._observed[r, c]:
             return None
-        return {"x": torch.from_numpy(self.values[:, r, c].copy()), "valid": valid, "t": self._days}
+        return {
+            "x": torch.from_numpy(self.values[:, r, c].copy()),
+            "valid": torch.from_numpy(self.valid[:, r, c].copy()),
+            "t": self._days,
+        }
 
 
 @register("eopatch-timeless")

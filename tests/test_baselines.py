@@ -112,6 +112,9 @@ def test_late_fusion_prior_learns_the_base_rate_without_empty_samples() -> None:
         model.compute_loss(fused, batch).backward()
         opt.step()
     assert torch.sigmoid(model.prior.logits["y"]).item() == pytest.approx(6 / 7, abs=0.02)
+    # the logged loss is the fused prediction's own loss: the prior's term is gradient only
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(fused[:, 0], batch.target)
+    assert model.compute_loss(fused, batch).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_attention_absent_token_is_masked_not_read() -> None:

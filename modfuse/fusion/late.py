@@ -120,8 +120,12 @@ class LateFusion(nn.Module):
         return out[next(iter(out))] if len(out) == 1 else out
 
     def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
-        """Task loss of the fused logits plus ``prior_weight`` times the prior's loss on the batch."""
-        fused = by_task(prediction_of(outputs), self.tasks)
-        return task_loss(self.tasks, fused, batch) + self.prior_weight * task_loss(
-            self.tasks, self.prior(batch.batch_size), batch
-        )
+        """Task loss of the fused logits; its gradient also trains the prior (``prior_weight``
+        times the prior's own loss on the batch).
+
+        The prior's term adds nothing to the returned value (``x - x.detach()``), so the logged
+        ``loss`` is the fused prediction's task loss, comparable with every other strategy's.
+        """
+        fused = task_loss(self.tasks, by_task(prediction_of(outputs), self.tasks), batch)
+        prior = self.prior_weight * task_loss(self.tasks, self.prior(batch.batch_size), batch)
+        return fused + (prior - prior.detach())

@@ -27,17 +27,12 @@ import torch
 from torch import nn
 
 from benchmarks import common
+from modfuse.datasets.collections.moleculenet import CONFIGS
 
-CSV = "esol/delaney-processed.csv"
-TARGET = "measured log solubility in mols per litre"
-CSV_DESCRIPTORS = [
-    "Minimum Degree",
-    "Molecular Weight",
-    "Number of H-Bond Donors",
-    "Number of Rings",
-    "Number of Rotatable Bonds",
-    "Polar Surface Area",
-]
+ESOL = CONFIGS["esol"]  # the library's column roles for delaney-processed.csv (leaky column excluded)
+CSV = f"esol/{ESOL.file}"
+TARGET = ESOL.targets["solubility"]
+CSV_DESCRIPTORS = list(ESOL.descriptors)
 PUBLISHED = {"MPNN": 0.58, "AttentiveFP": 0.61, "D-MPNN": 0.69}
 
 
@@ -74,8 +69,8 @@ def load() -> tuple[list[Any], np.ndarray, np.ndarray, list[str], list[str]]:
     from modfuse.data.readers import smiles_to_graph
 
     frame = pd.read_csv(common.DATA / CSV)
-    smiles = [s.strip() for s in frame["smiles"]]
-    graphs = [smiles_to_graph(s, sample_id=cid) for s, cid in zip(smiles, frame["Compound ID"])]
+    smiles = [s.strip() for s in frame[ESOL.smiles]]
+    graphs = [smiles_to_graph(s, sample_id=cid) for s, cid in zip(smiles, frame[ESOL.id_column])]
     mols = [Chem.MolFromSmiles(s) for s in smiles]
     extra = np.array([[Crippen.MolLogP(m), Crippen.MolMR(m)] for m in mols], dtype=np.float32)
     table = np.concatenate([frame[CSV_DESCRIPTORS].to_numpy(np.float32), extra], axis=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modfuse.data.batch import ModalityBatch
 from modfuse.encoders import build
 
 
@@ -20,3 +21,14 @@ class CountingEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.rows.append(x.shape[0])
         return self.inner(x)
+
+
+def without_modality(batch: ModalityBatch, modality: str) -> ModalityBatch:
+    """``batch`` with no key at all for ``modality`` (a wiring error, unlike an absent modality,
+    which keeps its key with an all-False ``present`` mask)."""
+    return ModalityBatch(
+        {m: v for m, v in batch.inputs.items() if m != modality},
+        {m: p for m, p in batch.present.items() if m != modality},
+        batch.target,
+        batch.ids,
+    )

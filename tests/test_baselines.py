@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import CountingEncoder
+from helpers import CountingEncoder, without_modality
 from torch import nn
 
 from modfuse import FusionTask, ModfuseError, MultiModalDataModule, MultiModalDataset, TaskSpec
@@ -153,14 +153,8 @@ def test_unimodal_uses_one_modality_and_ignores_the_others() -> None:
 def test_missing_modality_key_is_a_located_error(strategy: str) -> None:
     model = make(strategy)
     batch = all_patterns_batch()
-    no_c = ModalityBatch(
-        {m: v for m, v in batch.inputs.items() if m != "c"},
-        {m: p for m, p in batch.present.items() if m != "c"},
-        batch.target,
-        batch.ids,
-    )
     with pytest.raises(ModfuseError, match="modality 'c'"):
-        model(no_c)
+        model(without_modality(batch, "c"))
 
 
 def synthetic(n: int = 200, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import CountingEncoder
+from helpers import CountingEncoder, without_modality
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
@@ -230,14 +230,8 @@ def test_order_fixed_given_and_shuffled() -> None:
 def test_errors_name_the_modality_and_the_missing_target() -> None:
     model = SequentialFusion(encoders(), "binary", state_dim=8)
     batch = all_patterns_batch()
-    no_c = ModalityBatch(
-        {m: v for m, v in batch.inputs.items() if m != "c"},
-        {m: p for m, p in batch.present.items() if m != "c"},
-        batch.target,
-        batch.ids,
-    )
     with pytest.raises(ModfuseError, match="modality 'c'"):
-        model(no_c)
+        model(without_modality(batch, "c"))
     out = model(batch)
     batch.target = None
     with pytest.raises(ModfuseError, match="no target"):

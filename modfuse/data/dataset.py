@@ -224,17 +224,13 @@ def _as_tensors(targets: np.ndarray | dict[str, np.ndarray] | None) -> Any:
 
 
 def _numeric_targets(values: np.ndarray, task: str | None) -> torch.Tensor:
-    if values.dtype.kind not in "iubf":
-        name = f"target {task!r}" if task else "targets"
-        raise ModfuseError(f"{name} must be numeric (labels, values or 0/1 indicators), found dtype {values.dtype}")
-    return _target_tensor(values)
-
-
-def _target_tensor(value: Any) -> torch.Tensor:
-    arr = np.asarray(value)
-    if arr.dtype.kind in "iub":
-        return torch.as_tensor(arr, dtype=torch.long)
-    return torch.as_tensor(arr, dtype=torch.float32)
+    """Long tensor for integer / bool labels, float32 otherwise; a clear error for anything else."""
+    if values.dtype.kind in "iub":
+        return torch.as_tensor(values, dtype=torch.long)
+    if values.dtype.kind == "f":
+        return torch.as_tensor(values, dtype=torch.float32)
+    name = f"target {task!r}" if task else "targets"
+    raise ModfuseError(f"{name} must be numeric (labels, values or 0/1 indicators), found dtype {values.dtype}")
 
 
 def _locate(exc: Exception, modality: str, sample_id: Any) -> ModfuseError:

@@ -224,11 +224,14 @@ def _as_tensors(targets: np.ndarray | dict[str, np.ndarray] | None) -> Any:
 
 
 def _numeric_targets(values: np.ndarray, task: str | None) -> torch.Tensor:
-    """Long tensor for integer / bool labels, float32 otherwise; a clear error for anything else."""
+    """Long tensor for integer / bool labels, float32 otherwise; a clear error for anything else.
+
+    ``torch.tensor`` copies: the dataset's target arrays are read-only views, which ``as_tensor``
+    would share (and warn about) instead."""
     if values.dtype.kind in "iub":
-        return torch.as_tensor(values, dtype=torch.long)
+        return torch.tensor(values, dtype=torch.long)
     if values.dtype.kind == "f":
-        return torch.as_tensor(values, dtype=torch.float32)
+        return torch.tensor(values, dtype=torch.float32)
     name = f"target {task!r}" if task else "targets"
     raise ModfuseError(f"{name} must be numeric (labels, values or 0/1 indicators), found dtype {values.dtype}")
 

@@ -150,11 +150,6 @@ class FusionTask(LightningModule):
     def forward(self, batch: ModalityBatch) -> Any:
         return self.model(batch)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, ModalityBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def _metric_key(self, task: str, metric: str) -> str:
         return metric if len(self.tasks) == 1 else f"{task}/{metric}"
 

@@ -137,6 +137,26 @@ class FusionTask(LightningModule):
             return None
         return can_fuse(params)
 
+    def on_train_start(self) -> None:
+        self._extend_one_cycle()
+
+    def _extend_one_cycle(self) -> None:
+        """Stretch a restored one-cycle schedule to this run's length.
+
+        Resuming from ``last.ckpt`` with a larger ``max_epochs`` restores the scheduler planned
+        for the old length, which raises "Tried to step N times" once that many steps are done.
+        The warm-up already ran, so only the annealing phase is re-planned: it now ends at the
+        new last step (the learning rate follows the stretched cosine from the resumed step on).
+        """
+        if self._trainer is None:
+            return
+        total = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps < total:
+                sched.total_steps = total
+                sched._schedule_phases[-1]["end_step"] = float(total - 1)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Models that can describe themselves (``to_config() -> dict``) store that description
         # as JSON text, so tools such as ``modfuse merge`` rebuild them without unpickling.

@@ -145,6 +145,12 @@ class MemoizedSource:
         self.collate = getattr(source, "collate", "auto")
         self.values: dict[Any, Any] = {}
 
+    def has(self, sample_id: Any) -> bool:
+        """The wrapped reader's answer (see :meth:`MultiModalDataset.present_matrix`)."""
+        from modfuse.data.dataset import _cheap_present
+
+        return _cheap_present(self.source, sample_id)
+
     def load(self, sample_id: Any) -> Any | None:
         if sample_id not in self.values:
             self.values[sample_id] = self.source.load(sample_id)

@@ -32,7 +32,7 @@ from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.sources import ArraySource, Source
 from modfuse.datasets.splits import read_split, split_frame
 from modfuse.errors import ModfuseError, ReadError
-from modfuse.training.spec import TaskSpec
+from modfuse.training.spec import TaskSpec, check_targets
 
 __all__ = [
     "FORMAT",
@@ -361,6 +361,7 @@ class Manifest:
     def target_array(self) -> np.ndarray | dict[str, np.ndarray]:
         """Targets for :class:`MultiModalDataset` (an array for one task, else a dict)."""
         arrays = {t: self._target(t, s) for t, s in self.targets.items()}
+        check_targets(arrays, self.task_specs(), self.ids)  # errors name the task and the sample
         return next(iter(arrays.values())) if len(arrays) == 1 else arrays
 
     def _target(self, task: str, spec: TargetSpec) -> np.ndarray:

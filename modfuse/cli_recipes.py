@@ -70,6 +70,15 @@ class ModfuseCLI(LightningCLI):
         )
         parser.set_defaults({"trainer.default_root_dir": DEFAULT_ROOT})
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters while parsing, before any hook:
+        # an unreadable or pickled-code file is a message naming it here, not a traceback
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and Path(ckpt).is_file() and Path(ckpt).suffix != ".safetensors":
+            check_checkpoint(Path(ckpt))
+        super()._parse_ckpt_path()
+
     # ------------------------------------------------------------ config helpers
     def setting(self, key: str, default: Any = None) -> Any:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init

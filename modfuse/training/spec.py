@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -276,7 +277,7 @@ def check_targets(targets: Any, tasks: Mapping[str, TaskSpec], ids: Sequence[Any
 def _as_tensor_tree(targets: Any) -> Any:
     if isinstance(targets, Mapping):
         return {k: _as_tensor_tree(v) for k, v in targets.items()}
-    return torch.as_tensor(targets)
+    return torch.tensor(np.asarray(targets))  # a copy: the dataset's arrays may be read-only
 
 
 def by_task(values: Tensor | Mapping[str, Tensor] | None, tasks: Mapping[str, TaskSpec]) -> dict[str, Tensor]:

@@ -238,14 +238,13 @@ def assert_clear_cli_error(code: int, capsys: pytest.CaptureFixture[str], *needl
 def test_pickle_payload_checkpoint_never_runs_in_any_loader(
     evil_ckpt: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modfuse.cli_recipes import check_checkpoint
     from modfuse.encoders.weights import read_state_dict
     from modfuse.lego.io import load_any, load_checkpoint
 
     path, marker = evil_ckpt
     monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "cache"))
     # torch-level helpers and Lego block loading
-    for loader in (read_state_dict, load_checkpoint, load_any, check_checkpoint):
+    for loader in (read_state_dict, load_checkpoint, load_any):
         with pytest.raises(ReadError, match=r"evil\.ckpt"):
             loader(path)
         assert not marker.exists(), loader

@@ -426,3 +426,22 @@ def test_interrupted_cohort_generation_is_cleaned_and_written_again(tmp_path: Pa
     pd.testing.assert_frame_equal(again.table, expected)
     assert not leftover.exists()
     assert not list(first.root.parent.glob(".*.partial")) and not list(first.root.parent.glob(".*.incomplete"))
+
+
+def test_manifest_csv_table_with_a_cut_row_is_reported_not_nan(tmp_path: Path) -> None:
+    table = pd.DataFrame({"id": ["a", "b", "c"], "f": [1.0, 2.0, 3.0], "g": [4.0, 5.0, 6.0], "y": [0, 1, 0]})
+    path = write_manifest(
+        table,
+        tmp_path / "m",
+        name="m",
+        modalities={"t": ModalitySpec("columns", ["f", "g"])},
+        targets={"y": TargetSpec("binary", ["y"])},
+        splits={"s": {"train": np.array([0, 1]), "test": np.array([2])}},
+        group_column=None,
+        table_format="csv",
+    )
+    csv_path = path.parent / "manifest.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([*lines[:-1], lines[-1].rsplit(",", 2)[0]]) + "\n")  # a copy cut short
+    with pytest.raises(ReadError, match=r"1 rows of the table lack fields: row 3 has"):
+        read_manifest(path)

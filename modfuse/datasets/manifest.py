@@ -29,6 +29,7 @@ import torch
 
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.readers.tabular import short_rows
 from modfuse.data.sources import ArraySource, Source
 from modfuse.datasets.splits import read_split, split_frame
 from modfuse.errors import ModfuseError, ReadError
@@ -472,6 +473,11 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
             s["columns"][0] for s in doc["modalities"].values() if s["kind"] in ("path", "value")
         }
         table = pd.read_csv(table_path, dtype=dict.fromkeys(text_cols, str), keep_default_na=True)
+        short = short_rows(table_path)  # pandas pads them with NaN: a cut or edited table
+        if short:
+            raise ReadError(
+                f"{len(short)} rows of the table lack fields: {next(iter(short.values()))}", path=table_path
+            )
     root_value = root if root is not None else doc.get("root")
     manifest = Manifest(path, table, doc, None if root_value is None else Path(root_value))
     _check_loaded(manifest)

@@ -522,6 +522,11 @@ def _check_doc(doc: Any, path: Path) -> None:
         if not isinstance(spec.options, dict):
             raise ReadError(f"manifest field modalities.{m}.options: expected an object", path=path)
         _check_reader_name(spec, f"modalities.{m}.reader")
+    for t, entry in doc["targets"].items():
+        try:
+            TargetSpec(**entry)
+        except TypeError as exc:
+            raise ReadError(f"manifest field targets.{t}: {exc}", path=path) from None
     for name, entry in doc["splits"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise ReadError(f"manifest field splits.{name}: expected {{'file': ..., 'grouped': ...}}", path=path)

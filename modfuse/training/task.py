@@ -15,7 +15,7 @@ from torchmetrics import MetricCollection
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import prediction_of
-from modfuse.training.spec import TaskSpec, as_task_specs, by_task
+from modfuse.training.spec import TaskSpec, as_task_specs, by_task, check_targets
 
 __all__ = ["FusionTask"]
 
@@ -90,6 +90,15 @@ class FusionTask(LightningModule):
         self.read_errors: list[tuple[Any, str, str]] = []
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, stage: str) -> None:
+        """Check the datamodule's targets against the tasks before the first step, so a bad
+        label (NaN, a multilabel 2, an event code 3) is an error naming the task and the sample
+        instead of a NaN or wrong loss. Lightning sets the datamodule up before this hook."""
+        dataset = getattr(getattr(self._trainer, "datamodule", None), "dataset", None)
+        targets = getattr(dataset, "targets", None)
+        if stage != "predict" and targets is not None:
+            check_targets(targets, self.tasks, getattr(dataset, "ids", None))
+
     def configure_models(self) -> None:
         """Build ``self.model`` (subclasses); the default keeps the model passed in."""
 

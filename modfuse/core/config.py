@@ -54,11 +54,17 @@ def _recording_new(cls: type, *args: Any, **kwargs: Any) -> Any:
     # tensors are not kept (a description could not hold them, and a reference would keep, and
     # deep copies duplicate, their memory), nor iterators (consumed by the constructor, and
     # generators cannot be deep-copied)
+    # nor functions (no JSON form; keeping them would also make the module unpicklable)
     values = (*args, *kwargs.values())
     if any(isinstance(v, Tensor) for v in values):
         record: Any = "it was constructed with a tensor argument"
     elif any(isinstance(v, Iterator) for v in values):
         record = "it was constructed from an iterator"
+    elif any(callable(v) and not isinstance(v, (type, nn.Module)) for v in values):
+        fn = next(v for v in values if callable(v) and not isinstance(v, (type, nn.Module)))
+        record = (
+            f"it was constructed with a function argument ({getattr(fn, '__qualname__', fn)!r}), which has no JSON form"
+        )
     else:
         record = (args, kwargs)
     object.__setattr__(obj, INIT_ATTR, record)
@@ -134,11 +140,11 @@ def _describe_module(module: nn.Module, where: str) -> dict[str, Any]:
     cls = type(module)
     record = module.__dict__.get(INIT_ATTR)
     if record is None or isinstance(record, str):
-        reason = record or "it was built before modfuse recorded constructor arguments"
+        reason = record or "it was built before modfuse was imported"
         raise ConfigError(
             f"cannot describe {where} ({cls.__qualname__}): {reason}. Build it after importing modfuse "
-            "(e.g. `import modfuse.encoders` before constructing the network), from JSON-describable "
-            "arguments, or give the encoder by registry name (modfuse.encoders.build(name, **kwargs))"
+            "(e.g. `import modfuse.encoders` before constructing the network) from JSON values, modules "
+            "or nn.Module classes, or give the encoder by registry name (modfuse.encoders.build(name, **kwargs))"
         )
     path = class_path_of(cls)
     args, kwargs = record

@@ -358,3 +358,30 @@ def test_a_user_encoder_and_merge_method_declared_by_entry_point_load_in_a_new_p
     want = load_file(str(tmp_path / "want.safetensors"))["y"]
     got = load_file(str(tmp_path / "got.safetensors"))["y"]
     assert want.shape == (6, 1) and torch.equal(want, got)
+
+
+def test_a_checkpoint_without_a_describable_model_says_how_to_load_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from modfuse.training.task import MODEL_CONFIG_KEY, FusionTask
+
+    enc = wrap(nn.Sequential(nn.Linear(D, 8), Activation(torch.tanh)), out_dim=8)
+    task = FusionTask(fusion.build("early", encoders={"a": enc}, tasks="binary"))
+    import lightning
+
+    checkpoint = {
+        "state_dict": task.state_dict(),
+        "hyper_parameters": dict(task.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    task.on_save_checkpoint(checkpoint)
+    assert MODEL_CONFIG_KEY not in checkpoint and "saved without a model config" in caplog.text
+    torch.save(checkpoint, tmp_path / "x.ckpt")
+    with pytest.raises(ModfuseError, match=r"x\.ckpt.*pass model=<the model>|pass model=<the model>.*x\.ckpt"):
+        FusionTask.load_from_checkpoint(tmp_path / "x.ckpt")
+    # with the model given, its weights load (still with weights_only=True)
+    loaded = FusionTask.load_from_checkpoint(
+        tmp_path / "x.ckpt", model=fusion.build("early", encoders={"a": enc}, tasks="binary")
+    )
+    for k, v in task.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k

@@ -144,14 +144,20 @@ class FusionTask(LightningModule):
         # The model's description (``class_path``/``init_args``, or a Lego model's
         # ``to_config()``) is stored as JSON text, so ``load_from_checkpoint`` and tools such as
         # ``modfuse merge`` rebuild it without unpickling anything.
-        from modfuse.core.io import config_of_model
+        from modfuse.core.io import check_rebuilds, config_of_model
 
-        try:
-            checkpoint[MODEL_CONFIG_KEY] = json.dumps(config_of_model(self.model))
-        except ModfuseError as exc:  # e.g. a user module built from a function argument
-            if not getattr(self, "_warned_config", False):
+        cached = self.__dict__.get("_model_config")
+        if cached is None or cached[0] is not self.model:  # described and checked once per model
+            try:
+                config = config_of_model(self.model)
+                check_rebuilds(self.model, json.loads(json.dumps(config)))
+                text: str | None = json.dumps(config)
+            except ModfuseError as exc:  # e.g. a user module built from a function argument
                 log.warning("checkpoints are saved without a model config (load them with model=...): %s", exc)
-                self._warned_config = True
+                text = None
+            cached = self.__dict__["_model_config"] = (self.model, text)
+        if cached[1] is not None:
+            checkpoint[MODEL_CONFIG_KEY] = cached[1]
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -27,6 +27,8 @@ _EXPORTS = {
     "FusionClassifier": "modfuse.estimators",
     "FusionRegressor": "modfuse.estimators",
     "FusionSurvival": "modfuse.estimators",
+    "save": "modfuse.core.io",
+    "load": "modfuse.core.io",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

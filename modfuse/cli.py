@@ -18,8 +18,9 @@ Every run writes into the recipe's ``trainer.default_root_dir`` (default ``runs/
     metrics.json              final metrics of the last fit (and of the compared strategies)
     predictions.csv           written by ``predict``
 
-``test``, ``validate`` and ``predict`` use ``checkpoints/best.ckpt`` unless ``--ckpt_path``
-names another file (or ``last``).
+``test``, ``validate``, ``predict``, ``explain`` and ``robustness`` use ``checkpoints/best.ckpt``
+unless ``--ckpt_path`` names another file (or ``last``): a ``.ckpt``, or a ``.safetensors`` model
+written by ``modfuse.save`` or ``modfuse merge`` (its own model is evaluated on the recipe's data).
 
 Recipe keys beyond LightningCLI's (all optional):
 

@@ -176,9 +176,12 @@ class ModfuseCLI(LightningCLI):
     def resolve_eval_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
         path = checkpoint_path(self.root, config.get("ckpt_path"))
-        if path.suffix != ".safetensors":
+        if path.suffix == ".safetensors":  # a saved model (modfuse.save, modfuse merge): no trainer state
+            use_saved_model(self.model, path)
+            config["ckpt_path"] = None
+        else:
             check_checkpoint(path)
-        config["ckpt_path"] = str(path)
+            config["ckpt_path"] = str(path)
         self.load_weights_only()
 
     def load_weights_only(self) -> None:
@@ -297,6 +300,25 @@ def best_checkpoint(trainer: Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
     return path or None
+
+
+def use_saved_model(task: FusionTask, path: Path) -> None:
+    """Put the model of a ``.safetensors`` file (``modfuse.save``, ``modfuse merge``) in ``task``.
+
+    The file's own model is used (e.g. a merged model evaluated on a fuse recipe's data); it must
+    predict the recipe's tasks.
+
+    Raises:
+        ModfuseError: naming the file when its tasks differ from the recipe's.
+    """
+    from modfuse.core.io import load
+    from modfuse.training.spec import as_task_specs
+
+    model = load(path)
+    tasks = as_task_specs(getattr(model, "tasks", None) or "binary")
+    if tasks != task.tasks:
+        raise ModfuseError(f"{path}: the saved model predicts {tasks}, the recipe's task {task.tasks}")
+    task.model = model
 
 
 def checkpoint_path(root: Path, requested: str | None) -> Path:
@@ -440,7 +462,11 @@ def predictions_frame(outputs: list[dict[str, Any]]) -> Any:
 def report_main(command: str, argv: Sequence[str]) -> int:
     """``modfuse explain|robustness --config X.yaml [--ckpt_path P] [--out_dir D] [overrides]``."""
     parser = argparse.ArgumentParser(prog=f"modfuse {command}", description=COMMANDS[command], add_help=False)
-    parser.add_argument("--ckpt_path", default=None, help="checkpoint (default: <root>/checkpoints/best.ckpt)")
+    parser.add_argument(
+        "--ckpt_path",
+        default=None,
+        help="checkpoint or saved .safetensors model (default: <root>/checkpoints/best.ckpt)",
+    )
     parser.add_argument("--out_dir", default=None, help=f"output folder (default: <root>/{command})")
     if command == "robustness":
         parser.add_argument("--rates", type=float, nargs="+", default=None, help="missing rates of the sweep")
@@ -458,8 +484,10 @@ def report_main(command: str, argv: Sequence[str]) -> int:
         cli = ModfuseCLI(args=list(rest), run=False)
     task, datamodule = cli.model, cli.datamodule
     ckpt = checkpoint_path(cli.root, options.ckpt_path)
-    state = check_checkpoint(ckpt)
-    task.load_state_dict(state["state_dict"])
+    if ckpt.suffix == ".safetensors":
+        use_saved_model(task, ckpt)
+    else:
+        task.load_state_dict(check_checkpoint(ckpt)["state_dict"])
     task.eval()
     datamodule.setup("test")
     out_dir = Path(options.out_dir or cli.root / command)

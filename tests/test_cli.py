@@ -142,6 +142,33 @@ def test_quickstart_test_prints_no_library_warning(quickstart_run: Path, cache: 
     assert "transfer_batch_to_device" not in output
 
 
+def test_load_from_checkpoint_predicts_like_modfuse_predict_and_a_saved_model_does_too(
+    quickstart_run: Path, tmp_path: Path
+) -> None:
+    import modfuse
+    from modfuse.datasets.synthetic import SyntheticCohortDataModule
+    from modfuse.training.task import FusionTask
+
+    # the model is rebuilt from the checkpoint's JSON config (no model=..., nothing unpickled)
+    task = FusionTask.load_from_checkpoint(quickstart_run / "checkpoints" / "best.ckpt").eval()
+    assert type(task.model).__name__ == "EarlyFusion" and task.hparams.lr == 0.003
+    base = ["--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]
+    assert main(["predict", *base]) == 0
+    by_cli = pd.read_csv(quickstart_run / "predictions.csv").set_index("id")["y"]
+    datamodule = SyntheticCohortDataModule(n=N, batch_size=16)
+    datamodule.setup("predict")
+    with torch.no_grad():
+        rows = [task.predict_step(batch, i) for i, batch in enumerate(datamodule.predict_dataloader())]
+    ours = pd.Series(torch.cat([r["y"] for r in rows]).reshape(-1).numpy(), index=[i for r in rows for i in r["ids"]])
+    assert len(ours) == len(by_cli) > 0
+    np.testing.assert_array_equal(by_cli.loc[ours.index].to_numpy(np.float32), ours.to_numpy(np.float32))
+    # the same model as one .safetensors file: `modfuse predict` gives the same predictions
+    saved = modfuse.save(task.model, tmp_path / "quickstart.safetensors")
+    assert main(["predict", *base, "--ckpt_path", str(saved)]) == 0
+    from_file = pd.read_csv(quickstart_run / "predictions.csv").set_index("id")["y"]
+    pd.testing.assert_series_equal(from_file, by_cli)
+
+
 def test_robustness_report_one_row_per_subset(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = quickstart_run / "robustness-report"
     best = quickstart_run / "checkpoints" / "best.ckpt"

@@ -315,11 +315,13 @@ def test_safetensors_round_trip_is_exact(tmp_path, kind):
     assert torch.equal(getattr(a, "prediction", a), getattr(b, "prediction", b))
 
 
-def test_save_refuses_an_unnamed_encoder_and_load_names_the_file(tmp_path):
+def test_save_refuses_an_encoder_its_config_cannot_rebuild_and_load_names_the_file(tmp_path):
+    # an attribute set after construction is not part of the module's description
     enc = nn.Linear(D, 8)
     enc.out_dim = 8
-    with pytest.raises(ModfuseError, match=r"modfuse\.encoders\.build"):
+    with pytest.raises(ModfuseError, match=r"does not rebuild it.*modfuse\.encoders\.wrap"):
         save(LegoBlock(enc, "a", latent_shape=LATENT, heads=2), tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+import modfuse.core.config  # noqa: F401  (records constructor arguments, so encoders describe themselves)
 from modfuse.data.collate import CollateMode
 from modfuse.errors import ModfuseError
 

@@ -10,7 +10,7 @@ from modfuse.registry import Registry
 
 __all__ = ["ENCODERS", "available", "build", "register"]
 
-ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder", group="modfuse.encoders", base=nn.Module)
 register = ENCODERS.register
 """Decorator: ``@register("name")`` makes an encoder class buildable by name."""
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+import modfuse.core.config  # noqa: F401  (records constructor arguments, so models describe themselves)
 from modfuse.data.batch import ModalityBatch
 from modfuse.registry import Registry
 
@@ -49,24 +49,23 @@ def prediction_of(outputs: Any) -> Outputs:
     return getattr(outputs, "prediction", outputs)
 
 
-STRATEGIES: Registry[type[nn.Module]] = Registry("fusion strategy")
-register = STRATEGIES.register
-
-# Modules whose import registers the built-in strategies; imported on first use of the registry
-# so that importing modfuse.fusion stays cheap and free of cycles.
-_BUILTIN = (
-    "modfuse.fusion.early",
-    "modfuse.fusion.late",
-    "modfuse.fusion.attention",
-    "modfuse.fusion.unimodal",
-    "modfuse.lego",
-    "modfuse.sequential",
+# the built-in strategies, imported on first use so that importing modfuse.fusion stays cheap
+# and free of cycles; packages add theirs through the "modfuse.fusion" entry-point group
+STRATEGIES: Registry[type[nn.Module]] = Registry(
+    "fusion strategy",
+    group="modfuse.fusion",
+    lazy={
+        "early": "modfuse.fusion.early:EarlyFusion",
+        "late": "modfuse.fusion.late:LateFusion",
+        "attention": "modfuse.fusion.attention:AttentionFusion",
+        "unimodal": "modfuse.fusion.unimodal:Unimodal",
+        "lego-merge": "modfuse.lego.merge:LegoMerge.from_encoders",
+        "lego-fuse": "modfuse.lego.fuse:LegoFuse.from_encoders",
+        "sequential": "modfuse.sequential.model:SequentialFusion",
+    },
+    base=nn.Module,
 )
-
-
-def _load_builtin() -> None:
-    for name in _BUILTIN:
-        importlib.import_module(name)
+register = STRATEGIES.register
 
 
 def build(
@@ -80,11 +79,9 @@ def build(
         tasks: a task kind, a TaskSpec, or a dict task name -> TaskSpec.
         **kwargs: strategy-specific arguments.
     """
-    _load_builtin()
     return STRATEGIES.build(strategy, encoders=encoders, tasks=tasks, **kwargs)
 
 
 def available() -> list[str]:
-    """Names of the registered fusion strategies."""
-    _load_builtin()
+    """Names of the registered fusion strategies (built-in, registered, or declared by entry point)."""
     return STRATEGIES.available()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modfuse.core.config import ConfigError, describe, instantiate, is_description
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
 from modfuse.training.spec import DEFAULT_TASK, TaskSpec, as_task_specs
@@ -99,7 +100,7 @@ class LegoHead(nn.Module):
 
 
 def _as_encoder(encoder: nn.Module | str | Mapping[str, Any], modality: str) -> nn.Module:
-    """A module, a registry name, or ``{"name": ..., **kwargs}`` -> an encoder module."""
+    """A module, a registry name, ``{"name": ..., **kwargs}`` or a ``class_path`` description -> an encoder."""
     if isinstance(encoder, nn.Module):
         return encoder
     from modfuse.encoders import build
@@ -109,10 +110,34 @@ def _as_encoder(encoder: nn.Module | str | Mapping[str, Any], modality: str) -> 
     if isinstance(encoder, Mapping) and "name" in encoder:
         kwargs = {k: v for k, v in encoder.items() if k != "name"}
         return build(encoder["name"], **kwargs)
+    if is_description(encoder):
+        module = instantiate(encoder, where=f"encoder of {modality!r}")
+        if isinstance(module, nn.Module):
+            return module
     raise ModfuseError(
-        f"encoder must be a module, a registered name or {{'name': ..., **kwargs}}, found {encoder!r}",
+        "encoder must be a module, a registered name, {'name': ..., **kwargs} or "
+        f"{{'class_path': ..., 'init_args': {{...}}}}, found {encoder!r}",
         modality=modality,
     )
+
+
+def describe_encoder(encoder: nn.Module, modality: str) -> dict[str, Any]:
+    """JSON description of an encoder: ``{"name": ..., **kwargs}`` when built by registry name,
+    else the generic ``{"class_path": ..., "init_args": ...}`` (any module built after modfuse
+    was imported: ``class_path`` encoders of recipes, ``wrap(...)`` of MONAI/timm networks).
+
+    Raises:
+        ModfuseError: naming the modality and what to do, when the encoder cannot be described.
+    """
+    from modfuse.encoders import config_of
+
+    by_name = config_of(encoder)
+    if by_name is not None:
+        return by_name
+    try:
+        return describe(encoder, where=f"encoder of {modality!r}")
+    except ConfigError as exc:
+        raise ModfuseError(f"cannot describe the encoder as JSON to save this block: {exc}", modality=modality) from exc
 
 
 class LegoBlock(nn.Module):
@@ -120,8 +145,10 @@ class LegoBlock(nn.Module):
 
     Args:
         encoder: an encoder module declaring ``out_dim`` (and ``out_tokens``: None when pooled),
-            a registered encoder name, or ``{"name": ..., **kwargs}``. Encoders built by name
-            (``modfuse.encoders.build``) remember their config, so a saved block rebuilds from JSON.
+            a registered encoder name, ``{"name": ..., **kwargs}``, or a ``{"class_path": ...,
+            "init_args": ...}`` description. Any encoder built after modfuse was imported
+            (by name, from a recipe's ``class_path``, or ``wrap(...)`` of a third-party network)
+            is described in the block's JSON config, so a saved block rebuilds from it.
         modality: the modality this block reads.
         num_outputs: output width of the task (1 for binary).
         task: task kind (``"binary"``, ``"multiclass"``, ...) or a :class:`TaskSpec`.
@@ -269,18 +296,9 @@ class LegoBlock(nn.Module):
         """JSON description from which :meth:`from_config` rebuilds this block (weights aside).
 
         Raises:
-            ModfuseError: if the encoder was not built by name (``modfuse.encoders.build``), since
-                an arbitrary module cannot be described without pickling it.
+            ModfuseError: if the encoder cannot be described (see :func:`describe_encoder`).
         """
-        from modfuse.encoders import config_of
-
-        enc = config_of(self.encoder)
-        if enc is None:
-            raise ModfuseError(
-                f"cannot describe encoder {type(self.encoder).__name__} as JSON: build it with "
-                "modfuse.encoders.build(name, **kwargs) (or pass encoder={'name': ..., ...}) to save this block",
-                modality=self.modality,
-            )
+        enc = describe_encoder(self.encoder, self.modality)
         (name, spec), *_ = self.tasks.items()
         return {
             "type": "LegoBlock",

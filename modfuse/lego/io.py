@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from modfuse.core.io import check_rebuilds, model_from_config
 from modfuse.errors import ModfuseError, ReadError
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.fuse import LegoFuse
@@ -39,7 +40,8 @@ def save(model: LegoBlock | LegoMerge | LegoFuse, path: str | Path) -> Path:
     """Write ``model``'s weights and config to a ``.safetensors`` file.
 
     Args:
-        model: a LegoBlock, LegoMerge or LegoFuse whose encoders were built by name.
+        model: a LegoBlock, LegoMerge or LegoFuse (its encoders described as in
+            :func:`modfuse.lego.block.describe_encoder`).
         path: output file.
 
     Returns:
@@ -47,6 +49,7 @@ def save(model: LegoBlock | LegoMerge | LegoFuse, path: str | Path) -> Path:
     """
     path = Path(path)
     config = json.dumps(model.to_config())
+    check_rebuilds(model, json.loads(config))  # an undescribable encoder fails here, not at load time
     # safetensors refuses shared or non-contiguous storage: store independent contiguous copies
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,11 +104,11 @@ def load_checkpoint(path: str | Path) -> nn.Module:
         raise ReadError("expected a Lightning checkpoint with a 'state_dict'", path=path)
     if "modfuse_model_config" not in ckpt:
         raise ReadError(
-            "the checkpoint has no 'modfuse_model_config' (it was not written by FusionTask around a model "
-            "with to_config(), e.g. a LegoBlock whose encoder was built by name)",
+            "the checkpoint has no 'modfuse_model_config' (it was not written by FusionTask, or its model "
+            "could not be described as JSON when it was saved)",
             path=path,
         )
-    model = from_config(json.loads(ckpt["modfuse_model_config"]))
+    model = model_from_config(json.loads(ckpt["modfuse_model_config"]))
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     _load_state(model, state, path)

@@ -24,7 +24,7 @@ __all__ = ["METHODS", "MergeMethod", "available_methods", "get_method", "registe
 
 MergeMethod = Callable[[Tensor, Tensor], Tensor]
 
-METHODS: Registry[MergeMethod] = Registry("latent merge method")
+METHODS: Registry[MergeMethod] = Registry("latent merge method", group="modfuse.merge_methods")
 register_method = METHODS.register
 """Decorator: ``@register_method("name")`` on a function ``(spectra, weights) -> spectrum``."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from modfuse.data.batch import ModalityBatch
-from modfuse.errors import ModfuseError
+from modfuse.errors import ModfuseError, ReadError
 from modfuse.fusion.base import prediction_of
 from modfuse.training.spec import TaskSpec, as_task_specs, by_task, check_targets
 
@@ -21,6 +22,8 @@ __all__ = ["FusionTask"]
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
+MODEL_CONFIG_KEY = "modfuse_model_config"
+"""Checkpoint entry holding the model's JSON description."""
 
 
 FUSED_DEVICES = ("cpu", "cuda")
@@ -167,13 +170,61 @@ class FusionTask(LightningModule):
                 sched._schedule_phases[-1]["end_step"] = float(total - 1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Models that can describe themselves (``to_config() -> dict``) store that description
-        # as JSON text, so tools such as ``modfuse merge`` rebuild them without unpickling.
-        if hasattr(self.model, "to_config"):
+        # The model's description (``class_path``/``init_args``, or a Lego model's
+        # ``to_config()``) is stored as JSON text, so ``load_from_checkpoint`` and tools such as
+        # ``modfuse merge`` rebuild it without unpickling anything.
+        from modfuse.core.io import check_rebuilds, config_of_model
+
+        cached = self.__dict__.get("_model_config")
+        if cached is None or cached[0] is not self.model:  # described and checked once per model
             try:
-                checkpoint["modfuse_model_config"] = json.dumps(self.model.to_config())
-            except ModfuseError as exc:  # e.g. a user encoder that cannot be described as JSON
-                log.info("checkpoint saved without a model config: %s", exc)
+                config = config_of_model(self.model)
+                check_rebuilds(self.model, json.loads(json.dumps(config)))
+                text: str | None = json.dumps(config)
+            except ModfuseError as exc:  # e.g. a user module built from a function argument
+                log.warning("checkpoints are saved without a model config (load them with model=...): %s", exc)
+                text = None
+            cached = self.__dict__["_model_config"] = (self.model, text)
+        if cached[1] is not None:
+            checkpoint[MODEL_CONFIG_KEY] = cached[1]
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> FusionTask:
+        """The task of a checkpoint, its model rebuilt from the JSON config the checkpoint stores.
+
+        The file is always read with ``torch.load(..., weights_only=True)``: nothing is
+        unpickled, and the model is built from its description (see
+        :mod:`modfuse.core.config`), not from pickled code. Pass ``model=...`` to load the
+        weights into a model you built yourself (e.g. for checkpoints without a config).
+
+        Raises:
+            ReadError: naming the file when it cannot be read or holds no model config.
+        """
+        from modfuse.core.io import model_from_config
+
+        path = Path(checkpoint_path)
+        if "model" not in kwargs:
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise ReadError(f"cannot read the checkpoint with weights_only=True: {exc}", path=path) from exc
+            if not isinstance(ckpt, Mapping) or MODEL_CONFIG_KEY not in ckpt:
+                raise ReadError(
+                    f"the checkpoint has no {MODEL_CONFIG_KEY!r} (its model could not be described when it "
+                    "was saved); pass model=<the model> to load its weights",
+                    path=path,
+                )
+            kwargs["model"] = model_from_config(json.loads(ckpt[MODEL_CONFIG_KEY]))
+        kwargs.pop("weights_only", None)
+        return super().load_from_checkpoint(  # type: ignore[return-value]
+            path, map_location=map_location, strict=strict, weights_only=True, **kwargs
+        )
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: ModalityBatch) -> Any:

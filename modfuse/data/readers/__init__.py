@@ -52,11 +52,8 @@ __all__ = [
     "smiles_to_graph",
 ]
 
-READERS: Registry[Any] = Registry("reader")
-register = READERS.register
-"""Decorator: ``@register("name")`` makes a reader class buildable by name."""
-
-# name -> module that registers it when imported (imported on first use only)
+# name -> module that registers it when imported (imported on first use only); packages add
+# readers through the "modfuse.readers" entry-point group
 _BUILTIN = {
     "smiles": "modfuse.data.readers.molecules",
     "graphs": "modfuse.data.readers.molecules",
@@ -74,6 +71,10 @@ _BUILTIN = {
     "eopatch-elevation": "modfuse.data.readers.timeseries",
     "eopatch-timeless": "modfuse.data.readers.timeseries",
 }
+
+READERS: Registry[Any] = Registry("reader", group="modfuse.readers", lazy=_BUILTIN)
+register = READERS.register
+"""Decorator: ``@register("name")`` makes a reader class buildable by name."""
 
 _EXPORTS = {
     "SmilesSource": "molecules",
@@ -100,8 +101,6 @@ _EXPORTS = {
 
 def get(name: str) -> Any:
     """The reader class registered as ``name`` (built-in readers are imported on demand)."""
-    if name not in READERS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
     return READERS.get(name)
 
 
@@ -112,7 +111,7 @@ def build(name: str, /, *args: Any, **kwargs: Any) -> Any:
 
 def available() -> list[str]:
     """Names of the built-in and user-registered readers."""
-    return sorted(set(READERS.available()) | set(_BUILTIN))
+    return READERS.available()
 
 
 def __getattr__(name: str) -> Any:

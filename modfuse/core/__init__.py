@@ -1,0 +1,1 @@
+"""The bottom layer of modfuse: contracts every other package builds on (configs, save/load)."""

@@ -83,3 +83,32 @@ def test_wfdb_header_claiming_fewer_samples_than_the_file_is_an_error(shared_dat
     header.write_text(header.read_text().replace("short 2 360 720", "short 2 360 360", 1))
     with pytest.raises(ReadError, match=r"declares 360 samples per lead but the signal file holds 720"):
         WfdbSource({"short": rec}).load("short")
+
+
+# ---------------------------------------------------------------------- read-error report
+def _dicom_cohort(tmp_path, n=6):
+    """n readable copies of pydicom's MR_small and one text file posing as DICOM ("bad")."""
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from modfuse.data.readers import DicomSource
+
+    files = {f"s{i}": get_testdata_file("MR_small.dcm") for i in range(n)}
+    bad = tmp_path / "bad.dcm"
+    bad.write_text("not a DICOM file")
+    files["bad"] = str(bad)
+    return MultiModalDataset({"mr": DicomSource(files)}, targets=np.arange(n + 1) % 2, on_error="missing")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_read_error_report_survives_workers_and_has_no_duplicates(tmp_path, workers):
+    from modfuse.data import MultiModalDataModule
+
+    ds = _dicom_cohort(tmp_path)
+    dm = MultiModalDataModule(ds, splits={"train": list(range(len(ds)))}, batch_size=3, num_workers=workers)
+    for _ in range(3):  # three epochs read the bad file three times
+        batches = list(dm.train_dataloader())
+        assert sum(len(b.errors) for b in batches) == 1
+    report = ds.read_error_report()
+    assert len(report) == 1 and report.loc[0, "id"] == "bad" and report.loc[0, "modality"] == "mr"
+    assert "bad.dcm" in report.loc[0, "error"]

@@ -112,3 +112,134 @@ def test_read_error_report_survives_workers_and_has_no_duplicates(tmp_path, work
     report = ds.read_error_report()
     assert len(report) == 1 and report.loc[0, "id"] == "bad" and report.loc[0, "modality"] == "mr"
     assert "bad.dcm" in report.loc[0, "error"]
+
+
+# ---------------------------------------------------------------------- rasters
+@pytest.fixture
+def s2(shared_data):
+    pytest.importorskip("rasterio")
+    return shared_data / "sentinel2-l1c"
+
+
+def _band_copy(s2, path, band="B03", *, shift=None, fill=None, nodata=None):
+    """A copy of one real band, optionally moved by ``shift`` metres east or filled with ``fill``."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    with rasterio.open(s2 / f"s2_{band}.tif") as f:
+        profile, data = f.profile, f.read(1)
+    if shift is not None:
+        t = profile["transform"]
+        profile["transform"] = Affine(t.a, t.b, t.c + shift, t.d, t.e, t.f)
+    if fill is not None:
+        data = np.full_like(data, fill)
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(data, 1)
+    return path
+
+
+def test_raster_nodata_everywhere_is_missing_and_reported(s2, tmp_path):
+    from modfuse.data.readers import MultiBandRasterSource
+
+    empty = _band_copy(s2, tmp_path / "empty_B03.tif", fill=0, nodata=0)
+    scenes = {"good": {"B02": s2 / "s2_B02.tif", "B03": s2 / "s2_B03.tif"}, "empty": {"B02": empty, "B03": empty}}
+    src = MultiBandRasterSource(scenes, bands=["B02", "B03"], res=120.0)
+    with pytest.raises(ReadError, match="expected valid pixels, found none in any band") as info:
+        src.load("empty")
+    assert str(info.value.path).endswith("empty_B03.tif")
+    ds = MultiModalDataset({"s2": src}, on_error="missing")
+    batch = ds.collate_fn([ds[0], ds[1]])
+    assert batch.present["s2"].tolist() == [True, False]
+    assert ds.read_error_report()[["id", "modality"]].values.tolist() == [["empty", "s2"]]
+
+
+def test_raster_band_shifted_off_the_scene_is_an_error(s2, tmp_path):
+    from modfuse.data.readers import MultiBandRasterSource
+
+    shifted = _band_copy(s2, tmp_path / "s2_B03.tif", shift=20_000.0)  # 20 km east of the scene
+    src = MultiBandRasterSource({"s": {"B02": s2 / "s2_B02.tif", "B03": shifted}}, bands=["B02", "B03"], res=120.0)
+    with pytest.raises(ReadError, match=r"found none in band\(s\) \['B03'\]") as info:
+        src.load("s")
+    assert info.value.path == shifted and info.value.sample_id == "s"
+
+
+def test_raster_chip_bounds_outside_the_file_is_an_error_and_partial_nodata_keeps_a_mask(s2, tmp_path):
+    from modfuse.data.readers import RasterChipSource
+    from modfuse.encoders import wrap
+
+    chips = RasterChipSource(s2, size=64, stride=256, bands=["B02"], return_mask=True)
+    outside = (chips.bounds[2] + 1000, chips.bounds[1], chips.bounds[2] + 1640, chips.bounds[1] + 640)
+    chips.chip_bounds = lambda sid: outside if sid == "chip1" else type(chips).chip_bounds(chips, sid)
+    with pytest.raises(ReadError, match="found none in any band inside bounds"):
+        chips.load("chip1")
+    # a chip half over the edge: present, and the batch carries which pixels are valid
+    half = (chips.bounds[0] - 320, chips.bounds[3] - 640, chips.bounds[0] + 320, chips.bounds[3])
+    chips.chip_bounds = lambda sid: half
+    ds = MultiModalDataset({"s2": chips}, ids=["chip0", "chip2"], on_error="missing")
+    batch = ds.collate_fn([ds[0], ds[1]])
+    mask = batch.inputs["s2"]["mask"]
+    assert batch.present["s2"].all() and mask.shape == (2, 64, 64)
+    assert not mask[:, :, :32].any() and mask[:, :, 32:].all()
+    seen = []
+    encoder = wrap(_MaskedMean(seen), out_dim=1)
+    encoder(batch.inputs["s2"])
+    assert seen == [(2, 1, 64, 64)]
+
+
+class _MaskedMean(__import__("torch").nn.Module):
+    """Mean over the valid pixels only: the mask reaches a user encoder."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def forward(self, x):
+        image, mask = x["image"], x["mask"][:, None].float()
+        self.seen.append(tuple(image.shape))
+        return ((image * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3)))[:, None]
+
+
+def test_raster_corrupted_tiff_error_names_the_file(s2, tmp_path):
+    from modfuse.data.readers import MultiBandRasterSource
+
+    data = (s2 / "s2_B03.tif").read_bytes()
+    cut = tmp_path / "s2_B03.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    src = MultiBandRasterSource({"s": {"B02": s2 / "s2_B02.tif", "B03": cut}}, bands=["B02", "B03"])
+    with pytest.raises(ReadError, match="cannot read band B03") as info:
+        src.load("s")
+    assert info.value.path == cut and info.value.sample_id == "s"
+    ds = MultiModalDataset({"s2": src}, on_error="missing")
+    assert ds[0]["inputs"]["s2"] is None
+    assert "modality 's2'" in ds.read_error_report()["error"].iloc[0] and str(cut) in ds.read_errors[0]["error"]
+
+
+def test_raster_statistics_cache_is_atomic_and_keyed_by_nodata(s2, tmp_path, monkeypatch):
+    import os
+
+    from modfuse.data.readers.raster import band_statistics
+
+    cache = tmp_path / "cache"
+    files = [s2 / "s2_B02.tif"]
+    real_replace = os.replace
+
+    def interrupted(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(OSError, match="disk full"):
+        band_statistics(files, ["B02"], cache_root=cache)
+    assert list((cache / "stats").iterdir()) == []  # neither a half-written file nor a temporary left behind
+    monkeypatch.setattr(os, "replace", real_replace)
+    stats = band_statistics(files, ["B02"], cache_root=cache)
+    (written,) = (cache / "stats").glob("*.json")
+    written.write_text(written.read_text()[:10])  # a file half-written by an older version
+    assert band_statistics(files, ["B02"], cache_root=cache) == stats
+    # another nodata value changes the statistics, so it must change the key
+    from modfuse.data.readers.raster import stack_bands
+
+    darkest = float(stack_bands(files, res=60.0, resampling="average").data.min())  # a value on the stats grid
+    masked = band_statistics(files, ["B02"], cache_root=cache, nodata=darkest)
+    assert masked["B02"]["mean"] > stats["B02"]["mean"] and len(list((cache / "stats").glob("*.json"))) == 2

@@ -243,3 +243,81 @@ def test_raster_statistics_cache_is_atomic_and_keyed_by_nodata(s2, tmp_path, mon
     darkest = float(stack_bands(files, res=60.0, resampling="average").data.min())  # a value on the stats grid
     masked = band_statistics(files, ["B02"], cache_root=cache, nodata=darkest)
     assert masked["B02"]["mean"] > stats["B02"]["mean"] and len(list((cache / "stats").glob("*.json"))) == 2
+
+
+# ---------------------------------------------------------------------- BatchNorm encoders
+def _batch_norm_encoders():
+    """(name, factory, input shape) of BatchNorm networks wrapped, and of the built-in image encoders."""
+    from torch import nn
+
+    from modfuse.encoders import wrap
+    from modfuse.encoders.spectral import SmallCNN, SpectralEncoder
+    from modfuse.encoders.xray import XRayEncoder
+
+    def torchvision_resnet(norm):
+        tv = pytest.importorskip("torchvision")
+        net = tv.models.resnet18(num_classes=8)
+        return wrap(net, out_dim=8, norm=norm)
+
+    def monai_densenet(norm):
+        nets = pytest.importorskip("monai.networks.nets")
+        return wrap(nets.DenseNet121(spatial_dims=2, in_channels=1, out_channels=8), out_dim=8, norm=norm)
+
+    def bn_mlp(norm):
+        return wrap(nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU()), out_dim=16, norm=norm)
+
+    def small_cnn_batch(norm):
+        return wrap(nn.Sequential(SmallCNN(4, norm="batch"), nn.Flatten()), out_dim=128, norm=norm)
+
+    return [
+        ("torchvision-resnet18-freeze", lambda: torchvision_resnet("freeze"), (3, 32, 32)),
+        ("torchvision-resnet18-group", lambda: torchvision_resnet("group"), (3, 32, 32)),
+        ("monai-densenet121-freeze", lambda: monai_densenet("freeze"), (1, 32, 32)),
+        ("monai-densenet121-group", lambda: monai_densenet("group"), (1, 32, 32)),
+        ("mlp-batchnorm1d-freeze", lambda: bn_mlp("freeze"), (6,)),
+        ("mlp-batchnorm1d-group", lambda: bn_mlp("group"), (6,)),
+        ("smallcnn-batch-freeze", lambda: small_cnn_batch("freeze"), (4, 16, 16)),
+        ("xray-densenet121", lambda: XRayEncoder(out_dim=8), (1, 32, 32)),
+        ("xray-small-frozen-batch", lambda: XRayEncoder(out_dim=8, arch="small", norm="frozen_batch"), (1, 32, 32)),
+        ("spectral-resnet18", lambda: SpectralEncoder(bands=4, backbone="resnet18"), (4, 32, 32)),
+        (
+            "spectral-resnet18-frozen",
+            lambda: SpectralEncoder(bands=4, backbone="resnet18", norm="frozen_batch"),
+            (4, 32, 32),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", _batch_norm_encoders(), ids=lambda c: c[0])
+def test_batchnorm_encoder_trains_on_one_present_sample_and_rows_are_independent(case):
+    import torch
+
+    _, factory, shape = case
+    torch.manual_seed(0)
+    encoder = factory().train()
+    one = torch.randn(1, *shape)
+    out = encoder(one)  # one present row in training mode: "Expected more than 1 value per channel" before
+    out.sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in encoder.parameters())
+    mates_a, mates_b = torch.randn(3, *shape), 5 + 3 * torch.randn(3, *shape)
+    with torch.no_grad():
+        alone = encoder(one)
+        with_a = encoder(torch.cat([one, mates_a]))[:1]
+        with_b = encoder(torch.cat([one, mates_b]))[:1]
+    assert encoder.training
+    assert torch.allclose(alone, with_a, atol=1e-4) and torch.allclose(alone, with_b, atol=1e-4)
+
+
+def test_wrap_refuses_batchnorm_it_cannot_make_row_independent():
+    from torch import nn
+
+    from modfuse.encoders import wrap
+    from modfuse.errors import ModfuseError
+
+    stats_free = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, track_running_stats=False))
+    with pytest.raises(ModfuseError, match=r"track_running_stats=False.*norm=.group."):
+        wrap(stats_free, out_dim=8)
+    converted = wrap(stats_free, out_dim=8, norm="group")
+    assert isinstance(converted.module[1], nn.GroupNorm) and converted.module[1].num_groups == 1
+    with pytest.raises(ModfuseError, match="norm must be"):
+        wrap(nn.Linear(4, 8), out_dim=8, norm="batch")

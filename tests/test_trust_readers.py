@@ -321,3 +321,131 @@ def test_wrap_refuses_batchnorm_it_cannot_make_row_independent():
     assert isinstance(converted.module[1], nn.GroupNorm) and converted.module[1].num_groups == 1
     with pytest.raises(ModfuseError, match="norm must be"):
         wrap(nn.Linear(4, 8), out_dim=8, norm="batch")
+
+
+# ---------------------------------------------------------------------- DICOM
+@pytest.fixture
+def dicom_files():
+    pytest.importorskip("pydicom")
+    pytest.importorskip("monai")
+    from pydicom.data import get_testdata_file
+
+    return lambda name: get_testdata_file(name, download=False)  # shipped with pydicom
+
+
+def test_dicom_palette_color_is_looked_up_to_rgb(dicom_files):
+    import pydicom
+    import torch
+
+    from modfuse.data.readers import DicomSource
+
+    path = dicom_files("examples_palette.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR" and ds.SamplesPerPixel == 1
+    image = DicomSource({"p": path}).load("p")
+    rgb = pydicom.pixels.apply_color_lut(ds.pixel_array, ds).astype(np.float32) / 65535  # 16-bit table
+    assert image.shape == (3, 350, 800) and 0 <= image.min() and image.max() <= 1
+    assert torch.allclose(image, torch.from_numpy(np.moveaxis(rgb, -1, 0)), atol=1e-6)
+    assert not torch.equal(image[0], image[2])  # colours, not one index plane copied
+
+
+def test_dicom_sigmoid_voi_lut_function_is_applied(dicom_files, tmp_path):
+    import pydicom
+    import torch
+
+    from modfuse.data.readers import DicomSource
+
+    ds = pydicom.dcmread(dicom_files("MR_small.dcm"))
+    ds.VOILUTFunction = "SIGMOID"
+    sigmoid = tmp_path / "sigmoid.dcm"
+    ds.save_as(sigmoid)
+    linear = DicomSource({"a": dicom_files("MR_small.dcm")}).load("a")
+    curved = DicomSource({"a": sigmoid}).load("a")
+    assert not torch.allclose(linear, curved, atol=1e-3)
+    c, w = float(ds.WindowCenter), float(ds.WindowWidth)
+    raw = ds.pixel_array.astype(np.float64)
+    expected = 1 / (1 + np.exp(-4 * (raw - c) / w))  # PS3.3 C.11.2.1.3.1, output range scaled to [0, 1]
+    assert torch.allclose(curved[0], torch.from_numpy(expected).float(), atol=1e-5)
+    assert 0 < float(curved.min()) and float(curved.max()) < 1  # a sigmoid never clips
+
+
+@pytest.mark.parametrize(
+    ("name", "same_as"),
+    [
+        ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle.dcm"),  # JPEG Lossless, Process 14 [Selection Value 1]
+        ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS lossless
+        ("JPEGLSNearLossless_16.dcm", None),  # JPEG-LS near-lossless
+    ],
+)
+def test_dicom_jpeg_lossless_and_jpeg_ls_decode_with_the_med_extra(dicom_files, name, same_as):
+    import re
+    from pathlib import Path
+
+    import pydicom
+    import torch
+
+    from modfuse.data.readers import DicomSource
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    med = re.search(r"^med = \[(.*?)\]", pyproject, re.S | re.M).group(1)  # (tomllib is 3.11+)
+    assert all(p in med for p in ("pylibjpeg>=", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle"))
+    path = dicom_files(name)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID.is_compressed
+    ds = MultiModalDataset({"img": DicomSource({"x": path}, window=None)}, on_error="missing")
+    image = ds[0]["inputs"]["img"]
+    assert image is not None and ds.read_error_report().empty
+    if same_as is not None:
+        plain = DicomSource({"x": dicom_files(same_as)}, window=None).load("x")
+        assert torch.equal(image, plain)  # lossless: the very pixels of the uncompressed (or RLE) file
+
+
+def test_dicom_grey_and_rgb_in_one_batch(dicom_files):
+    from modfuse.data.readers import DicomSource
+    from modfuse.errors import ModfuseError
+
+    files = {"grey": dicom_files("MR_small.dcm"), "rgb": dicom_files("SC_rgb_jpeg.dcm")}
+    mixed = MultiModalDataset({"img": DicomSource(files, spatial_size=(32, 32))})
+    with pytest.raises(ModfuseError, match=r"grey: \(1, 32, 32\), rgb: \(3, 32, 32\).*channels=3") as info:
+        mixed.collate_fn([mixed[0], mixed[1]])
+    assert "modality 'img'" in str(info.value)
+    for channels in (1, 3):
+        ds = MultiModalDataset({"img": DicomSource(files, spatial_size=(32, 32), channels=channels)})
+        batch = ds.collate_fn([ds[0], ds[1]])
+        assert batch.inputs["img"].shape == (2, channels, 32, 32)
+    grey3 = DicomSource(files, channels=3).load("grey")
+    assert grey3.shape == (3, 64, 64) and (grey3[0] == grey3[2]).all()
+
+
+def test_dicom_multi_frame_file_where_single_frame_is_expected_fails_at_read_time(dicom_files):
+    from modfuse.data.readers import DicomSource
+
+    files = {"ct": dicom_files("CT_small.dcm"), "rt": dicom_files("rtdose.dcm")}  # rtdose: 15 frames
+    with pytest.raises(ReadError, match=r"expected 1 frame\(s\) per image, found 15") as info:
+        DicomSource(files, frames=1).load("rt")
+    assert str(info.value.path).endswith("rtdose.dcm")
+    ds = MultiModalDataset({"img": DicomSource(files, frames=1, spatial_size=(16, 16))}, on_error="missing")
+    batch = ds.collate_fn([ds[0], ds[1]])  # the batch builds: the multi-frame file became missing
+    assert batch.present["img"].tolist() == [True, False] and batch.inputs["img"].shape == (1, 1, 16, 16)
+    assert ds.read_error_report()["id"].tolist() == ["rt"]
+
+
+def test_dicom_header_only_file_through_metadata_source_is_reported(dicom_files, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from modfuse.data.readers import DicomMetadataSource
+
+    header_only = Dataset()
+    header_only.file_meta = FileMetaDataset()
+    header_only.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    header_only.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+    header_only.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = tmp_path / "header_only.dcm"
+    header_only.save_as(path, enforce_file_format=True)
+    src = DicomMetadataSource({"mr": dicom_files("MR_small.dcm"), "hdr": path})
+    with pytest.raises(ReadError, match="found none of them") as info:
+        src.load("hdr")
+    assert info.value.path == path
+    ds = MultiModalDataset({"meta": src}, on_error="missing")
+    assert ds[0]["inputs"]["meta"] is not None and ds[1]["inputs"]["meta"] is None
+    assert ds.read_error_report()[["id", "modality"]].values.tolist() == [["hdr", "meta"]]

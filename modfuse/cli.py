@@ -96,13 +96,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modfuse.lego.cli import merge_main
 
         return int(merge_main(rest) or 0)
+    from modfuse.errors import MissingExtraError, ModfuseError
+
+    try:
+        return _run(command, rest, args if argv is not None else None)
+    except (ModfuseError, MissingExtraError) as exc:
+        # bad input (a checkpoint, a data file, an option): a message, not a traceback
+        print(f"modfuse {command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(command: str, rest: list[str], recipe_args: list[str] | None) -> int:
     # torch and Lightning are imported only now, so `modfuse --help` answers at once
     from modfuse.cli_recipes import report_main, run_recipe
 
     if command in ("explain", "robustness"):
         return report_main(command, rest)
     # LightningCLI reads sys.argv itself when given None; passing both makes it warn
-    run_recipe(args if argv is not None else None)
+    run_recipe(recipe_args)
     return 0
 
 

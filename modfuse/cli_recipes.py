@@ -8,6 +8,7 @@ import argparse
 import copy
 import json
 import os
+import pickle
 import random
 import sys
 from collections.abc import Sequence
@@ -25,10 +26,10 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from modfuse.cli import COMMANDS
 from modfuse.data.datamodule import MultiModalDataModule
-from modfuse.errors import ModfuseError
+from modfuse.errors import ModfuseError, ReadError
 from modfuse.training.task import FusionTask
 
-__all__ = ["ModfuseCLI", "checkpoint_path", "report_main", "run_recipe"]
+__all__ = ["ModfuseCLI", "check_checkpoint", "checkpoint_path", "report_main", "run_recipe"]
 
 DEFAULT_ROOT = "runs/default"
 
@@ -69,6 +70,15 @@ class ModfuseCLI(LightningCLI):
         )
         parser.set_defaults({"trainer.default_root_dir": DEFAULT_ROOT})
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters while parsing, before any hook:
+        # an unreadable or pickled-code file is a message naming it here, not a traceback
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and Path(ckpt).is_file() and Path(ckpt).suffix != ".safetensors":
+            check_checkpoint(Path(ckpt))
+        super()._parse_ckpt_path()
+
     # ------------------------------------------------------------ config helpers
     def setting(self, key: str, default: Any = None) -> Any:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -106,6 +116,11 @@ class ModfuseCLI(LightningCLI):
             # fresh, untrained copies for the strategies compared after the main fit
             self.initial_encoders = copy.deepcopy(dict(encoders))
         self.load_weights_only()
+        resume = self.config_init[self.subcommand].get("ckpt_path")
+        if resume == "last" and (self.root / "checkpoints" / "last.ckpt").is_file():
+            check_checkpoint(self.root / "checkpoints" / "last.ckpt")
+        elif isinstance(resume, str) and resume not in ("last", "best", "hpc") and not resume.startswith("registry"):
+            check_checkpoint(Path(resume))
 
     def after_fit(self) -> None:
         name = f"{type(self.model.model).__name__} (recipe)"
@@ -160,14 +175,25 @@ class ModfuseCLI(LightningCLI):
 
     def resolve_eval_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
-        config["ckpt_path"] = str(checkpoint_path(self.root, config.get("ckpt_path")))
+        path = checkpoint_path(self.root, config.get("ckpt_path"))
+        if path.suffix != ".safetensors":
+            check_checkpoint(path)
+        config["ckpt_path"] = str(path)
         self.load_weights_only()
 
     def load_weights_only(self) -> None:
-        """Load checkpoints with ``torch.load(weights_only=True)`` unless told otherwise."""
+        """Load checkpoints with ``torch.load(weights_only=True)``; refuse to run where the
+        installed Lightning cannot take the argument (it would unpickle the file instead)."""
         config = self.config_init[self.subcommand]
-        if "weights_only" in config and config["weights_only"] is None:
+        if "weights_only" not in config:
+            raise ModfuseError(
+                f"this Lightning's Trainer.{self.subcommand} has no weights_only argument, so a checkpoint would "
+                "be unpickled (arbitrary code could run); modfuse needs lightning>=2.6"
+            )
+        if config["weights_only"] is None:
             config["weights_only"] = True
+        elif config["weights_only"] is not True:
+            raise ModfuseError("weights_only must stay true: modfuse never unpickles a checkpoint file")
 
     def predict(self, model: Any, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
         outputs = self.trainer.predict(
@@ -292,6 +318,36 @@ def checkpoint_path(root: Path, requested: str | None) -> Path:
     return path
 
 
+def check_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint with ``torch.load(weights_only=True)`` and return it.
+
+    Raises:
+        ReadError: naming the file when it is not a readable checkpoint: truncated, a folder,
+            not a checkpoint, or holding pickled objects beyond tensors and plain containers
+            (which are refused, never run).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ReadError("expected a checkpoint file, found a folder", path=path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()
+        raise ReadError(
+            "the checkpoint holds pickled objects that are not weights; modfuse reads checkpoints with "
+            f"weights_only=True and runs no code from them ({detail[-1] if detail else type(exc).__name__})",
+            path=path,
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise ReadError(
+            f"not a readable checkpoint (truncated or not written by modfuse fit): {type(exc).__name__}: {exc}",
+            path=path,
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ReadError("expected a Lightning checkpoint (a dict with a 'state_dict')", path=path)
+    return state
+
+
 # ---------------------------------------------------------------------------- random states
 class RandomStates(Callback):
     """Saves and restores the torch / CUDA / NumPy / Python random states with checkpoints.
@@ -402,7 +458,7 @@ def report_main(command: str, argv: Sequence[str]) -> int:
         cli = ModfuseCLI(args=list(rest), run=False)
     task, datamodule = cli.model, cli.datamodule
     ckpt = checkpoint_path(cli.root, options.ckpt_path)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = check_checkpoint(ckpt)
     task.load_state_dict(state["state_dict"])
     task.eval()
     datamodule.setup("test")

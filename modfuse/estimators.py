@@ -3,7 +3,9 @@
 
 ``X`` is a dict ``{modality: array | DataFrame | list | None}`` with one row per sample; a
 row of NaN (or a ``None`` entry, or ``None`` for the whole modality) means the modality is
-missing for that sample. Every strategy of :mod:`modfuse.fusion` works, and the estimators
+missing for that sample. DataFrames are aligned by their index (sample ids), never by row
+position: the rows follow the first DataFrame's order, and indexes that hold different ids are
+refused (see :func:`align_frames`). A missing label (NaN) is refused. Every strategy of :mod:`modfuse.fusion` works, and the estimators
 are compatible with ``sklearn.base.clone``, ``get_params`` and ``set_params``.
 
 Example:
@@ -37,7 +39,7 @@ from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 from modfuse.training.spec import TaskSpec
 
-__all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival"]
+__all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival", "align_frames"]
 
 STRATEGIES = ("lego-merge", "lego-fuse", "sequential", "early", "late", "attention")
 LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
@@ -63,9 +65,48 @@ def _as_modality(values: Any, modality: str) -> Any:
     return array.astype(np.float32)
 
 
+def align_frames(X: Mapping[str, Any]) -> tuple[dict[str, Any], pd.Index | None]:
+    """Align the DataFrames of ``X`` by their index (sample ids), never by row position.
+
+    The row order is the first DataFrame's; another DataFrame whose index holds the same ids
+    in another order is reordered to it. Indexes that differ as sets, or that repeat an id, are
+    refused (rows of different patients would be fused). Arrays, lists and ``y`` are positional:
+    they follow the first DataFrame's order.
+
+    Returns:
+        (X with its DataFrames in one row order, that order's index or None without DataFrames).
+    """
+    frames = {m: v for m, v in X.items() if isinstance(v, pd.DataFrame)}
+    if len(frames) < 2:
+        return dict(X), next(iter(frames.values())).index if frames else None
+    (first, ref), *others = frames.items()
+    out = dict(X)
+    for m, frame in [(first, ref), *others]:
+        if frame.index.has_duplicates:
+            dup = frame.index[frame.index.duplicated()].unique().tolist()
+            raise ModfuseError(
+                f"the DataFrame's index repeats sample ids {dup[:5]}: rows cannot be aligned", modality=m
+            )
+    for m, frame in others:
+        if frame.index.equals(ref.index):
+            continue
+        only_ref, only_here = ref.index.difference(frame.index), frame.index.difference(ref.index)
+        if len(only_ref) or len(only_here):
+            raise ModfuseError(
+                f"the DataFrames of {first!r} and {m!r} are indexed by different samples "
+                f"({len(only_ref)} ids only in {first!r}, e.g. {only_ref[:5].tolist()}; {len(only_here)} only in "
+                f"{m!r}, e.g. {only_here[:5].tolist()}). DataFrames are aligned by index: give every modality "
+                "the same ids (a missing modality is a row of NaN)",
+                modality=m,
+            )
+        out[m] = frame.reindex(ref.index)  # same ids in another order: follow the first DataFrame
+    return out, ref.index
+
+
 def _check_X(X: Any, modalities: list[str] | None = None) -> dict[str, Any]:
     if not isinstance(X, Mapping) or not X:
         raise ModfuseError("X must be a non-empty dict {modality: array | DataFrame | None}")
+    X, _ = align_frames(X)
     data = {str(m): _as_modality(v, str(m)) for m, v in X.items()}
     if modalities is not None:
         unknown = sorted(set(data) - set(modalities))
@@ -288,7 +329,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         data = _check_X(X)
         self.modalities_ = list(data)
         self.feature_names_ = {m: list(X[m].columns) for m in data if isinstance(X[m], pd.DataFrame)}
-        spec, target = self._task(y)
+        spec, target = self._task(_aligned_y(y, align_frames(X)[1]))
         n = _n_rows(data)
         if len(target) != n:
             raise ModfuseError(f"y has {len(target)} rows but X has {n}")
@@ -303,9 +344,15 @@ class _FusionEstimator(BaseEstimator, ABC):
         rows = np.arange(n)
         if self.val_fraction <= 0:
             return rows, rows[:0]
-        train, val = train_test_split(
-            rows, test_size=self.val_fraction, random_state=self.random_state, stratify=self._stratify(target)
-        )
+        try:
+            train, val = train_test_split(
+                rows, test_size=self.val_fraction, random_state=self.random_state, stratify=self._stratify(target)
+            )
+        except ValueError as exc:
+            raise ModfuseError(
+                f"{n} samples are too few to hold out val_fraction={self.val_fraction} of them for validation "
+                f"({exc}); give more samples, or pass val_fraction=0 to train on all of them without early stopping"
+            ) from None
         return np.sort(train), np.sort(val)
 
     def _train(
@@ -433,9 +480,17 @@ class FusionClassifier(ClassifierMixin, _FusionEstimator):
     """
 
     def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
+        names = list(y.index) if isinstance(y, pd.Series) else None
         y = np.asarray(y)
         if y.ndim != 1:
             raise ModfuseError(f"expected labels of shape (n,), found {y.shape}")
+        empty = np.flatnonzero(pd.isna(y))
+        if len(empty):
+            first = [names[i] for i in empty[:5]] if names is not None else empty[:5].tolist()
+            raise ModfuseError(
+                f"y has {len(empty)} missing labels (NaN/None), e.g. at samples {first}; a missing label is not a "
+                "class: drop those samples (their modalities may still be missing, their label may not)"
+            )
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ModfuseError(f"a classifier needs at least two classes, found {list(self.classes_)}")
@@ -547,6 +602,21 @@ class FusionSurvival(_FusionEstimator):
 
         target = torch.as_tensor(survival_target(y))
         return float(concordance_index(torch.as_tensor(self.predict(X)), target[:, 0], target[:, 1]))
+
+
+def _aligned_y(y: Any, index: pd.Index | None) -> Any:
+    """``y`` in the row order of X's DataFrames when it is a Series/DataFrame indexed by the same
+    ids (a default 0..n-1 index is positional); refused when its ids differ from X's."""
+    if index is None or not isinstance(y, (pd.Series, pd.DataFrame)) or y.index.equals(index):
+        return y
+    if isinstance(y.index, pd.RangeIndex) and not isinstance(index, pd.RangeIndex):
+        return y  # positional labels beside id-indexed DataFrames
+    if y.index.has_duplicates or len(y.index.symmetric_difference(index)):
+        raise ModfuseError(
+            f"y is indexed by other sample ids than X's DataFrames (e.g. {index.difference(y.index)[:5].tolist()} "
+            f"only in X, {y.index.difference(index)[:5].tolist()} only in y): align them by id first"
+        )
+    return y.reindex(index)
 
 
 def survival_target(y: Any) -> np.ndarray:

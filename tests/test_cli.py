@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -111,6 +113,33 @@ def test_test_and_predict_use_the_best_checkpoint(quickstart_run: Path, capsys: 
     predictions = pd.read_csv(quickstart_run / "predictions.csv")
     assert list(predictions.columns) == ["id", "y"]
     assert predictions["y"].between(0, 1).all() and predictions["id"].str.startswith("P").all()
+
+
+def test_quickstart_test_prints_no_library_warning(quickstart_run: Path, cache: Path) -> None:
+    """A fresh process (warnings are shown once per process) running the quickstart's test step
+    prints neither the read-only-array warning nor Lightning's transfer_batch_to_device warning."""
+    env = {**os.environ, "MODFUSE_CACHE": str(cache), "PYTHONWARNINGS": "default"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modfuse.cli",
+            "test",
+            "--config",
+            "recipes/quickstart.yaml",
+            *synthetic_overrides(quickstart_run),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "test/auroc" in output
+    assert "not writable" not in output
+    assert "transfer_batch_to_device" not in output
 
 
 def test_robustness_report_one_row_per_subset(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,22 +14,40 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("mkdocs") is None, reason="mkdocs is not installed (extra: docs)")
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
+def _build(site: Path, cwd: Path) -> Path:
+    """``mkdocs build --strict -f ROOT/mkdocs.yml`` run from ``cwd``; returns the site folder."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT,
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)],
+        cwd=cwd,
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    site = tmp_path / "site"
+    return site
+
+
+@pytest.mark.skipif(shutil.which("mkdocs") is None, reason="mkdocs is not installed (extra: docs)")
+@pytest.mark.parametrize("where", ["repository root", "another folder"])
+def test_mkdocs_build_strict(tmp_path: Path, where: str) -> None:
+    cwd = ROOT if where == "repository root" else tmp_path
+    site = _build(tmp_path / "site", cwd)
     assert (site / "index.html").is_file()
     # the API reference really rendered the documented objects
     api = (site / "api" / "data" / "index.html").read_text(encoding="utf-8")
     assert "ModalityBatch" in api and "MultiModalDataModule" in api
+    # the Benchmarks page includes the committed tables whatever the working folder
     bench = (site / "benchmarks" / "index.html").read_text(encoding="utf-8")
-    assert "RMSE" in bench
+    for table in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        if f'"benchmarks/results/{table.name}"' in (ROOT / "docs" / "benchmarks" / "index.md").read_text():
+            rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+            value = rows[2].split("|")[2].strip()  # first data row (after header and rule), a measured value
+            assert value in bench, f"{table.name} is missing from the Benchmarks page"
+    assert "RMSE" in bench and bench.count("<table") >= 3
+    # every dataset card renders as its own page (the links from the manifest page resolve)
+    for card in sorted((ROOT / "datasets").glob("*/README.md")):
+        page = site / "datasets" / "cards" / card.parent.name / "index.html"
+        title = card.read_text().splitlines()[0].lstrip("# ").split(" (")[0]
+        assert title in page.read_text(encoding="utf-8"), card

@@ -24,6 +24,7 @@ from modfuse.robust import (
     mcar,
     mnar,
     modality_subsets,
+    plot_sweep,
     robustness_report,
     simulate,
     sweep,
@@ -161,6 +162,39 @@ def test_mnar_flip_inverts_the_label_dependence(continuous: bool) -> None:
     assert (
         simulate("mnar-flip", 0.6, keep_one=False).removed(ds).equals(mnar(0.6, flip=True, keep_one=False).removed(ds))
     )
+
+
+def test_mnar_on_multiclass_labels_targets_classes_not_everyone_but_class_0() -> None:
+    """Land cover: class 0 is rare, so "any class but 0" made MNAR equal MCAR and its flip empty."""
+    rng = np.random.default_rng(0)
+    y = rng.choice(5, size=2000, p=[0.02, 0.3, 0.3, 0.2, 0.18])
+    ds = MultiModalDataset.from_arrays({"a": rng.normal(size=(2000, 2)), "b": rng.normal(size=(2000, 2))}, y)
+    plain = mnar(0.6, keep_one=False).removed(ds).to_numpy().any(1)
+    flipped = mnar(0.6, flip=True, keep_one=False).removed(ds).to_numpy().any(1)
+    above_median = y > np.median(y)
+    assert not plain[~above_median].any() and not flipped[above_median].any()
+    assert 0.3 < above_median.mean() < 0.7  # each mechanism acts on a real share of the cohort
+    chosen = mnar(0.6, classes=[2], keep_one=False).removed(ds).to_numpy().any(1)
+    assert not chosen[y != 2].any() and 0.7 < chosen[y == 2].mean() < 0.9  # 1 - 0.4^2 = 0.84
+    with pytest.raises(ModfuseError, match="labels present"):
+        mnar(0.5, classes=[7]).removed(ds)
+    with pytest.warns(UserWarning, match="targets 2.*of the samples"):
+        mnar(0.5, classes=[0]).removed(ds)
+
+
+def test_sweep_plot_x_axis_is_the_measured_missing_fraction() -> None:
+    X, y = toy_data(n=400)
+    ds = MultiModalDataset.from_arrays(X, y)
+    table = sweep(Oracle(["a", "b", "c"], "a"), ds, rates=[0.0, 0.9], kind=["mcar", "mnar"], seeds=[0, 1])
+    fig = plot_sweep(table, "accuracy")
+    ax = fig.axes[0]
+    assert "missing fraction" in ax.get_xlabel()
+    for container, kind in zip(ax.containers, ["mcar", "mnar"], strict=True):
+        line = container.lines[0]  # the data line of the error-bar plot
+        expected = table[table["kind"] == kind].groupby("rate")["missing_fraction"].mean().to_numpy()
+        np.testing.assert_allclose(np.asarray(line.get_xdata(), dtype=float), expected)
+    # MNAR with p = 0.9 removes far less than 90% of the pairs: the axis shows what was removed
+    assert line.get_xdata()[-1] < 0.5
 
 
 def test_mar_depends_on_the_observed_driver() -> None:

@@ -187,3 +187,35 @@ def test_fused_adamw_gives_the_same_update_as_the_default_one() -> None:
             opt.step()
     for p, q in zip(params, twins):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau", None])
+def test_extending_a_finished_run_from_last_ckpt_trains_to_the_new_max_epochs(tmp_path, scheduler) -> None:
+    """``fit --ckpt_path last --trainer.max_epochs N`` with a larger N continues the run (with the
+    one-cycle schedule, the restored scheduler was planned for the old length and raised)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    X = {"a": np.c_[y + 0.3 * rng.normal(size=64), rng.normal(size=64)], "b": rng.normal(size=(64, 2))}
+    dm = MultiModalDataModule(MultiModalDataset.from_arrays(X, y), batch_size=8, seed=0)
+
+    def trainer(epochs: int) -> L.Trainer:
+        return L.Trainer(
+            max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=tmp_path, callbacks=[L.pytorch.callbacks.ModelCheckpoint(tmp_path, "last")],
+        )  # fmt: skip
+
+    def task() -> FusionTask:
+        L.seed_everything(0, verbose=False)
+        encoders = {m: build("tabular", num_features=x.shape[1], hidden=(8,), out_dim=4) for m, x in X.items()}
+        return FusionTask(EarlyFusion(encoders, tasks="binary"), lr=1e-2, scheduler=scheduler)
+
+    first = trainer(2)
+    first.fit(task(), dm)
+    steps_per_epoch = first.global_step // 2
+    extended = trainer(4)
+    extended.fit(task(), dm, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert extended.current_epoch == 4 and extended.global_step == 4 * steps_per_epoch
+    if scheduler == "cosine":
+        sched = extended.lr_scheduler_configs[0].scheduler
+        assert sched.total_steps == 4 * steps_per_epoch
+        assert sched.get_last_lr()[0] < 1e-3  # annealed to the end of the extended run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -34,6 +35,9 @@ class MultiModalDataset(Dataset):
         targets: per-sample targets aligned with ``ids``: an array (N,) or (N, k), a dict
             task -> array for multi-task, a DataFrame/Series indexed by id, or None.
         ids: the sample ids, in order (default: the union of the sources' ids, first seen first).
+            Repeated ids are refused (a sample counted twice could land in train and test);
+            ids that a source has but ``ids`` leaves out are not in the dataset, and a
+            ``UserWarning`` gives their count and the first of them.
         groups: optional group per sample (patient, site) for grouped splits.
         on_error: ``"raise"`` (default): a bad file raises an error naming the file, sample and
             modality; ``"missing"``: that modality is marked missing for that sample and the
@@ -62,6 +66,7 @@ class MultiModalDataset(Dataset):
             ids = list(seen)
         self.ids = list(ids)
         self._source_ids = {m: set(src.ids) for m, src in self.sources.items()}
+        _check_ids(self.ids, self._source_ids)
         self._targets = self._align_targets(targets)
         # one tensor per task, built once: a sample's target is then a view, not a conversion
         self._target_tensors = _as_tensors(self._targets)
@@ -188,8 +193,10 @@ class MultiModalDataset(Dataset):
         return batch
 
     def present_matrix(self) -> pd.DataFrame:
-        """Bool DataFrame (ids x modalities): which sample has which modality, by source ids
-        (file problems found only at load time are not reflected; see :attr:`read_errors`)."""
+        """Bool DataFrame (ids x modalities): which sample has which modality, from what the
+        sources know without reading a file: their ids, their entries (a None path, an empty
+        SMILES, an all-NaN row or table row are missing) and their optional ``has`` method.
+        File problems found only at load time are not reflected; see :attr:`read_errors`."""
         return pd.DataFrame(
             {
                 m: [sid in self._source_ids[m] and _cheap_present(src, sid) for sid in self.ids]
@@ -228,9 +235,36 @@ class MultiModalDataset(Dataset):
 
 
 def _cheap_present(src: Source, sample_id: Hashable) -> bool:
-    if isinstance(src, ArraySource):
-        return src.load(sample_id) is not None
+    """Whether ``src`` has a value for ``sample_id``, from what it knows without reading a file:
+    its ``has`` method, or a file path that is not None (file-backed readers)."""
+    has = getattr(src, "has", None)
+    if callable(has):
+        return bool(has(sample_id))
+    for lookup in ("path_of", "smiles_of"):  # file-backed readers, SMILES strings
+        entry = getattr(src, lookup, None)
+        if callable(entry):
+            return entry(sample_id) is not None
     return True
+
+
+def _check_ids(ids: list[Hashable], source_ids: Mapping[str, set[Hashable]]) -> None:
+    index = pd.Index(ids)
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique().tolist()
+        raise ModfuseError(
+            f"ids repeats {len(dup)} sample ids, e.g. {dup[:5]}: each sample must appear once "
+            "(a repeated sample is counted twice and can land in both train and test)"
+        )
+    chosen = set(ids)
+    for m, have in source_ids.items():
+        left_out = [sid for sid in have if sid not in chosen]
+        if left_out:
+            warnings.warn(
+                f"ids leaves out {len(left_out)} sample ids that the {m!r} source has, e.g. {sorted(left_out, key=str)[:5]}: "
+                "those samples are not in the dataset",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _as_tensors(targets: np.ndarray | dict[str, np.ndarray] | None) -> Any:
@@ -242,11 +276,14 @@ def _as_tensors(targets: np.ndarray | dict[str, np.ndarray] | None) -> Any:
 
 
 def _numeric_targets(values: np.ndarray, task: str | None) -> torch.Tensor:
-    """Long tensor for integer / bool labels, float32 otherwise; a clear error for anything else."""
+    """Long tensor for integer / bool labels, float32 otherwise; a clear error for anything else.
+
+    ``torch.tensor`` copies: the dataset's target arrays are read-only views, which ``as_tensor``
+    would share (and warn about) instead."""
     if values.dtype.kind in "iub":
-        return torch.as_tensor(values, dtype=torch.long)
+        return torch.tensor(values, dtype=torch.long)
     if values.dtype.kind == "f":
-        return torch.as_tensor(values, dtype=torch.float32)
+        return torch.tensor(values, dtype=torch.float32)
     name = f"target {task!r}" if task else "targets"
     raise ModfuseError(f"{name} must be numeric (labels, values or 0/1 indicators), found dtype {values.dtype}")
 

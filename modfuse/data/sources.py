@@ -23,6 +23,10 @@ class Source(Protocol):
         ids: the sample ids this source has a value for.
         collate: how the dataset collates this modality (see :data:`CollateMode`).
 
+    Optionally ``has(sample_id)`` tells, without reading a file, whether the source has a
+    value for the id (what :meth:`MultiModalDataset.present_matrix` reports); file-backed
+    readers answer it from their paths (``path_of(sample_id) is not None``).
+
     ``load(sample_id)`` returns the sample's value (a Tensor, a dict of Tensors, a PyG ``Data``,
     ...) or ``None`` when the modality is missing for that sample. It raises
     :class:`modfuse.errors.ReadError` (naming the file) for bad input; the dataset applies its
@@ -90,6 +94,13 @@ class ArraySource:
         if len(self._position) != n:
             raise ModfuseError("sample ids must be unique")
         self.collate = collate
+
+    def has(self, sample_id: Hashable) -> bool:
+        """Whether ``sample_id``'s row is present (not None, not all-NaN)."""
+        index = self._position[sample_id]
+        if self._missing is not None:
+            return not self._missing[index]
+        return not row_is_missing(self._rows[index])
 
     def load(self, sample_id: Hashable) -> Any | None:
         index = self._position[sample_id]

@@ -17,6 +17,7 @@ the label columns, one path column or one set of value columns per modality, and
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,10 +29,11 @@ import torch
 
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.readers.tabular import short_rows
 from modfuse.data.sources import ArraySource, Source
-from modfuse.datasets.splits import read_split, write_split
+from modfuse.datasets.splits import read_split, split_frame
 from modfuse.errors import ModfuseError, ReadError
-from modfuse.training.spec import TaskSpec
+from modfuse.training.spec import TaskSpec, check_targets
 
 __all__ = [
     "FORMAT",
@@ -165,29 +167,32 @@ def write_manifest(
     out = Path(out)
     mods = {m: _as_spec(s, ModalitySpec) for m, s in modalities.items()}
     tasks = {t: _as_spec(s, TargetSpec) for t, s in targets.items()}
+    # every check runs before the first byte is written: a bad argument leaves no half-written folder
+    for m, spec in mods.items():
+        _check_reader_name(spec, f"modalities.{m}.reader")
     table = _checked_table(table, mods, tasks, id_column, group_column)
     if not splits:
         raise ModfuseError("a manifest needs at least one fixed split")
     default_split = default_split or next(iter(splits))
     if default_split not in splits:
         raise ModfuseError(f"default split {default_split!r} is not one of {sorted(splits)}")
-    out.mkdir(parents=True, exist_ok=True)
     if table_format not in ("parquet", "csv"):
         raise ModfuseError(f"table_format must be 'parquet' or 'csv', found {table_format!r}")
-    table_name = f"manifest.{table_format}"
-    if table_format == "parquet":
-        table.to_parquet(out / table_name, index=False)
-    else:
-        table.to_csv(out / table_name, index=False)
     unknown = sorted(set(ungrouped_splits) - set(splits))
     if unknown:
         raise ModfuseError(f"ungrouped_splits names unknown splits {unknown}; the splits are {sorted(splits)}")
-    split_files = {}
+    if out.exists() and not out.is_dir():
+        raise ModfuseError(f"the manifest output {out} exists and is not a folder")
+    table_name = f"manifest.{table_format}"
+    split_files, split_tables = {}, {}
     for split_name, parts in splits.items():
         grouped = group_column is not None and split_name not in ungrouped_splits
         split_files[split_name] = {"file": f"splits/{split_name}.csv", "grouped": grouped}
         groups = table[group_column].to_numpy(dtype=object) if grouped else None
-        write_split(parts, table[id_column].tolist(), out / split_files[split_name]["file"], groups)
+        try:
+            split_tables[split_name] = split_frame(parts, table[id_column].tolist(), groups)
+        except ModfuseError as exc:
+            raise ModfuseError(f"split {split_name!r}: {exc}") from exc
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -204,9 +209,30 @@ def write_manifest(
         "num_samples": len(table),
         "info": dict(info or {}),
     }
+    text = json.dumps(doc, indent=2, default=_json_default) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    if table_format == "parquet":
+        _atomic(out / table_name, lambda p: table.to_parquet(p, index=False))
+    else:
+        _atomic(out / table_name, lambda p: table.to_csv(p, index=False))
+    for split_name, frame in split_tables.items():
+        target = out / split_files[split_name]["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic(target, lambda p, f=frame: f.to_csv(p, index=False))
+    # manifest.json last: its presence marks a complete folder
     path = out / "manifest.json"
-    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    _atomic(path, lambda p: p.write_text(text))
     return path
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write ``path`` through a temporary sibling renamed into place (never a truncated file)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _json_default(value: Any) -> Any:
@@ -318,7 +344,9 @@ class Manifest:
         if name not in self.doc["splits"]:
             raise ModfuseError(f"manifest {self.path} has no split {name!r}; it has {self.split_names}")
         entry = self.doc["splits"][name]
-        return read_split(self.path.parent / entry["file"], self.ids, self.groups if entry["grouped"] else None)
+        inside = _Contained(self.path.parent, "manifest.json", what="the manifest's folder")
+        file = inside.path(entry["file"], field=f"splits.{name}.file")
+        return read_split(file, self.ids, self.groups if entry["grouped"] else None)
 
     def present(self) -> pd.DataFrame:
         """Bool table ids x modalities from the explicit ``has_<modality>`` columns."""
@@ -334,6 +362,7 @@ class Manifest:
     def target_array(self) -> np.ndarray | dict[str, np.ndarray]:
         """Targets for :class:`MultiModalDataset` (an array for one task, else a dict)."""
         arrays = {t: self._target(t, s) for t, s in self.targets.items()}
+        check_targets(arrays, self.task_specs(), self.ids)  # errors name the task and the sample
         return next(iter(arrays.values())) if len(arrays) == 1 else arrays
 
     def _target(self, task: str, spec: TargetSpec) -> np.ndarray:
@@ -363,19 +392,11 @@ class Manifest:
             values = self.table[spec.columns].to_numpy(dtype=np.float32, na_value=np.nan).copy()
             values[~present] = np.nan  # the explicit flag wins over partially filled cells
             return ArraySource(values, ids)
-        from modfuse.data import readers
-
-        # a registered reader name, or a ``module.Class`` path for readers outside the registry
-        if "." in str(spec.reader):
-            from modfuse.datasets.collections._readers import reader_class
-
-            factory = reader_class(str(spec.reader))
-        else:
-            factory = readers.get(str(spec.reader))
+        factory = _reader_factory(spec, f"modalities.{modality}.reader")
         cells = self.table[spec.columns[0]]
         if spec.kind == "path":
-            base = self._require_root(modality)
-            entries = {sid: (str(base / c) if ok else None) for sid, c, ok in zip(ids, cells, present)}
+            inside = _Contained(self._require_root(modality), f"modalities.{modality} (column {spec.columns[0]!r})")
+            entries = {sid: (str(inside.path(c, sid)) if ok else None) for sid, c, ok in zip(ids, cells, present)}
             return factory(entries, **spec.options)
         entries_v = [c if ok else None for c, ok in zip(cells, present)]
         return factory(entries_v, ids=ids, **spec.options)
@@ -439,7 +460,9 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
             f"expected format {FORMAT!r} version {VERSION}, found {doc.get('format')!r} version {doc.get('version')}",
             path=path,
         )
-    table_path = path.parent / doc["table"]
+    _check_doc(doc, path)
+    folder = _Contained(path.parent, "manifest.json", what="the manifest's folder")
+    table_path = folder.path(doc["table"], field="table")
     if not table_path.is_file():
         raise ReadError("the manifest table is missing", path=table_path)
     if table_path.suffix == ".parquet":
@@ -450,10 +473,105 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
             s["columns"][0] for s in doc["modalities"].values() if s["kind"] in ("path", "value")
         }
         table = pd.read_csv(table_path, dtype=dict.fromkeys(text_cols, str), keep_default_na=True)
+        short = short_rows(table_path)  # pandas pads them with NaN: a cut or edited table
+        if short:
+            raise ReadError(
+                f"{len(short)} rows of the table lack fields: {next(iter(short.values()))}", path=table_path
+            )
     root_value = root if root is not None else doc.get("root")
     manifest = Manifest(path, table, doc, None if root_value is None else Path(root_value))
     _check_loaded(manifest)
     return manifest
+
+
+def _check_reader_name(spec: ModalitySpec, field: str) -> None:
+    """Refuse a reader that is neither a registry name nor one of modfuse's own classes."""
+    if spec.kind != "columns":
+        _reader_factory(spec, field, build=False)
+
+
+def _reader_factory(spec: ModalitySpec, field: str, build: bool = True) -> Any:
+    """The reader class a ``path``/``value`` modality names (looked up, never imported by name)."""
+    from modfuse.data import readers
+    from modfuse.datasets.collections._readers import OWN_READERS
+
+    name = spec.reader
+    if isinstance(name, str) and name in readers.available():
+        return readers.get(name) if build else None
+    if isinstance(name, str) and name in OWN_READERS:
+        return OWN_READERS[name]
+    raise ModfuseError(
+        f"manifest field {field}: {name!r} is not a reader name. A manifest describes data, never code: "
+        f"it names a registered reader ({', '.join(readers.available())}) or one of modfuse's own reader "
+        f"classes ({', '.join(sorted(OWN_READERS))}); nothing it names is imported"
+    )
+
+
+def _check_doc(doc: Any, path: Path) -> None:
+    """Check the description's structure and reader names before any file is read or class built."""
+    if not isinstance(doc, dict):
+        raise ReadError(f"manifest.json must hold a JSON object, found {type(doc).__name__}", path=path)
+    for key, kind in (("table", str), ("id", str), ("modalities", dict), ("targets", dict), ("splits", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise ReadError(f"manifest field {key}: expected a {kind.__name__}, found {doc.get(key)!r:.80}", path=path)
+    for m, entry in doc["modalities"].items():
+        try:
+            spec = ModalitySpec(**entry)
+        except (TypeError, ModfuseError) as exc:
+            raise ReadError(f"manifest field modalities.{m}: {exc}", path=path) from None
+        if not isinstance(spec.options, dict):
+            raise ReadError(f"manifest field modalities.{m}.options: expected an object", path=path)
+        _check_reader_name(spec, f"modalities.{m}.reader")
+    for t, entry in doc["targets"].items():
+        try:
+            TargetSpec(**entry)
+        except TypeError as exc:
+            raise ReadError(f"manifest field targets.{t}: {exc}", path=path) from None
+    for name, entry in doc["splits"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise ReadError(f"manifest field splits.{name}: expected {{'file': ..., 'grouped': ...}}", path=path)
+
+
+class _Contained:
+    """Resolves the paths a manifest holds against one folder and refuses any that leave it.
+
+    Symlinks are resolved (a link inside the folder that points outside is refused too); for a
+    path that does not exist as given (a WFDB record named without its ``.hea``/``.dat``
+    suffix), the files in its folder that start with its name are checked instead.
+    """
+
+    def __init__(self, root: Path, field: str, what: str = "the data root") -> None:
+        self.given = root
+        self.root = Path(os.path.realpath(root))
+        self.field, self.what = field, what
+        self._escaping: dict[Path, set[str]] = {}
+
+    def path(self, cell: Any, sample_id: Any = None, field: str | None = None) -> Path:
+        full = self.given / str(cell)
+        real = Path(os.path.realpath(full))
+        if self._outside(real) or (not real.exists() and self._escaping_sibling(real)):
+            where = f"manifest field {field or self.field}" + ("" if sample_id is None else f", sample {sample_id!r}")
+            raise ReadError(
+                f"{where}: path {str(cell)!r} resolves outside {self.what} {self.root}; every path in a "
+                "manifest must stay inside it (no '..', absolute paths or symlinks leading out)",
+                sample_id=sample_id,
+            )
+        return full
+
+    def _outside(self, real: Path) -> bool:
+        return real != self.root and self.root not in real.parents
+
+    def _escaping_sibling(self, real: Path) -> bool:
+        folder = real.parent
+        if folder not in self._escaping:
+            escaping = set()
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    if entry.is_symlink() and self._outside(Path(os.path.realpath(entry.path))):
+                        escaping.add(entry.name)
+            self._escaping[folder] = escaping
+        name = real.name
+        return any(n == name or n.startswith(name + ".") for n in self._escaping[folder])
 
 
 def _check_loaded(manifest: Manifest) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "scaffold_split",
     "spatial_block_split",
     "spatial_blocks",
+    "split_frame",
     "write_split",
 ]
 
@@ -265,8 +266,29 @@ def write_split(
         path: output CSV path (parent folders are created).
         groups: optional (N,) group per sample, checked and written for audit.
     """
+    frame = split_frame(splits, ids, groups)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def split_frame(
+    splits: Mapping[str, np.ndarray],
+    ids: Sequence[Hashable],
+    groups: Sequence[Hashable] | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The table :func:`write_split` writes (``id,split[,group]``), after every check: indices
+    in range, no sample in two partitions, no group in two partitions (nothing is written)."""
     ids_arr = np.asarray(list(ids), dtype=object)
     group_arr = None if groups is None else np.asarray(groups, dtype=object)
+    for part, idx in splits.items():
+        idx = np.asarray(idx)
+        if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= len(ids_arr)):
+            raise ModfuseError(
+                f"partition {part!r} holds row indices outside 0..{len(ids_arr) - 1} (or non-integers): "
+                f"found dtype {idx.dtype}, range {idx.min()}..{idx.max()}"
+            )
     check_disjoint_groups({k: np.asarray(v, dtype=int) for k, v in splits.items()}, group_arr)
     rows = []
     seen: dict[int, str] = {}
@@ -277,10 +299,7 @@ def write_split(
             seen[int(i)] = part
             rows.append((ids_arr[i], part) if group_arr is None else (ids_arr[i], part, group_arr[i]))
     cols = ["id", "split"] if group_arr is None else ["id", "split", "group"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
-    return path
+    return pd.DataFrame(rows, columns=cols)
 
 
 def read_split(path: str | Path, ids: Sequence[Hashable], groups: np.ndarray | None = None) -> Splits:

@@ -33,10 +33,14 @@ Files (under ``cache_dir("cohort", <key>)`` or ``<root>/cohort/<key>``)::
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -145,6 +149,12 @@ class MemoizedSource:
         self.collate = getattr(source, "collate", "auto")
         self.values: dict[Any, Any] = {}
 
+    def has(self, sample_id: Any) -> bool:
+        """The wrapped reader's answer (see :meth:`MultiModalDataset.present_matrix`)."""
+        from modfuse.data.dataset import _cheap_present
+
+        return _cheap_present(self.source, sample_id)
+
     def load(self, sample_id: Any) -> Any | None:
         if sample_id not in self.values:
             self.values[sample_id] = self.source.load(sample_id)
@@ -161,7 +171,9 @@ def synthetic_cohort(
 
     The cohort is written once per (n, seed, missing) to a cache folder and reused after
     that; concurrent callers (data loader workers, DDP ranks) are safe: it is written to a
-    private folder and renamed into place.
+    private folder and renamed into place. What an interrupted generation left (a ``.partial``
+    folder whose process is gone, a cohort folder without ``cohort.csv``) is removed and the
+    cohort written again.
 
     Args:
         n: number of patients (>= 20).
@@ -208,8 +220,14 @@ def _key(n: int, seed: int, rates: Mapping[str, float]) -> str:
     return f"synthetic-v{VERSION}-n{n}-seed{seed}-{digest}"
 
 
+STALE_SECONDS = 24 * 3600
+"""A half-written cohort folder of another machine is removed after this long (its writer's
+process cannot be asked there)."""
+
+
 def _write_atomically(final: Path, n: int, seed: int, rates: Mapping[str, float]) -> None:
-    partial = final.parent / f".{final.name}.{uuid.uuid4().hex}.partial"
+    _clean_half_written(final)
+    partial = final.parent / f".{final.name}.{_writer_tag()}.{uuid.uuid4().hex}.partial"
     try:
         _write(partial, n, seed, rates)
         try:
@@ -219,6 +237,45 @@ def _write_atomically(final: Path, n: int, seed: int, rates: Mapping[str, float]
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def _writer_tag() -> str:
+    return f"{socket.gethostname().replace('.', '-')}-{os.getpid()}"
+
+
+def _clean_half_written(final: Path) -> None:
+    """Remove what an interrupted generation left: ``.partial`` folders whose writer is gone
+    (a killed process never runs its cleanup) and a cohort folder without ``cohort.csv``
+    (written by an older version or emptied by hand), which would block the rename forever."""
+    host = socket.gethostname().replace(".", "-")
+    for folder in final.parent.glob(f".{glob.escape(final.name)}.*.partial"):
+        tag = folder.name[len(final.name) + 2 :].split(".")[0]
+        writer_host, _, pid = tag.rpartition("-")
+        stale = False
+        if writer_host == host and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:  # another machine's writer, or a name from before the writer was recorded
+            with contextlib.suppress(OSError):
+                stale = time.time() - folder.stat().st_mtime > STALE_SECONDS
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+    if final.is_dir() and not (final / "cohort.csv").is_file():
+        aside = final.parent / f".{final.name}.{_writer_tag()}.{uuid.uuid4().hex}.incomplete"
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.rename(final, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------- generation

@@ -30,6 +30,7 @@ from modfuse.errors import ModfuseError
 from modfuse.fusion.base import prediction_of
 from modfuse.robust.evaluate import iter_batches, model_device, unwrap_model
 from modfuse.training.spec import TaskSpec, by_task
+from modfuse.utils.progress import progress
 
 __all__ = ["ShapleyResult", "modality_shapley", "output_column", "resolve_task"]
 
@@ -223,6 +224,7 @@ def modality_shapley(
     seed: int = 0,
     max_samples: int | None = None,
     batch_size: int = 64,
+    verbose: bool | None = None,
 ) -> ShapleyResult:
     """Shapley value of each modality for each sample (see the module docstring).
 
@@ -242,6 +244,8 @@ def modality_shapley(
             values do not depend on how the data is batched).
         max_samples: stop after this many samples (None: all).
         batch_size: batch size when ``data`` is a dataset.
+        verbose: show a progress bar over the batches (None: in a terminal or notebook, not
+            in CI; see `modfuse.utils.progress`).
 
     Returns:
         A :class:`ShapleyResult` (``.values``: DataFrame samples x modalities).
@@ -255,7 +259,7 @@ def modality_shapley(
     was_training = model.training
     model.eval()
     try:
-        for batch in iter_batches(data, batch_size):
+        for batch in progress(iter_batches(data, batch_size), "Shapley values", _n_batches(data), verbose):
             if max_samples is not None and seen + batch.batch_size > max_samples:
                 batch = batch.select(list(range(max_samples - seen)))
             parts.append(_batch_shapley(model, batch, task, spec, output, exact_max, n_permutations, seed))
@@ -267,6 +271,14 @@ def modality_shapley(
     if not parts:
         raise ModfuseError("the data yielded no samples to explain")
     return _assemble(parts, list(model.modalities), task, spec, exact_max)
+
+
+def _n_batches(data: Any) -> int | None:
+    """Number of batches when ``data`` knows it (a DataLoader), for the progress bar."""
+    try:
+        return len(data) if isinstance(data, torch.utils.data.DataLoader) else None
+    except TypeError:  # an iterable-style dataset without a length
+        return None
 
 
 def _assemble(

@@ -98,6 +98,10 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     spec["output"] = Path(args.output) if args.output else spec["output"]
     if spec["output"] is None:
         raise ModfuseError("no output file: pass -o merged.safetensors (or 'output:' in the yaml)")
+    if spec["output"].is_dir():
+        raise ModfuseError(f"the output {spec['output']} is a folder; -o names the .safetensors file to write")
+    if spec["output"].parent.exists() and not spec["output"].parent.is_dir():
+        raise ModfuseError(f"the output's folder {spec['output'].parent} is a file")
     return spec
 
 

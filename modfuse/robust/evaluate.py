@@ -17,6 +17,7 @@ from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import prediction_of
 from modfuse.training.spec import TaskSpec, by_task
+from modfuse.utils.progress import progress
 
 __all__ = [
     "MetricArg",
@@ -304,6 +305,7 @@ def sweep(
     seeds: Sequence[int] = (0,),
     metric: MetricArg = None,
     batch_size: int = 64,
+    verbose: bool | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Metric against missing rate under simulated missingness.
@@ -318,6 +320,8 @@ def sweep(
         seeds: one simulation per seed and rate.
         metric: which metrics (see :data:`MetricArg`).
         batch_size: batch size when ``data`` is a dataset.
+        verbose: show a progress bar over the (kind, rate, seed) runs (None: in a terminal or
+            notebook, not in CI; see `modfuse.utils.progress`).
         **options: passed to every simulator (e.g. ``modalities=["ecg"]``, ``driver="labs"``,
             ``keep_one=False``).
 
@@ -331,7 +335,8 @@ def sweep(
     model = unwrap_model(model)
     kinds = [kind] if isinstance(kind, str) else list(kind)
     rows = []
-    for k, rate, seed in itertools.product(kinds, rates, seeds):
+    runs = list(itertools.product(kinds, rates, seeds))
+    for k, rate, seed in progress(runs, "missingness sweep", verbose=verbose):
         simulated = _with_missingness(data, simulate(k, float(rate), seed=seed, **options))
         scores = evaluate(model, simulated, metric, batch_size)
         rows.append({"kind": k, "rate": float(rate), "seed": seed, **scores})

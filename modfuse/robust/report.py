@@ -56,7 +56,12 @@ def plot_subsets(table: pd.DataFrame, metric: str | None = None) -> Figure:
 
 
 def plot_sweep(table: pd.DataFrame, metric: str | None = None) -> Figure:
-    """Metric against missing rate, one line per missingness kind (mean ± sd over seeds).
+    """Metric against the measured missing fraction, one line per missingness kind.
+
+    The x-axis is the share of (sample, modality) pairs actually absent in the evaluated data
+    (``missing_fraction``, mean over seeds), not the removal probability ``p``: a mechanism
+    that targets part of the samples, or keeps one modality per sample, removes less than
+    ``p``. Points are labelled with their ``p``; error bars are the sd over seeds.
 
     Args:
         table: output of :func:`sweep`.
@@ -66,9 +71,16 @@ def plot_sweep(table: pd.DataFrame, metric: str | None = None) -> Figure:
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
     for kind, part in table.groupby("kind", sort=False):
-        stats = part.groupby("rate")[metric].agg(["mean", "std"]).fillna(0.0)
-        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=str(kind))
-    ax.set_xlabel("missing rate p")
+        stats = part.groupby("rate").agg(
+            mean=(metric, "mean"), std=(metric, "std"), missing=("missing_fraction", "mean")
+        )
+        stats = stats.fillna({"std": 0.0})
+        ax.errorbar(stats["missing"], stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=str(kind))
+        for rate, row in stats.iterrows():
+            ax.annotate(
+                f"p={rate:g}", (row["missing"], row["mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    ax.set_xlabel("measured missing fraction (absent sample-modality pairs)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} under simulated missingness")
     ax.legend(title="mechanism")

@@ -12,10 +12,10 @@ Mechanisms (``p`` is the removal probability for the samples the mechanism targe
   Its per-sample score (one feature column, or the row mean) is compared with its median:
   samples above the median lose each targeted modality with probability ``p``, the others keep
   them (``flip=True`` targets the samples at or below the median instead).
-- :func:`mnar`: depends on the label: positives (binary), samples of any class but 0
-  (multiclass), samples with an event (survival) or above-median targets (regression) lose
-  each targeted modality with probability ``p``; ``flip=True`` targets the other samples, so
-  a test set can invert the training pattern.
+- :func:`mnar`: depends on the label: positives (binary), the classes above the median class
+  or the ``classes`` you name (multiclass), samples with an event (survival) or above-median
+  targets (regression) lose each targeted modality with probability ``p``; ``flip=True``
+  targets the other samples, so a test set can invert the training pattern.
 
 By default a sample keeps at least one of its modalities (one of the removed ones, chosen at
 random, is restored), since a real cohort has no sample without any data; set
@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,6 +89,8 @@ class Missingness:
         feature: MAR only: the driver column (index into the flattened row) used as score;
             None uses the row mean.
         keep_one: restore one removed modality of a sample that would otherwise have none.
+        classes: MNAR only: the labels of the targeted classes (multiclass targets); None
+            targets the classes above the median class.
     """
 
     kind: Kind
@@ -98,6 +101,7 @@ class Missingness:
     driver: str | None = None
     feature: int | None = None
     keep_one: bool = True
+    classes: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("mcar", "mar", "mnar"):
@@ -108,6 +112,10 @@ class Missingness:
             raise ModfuseError("flip applies to 'mar' and 'mnar' (MCAR has no dependence to invert)")
         if self.modalities is not None:
             object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.classes is not None:
+            if self.kind != "mnar":
+                raise ModfuseError("classes=... applies to 'mnar' (the label decides which samples are targeted)")
+            object.__setattr__(self, "classes", tuple(np.atleast_1d(self.classes).tolist()))
 
     @property
     def name(self) -> str:
@@ -121,8 +129,10 @@ class Missingness:
         if self.kind == "mcar":
             return np.ones(n, dtype=bool)
         if self.kind == "mnar":
-            high = _label_high(dataset)
-            return ~high if self.flip else high
+            high = _label_high(dataset, self.classes)
+            targeted = ~high if self.flip else high
+            _warn_if_degenerate(targeted, self.name)
+            return targeted
         scores = _driver_scores(dataset, self._driver(dataset), self.feature)
         observed = ~np.isnan(scores)
         # samples without the driver have no observed score and are never targeted
@@ -273,13 +283,16 @@ def mnar(
     seed: int = 0,
     flip: bool = False,
     keep_one: bool = True,
+    classes: Sequence[Any] | None = None,
 ) -> Missingness:
     """Missing not at random: removal depends on the label.
 
-    Targeted samples: positives (binary 0/1 labels), any class but 0 (integer labels with
-    more classes), samples with an event (survival targets (time, event)), above-median
-    targets (continuous). ``flip`` targets the complement. Multi-task datasets use the first
-    task.
+    Targeted samples: positives (binary 0/1 labels); for integer labels with more classes, the
+    samples of ``classes``, or by default of the classes above the median class (so about half
+    of the samples at most, whatever the class balance); samples with an event (survival
+    targets (time, event)); above-median targets (continuous). ``flip`` targets the complement.
+    Multi-task datasets use the first task. A mechanism that targets under 5% or over 95% of the
+    samples warns: its curve would look like no missingness or like MCAR.
 
     Args:
         p: removal probability in the targeted samples.
@@ -287,8 +300,10 @@ def mnar(
         seed: random seed.
         flip: invert the dependence on the label.
         keep_one: never leave a sample without any modality.
+        classes: multiclass labels only: the labels whose samples are targeted.
     """
-    return Missingness("mnar", p, _tuple(modalities), seed, flip, keep_one=keep_one)
+    chosen = None if classes is None else tuple(np.atleast_1d(classes).tolist())
+    return Missingness("mnar", p, _tuple(modalities), seed, flip, keep_one=keep_one, classes=chosen)
 
 
 def simulate(kind: str, p: float, **kwargs: Any) -> Missingness:
@@ -310,7 +325,7 @@ def _tuple(modalities: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if modalities is None else tuple(modalities)
 
 
-def _label_high(dataset: MultiModalDataset) -> np.ndarray:
+def _label_high(dataset: MultiModalDataset, classes: tuple[Any, ...] | None = None) -> np.ndarray:
     """Bool (N,): the "positive" samples of the (first) task, as documented in :func:`mnar`."""
     targets = dataset.targets
     if targets is None:
@@ -322,11 +337,26 @@ def _label_high(dataset: MultiModalDataset) -> np.ndarray:
         y = y.reshape(len(y), -1)[:, 0]
     y = y.astype(float)
     values = np.unique(y[~np.isnan(y)])
+    labels = np.allclose(values, np.round(values)) and len(values) <= 50
+    if classes is not None:
+        unknown = sorted(set(np.asarray(classes, dtype=float).tolist()) - set(values.tolist()))
+        if not labels or unknown:
+            raise ModfuseError(f"mnar classes={list(classes)}: the labels present are {values.tolist()}")
+        return np.isin(y, np.asarray(classes, dtype=float))
     if np.isin(values, (0.0, 1.0)).all():
         return y == 1
-    if np.allclose(values, np.round(values)) and len(values) <= 50:
-        return y != values.min()
+    # multiclass: classes above the median class (a rare class 0 must not make "not 0" = everyone)
     return y > np.nanmedian(y)
+
+
+def _warn_if_degenerate(targeted: np.ndarray, name: str) -> None:
+    share = float(targeted.mean()) if len(targeted) else 0.0
+    if not 0.05 <= share <= 0.95:
+        warnings.warn(
+            f"{name} targets {share:.1%} of the samples, so it removes almost nothing or acts like MCAR; "
+            "for multiclass labels choose the targeted labels with mnar(..., classes=[...])",
+            stacklevel=3,
+        )
 
 
 def _driver_scores(dataset: MultiModalDataset, driver: str, feature: int | None) -> np.ndarray:

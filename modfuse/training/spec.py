@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,7 +18,7 @@ from modfuse.errors import ModfuseError
 from modfuse.training.losses import cumulative_hazard, discrete_time_nll
 from modfuse.training.metrics import ConcordanceIndex
 
-__all__ = ["DEFAULT_TASK", "TaskKind", "TaskSpec", "as_task_specs", "by_task"]
+__all__ = ["DEFAULT_TASK", "TaskKind", "TaskSpec", "as_task_specs", "by_task", "check_targets"]
 
 TaskKind = Literal["binary", "multiclass", "multilabel", "regression", "survival"]
 KINDS = ("binary", "multiclass", "multilabel", "regression", "survival")
@@ -113,6 +114,13 @@ class TaskSpec:
         if self.kind == "multilabel":
             if target.shape != (b, self.num_outputs):
                 raise fail(f"expected shape (B, {self.num_outputs}), found {tuple(target.shape)}")
+            bad = ~((target == 0) | (target == 1))  # NaN is neither
+            if bad.any():
+                i, j = (int(k) for k in bad.nonzero()[0])
+                raise fail(
+                    f"expected 0/1 indicators, found {target[i, j].item()} for label {j} at sample "
+                    f"{ids[i] if ids else i} ({int(bad.any(1).sum())} samples have such values)"
+                )
             return target.float()
         if self.kind == "regression":
             want = (b,) if self.num_outputs == 1 else (b, self.num_outputs)
@@ -124,6 +132,17 @@ class TaskSpec:
             return target.float()
         if target.dim() != 2 or target.shape[1] != 2:
             raise fail(f"expected (time, event) of shape (B, 2), found {tuple(target.shape)}")
+        time, event = target[:, 0].double(), target[:, 1].double()
+        for bad, want in (
+            (~torch.isfinite(time) | (time < 0), "finite times >= 0"),
+            (~((event == 0) | (event == 1)), "event codes 0 (censored) or 1 (event)"),
+        ):
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise fail(
+                    f"expected {want}, found (time, event) = {target[i].tolist()} at sample {ids[i] if ids else i} "
+                    f"({int(bad.sum())} samples have such values)"
+                )
         return target.float()
 
     # ------------------------------------------------------------------ loss / outputs
@@ -244,6 +263,21 @@ def as_task_specs(tasks: Any, num_outputs: int | None = None) -> dict[str, TaskS
         else:
             raise ModfuseError(f"task {name!r}: expected a TaskSpec, kind or dict, found {t!r}")
     return specs
+
+
+def check_targets(targets: Any, tasks: Mapping[str, TaskSpec], ids: Sequence[Any] | None = None) -> None:
+    """Validate a whole dataset's targets (an array, or a dict task -> array) against ``tasks``
+    up front, so a bad label is an error naming the task and the sample before any training."""
+    if targets is None:
+        return
+    for name, values in by_task(_as_tensor_tree(targets), tasks).items():
+        tasks[name].check_target(values, ids, name)
+
+
+def _as_tensor_tree(targets: Any) -> Any:
+    if isinstance(targets, Mapping):
+        return {k: _as_tensor_tree(v) for k, v in targets.items()}
+    return torch.tensor(np.asarray(targets))  # a copy: the dataset's arrays may be read-only
 
 
 def by_task(values: Tensor | Mapping[str, Tensor] | None, tasks: Mapping[str, TaskSpec]) -> dict[str, Tensor]:

@@ -15,7 +15,7 @@ from torchmetrics import MetricCollection
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import prediction_of
-from modfuse.training.spec import TaskSpec, as_task_specs, by_task
+from modfuse.training.spec import TaskSpec, as_task_specs, by_task, check_targets
 
 __all__ = ["FusionTask"]
 
@@ -90,6 +90,15 @@ class FusionTask(LightningModule):
         self.read_errors: list[tuple[Any, str, str]] = []
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, stage: str) -> None:
+        """Check the datamodule's targets against the tasks before the first step, so a bad
+        label (NaN, a multilabel 2, an event code 3) is an error naming the task and the sample
+        instead of a NaN or wrong loss. Lightning sets the datamodule up before this hook."""
+        dataset = getattr(getattr(self._trainer, "datamodule", None), "dataset", None)
+        targets = getattr(dataset, "targets", None)
+        if stage != "predict" and targets is not None:
+            check_targets(targets, self.tasks, getattr(dataset, "ids", None))
+
     def configure_models(self) -> None:
         """Build ``self.model`` (subclasses); the default keeps the model passed in."""
 
@@ -137,6 +146,26 @@ class FusionTask(LightningModule):
             return None
         return can_fuse(params)
 
+    def on_train_start(self) -> None:
+        self._extend_one_cycle()
+
+    def _extend_one_cycle(self) -> None:
+        """Stretch a restored one-cycle schedule to this run's length.
+
+        Resuming from ``last.ckpt`` with a larger ``max_epochs`` restores the scheduler planned
+        for the old length, which raises "Tried to step N times" once that many steps are done.
+        The warm-up already ran, so only the annealing phase is re-planned: it now ends at the
+        new last step (the learning rate follows the stretched cosine from the resumed step on).
+        """
+        if self._trainer is None:
+            return
+        total = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps < total:
+                sched.total_steps = total
+                sched._schedule_phases[-1]["end_step"] = float(total - 1)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Models that can describe themselves (``to_config() -> dict``) store that description
         # as JSON text, so tools such as ``modfuse merge`` rebuild them without unpickling.
@@ -149,11 +178,6 @@ class FusionTask(LightningModule):
     # ------------------------------------------------------------------ steps
     def forward(self, batch: ModalityBatch) -> Any:
         return self.model(batch)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, ModalityBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _metric_key(self, task: str, metric: str) -> str:
         return metric if len(self.tasks) == 1 else f"{task}/{metric}"

@@ -13,10 +13,13 @@ Bad cells, documented behaviour:
     * ``inf`` / ``-inf`` or text in a numeric column: ``load`` raises :class:`ReadError` naming
       the sample, the column and the value (the dataset's ``on_error`` policy applies).
     * a category not seen in training: NaN code (the encoder's "missing" category).
+    * a CSV row with fewer fields than the header (pandas would pad it with NaN): ``load``
+      raises :class:`ReadError` naming the row and the absent columns (see :func:`short_rows`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Hashable, Sequence
@@ -106,6 +109,29 @@ def read_table(table: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
         return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ReadError(f"cannot read the table: {type(exc).__name__}: {exc}", path=path) from exc
+
+
+def short_rows(path: Path | None) -> dict[int, str]:
+    """Rows of a CSV/TSV file with fewer fields than its header, by row position.
+
+    pandas pads such a row with NaN, which would read as missing values; an empty field
+    (``a,,c``) is a missing value, an absent one is a malformed row, reported per sample.
+    """
+    if path is None or path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return {}
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    out: dict[int, str] = {}
+    with path.open(newline="") as handle:
+        rows = (r for r in csv.reader(handle, delimiter=delimiter) if r)  # pandas skips blank lines
+        header = next(rows, [])
+        for i, row in enumerate(rows):
+            if len(row) < len(header):
+                absent = header[len(row) :]
+                out[i] = (
+                    f"row {i + 1} has {len(row)} fields, the header has {len(header)} (no field for {absent[:5]}); "
+                    "a missing value is an empty field (a,,c), an absent field is a malformed row"
+                )
+    return out
 
 
 def _category_key(value: Any) -> str | None:
@@ -257,6 +283,8 @@ class TabularSource:
         self.ids = self._ids()
         self._row = {sid: i for i, sid in enumerate(self.ids)}
         self._values, self._problems = self.preprocessor.transform(self.frame, self.path)
+        for i, problem in short_rows(self.path).items():
+            self._problems[i] = "; ".join(filter(None, (problem, self._problems.get(i))))
         self._empty = np.isnan(self._values).all(axis=1)  # rows with every cell missing, found once
         self.feature_names = self.schema.features
         self.collate = collate
@@ -280,6 +308,11 @@ class TabularSource:
         if i in self._problems:
             raise ReadError(self._problems[i], path=self.path, sample_id=sample_id)
         return None if self._empty[i] else torch.from_numpy(self._values[i].copy())
+
+    def has(self, sample_id: Hashable) -> bool:
+        """Whether the table has a row for ``sample_id`` with at least one observed cell."""
+        i = self._row.get(sample_id)
+        return i is not None and not self._empty[i]
 
     def targets(self) -> pd.DataFrame:
         """The target columns indexed by sample id (for ``MultiModalDataset(targets=...)``)."""

@@ -1,7 +1,8 @@
 """Two small file readers the collections need beyond :mod:`modfuse.data.readers`: a
 multi-band GeoTIFF per sample (EuroSAT-MS chips) and a greyscale JPEG/PNG per sample
 (MIMIC-CXR-JPG, CheXpert). Manifests name them by class path, e.g.
-``"reader": "modfuse.datasets.collections._readers.GeoTiffSource"``."""
+``"reader": "modfuse.datasets.collections._readers.GeoTiffSource"``; only the paths listed in
+:data:`OWN_READERS` are accepted (a manifest is data: it never names code to import)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from modfuse.data.readers._base import FileSource, PathsLike
 from modfuse.errors import ReadError
 from modfuse.utils.optional import require
 
-__all__ = ["GeoTiffSource", "ImageSource"]
+__all__ = ["OWN_READERS", "GeoTiffSource", "ImageSource", "reader_class"]
 
 
 class GeoTiffSource(FileSource):
@@ -85,12 +86,24 @@ class ImageSource(FileSource):
         return torch.from_numpy(data)[None]
 
 
-def reader_class(name: str) -> Any:
-    """Resolve a ``module.Class`` path (used by manifests for readers outside the registry)."""
-    import importlib
+OWN_READERS: dict[str, type] = {
+    f"{__name__}.GeoTiffSource": GeoTiffSource,
+    f"{__name__}.ImageSource": ImageSource,
+}
+"""The class paths a manifest may name besides the reader registry's names: modfuse's own
+readers, looked up in this table (nothing named by a manifest is ever imported)."""
 
-    module, _, cls = name.rpartition(".")
+
+def reader_class(name: str) -> Any:
+    """One of modfuse's own reader classes by its ``module.Class`` path (see :data:`OWN_READERS`).
+
+    Raises:
+        ReadError: for any other name; nothing is imported.
+    """
     try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as exc:
-        raise ReadError(f"reader class {name!r} cannot be imported: {exc}") from exc
+        return OWN_READERS[name]
+    except KeyError:
+        raise ReadError(
+            f"reader {name!r} is not one of modfuse's own reader classes {sorted(OWN_READERS)}; "
+            "a manifest names a registered reader (modfuse.data.readers.available()) or one of these"
+        ) from None

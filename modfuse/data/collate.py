@@ -79,7 +79,10 @@ def _collate_modality(values: list[Any], mode: CollateMode, modality: str, ids: 
         return torch.stack(values)
     if mode == "stack":
         detail = ", ".join(f"{i}: {tuple(v.shape)}" for i, v in zip(ids, values))
-        raise ModfuseError(f"cannot stack rows of different shapes ({detail})", modality=modality)
+        hint = ""
+        if len({v.dim() for v in values}) == 1 and len({v.shape[1:] for v in values}) == 1:
+            hint = "; the rows differ in channels only: a reader option converts them, e.g. DicomSource(channels=3)"
+        raise ModfuseError(f"cannot stack rows of different shapes ({detail}){hint}", modality=modality)
     return _pad(values, modality, ids)
 
 

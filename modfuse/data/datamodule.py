@@ -24,7 +24,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 
-__all__ = ["DistributedEpochSampler", "EpochSampler", "MultiModalDataModule", "split_indices"]
+__all__ = [
+    "DistributedEpochSampler",
+    "EpochSampler",
+    "MultiModalDataModule",
+    "ReportingDataLoader",
+    "split_indices",
+]
 
 SplitKind = Literal["random", "stratified", "group"]
 
@@ -173,7 +179,7 @@ class MultiModalDataModule(LightningDataModule):
         # the loader's own generator: creating an iterator must not draw from the global RNG
         # (a resumed run would otherwise be one draw out of step with an uninterrupted one)
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
+        return ReportingDataLoader(
             subset,
             batch_size=self.batch_size,
             shuffle=shuffle if sampler is None else False,
@@ -252,6 +258,31 @@ class MultiModalDataModule(LightningDataModule):
         # evaluation restores the datamodule state too: only a resumed fit skips batches
         if order and trainer is not None and trainer.state.fn == "fit":
             self._resume_at = (int(order["epoch"]), int(order["batches"]))
+
+
+class ReportingDataLoader(DataLoader):
+    """A DataLoader that records its batches' read errors in the dataset's report.
+
+    With ``num_workers > 0`` each worker reads from its own copy of the dataset, so what a
+    worker records never reaches the main process; the batches do. Iterating this loader adds
+    each batch's ``errors`` to :meth:`MultiModalDataset.record_errors` of the dataset it reads
+    (through any ``Subset``), in the main process. Same arguments as ``DataLoader``.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        report = _dataset_of(self.dataset)
+        for batch in super().__iter__():
+            errors = getattr(batch, "errors", None)
+            if errors and report is not None:
+                report.record_errors(errors)
+            yield batch
+
+
+def _dataset_of(data: Any) -> MultiModalDataset | None:
+    """The MultiModalDataset under ``Subset`` wrappers, or None."""
+    while isinstance(data, Subset):
+        data = data.dataset
+    return data if isinstance(data, MultiModalDataset) else None
 
 
 def _permutation(n: int, seed: int, epoch: int) -> list[int]:

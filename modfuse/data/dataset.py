@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -76,6 +76,7 @@ class MultiModalDataset(Dataset):
         self.on_error = on_error
         self.transforms = dict(transforms or {})
         self.read_errors: list[dict[str, Any]] = []
+        self._error_keys: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -174,9 +175,9 @@ class MultiModalDataset(Dataset):
                 err = _locate(exc, m, sample_id)
                 if self.on_error == "raise":
                     raise err from exc
-                self.read_errors.append({"id": sample_id, "modality": m, "error": str(err)})
-                log.warning("marked %r missing for sample %r: %s", m, sample_id, err)
                 errors.append((sample_id, m, str(err)))
+                if self.record_errors(errors[-1:]):  # warn once per problem, not once per epoch
+                    log.warning("marked %r missing for sample %r: %s", m, sample_id, err)
                 value = None
             inputs[m] = value
         return {"id": sample_id, "inputs": inputs, "target": self.target_of(index), "errors": errors}
@@ -204,8 +205,25 @@ class MultiModalDataset(Dataset):
             index=pd.Index(self.ids, name="id"),
         )
 
+    def record_errors(self, errors: Iterable[tuple[Any, str, str]]) -> int:
+        """Add ``(sample id, modality, message)`` entries (e.g. a batch's ``errors``) to the
+        report, each (sample, modality, message) once; the message names the file.
+
+        Returns:
+            The number of entries that were new.
+        """
+        added = 0
+        for sample_id, modality, message in errors:
+            key = (repr(sample_id), str(modality), str(message))
+            if key not in self._error_keys:
+                self._error_keys.add(key)
+                self.read_errors.append({"id": sample_id, "modality": modality, "error": message})
+                added += 1
+        return added
+
     def read_error_report(self) -> pd.DataFrame:
-        """The samples whose modality was marked missing because of bad input (``on_error="missing"``)."""
+        """The samples whose modality was marked missing because of bad input (``on_error="missing"``):
+        one row (id, modality, error) per distinct problem, in the order first met."""
         return pd.DataFrame(self.read_errors, columns=["id", "modality", "error"])
 
     def label_array(self) -> np.ndarray | None:

@@ -83,25 +83,40 @@ class DicomSource(FileSource):
 
     Processing order: pixel data -> modality LUT (rescale slope / intercept: CT gives
     Hounsfield units) -> VOI window to [0, 1] -> MONOCHROME1 inversion -> channel-first ->
-    resize (``spatial_size``) or respacing (``pixdim``).
+    channel conversion (``channels``) -> resize (``spatial_size``) or respacing (``pixdim``).
+    PALETTE COLOR images are looked up in their colour table (``pydicom.pixels.apply_color_lut``)
+    to RGB, scaled to [0, 1] by the table's range. Compressed transfer syntaxes (JPEG baseline,
+    JPEG lossless, JPEG-LS, JPEG 2000, RLE) are decoded by the pylibjpeg plugins of the ``med``
+    extra.
 
     Args:
         files: a folder, a mapping ``{id: path}`` or ``(id, path)`` pairs (see
             :data:`~modfuse.data.readers._base.PathsLike`); ``None`` = missing for that sample.
-        window: ``"dicom"`` (default): the file's first WindowCenter/WindowWidth (or its VOI
-            LUT), scaled to [0, 1]; files without VOI are min-max scaled per image.
+        window: ``"dicom"`` (default): the file's first WindowCenter/WindowWidth with its
+            VOILUTFunction (LINEAR, LINEAR_EXACT or SIGMOID, via
+            ``pydicom.pixels.apply_windowing``), or its VOI LUT, scaled to [0, 1]; files without
+            VOI are min-max scaled per image.
             ``(center, width)``: a fixed window, e.g. ``(40, 400)`` for CT soft tissue.
             ``None``: modality values (e.g. HU), no scaling.
         spatial_size: output (H, W) (or (F, H, W) for multi-frame) via ``monai.transforms.Resize``.
         pixdim: target pixel spacing in mm (row, column); the image is resized so one pixel
             covers ``pixdim`` (uses PixelSpacing / ImagerPixelSpacing). Not with ``spatial_size``.
-        pattern: glob for folders. collate: default ``"auto"``.
+        channels: convert every image to this many channels (1: RGB to grey by BT.601 luma;
+            3: grey repeated), so grey and colour files can share a batch. Default None: as
+            stored; a batch mixing 1- and 3-channel images is then a collate error naming the
+            samples and their shapes.
+        frames: the number of frames each file must hold (e.g. ``1`` for radiographs); a file
+            with another count is a :class:`ReadError` at read time, so ``on_error="missing"``
+            applies. Default None: any (multi-frame files give (C, F, H, W)).
+        pattern: glob for folders. collate: default ``"stack"`` (images of one modality share
+            a shape; ``"pad"`` pads one varying dimension with a mask).
 
     Returns from ``load``:
         float32 Tensor (C, H, W) with C = 1 (grey) or 3 (colour); multi-frame: (C, F, H, W).
 
     Raises (from ``load``):
-        ReadError: not DICOM, truncated, no pixel data, or pixel data that cannot be decoded.
+        ReadError: not DICOM, truncated, no pixel data, pixel data that cannot be decoded, or
+            a frame count other than ``frames``.
     """
 
     default_pattern: ClassVar[str] = "*.dcm"
@@ -113,31 +128,56 @@ class DicomSource(FileSource):
         window: Window = "dicom",
         spatial_size: Sequence[int] | None = None,
         pixdim: Sequence[float] | None = None,
+        channels: int | None = None,
+        frames: int | None = None,
         pattern: str | None = None,
-        collate: CollateMode = "auto",
+        collate: CollateMode = "stack",
     ) -> None:
         if spatial_size is not None and pixdim is not None:
             raise ModfuseError("give spatial_size or pixdim, not both")
+        if channels not in (None, 1, 3):
+            raise ModfuseError(f"channels must be 1, 3 or None, found {channels!r}")
+        if frames is not None and frames < 1:
+            raise ModfuseError(f"frames must be a positive frame count or None, found {frames!r}")
         if window is not None and window != "dicom" and len(window) != 2:
             raise ModfuseError(f"window must be 'dicom', (center, width) or None, found {window!r}")
         super().__init__(files, pattern=pattern, collate=collate)
         self.window, self.spatial_size, self.pixdim = window, spatial_size, pixdim
+        self.channels, self.frames = channels, frames
         self.library_errors = _dicom_errors()
 
     def read(self, path: Path, sample_id: Hashable) -> torch.Tensor:
         ds = read_dicom(path, sample_id)
         if "PixelData" not in ds:
             raise ReadError("the file has no pixel data (PixelData element)", path=path, sample_id=sample_id)
+        found = int(ds.get("NumberOfFrames", 1) or 1)
+        if self.frames is not None and found != self.frames:
+            raise ReadError(
+                f"expected {self.frames} frame(s) per image, found {found} (a multi-frame series?)",
+                path=path,
+                sample_id=sample_id,
+            )
         pixels = _pydicom().pixels
         try:
-            values = pixels.apply_rescale(ds.pixel_array, ds).astype(np.float32, copy=False)
+            if _is_palette(ds):  # stored values are indices into the file's colour table
+                values = pixels.apply_color_lut(ds.pixel_array, ds).astype(np.float32)
+            else:
+                values = pixels.apply_rescale(ds.pixel_array, ds).astype(np.float32, copy=False)
         except _dicom_errors() as exc:
             raise ReadError(
                 f"cannot decode pixel data (truncated or unsupported): {exc}", path=path, sample_id=sample_id
             ) from exc
-        values = self._intensity(values, ds)
+        values = self._palette_intensity(values, ds) if _is_palette(ds) else self._intensity(values, ds)
         image = torch.from_numpy(np.ascontiguousarray(_channel_first(values, ds)))
-        return self._resize(image, ds)
+        return self._resize(_to_channels(image, self.channels, path, sample_id), ds)
+
+    def _palette_intensity(self, rgb: np.ndarray, ds: Any) -> np.ndarray:
+        """PALETTE COLOR looked up to RGB: scaled by the table's range to [0, 1] (``window=None``:
+        the table's values). A VOI window does not apply to colour."""
+        if self.window is None:
+            return rgb
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return np.clip(rgb / float(2**bits - 1), 0.0, 1.0).astype(np.float32)
 
     def _intensity(self, values: np.ndarray, ds: Any) -> np.ndarray:
         """VOI window to [0, 1] and MONOCHROME1 inversion (bright = dense everywhere)."""
@@ -151,7 +191,10 @@ class DicomSource(FileSource):
             values = _pydicom().pixels.apply_voi_lut(values, ds).astype(np.float32)
             lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
         elif self.window == "dicom" and "WindowCenter" in ds:
-            lo, hi = window_bounds(_first(ds.WindowCenter), _first(ds.WindowWidth))
+            # pydicom applies the file's VOILUTFunction (LINEAR, LINEAR_EXACT or SIGMOID) and maps
+            # the window onto the output range [y_min, y_max], which is scaled to [0, 1] here
+            values = _pydicom().pixels.apply_windowing(values.astype(np.float64), ds)
+            lo, hi = _window_output_range(ds)
         elif self.window == "dicom":
             lo, hi = float(values.min()), float(values.max())  # no VOI in the file
         else:
@@ -179,9 +222,40 @@ class DicomSource(FileSource):
         return torch.as_tensor(np.asarray(out), dtype=torch.float32)
 
 
+def _is_palette(ds: Any) -> bool:
+    return ds.get("PhotometricInterpretation") == "PALETTE COLOR"
+
+
+def _window_output_range(ds: Any) -> tuple[float, float]:
+    """The range ``pydicom.pixels.apply_windowing`` maps a window onto (PS3.3 C.11.2.1.2)."""
+    if ds.get("ModalityLUTSequence"):
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.BitsStored)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ds.PixelRepresentation else (0, 2**bits - 1)
+    if ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        return lo * slope + intercept, hi * slope + intercept
+    return float(lo), float(hi)
+
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 weights of R, G, B
+
+
+def _to_channels(image: torch.Tensor, channels: int | None, path: Path, sample_id: Hashable) -> torch.Tensor:
+    """(C, ...) -> (channels, ...): grey repeated to 3 channels, or RGB to grey by luma."""
+    have = image.shape[0]
+    if channels is None or have == channels:
+        return image
+    if have == 1 and channels == 3:
+        return image.expand(3, *image.shape[1:]).contiguous()
+    if have == 3 and channels == 1:
+        return torch.tensordot(_LUMA.to(image.dtype), image, dims=1)[None]
+    raise ReadError(f"expected an image with 1 or 3 channels to convert to {channels}, found {have}", path=path)
+
+
 def _channel_first(values: np.ndarray, ds: Any) -> np.ndarray:
     """(H, W) -> (1, H, W); (F, H, W) -> (1, F, H, W); colour (..., 3) -> (3, ...)."""
-    colour = int(ds.get("SamplesPerPixel", 1)) > 1
+    colour = int(ds.get("SamplesPerPixel", 1)) > 1 or _is_palette(ds)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if colour:
         return np.moveaxis(values, -1, 0)
@@ -227,6 +301,10 @@ class DicomMetadataSource(TabularSource):
         preprocessor: training statistics (see :class:`TabularSource`).
         pattern: glob for folders.
 
+    A file that is not DICOM, or holds none of ``fields`` (e.g. only the file meta header),
+    raises :class:`ReadError` when its sample is loaded (``on_error="missing"``: missing and
+    reported), rather than passing for a sample whose fields are all unknown.
+
     Attributes:
         frame: one row per file: ``id`` and the fields.
     """
@@ -247,6 +325,13 @@ class DicomMetadataSource(TabularSource):
             if path is not None:
                 try:
                     ds = read_dicom(path, sid, stop_before_pixels=True)
+                    if not any(f in ds for f in fields):  # e.g. file meta only: a row of NaN is no data
+                        raise ReadError(
+                            f"expected header fields {list(fields)}, found none of them "
+                            f"({len(ds)} data elements; a header-only or non-image file?)",
+                            path=path,
+                            sample_id=sid,
+                        )
                     row.update({f: _field(ds, f) for f in fields})
                 except ReadError as exc:
                     bad[sid] = exc

@@ -14,12 +14,13 @@ Records are given as a folder (every ``*.hea``), a mapping ``{id: record path}``
 
 from __future__ import annotations
 
+import math
 import re
 from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from modfuse.utils.optional import require
 
 __all__ = [
     "BEAT_SYMBOLS",
+    "InvalidLead",
     "WfdbBeatSource",
     "WfdbHeaderSource",
     "WfdbSource",
@@ -78,22 +80,125 @@ def _fit_length(signal: np.ndarray, length: int) -> np.ndarray:
     return np.pad(signal, [(0, 0)] * (signal.ndim - 1) + [(0, length - signal.shape[-1])])
 
 
+InvalidLead = Literal["error", "zero"]
+"""What a WFDB reader does with a lead that holds no signal in the span read: every sample
+invalid (NaN: lead off, recorder flagged) or a flat line (one constant value).
+
+* ``"error"`` (default): :class:`ReadError` naming the record, the lead and what was found;
+  the dataset's ``on_error="missing"`` then marks the modality missing for that sample and
+  records it in the read-error report. A flat or empty lead never reaches a model as if it
+  were an asystole.
+* ``"zero"``: keep the record, the invalid samples read as 0 (the lead stays flat).
+
+Isolated invalid samples inside an otherwise valid lead are read as 0 in both modes."""
+
+# bytes per sample of the WFDB signal formats (PhysioNet's signal(5)); compressed FLAC
+# formats (508, 516, 524) have no fixed size and are not checked
+_BYTES_PER_SAMPLE = {
+    "8": 1.0, "16": 2.0, "24": 3.0, "32": 4.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5, "310": 4 / 3,
+    "311": 4 / 3,
+}  # fmt: skip
+
+
+def check_signal_files(head: Any, name: str, sample_id: Hashable) -> None:
+    """Compare each signal file's size with the samples its header declares.
+
+    A short file (an interrupted copy) would otherwise fail deep inside numpy, and a file longer
+    than its header says would be cut silently to the header's length.
+
+    Raises:
+        ReadError: naming the file, the samples per lead the header expects and those found.
+    """
+    folder = Path(name).parent
+    per_file: dict[str, list[int]] = {}
+    for i, file_name in enumerate(head.file_name or []):
+        per_file.setdefault(file_name, []).append(i)
+    for file_name, channels in per_file.items():
+        fmt = str(head.fmt[channels[0]])
+        path = folder / file_name
+        if fmt not in _BYTES_PER_SAMPLE or not path.is_file():
+            continue  # a missing file is reported by wfdb's own FileNotFoundError
+        frame = sum(int((head.samps_per_frame or [1] * len(head.fmt))[c] or 1) for c in channels)
+        offset = int((head.byte_offset or [0] * len(head.fmt))[channels[0]] or 0)
+        expected = math.ceil(head.sig_len * frame * _BYTES_PER_SAMPLE[fmt])
+        found = path.stat().st_size - offset
+        held = int(max(found, 0) / (frame * _BYTES_PER_SAMPLE[fmt]))
+        if found < expected:
+            raise ReadError(
+                f"signal file is truncated: the header expects {head.sig_len} samples per lead "
+                f"({expected} bytes), the file holds {held} ({found} bytes)",
+                path=path,
+                sample_id=sample_id,
+            )
+        if found - expected >= math.ceil(frame * _BYTES_PER_SAMPLE[fmt]):  # more than a frame's padding
+            raise ReadError(
+                f"the header declares {head.sig_len} samples per lead but the signal file holds {held}: "
+                "the header is wrong or belongs to another record (reading it would cut the signal)",
+                path=path,
+                sample_id=sample_id,
+            )
+
+
+def check_leads(
+    signal: np.ndarray, names: Sequence[str], policy: InvalidLead, path: str, sample_id: Hashable
+) -> np.ndarray:
+    """Apply the :data:`InvalidLead` policy to (leads, n) physical values; NaN become 0.
+
+    Raises:
+        ReadError: with ``policy="error"``, for the first lead that is all NaN or flat.
+    """
+    if policy not in ("error", "zero"):
+        raise ModfuseError(f"invalid_lead must be 'error' or 'zero', found {policy!r}")
+    if policy == "error" and signal.shape[-1] > 1:
+        finite = np.isfinite(signal)
+        for i, name in enumerate(names):
+            if not finite[i].any():
+                raise ReadError(
+                    f"lead {name!r} has no valid sample in the {signal.shape[-1]} read (all NaN: lead off "
+                    "or flagged invalid); expected a signal. invalid_lead='zero' keeps such leads as zeros",
+                    path=path,
+                    sample_id=sample_id,
+                )
+            values = signal[i, finite[i]]
+            if values.size > 1 and values.min() == values.max():
+                raise ReadError(
+                    f"lead {name!r} is flat (constant {float(values[0]):g} over {values.size} samples); "
+                    "expected a signal. invalid_lead='zero' keeps flat leads",
+                    path=path,
+                    sample_id=sample_id,
+                )
+    if not np.isfinite(signal).all():
+        # wfdb writes NaN for samples the recorder flagged invalid; encoders cannot take them
+        signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
+    return signal
+
+
 def read_wfdb(
     path: Path,
     sample_id: Hashable,
     leads: Sequence[str] | None = None,
     start: int = 0,
     stop: int | None = None,
+    invalid_lead: InvalidLead = "error",
 ) -> tuple[np.ndarray, float]:
     """Read samples ``[start, stop)`` of a record: (leads, n) float32 physical units, and fs.
 
     Raises:
-        ReadError: header or signal file missing or unreadable, or a requested lead absent.
+        ReadError: header or signal file missing, unreadable, shorter or longer than its header
+            declares, a requested lead absent, or (``invalid_lead="error"``) a lead without
+            signal (see :data:`InvalidLead`).
     """
     wfdb = _wfdb()
     name = record_base(path)
     if not Path(name + ".hea").is_file():
         raise ReadError("WFDB header file is missing", path=name + ".hea", sample_id=sample_id)
+    try:
+        head = wfdb.rdheader(name)
+    except (OSError, ValueError, IndexError) as exc:
+        raise ReadError(
+            f"cannot read WFDB header: {type(exc).__name__}: {exc}", path=name + ".hea", sample_id=sample_id
+        ) from exc
+    check_signal_files(head, name, sample_id)
     try:
         rec = wfdb.rdrecord(name, sampfrom=start, sampto=stop, channel_names=list(leads) if leads else None)
     except FileNotFoundError as exc:
@@ -108,15 +213,12 @@ def read_wfdb(
         ) from exc
     if leads and list(rec.sig_name or []) != list(leads):  # wfdb skips absent names silently
         raise ReadError(
-            f"expected leads {list(leads)}, found {wfdb.rdheader(name).sig_name}",
+            f"expected leads {list(leads)}, found {head.sig_name}",
             path=name + ".hea",
             sample_id=sample_id,
         )
     signal = np.ascontiguousarray(rec.p_signal.T, dtype=np.float32)
-    if not np.isfinite(signal).all():
-        # wfdb writes NaN for samples the recorder flagged invalid; encoders cannot take them
-        signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
-    return signal, float(rec.fs)
+    return check_leads(signal, list(rec.sig_name or []), invalid_lead, name, sample_id), float(rec.fs)
 
 
 class _WfdbBase(FileSource):
@@ -132,10 +234,14 @@ class _WfdbBase(FileSource):
         fs: float | None,
         pattern: str | None,
         collate: CollateMode,
+        invalid_lead: InvalidLead = "error",
     ) -> None:
+        if invalid_lead not in ("error", "zero"):
+            raise ModfuseError(f"invalid_lead must be 'error' or 'zero', found {invalid_lead!r}")
         super().__init__(records, pattern=pattern, collate=collate)
         self.leads = list(leads) if leads is not None else None
         self.fs = fs
+        self.invalid_lead: InvalidLead = invalid_lead
 
     def header(self, sample_id: Hashable) -> Any:
         """The record's ``wfdb.Record`` header (no signal read)."""
@@ -161,6 +267,11 @@ class WfdbSource(_WfdbBase):
         start: start time in seconds. duration: length in seconds (default: to the end).
         pattern: glob for folders. collate: default ``"auto"`` (records of different lengths
             are padded with a mask).
+        invalid_lead: a lead with no signal in the span (all NaN or flat): ``"error"``
+            (default, a :class:`ReadError`; the dataset's ``on_error="missing"`` marks the
+            record missing and reports it) or ``"zero"`` (kept as zeros); see
+            :data:`InvalidLead`. A signal file shorter or longer than its header declares is
+            always a :class:`ReadError`.
 
     Returns from ``load``:
         Tensor (leads, L) float32 in physical units (e.g. mV).
@@ -179,8 +290,9 @@ class WfdbSource(_WfdbBase):
         duration: float | None = None,
         pattern: str | None = None,
         collate: CollateMode = "auto",
+        invalid_lead: InvalidLead = "error",
     ) -> None:
-        super().__init__(records, leads, fs, pattern, collate)
+        super().__init__(records, leads, fs, pattern, collate, invalid_lead)
         self.start, self.duration = start, duration
         self._native_fs: dict[Hashable, float] = {}  # header rate per record, read once
 
@@ -193,7 +305,7 @@ class WfdbSource(_WfdbBase):
             native = self._native_fs[sample_id]
             start = round(self.start * native)
             stop = None if self.duration is None else start + round(self.duration * native)
-        signal, native = read_wfdb(path, sample_id, self.leads, start, stop)
+        signal, native = read_wfdb(path, sample_id, self.leads, start, stop, self.invalid_lead)
         return torch.from_numpy(resample(signal, native, self.fs))
 
 
@@ -207,8 +319,9 @@ class _SegmentSource(_WfdbBase):
         fs: float | None,
         pattern: str | None,
         collate: CollateMode,
+        invalid_lead: InvalidLead = "error",
     ) -> None:
-        super().__init__(records, leads, fs, pattern, collate)
+        super().__init__(records, leads, fs, pattern, collate, invalid_lead)
         rows = [row for rid in list(self.paths) if self.paths[rid] is not None for row in self._segments(rid)]
         self.index = pd.DataFrame(rows, columns=self._columns).set_index("id", drop=False)
         self.record_ids = self.ids  # ids of the records; self.ids become the segment ids
@@ -233,7 +346,9 @@ class _SegmentSource(_WfdbBase):
             raise ModfuseError(f"unknown segment id {sample_id!r}; this source has {len(self.ids)}") from None
         path = self.paths[row["record"]]
         try:
-            signal, native = read_wfdb(path, sample_id, self.leads, int(row["start"]), int(row["stop"]))
+            signal, native = read_wfdb(
+                path, sample_id, self.leads, int(row["start"]), int(row["stop"]), self.invalid_lead
+            )
         except ReadError as exc:
             raise ReadError(exc.message, path=exc.path or path, sample_id=sample_id) from exc
         length = round((row["stop"] - row["start"]) * (self.fs or native) / native)
@@ -247,7 +362,8 @@ class WfdbWindowSource(_SegmentSource):
     Args:
         records: as in :class:`WfdbSource`.
         window: window length in seconds. stride: step in seconds (default ``window``).
-        leads, fs, pattern, collate: as in :class:`WfdbSource`.
+        leads, fs, pattern, collate, invalid_lead: as in :class:`WfdbSource` (the lead check
+            applies to each window).
 
     Attributes:
         index: DataFrame (id, record, start, stop, fs): sample spans in the record's own rate.
@@ -267,11 +383,12 @@ class WfdbWindowSource(_SegmentSource):
         fs: float | None = None,
         pattern: str | None = None,
         collate: CollateMode = "stack",
+        invalid_lead: InvalidLead = "error",
     ) -> None:
         if window <= 0 or (stride is not None and stride <= 0):
             raise ModfuseError(f"window and stride must be positive seconds, found {window} and {stride}")
         self.window, self.stride = window, stride or window
-        super().__init__(records, leads, fs, pattern, collate)
+        super().__init__(records, leads, fs, pattern, collate, invalid_lead)
 
     def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
         head = self.header(record_id)
@@ -292,7 +409,8 @@ class WfdbBeatSource(_SegmentSource):
         extension: annotation file suffix (``"atr"`` reads ``100.atr``).
         before: seconds before the beat. after: seconds after it.
         symbols: annotation symbols kept as beats.
-        leads, fs, pattern, collate: as in :class:`WfdbSource`.
+        leads, fs, pattern, collate, invalid_lead: as in :class:`WfdbSource` (the lead check
+            applies to each beat's segment).
 
     Attributes:
         index: DataFrame (id, record, start, stop, fs, beat, symbol); ``beat`` is the annotated
@@ -317,10 +435,11 @@ class WfdbBeatSource(_SegmentSource):
         fs: float | None = None,
         pattern: str | None = None,
         collate: CollateMode = "stack",
+        invalid_lead: InvalidLead = "error",
     ) -> None:
         self.extension, self.before, self.after, self.symbols = extension, before, after, set(symbols)
         self.edge_beats: dict[Hashable, int] = {}
-        super().__init__(records, leads, fs, pattern, collate)
+        super().__init__(records, leads, fs, pattern, collate, invalid_lead)
 
     def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
         head = self.header(record_id)

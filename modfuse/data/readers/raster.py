@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ __all__ = [
     "MultiBandRasterSource",
     "RasterChipSource",
     "band_statistics",
+    "check_valid_pixels",
     "stack_bands",
     "torchgeo_dataset",
 ]
@@ -141,10 +144,18 @@ def stack_bands(
             # boundless reads go through a slow VRT in rasterio: only when the grid leaves the file
             inside = window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width + 1e-6
             inside = inside and window.row_off + window.height <= src.height + 1e-6
-            read = src.read(
-                1, window=window, out_shape=(height, width), resampling=_resampling(resampling),
-                boundless=not inside, fill_value=fill if fill is not None else 0, masked=True,
-            )  # fmt: skip
+            try:
+                read = src.read(
+                    1, window=window, out_shape=(height, width), resampling=_resampling(resampling),
+                    boundless=not inside, fill_value=fill if fill is not None else 0, masked=True,
+                )  # fmt: skip
+            except (rasterio.errors.RasterioError, OSError) as exc:  # e.g. a truncated or corrupted TIFF
+                raise ReadError(
+                    f"cannot read band {bands[i]} (corrupted or truncated file?): {type(exc).__name__}: {exc}"
+                    f"{_gdal_cause(exc)}",
+                    path=files[i],
+                    sample_id=sample_id,
+                ) from exc
             mask = np.ma.getmaskarray(read)
             if nodata is not None:
                 mask |= read.data == nodata
@@ -154,6 +165,34 @@ def stack_bands(
             src.close()
     transform = rasterio.transform.from_bounds(*bounds, width, height)
     return BandStack(data, valid, bands, crs, transform, bounds)
+
+
+def _gdal_cause(exc: BaseException) -> str:
+    """GDAL's own reason, which rasterio keeps as the exception's cause ("See previous exception")."""
+    cause = exc.__cause__ or exc.__context__
+    return f" ({cause})" if cause is not None and str(cause) not in str(exc) else ""
+
+
+def check_valid_pixels(stack: BandStack, files: Sequence[Path], sample_id: Hashable | None) -> None:
+    """Raise when a band of ``stack`` has no valid pixel (a chip must hold data in every band).
+
+    Nodata everywhere, a band whose file lies beside the scene (shifted georeferencing), or
+    bounds outside the files all give bands without a single valid pixel; read as zeros they
+    would pass for a dark image. A band with *some* nodata is kept (see ``return_mask``).
+
+    Raises:
+        ReadError: naming the empty bands, the first one's file and the bounds read.
+    """
+    empty = [i for i in range(len(stack.bands)) if not stack.valid[i].any()]
+    if not empty:
+        return
+    which = "any band" if len(empty) == len(stack.bands) else f"band(s) {[stack.bands[i] for i in empty]}"
+    raise ReadError(
+        f"expected valid pixels, found none in {which} inside bounds {tuple(round(b, 3) for b in stack.bounds)}"
+        " (nodata everywhere, or the file does not cover these bounds)",
+        path=files[empty[0]],
+        sample_id=sample_id,
+    )
 
 
 def _check_band(src: Any, crs: Any, sample_id: Hashable | None) -> None:
@@ -182,9 +221,30 @@ def _band_files(scene: str | Path | Mapping[str, Any], bands: Sequence[str], tem
     return files
 
 
-def _stats_key(files: Sequence[Path], res: float | None, resampling: str) -> str:
+_STATS_VERSION = 2  # bump when the statistics are computed differently
+
+
+def _stats_key(
+    files: Sequence[Path], bands: Sequence[str], res: float | None, resampling: str, nodata: float | None
+) -> str:
+    """Everything the statistics depend on: each file's identity and version, the band names,
+    the grid, the resampling, the nodata value, and how they are computed."""
     parts = [f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
-    return hashlib.sha1("|".join([*parts, str(res), resampling]).encode()).hexdigest()[:20]
+    settings = json.dumps([list(bands), res, resampling, nodata, _STATS_VERSION])
+    return hashlib.sha1("|".join([*parts, settings]).encode()).hexdigest()[:20]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
+    (another worker, a later run) sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def band_statistics(
@@ -200,23 +260,30 @@ def band_statistics(
 
     The statistics are computed on a coarse grid (``res``, default 60 m with ``"average"``
     resampling: every pixel contributes, 36x fewer values than at 10 m) and stored as JSON in
-    ``cache_dir("stats")``, keyed by the files' paths, sizes and modification times.
+    ``cache_dir("stats")``, keyed by the files' paths, sizes and modification times, the band
+    names, ``res``, ``resampling`` and ``nodata``; the file is written atomically (temporary
+    file + rename), and an unreadable cache file is recomputed.
 
     Returns:
         ``{band: {"mean": m, "std": s}}``.
     """
     files = [Path(f) for f in files]
     bands = list(bands) if bands is not None else [f.stem for f in files]
-    cached = cache_dir("stats", root=cache_root) / f"bands-{_stats_key(files, res, resampling)}.json"
+    cached = cache_dir("stats", root=cache_root) / f"bands-{_stats_key(files, bands, res, resampling, nodata)}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        try:
+            stats = json.loads(cached.read_text())
+            if isinstance(stats, dict) and all(b in stats for b in bands):
+                return stats
+        except (OSError, ValueError):  # unreadable (e.g. left half-written by an older version): recompute
+            pass
     stack = stack_bands(files, bands, res=res, resampling=resampling, nodata=nodata)
     stats = {}
     for b, values, ok in zip(bands, stack.data, stack.valid):
         v = values[ok].astype(np.float64)
         std = float(v.std()) if v.size > 1 else 1.0
         stats[b] = {"mean": float(v.mean()) if v.size else 0.0, "std": std if std > 0 else 1.0}
-    cached.write_text(json.dumps(stats, indent=1))
+    _write_atomically(cached, json.dumps(stats, indent=1))
     return stats
 
 
@@ -275,8 +342,18 @@ class MultiBandRasterSource(_SceneReader):
         nodata: nodata value (default: each file's own).
         template: file pattern of a band inside a scene folder (``{band}`` is replaced).
         normalize: standardise each band with cached per-scene statistics (:func:`band_statistics`).
-        return_mask: return ``{"image": (C, H, W), "mask": (H, W) bool}`` instead of the image.
+        return_mask: return ``{"image": (C, H, W), "mask": (H, W) bool}`` instead of the image
+            (``mask``: True where every band is valid). Batches then hold
+            ``inputs[m] = {"image": (n, C, H, W), "mask": (n, H, W)}``, so an encoder that takes
+            the dict (e.g. one made with :func:`~modfuse.encoders.wrap`) sees which pixels are
+            nodata; the built-in spectral encoders take the image alone.
         collate: default ``"auto"``.
+
+    Bad input (each a :class:`ReadError` naming the file and the sample; the dataset's
+    ``on_error="missing"`` marks the sample's modality missing and reports it): a band without
+    one valid pixel (nodata everywhere, a file beside the scene, bounds outside the files), a
+    corrupted or truncated file, a multi-band file, another CRS. A scene with *some* nodata
+    pixels stays present (nodata pixels read as 0; ``return_mask`` gives the mask).
 
     Returns from ``load``:
         float32 Tensor (C, H, W) (nodata pixels: 0, or the band mean when normalised).
@@ -325,7 +402,9 @@ class MultiBandRasterSource(_SceneReader):
     def load(self, sample_id: Hashable) -> torch.Tensor | dict[str, torch.Tensor] | None:
         if self.scenes[sample_id] is None:
             return None
-        return self._output(self.read_stack(sample_id), self.files(sample_id), sample_id)
+        stack, files = self.read_stack(sample_id), self.files(sample_id)
+        check_valid_pixels(stack, files, sample_id)
+        return self._output(stack, files, sample_id)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -353,7 +432,9 @@ class RasterChipSource(_SceneReader):
         crs, bounds: the scene grid.
 
     Returns from ``load``:
-        float32 Tensor (C, size, size).
+        float32 Tensor (C, size, size). A chip with a band without one valid pixel raises
+        :class:`ReadError` (missing and reported under ``on_error="missing"``); a chip with some
+        nodata stays present, its mask given by ``return_mask``.
     """
 
     def __init__(
@@ -428,6 +509,7 @@ class RasterChipSource(_SceneReader):
             self._files, self.bands, res=self.res, bounds=self.chip_bounds(sample_id), resampling=self.resampling,
             nodata=self.nodata, sample_id=sample_id,
         )  # fmt: skip
+        check_valid_pixels(stack, self._files, sample_id)
         return self._output(stack, self._files, "scene")
 
     def __len__(self) -> int:

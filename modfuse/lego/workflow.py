@@ -24,6 +24,8 @@ from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 from modfuse.lego.block import LegoBlock
+from modfuse.lego.calibration import calibrate as calibrate_block
+from modfuse.lego.calibration import calibration_callback
 from modfuse.lego.fuse import LegoFuse, Trainable
 from modfuse.lego.merge import HeadMerge, LegoMerge
 
@@ -35,9 +37,11 @@ Data = MultiModalDataset | MultiModalDataModule
 def _dataset_and_rows(data: Data, part: str = "train") -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
         data.setup()
+        if part == "all":
+            return data.dataset, np.arange(len(data.dataset))
         return data.dataset, np.asarray(data.splits[part], dtype=int)
     if isinstance(data, MultiModalDataset):
-        return data, np.arange(len(data)) if part == "train" else np.arange(0)
+        return data, np.arange(len(data)) if part in ("train", "all") else np.arange(0)
     raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
 
 
@@ -124,21 +128,43 @@ def fit_model(
 
 
 def fit_block(
-    block: LegoBlock, data: Data, max_epochs: int = 10, rows: Sequence[int] | None = None, **kwargs: Any
+    block: LegoBlock,
+    data: Data,
+    max_epochs: int = 10,
+    rows: Sequence[int] | None = None,
+    val_rows: Sequence[int] | None = None,
+    calibrate: bool = True,
+    **kwargs: Any,
 ) -> LegoBlock:
-    """Train one block alone on the rows that have its modality (default: all such train rows).
+    """Train one block alone on the rows that have its modality (default: all such train rows),
+    then calibrate it on its own validation rows.
 
     ``rows`` restricts training further (e.g. one site's samples); rows without the modality
-    are dropped. Other arguments as in :func:`fit_model`.
+    are dropped. ``val_rows`` are the block's own validation rows (default: the datamodule's
+    val split rows that have the modality; none for a plain dataset). With ``calibrate`` and
+    at least 2 validation rows, the block's :class:`~modfuse.lego.calibration.Calibration`
+    (temperature / bias, predictive spread, label prior, validation score) is measured on them
+    after training and after every validation epoch (so checkpoints carry it too). Other
+    arguments as in :func:`fit_model`.
     """
     have = train_rows(data, block.modality)
     rows = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
     if not len(rows):
         raise ModfuseError("no training row has this modality", modality=block.modality)
-    val = None
-    if isinstance(data, MultiModalDataModule):
-        val = train_rows(data, block.modality, part="val")
-    return fit_model(block, data, max_epochs, rows=rows, val_rows=val, **kwargs)
+    if val_rows is None and isinstance(data, MultiModalDataModule):
+        val_rows = train_rows(data, block.modality, part="val")
+    elif val_rows is not None:
+        val_rows = np.intersect1d(np.asarray(val_rows, dtype=int), train_rows(data, block.modality, part="all"))
+    if calibrate and val_rows is not None and len(val_rows) >= 2:
+        # every checkpoint written during training carries the calibration of its own weights
+        trainer_kwargs = dict(kwargs.pop("trainer_kwargs", None) or {})
+        trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), calibration_callback()]
+        kwargs["trainer_kwargs"] = trainer_kwargs
+    fit_model(block, data, max_epochs, rows=rows, val_rows=val_rows, **kwargs)
+    if calibrate and val_rows is not None and len(val_rows) >= 2:
+        # the final weights' statistics; the label prior from all of the block's own rows
+        calibrate_block(block, data, val_rows, prior_rows=np.concatenate([rows, val_rows]))
+    return block
 
 
 def fit_blocks(
@@ -165,7 +191,7 @@ def fit_merge(
     blocks: Sequence[LegoBlock] | LegoMerge,
     data: Data,
     max_epochs: int = 10,
-    method: str = "harmonic",
+    method: str = "auto",
     head_merge: HeadMerge = "mean",
     weights: Sequence[float] | None = None,
     rows: Mapping[str, Sequence[int]] | None = None,

@@ -63,6 +63,7 @@ COMMANDS = {
     "test": "evaluate a checkpoint (default: the best one) on the test split",
     "predict": "write per-sample predictions of a checkpoint to predictions.csv",
     "merge": "merge separately trained Lego blocks into one multimodal model",
+    "adapt": "adapt a merged Lego model to paired unlabelled data with fused pseudo-labels",
     "explain": "modality Shapley values and attributions of a checkpoint (tables + PNG plots)",
     "robustness": "metrics per modality subset and under simulated missingness (tables + PNG plots)",
 }
@@ -96,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modfuse.lego.cli import merge_main
 
         return int(merge_main(rest) or 0)
+    if command == "adapt":
+        from modfuse.lego.cli import adapt_main
+
+        return int(adapt_main(rest) or 0)
     # torch and Lightning are imported only now, so `modfuse --help` answers at once
     from modfuse.cli_recipes import report_main, run_recipe
 

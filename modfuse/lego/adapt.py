@@ -182,7 +182,7 @@ def adapt(
     label_all, weight_all = torch.cat(labels), torch.cat(weights)
     student = copy.deepcopy(merged)
     used = (weight_all > 0).nonzero()[:, 0]
-    student.adaptation = {"method": method, "rows": int(len(rows)), "used": int(len(used)), "epochs": epochs}
+    student.adaptation = {"method": method, "rows": len(rows), "used": len(used), "epochs": epochs}
     if len(used) == 0 or epochs == 0:
         return student.eval()
     params = [p for p in student.blocks.parameters() if p.requires_grad]

@@ -47,7 +47,7 @@ from modfuse.lego.io import load_any, save
 from modfuse.lego.merge import LegoMerge, check_statistics
 from modfuse.lego.methods import available_methods
 
-__all__ = ["build_adapt_parser", "build_merge_parser", "adapt_main", "load_datamodule", "merge_main"]
+__all__ = ["adapt_main", "build_adapt_parser", "build_merge_parser", "load_datamodule", "merge_main"]
 
 
 def build_merge_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -250,6 +250,60 @@ def _summary(merged: LegoMerge, spec: dict[str, Any], seconds: float) -> None:
         f"  wall time  : {seconds:.2f} s",
     ]
     print("\n".join(lines))
+
+
+def build_adapt_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The ``modfuse adapt`` arguments (label-free adaptation of a merged model)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="modfuse adapt", description="adapt a merged Lego model to paired unlabelled data (no labels read)"
+    )
+    parser.add_argument("model", help="merged model (.safetensors written by modfuse merge)")
+    parser.add_argument("--data", required=True, help="paired target data: a recipe yaml or a manifest folder")
+    parser.add_argument("--split", default="train", choices=["train", "val", "test"], help="target rows")
+    parser.add_argument("--method", default="agreement", choices=["agreement", "entropy"], help="pseudo-label rule")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    return parser
+
+
+def adapt_main(argv: Sequence[str] | None = None) -> int:
+    """Run ``modfuse adapt`` with ``argv``; 0 on success, 2 on bad input."""
+    from modfuse.lego.adapt import adapt
+
+    args = build_adapt_parser().parse_args(list(argv) if argv is not None else None)
+    start = time.perf_counter()
+    try:
+        merged = load_any(Path(args.model))
+        if not isinstance(merged, LegoMerge):
+            raise ModfuseError(f"{args.model} holds a {type(merged).__name__}; modfuse adapt adapts a LegoMerge")
+        dm = load_datamodule(args.data)
+        dm.setup()
+        rows = dm.splits[args.split]
+        adapted = adapt(
+            merged,
+            dm.dataset,
+            method=args.method,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            rows=rows,
+            seed=args.seed,
+        )
+        save(adapted, Path(args.output))
+    except ModfuseError as exc:
+        print(f"modfuse adapt: error: {exc}", file=sys.stderr)
+        return 2
+    info = adapted.adaptation
+    print(
+        f"adapted {len(adapted.blocks)} blocks ({', '.join(adapted.modalities)}) -> {args.output}\n"
+        f"  method     : {info['method']} ({info['used']} of {info['rows']} unlabelled rows used, "
+        f"{info['epochs']} epochs, lr {args.lr})\n"
+        f"  wall time  : {time.perf_counter() - start:.2f} s"
+    )
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -290,15 +290,20 @@ def hazard(outputs: Tensor, weights: Tensor, stats: BlockStats, *, baseline_corr
 
 
 @register_method("precision", space="prediction", kinds=("regression",), needs_calibration=True)
-def precision(outputs: Tensor, weights: Tensor, stats: BlockStats, *, prior_correction: bool = False) -> Tensor:
-    """Regression: the precision-weighted mean of the present blocks' estimates,
-    ``sum_i w_i mu_i / s_i^2 / sum_i w_i / s_i^2`` with ``s_i^2`` block i's held-out residual
-    variance (per output).
+def precision(outputs: Tensor, weights: Tensor, stats: BlockStats, *, prior_correction: bool = True) -> Tensor:
+    """Regression: the precision-weighted mean of the present blocks' estimates, each weighted
+    by ``w_i / s_i^2`` with ``s_i^2`` block i's held-out residual variance (per output).
+
+    By default this is the Gaussian product of experts: each block's estimate is a posterior
+    mean that already contains the target prior N(m, v), so the k - 1 extra copies of that
+    prior are removed: precision ``P = sum_i w_i / s_i^2 - (k - 1) / v`` and mean
+    ``(sum_i w_i mu_i / s_i^2 - (k - 1) m / v) / P`` (Bayes-optimal when the modalities are
+    conditionally independent and Gaussian). Rows where P would fall under a tenth of the
+    uncorrected precision fall back to the plain weighted mean.
 
     Options:
-        prior_correction: the Gaussian product of experts: also remove the k - 1 extra copies of
-            the target prior N(m, v) (precision sum_i 1/s_i^2 - (k-1)/v); rows where that
-            precision would not be positive fall back to the plain weighted mean.
+        prior_correction: False gives the plain mean ``sum_i w_i mu_i / s_i^2 / sum_i w_i / s_i^2``
+            (which shrinks towards the prior k times).
     """
     present = (weights > 0).to(outputs.dtype)[:, :, None]
     w = weights[:, :, None] * present

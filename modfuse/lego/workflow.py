@@ -57,14 +57,27 @@ def train_rows(data: Data, modality: str | None = None, part: str = "train") -> 
     return rows[has[rows]]
 
 
-def _loader(dataset: MultiModalDataset, rows: Sequence[int], batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def _loader(
+    dataset: MultiModalDataset,
+    rows: Sequence[int],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    transform: Any = None,
+) -> DataLoader:
     import torch
+
+    collate = dataset.collate_fn
+    if transform is not None:
+
+        def collate(samples: Sequence[Any]) -> Any:
+            return transform(dataset.collate_fn(samples))
 
     return DataLoader(
         Subset(dataset, list(map(int, rows))),
         batch_size=batch_size,
         shuffle=shuffle,
-        collate_fn=dataset.collate_fn,
+        collate_fn=collate,
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -94,6 +107,7 @@ def fit_model(
     seed: int = 0,
     trainer_kwargs: Mapping[str, Any] | None = None,
     task_kwargs: Mapping[str, Any] | None = None,
+    train_transform: Any = None,
 ) -> nn.Module:
     """Train any fusion model with :class:`FusionTask` on chosen rows; returns the model.
 
@@ -108,6 +122,7 @@ def fit_model(
         seed: seed for shuffling and initialisation done by Lightning.
         trainer_kwargs: extra ``lightning.Trainer`` arguments (accelerator, devices, callbacks...).
         task_kwargs: extra ``FusionTask`` arguments (weight_decay, scheduler, ...).
+        train_transform: applied to each training batch (e.g. ``ModalityDropout(0.3)``).
     """
     from modfuse.training.task import FusionTask
 
@@ -121,7 +136,7 @@ def fit_model(
     # Lightning keeps the train/eval mode modules have when fit starts: set it explicitly
     model.train()
     task = FusionTask(model, lr=lr, **dict(task_kwargs or {}))
-    train = _loader(dataset, rows, batch_size, True, seed)
+    train = _loader(dataset, rows, batch_size, True, seed, train_transform)
     val = _loader(dataset, val_rows, batch_size, False, seed) if val_rows is not None and len(val_rows) else None
     _trainer(max_epochs, trainer_kwargs).fit(task, train, val)
     return model.eval()
@@ -216,40 +231,164 @@ def fit_fuse(
     blocks: Sequence[LegoBlock] | LegoFuse,
     data: Data,
     max_epochs: int = 10,
-    fuse_epochs: int = 2,
+    fuse_epochs: int = 10,
     trainable: Trainable | None = None,
     rows: Mapping[str, Sequence[int]] | None = None,
-    fuse_lr: float | None = None,
+    fuse_lr: float | Sequence[float] | None = None,
+    order: str = "score",
+    base: str = "auto",
+    modality_dropout: float = 0.3,
     **kwargs: Any,
 ) -> LegoFuse:
     """Train blocks separately, fuse copies of them, fine-tune the fuse on paired rows.
+
+    The chain is built so that a long chain does not degrade:
+
+    - ``order="score"``: blocks are chained best first, by their calibrated validation score
+      (``block.calibration.score``); ``"given"`` keeps the order passed in;
+    - ``base="auto"``: when every block is calibrated, the fuse starts as the training-free merge
+      (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction);
+    - fine-tuning applies :class:`~modfuse.robust.ModalityDropout` (``modality_dropout``) to the
+      training batches, so the chain also learns to predict from partial inputs;
+    - the budget is chosen on validation: each learning rate of ``fuse_lr`` is tried for
+      ``fuse_epochs`` epochs, the best validation epoch of the best rate is kept, and if no
+      epoch beats the fuse before fine-tuning, that untouched fuse is returned.
 
     Args:
         blocks: untrained blocks (they are trained, then copied into the fuse), or a
             :class:`LegoFuse` (e.g. from ``build("lego-fuse", ...)``) whose own blocks are first
             trained alone and whose fused head is then re-initialised from their heads.
-        data: dataset or datamodule; fine-tuning uses all training rows (absent blocks skipped).
+        data: dataset or datamodule; fine-tuning uses all training rows (absent blocks skipped),
+            the choice of budget the validation rows (a datamodule's val split).
         max_epochs: epochs per block; 0 skips block training (blocks already trained).
-        fuse_epochs: fine-tuning epochs (default 2).
+        fuse_epochs: at most this many fine-tuning epochs (default 10).
         trainable: ``"all"``, ``"heads"`` or ``"attention+heads"`` (default: the given
             LegoFuse's setting, else ``"all"``).
         rows: optional modality -> block training rows.
-        fuse_lr: learning rate of the fine-tuning (default: ``lr``).
+        fuse_lr: learning rate(s) tried for the fine-tuning (default: ``lr`` and ``lr / 3``).
+        order: ``"score"`` or ``"given"``.
+        base: ``"auto"``, ``"merge"`` or ``"none"``.
+        modality_dropout: per-modality drop rate of fine-tuning batches (0 disables).
         **kwargs: as in :func:`fit_model`.
 
     Returns:
         a new, fine-tuned LegoFuse in eval mode (the blocks passed in, or a given LegoFuse's
-        blocks, are trained in place by the first stage and never touched by the second).
+        blocks, are trained in place by the first stage and never touched by the second);
+        ``fused.selection`` records the validation scores behind the choice.
     """
+    import copy
+
     given = list(blocks.blocks) if isinstance(blocks, LegoFuse) else list(blocks)
     if max_epochs > 0:
         fit_blocks(given, data, max_epochs, rows, **kwargs)
-    if isinstance(blocks, LegoFuse):
-        fused = LegoFuse(given, trainable=trainable or blocks.trainable, head_merge=blocks.head_merge)
-    else:
-        fused = LegoFuse(given, trainable=trainable or "all")
-    if fuse_epochs > 0:
-        if fuse_lr is not None:
-            kwargs = {**kwargs, "lr": fuse_lr}
-        fit_model(fused, data, fuse_epochs, **kwargs)
-    return fused.eval()
+    if order == "score":
+        given = _by_score(given)
+    elif order != "given":
+        raise ModfuseError(f"order: expected 'score' or 'given', found {order!r}")
+    calibrated = all(b.calibration is not None for b in given)
+    chosen_base = ("merge" if calibrated else "none") if base == "auto" else base
+    head_merge = blocks.head_merge if isinstance(blocks, LegoFuse) else "mean"
+    train_mode = trainable or (blocks.trainable if isinstance(blocks, LegoFuse) else "all")
+    fused = LegoFuse(given, trainable=train_mode, head_merge=head_merge, base=chosen_base)
+    if fuse_epochs <= 0:
+        return fused.eval()
+    lr = kwargs.pop("lr", 1e-3)
+    lrs = [lr, lr / 3] if fuse_lr is None else ([fuse_lr] if isinstance(fuse_lr, (int, float)) else list(fuse_lr))
+    dataset, _ = _dataset_and_rows(data)
+    val = train_rows(data, part="val")
+    transform = None
+    if modality_dropout > 0:
+        from modfuse.robust.dropout import ModalityDropout
+
+        transform = ModalityDropout(modality_dropout, seed=int(kwargs.get("seed", 0)))
+    (_, spec), *_ = fused.tasks.items()
+    sign = 1.0 if spec.main_metric[1] == "max" else -1.0
+    best_score = _val_score(fused, dataset, val) if len(val) else -float("inf")
+    best, tried = fused, {"before fine-tuning": best_score}
+    for rate in lrs:
+        candidate = copy.deepcopy(fused)
+        score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs)
+        tried[f"lr {rate:g}"] = score
+        if len(val) == 0 or sign * score > sign * best_score:
+            best, best_score = candidate, score
+    best.selection = {"validation": tried, "metric": spec.main_metric[0]}
+    return best.eval()
+
+
+def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:
+    """Blocks sorted best first by their calibrated validation score (unscored ones last)."""
+
+    def key(b: LegoBlock) -> float:
+        cal = b.calibration
+        if cal is None or cal.score is None:
+            return float("inf")
+        (_, spec), *_ = b.tasks.items()
+        return -cal.score if spec.main_metric[1] == "max" else cal.score
+
+    return sorted(blocks, key=key)
+
+
+def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]) -> float:
+    """The main validation metric of ``model`` on ``rows`` (every row, whatever it has)."""
+    import torch
+
+    from modfuse.fusion.base import prediction_of
+    from modfuse.lego.validate import main_score
+
+    model.eval()
+    (_, spec), *_ = model.tasks.items()
+    outs, tgts = [], []
+    with torch.no_grad():
+        for batch in _loader(dataset, rows, 256, False, 0):
+            out = prediction_of(model(batch))
+            target = batch.target
+            if isinstance(target, Mapping):
+                target = next(iter(target.values()))
+            outs.append(out.cpu())
+            tgts.append(target.cpu())
+    return main_score(spec, torch.cat(outs), torch.cat(tgts))
+
+
+def _fit_best_epoch(
+    model: LegoFuse,
+    data: Data,
+    epochs: int,
+    val: np.ndarray,
+    lr: float,
+    transform: Any,
+    sign: float,
+    kwargs: Mapping[str, Any],
+) -> float:
+    """Fine-tune ``model`` epoch by epoch at ``lr``; keep the best validation epoch's weights."""
+    import copy
+
+    import lightning as L
+
+    dataset, rows = _dataset_and_rows(data)
+    best_state, best = None, -float("inf") * sign
+
+    class KeepBest(L.Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            nonlocal best_state, best
+            score = _val_score(model, dataset, val) if len(val) else float("nan")
+            model.train()
+            if not len(val) or sign * score > sign * best:
+                best, best_state = score, copy.deepcopy(model.state_dict())
+
+    trainer_kwargs = dict(kwargs.get("trainer_kwargs") or {})
+    trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), KeepBest()]
+    rest = {k: v for k, v in kwargs.items() if k != "trainer_kwargs"}
+    fit_model(
+        model,
+        data,
+        epochs,
+        rows=rows,
+        val_rows=[],
+        lr=lr,
+        trainer_kwargs=trainer_kwargs,
+        train_transform=transform,
+        **rest,
+    )
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best

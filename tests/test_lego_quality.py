@@ -215,3 +215,24 @@ def test_adapt_leaves_the_source_blocks_unchanged_and_never_reads_labels(cohort)
         warnings.simplefilter("error")
         filtered = adapt(merged, ds, method="agreement", epochs=1, rows=rest[:600])
     assert 0 < filtered.adaptation["used"] < 600
+
+
+def test_fuse_starts_as_the_merge_and_keeps_it_when_fine_tuning_does_not_help(cohort):
+    from modfuse.data.datamodule import MultiModalDataModule
+    from modfuse.lego import LegoFuse
+    from modfuse.lego.workflow import fit_fuse
+
+    merged = merge(cohort["blocks"])
+    fused = LegoFuse(cohort["blocks"], base="merge")
+    np.testing.assert_allclose(scores(fused, cohort["batch"]), scores(merged, cohort["batch"]), rtol=1e-5, atol=1e-6)
+    rest, test = cohort["rest"], cohort["test"]
+    dm = MultiModalDataModule(cohort["ds"], splits={"train": rest[:600], "val": rest[600:1200], "test": test})
+    tuned = fit_fuse(cohort["blocks"], dm, 0, fuse_epochs=2, fuse_lr=1e-3, batch_size=64)
+    # chained best block first, and chosen on validation against the untouched fuse
+    assert [b.modality for b in tuned.blocks] == ["c", "b", "a"]
+    tried = tuned.selection["validation"]
+    assert set(tried) == {"before fine-tuning", "lr 0.001"}
+    y = torch.as_tensor(cohort["y"][rest[600:1200]])
+    batch = cohort["ds"].collate_fn([cohort["ds"][i] for i in rest[600:1200]])
+    chosen = roc_auc_score(y, scores(tuned, batch))
+    assert chosen == pytest.approx(max(tried.values()), abs=1e-4)

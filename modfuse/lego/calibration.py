@@ -6,8 +6,8 @@ label prior the block was trained under. Both are measured at block-training tim
 block's own rows only: no other site's data is ever needed.
 
 - classification (binary, multilabel): per-output Platt scaling ``z' = z / T + b``;
-  multiclass: one temperature and a per-class bias; fitted by minimising the log-loss of the
-  validation rows (L-BFGS).
+  multiclass: one temperature (no bias, so the block's decisions stay its own); fitted by
+  minimising the log-loss of the validation rows (L-BFGS).
 - regression: the held-out residual variance per output (the predictive spread).
 - survival: the block's mean per-interval hazard logit on its validation rows (its baseline).
 - every kind: the label prior (class frequencies / label rates / mean and variance of the
@@ -98,11 +98,14 @@ class Calibration:
 
 
 def _platt(logits: Tensor, target: Tensor, per_output: bool, multiclass: bool) -> tuple[Tensor, Tensor]:
-    """Fit ``z / T + b`` by L-BFGS on the log-loss; returns (T (C,), b (C,))."""
+    """Fit ``z / T + b`` by L-BFGS on the log-loss; returns (T (C,), b (C,)). Multiclass fits
+    the temperature only, so the block's own decisions (argmax) are unchanged by calibration."""
     c = logits.shape[1]
     log_t = torch.zeros(c if per_output else 1, requires_grad=True)
-    bias = torch.zeros(c, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t, bias], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+    bias = torch.zeros(c, requires_grad=not multiclass)
+    opt = torch.optim.LBFGS(
+        [log_t, bias] if not multiclass else [log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe"
+    )
 
     def loss_fn() -> Tensor:
         z = logits / log_t.exp() + bias

@@ -64,6 +64,7 @@ COMMANDS = {
     "test": "evaluate a checkpoint (default: the best one) on the test split",
     "predict": "write per-sample predictions of a checkpoint to predictions.csv",
     "merge": "merge separately trained Lego blocks into one multimodal model",
+    "adapt": "adapt a merged Lego model to paired unlabelled data with fused pseudo-labels",
     "explain": "modality Shapley values and attributions of a checkpoint (tables + PNG plots)",
     "robustness": "metrics per modality subset and under simulated missingness (tables + PNG plots)",
 }
@@ -93,10 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"modfuse: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if command == "merge":
-        from modfuse.lego.cli import merge_main
-
-        return int(merge_main(rest) or 0)
     from modfuse.errors import MissingExtraError, ModfuseError
 
     try:
@@ -108,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(command: str, rest: list[str], recipe_args: list[str] | None) -> int:
+    if command == "merge":
+        from modfuse.lego.cli import merge_main
+
+        return int(merge_main(rest) or 0)
+    if command == "adapt":
+        from modfuse.lego.cli import adapt_main
+
+        return int(adapt_main(rest) or 0)
     # torch and Lightning are imported only now, so `modfuse --help` answers at once
     from modfuse.cli_recipes import report_main, run_recipe
 

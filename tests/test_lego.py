@@ -288,7 +288,7 @@ def test_incompatible_blocks_say_which_differ_and_how():
         fuse([a, make_block("a")])
     with pytest.raises(IncompatibleError, match="at least 2 blocks"):
         merge([a])
-    with pytest.raises(ModfuseError, match="unknown latent merge method"):
+    with pytest.raises(ModfuseError, match="unknown merge method"):
         merge([a, make_block("b")], method="median")
 
 

@@ -6,19 +6,27 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from modfuse.lego.adapt import adapt
 from modfuse.lego.block import LegoBlock
+from modfuse.lego.calibration import Calibration, calibrate
 from modfuse.lego.fuse import LegoFuse, fuse
 from modfuse.lego.io import from_config, load, load_any, load_checkpoint, save
-from modfuse.lego.merge import LegoMerge, LegoOutput, check_compatible, merge
+from modfuse.lego.merge import LegoMerge, LegoOutput, check_compatible, check_statistics, merge
 from modfuse.lego.methods import available_methods, register_method
+from modfuse.lego.validate import subset_report
 
 __all__ = [
+    "Calibration",
     "LegoBlock",
     "LegoFuse",
     "LegoMerge",
     "LegoOutput",
+    "adapt",
     "available_methods",
+    "calibrate",
     "check_compatible",
+    "check_statistics",
+    "fit_block",
     "fit_blocks",
     "fit_fuse",
     "fit_merge",
@@ -30,10 +38,11 @@ __all__ = [
     "merge",
     "register_method",
     "save",
+    "subset_report",
 ]
 
 # the training helpers import Lightning: loaded on first use
-_WORKFLOW = ("fit_blocks", "fit_fuse", "fit_merge")
+_WORKFLOW = ("fit_block", "fit_blocks", "fit_fuse", "fit_merge")
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from modfuse.core.config import ConfigError, describe, instantiate, is_description
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
+from modfuse.lego.calibration import Calibration
 from modfuse.training.spec import DEFAULT_TASK, TaskSpec, as_task_specs
 
 __all__ = ["LegoBlock", "LegoHead"]
@@ -162,6 +163,12 @@ class LegoBlock(nn.Module):
             keep the default, so they start from the same latent and head: averaging their heads
             is then averaging fine-tuned copies of one model, which is what makes merging work.
 
+    Attributes:
+        calibration: the block's :class:`~modfuse.lego.calibration.Calibration` (temperature,
+            bias, label prior, predictive spread), measured by ``fit_block`` on the block's own
+            validation rows (or :func:`modfuse.lego.calibrate`); None until then. Saved with the
+            block (``to_config``); prediction-space merges (``poe``, ``precision``) need it.
+
     Shapes:
         ``forward(batch)`` -> logits (B, num_outputs); a sample without this modality gets the
         prior prediction (the head applied to the learned latent alone).
@@ -213,6 +220,8 @@ class LegoBlock(nn.Module):
             "init_seed": init_seed,
         }
         self.latent_shape = (l_c, l_d)
+        # measured on the block's own validation rows after training (modfuse.lego.calibration)
+        self.calibration: Calibration | None = None
         # seeded init of everything but the encoder, without touching the global RNG
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
@@ -308,17 +317,22 @@ class LegoBlock(nn.Module):
             "task": spec.to_dict(),
             **self.hparams,
             "task_name": name,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoBlock:
         """Rebuild a block (freshly initialised) from :meth:`to_config` output."""
         cfg = {k: v for k, v in config.items() if k != "type"}
+        calibration = cfg.pop("calibration", None)
         task = cfg.pop("task")
         if isinstance(task, Mapping):
             task = as_task_specs({DEFAULT_TASK: task})[DEFAULT_TASK]
         cfg["latent_shape"] = tuple(cfg["latent_shape"])
-        return cls(task=task, **cfg)
+        block = cls(task=task, **cfg)
+        if calibration is not None:
+            block.calibration = Calibration.from_dict(calibration)
+        return block
 
     def extra_repr(self) -> str:
         return f"modality={self.modality!r}, latent_shape={self.latent_shape}, depth={len(self.rounds)}"

@@ -13,12 +13,13 @@ from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
 from modfuse.lego.block import LegoBlock, LegoHead
-from modfuse.lego.merge import HeadMerge, _fresh_blocks, _weights, check_compatible, merge_head_params
+from modfuse.lego.merge import HeadMerge, LegoMerge, _fresh_blocks, _weights, check_compatible, merge_head_params
 
 __all__ = ["LegoFuse", "Trainable", "fuse"]
 
 Trainable = Literal["all", "heads", "attention+heads"]
 TRAINABLE = ("all", "heads", "attention+heads")
+Base = Literal["none", "merge"]
 
 
 class LegoFuse(nn.Module):
@@ -38,13 +39,23 @@ class LegoFuse(nn.Module):
         trainable: what fine-tuning updates: ``"all"``; ``"attention+heads"`` (everything but the
             encoders, which are frozen and kept in eval mode); ``"heads"`` (the fused head only).
         head_merge: how the fused head is initialised from the block heads (``mean``/``slerp``).
+        base: ``"none"``: the fused head alone predicts. ``"merge"``: the output is the
+            training-free merge of the (copied, calibrated) blocks (``merge(blocks)``, the
+            product of experts) plus the fused head's reading of the chain, whose last layer
+            starts at zero: before fine-tuning the fuse *is* the merged model, and fine-tuning
+            learns a correction from paired data (so, with the budget chosen on validation by
+            ``fit_fuse``, it cannot fall below the merge on validation rows).
 
     Shapes:
         batch of B samples -> logits (B, num_outputs).
     """
 
     def __init__(
-        self, blocks: Sequence[LegoBlock], trainable: Trainable = "all", head_merge: HeadMerge = "mean"
+        self,
+        blocks: Sequence[LegoBlock],
+        trainable: Trainable = "all",
+        head_merge: HeadMerge = "mean",
+        base: Base = "none",
     ) -> None:
         super().__init__()
         blocks = list(blocks)
@@ -62,6 +73,17 @@ class LegoFuse(nn.Module):
         with torch.no_grad():
             for name, p in self.head.named_parameters():
                 p.copy_(params[name])
+        if base not in ("none", "merge"):
+            raise ModfuseError(f"base: expected 'none' or 'merge', found {base!r}")
+        self.base = base
+        # not a registered sub-module: it only shares the copied blocks (no second state-dict entry)
+        object.__setattr__(self, "base_merge", None)
+        if base == "merge":
+            # the correction starts at zero
+            object.__setattr__(self, "base_merge", LegoMerge(list(self.blocks), method="auto"))
+            with torch.no_grad():
+                self.head.linear.weight.zero_()
+                self.head.linear.bias.zero_()
         self._set_trainable()
 
     @classmethod
@@ -106,7 +128,10 @@ class LegoFuse(nn.Module):
         return state
 
     def forward(self, batch: ModalityBatch) -> Tensor:
-        return self.head(self.fused_latent(batch))
+        out = self.head(self.fused_latent(batch))
+        if self.base_merge is not None:
+            out = out + self.base_merge(batch).prediction.to(out.dtype)
+        return out
 
     def to_config(self) -> dict[str, Any]:
         """JSON description (blocks' configs in chain order, trainable, head merge)."""
@@ -115,13 +140,14 @@ class LegoFuse(nn.Module):
             "blocks": [b.to_config() for b in self.blocks],
             "trainable": self.trainable,
             "head_merge": self.head_merge,
+            "base": self.base,
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoFuse:
         """Rebuild (freshly initialised) from :meth:`to_config` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
-        return cls(blocks, config.get("trainable", "all"), config.get("head_merge", "mean"))
+        return cls(blocks, config.get("trainable", "all"), config.get("head_merge", "mean"), config.get("base", "none"))
 
 
 # build("lego-fuse", encoders=..., tasks=...) -> a trainable fuse of fresh blocks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,10 +15,21 @@ from modfuse.data.batch import ModalityBatch
 from modfuse.errors import IncompatibleError, ModfuseError
 from modfuse.fusion.base import register
 from modfuse.lego.block import LegoBlock
-from modfuse.lego.methods import get_method
+from modfuse.lego.methods import BlockStats, default_method, get_method, method_info
+from modfuse.lego.methods import method_options as check_options
 from modfuse.training.spec import TaskSpec, as_task_specs, by_task
 
-__all__ = ["HeadMerge", "LegoMerge", "LegoOutput", "check_compatible", "merge", "merge_head_params"]
+__all__ = [
+    "HeadMerge",
+    "LegoMerge",
+    "LegoOutput",
+    "block_stats",
+    "check_compatible",
+    "check_statistics",
+    "merge",
+    "merge_head_params",
+    "resolve_method",
+]
 
 HeadMerge = Literal["mean", "slerp"]
 
@@ -51,6 +63,112 @@ def check_compatible(blocks: Sequence[LegoBlock], what: str = "merge") -> None:
             )
         if b.tasks != first.tasks:
             raise IncompatibleError(f"{what}: {name} has tasks {b.tasks}, {ref} has {first.tasks}")
+
+
+def _names(blocks: Sequence[LegoBlock], idx: Sequence[int]) -> str:
+    return ", ".join(f"block {i} ({blocks[i].modality!r})" for i in idx)
+
+
+def resolve_method(blocks: Sequence[LegoBlock], method: str) -> str:
+    """``"auto"`` -> the prediction-space default of the task kind when every block is
+    calibrated, else ``"harmonic"``; any other name is returned as is."""
+    if method != "auto":
+        return method
+    if all(getattr(b, "calibration", None) is not None for b in blocks):
+        return default_method(next(iter(blocks[0].tasks.values())).kind)
+    return "harmonic"
+
+
+def _prior_gap(kind: str, a: Any, b: Any) -> float:
+    """How far two label priors are apart: total variation (classification) or the mean shift in
+    target standard deviations (regression); 0 for survival (baselines differ by design)."""
+    pa, pb = torch.tensor(a.prior), torch.tensor(b.prior)
+    if kind == "multiclass":
+        return float(0.5 * (pa - pb).abs().sum())
+    if kind in ("binary", "multilabel"):
+        return float((pa - pb).abs().max())
+    if kind == "regression":
+        sd = torch.tensor(a.prior_var).add(torch.tensor(b.prior_var)).div(2).sqrt()
+        return float(((pa - pb).abs() / sd.clamp_min(1e-12)).max())
+    return 0.0
+
+
+PRIOR_TOLERANCE = 0.1
+"""Label priors further apart than this (see :func:`_prior_gap`) trigger a warning."""
+
+
+def check_statistics(blocks: Sequence[LegoBlock], method: str) -> None:
+    """Guard rails on what a merge assumes, naming the blocks concerned.
+
+    - a method that needs calibration (``poe``, ``precision``, ``hazard``) with uncalibrated
+      blocks: raises :class:`IncompatibleError`;
+    - a latent method over blocks of different ``init_seed``: warns (head averaging assumes
+      fine-tuned copies of one initialisation);
+    - blocks trained under different label priors: warns (the deployment prior is assumed to
+      be the blocks' mean prior);
+    - blocks without calibration merged in latent space: warns (their priors cannot be checked,
+      and the prediction-space default is unavailable).
+    """
+    resolved = resolve_method(blocks, method)
+    info = method_info(resolved)
+    kind = next(iter(blocks[0].tasks.values())).kind
+    uncal = [i for i, b in enumerate(blocks) if getattr(b, "calibration", None) is None]
+    if info.kinds is not None and kind not in info.kinds:
+        raise IncompatibleError(f"merge method {resolved!r} supports {list(info.kinds)} tasks, the blocks are {kind!r}")
+    if info.needs_calibration and uncal:
+        raise IncompatibleError(
+            f"merge method {resolved!r} needs each block's calibration statistics (temperature, label prior, "
+            f"predictive spread), but {_names(blocks, uncal)} {'has' if len(uncal) == 1 else 'have'} none: train "
+            "blocks with modfuse.lego.fit_block on data with a validation split, or call "
+            "modfuse.lego.calibrate(block, data, val_rows) on each block's own validation rows"
+        )
+    if uncal:
+        warnings.warn(
+            f"{_names(blocks, uncal)} carry no calibration statistics: label priors cannot be checked and the "
+            f"prediction-space merge is unavailable; merging with {resolved!r}",
+            UserWarning,
+            stacklevel=3,
+        )
+    seeds = [b.hparams.get("init_seed") for b in blocks]
+    if info.space == "latent" and len(set(seeds)) > 1:
+        warnings.warn(
+            f"blocks have different init_seed ({', '.join(f'{b.modality!r}: {s}' for b, s in zip(blocks, seeds))}): "
+            f"the {resolved!r} latent merge averages heads, which assumes blocks fine-tuned from one "
+            "initialisation; expect a merged model worse than its blocks (use a prediction-space method such as "
+            "'poe' / 'precision', or retrain with one init_seed)",
+            UserWarning,
+            stacklevel=3,
+        )
+    cal = [(i, b.calibration) for i, b in enumerate(blocks) if getattr(b, "calibration", None) is not None]
+    for i, ci in cal:
+        for j, cj in cal:
+            if j > i and _prior_gap(kind, ci, cj) > PRIOR_TOLERANCE:
+                warnings.warn(
+                    f"{_names(blocks, [i])} and {_names(blocks, [j])} were trained under different label priors "
+                    f"({[round(v, 3) for v in ci.prior]} vs {[round(v, 3) for v in cj.prior]}); the merge assumes "
+                    "the deployment prior is their mean",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+
+def block_stats(blocks: Sequence[LegoBlock], device: torch.device | None = None) -> BlockStats:
+    """The blocks' calibration statistics stacked for a prediction method (N, C)."""
+    kind = next(iter(blocks[0].tasks.values())).kind
+    c = next(iter(blocks[0].tasks.values())).num_outputs
+    priors, spreads, pvars = [], [], []
+    for b in blocks:
+        cal = b.calibration
+        if cal is None:
+            raise IncompatibleError(
+                f"block {b.modality!r} has no calibration statistics; a prediction-space merge needs them "
+                "(see modfuse.lego.calibrate)",
+                modality=b.modality,
+            )
+        priors.append(cal.prior_logits(device))
+        spreads.append(torch.tensor(cal.spread or [1.0] * c, device=device))
+        pvars.append(torch.tensor(cal.prior_var or [1.0] * c, device=device))
+    return BlockStats(torch.stack(priors), torch.stack(spreads), torch.stack(pvars), kind)
 
 
 def _weights(weights: Sequence[float] | None, n: int) -> Tensor:
@@ -147,10 +265,18 @@ class LegoMerge(nn.Module):
     Args:
         blocks: the blocks (distinct modalities, same latent shape and task). They are held,
             not copied: merging costs no memory, and training the blocks updates the merge.
-        method: latent merge method name (``harmonic``, ``mean``, ``sum``, ``product`` or a
-            user-registered one).
+        method: ``"auto"`` (the task kind's prediction-space default when every block is
+            calibrated, else ``harmonic``), a latent method (``harmonic``, ``mean``, ``sum``,
+            ``product``), a prediction method (``poe``, ``precision``, ``hazard``) or a
+            user-registered one.
         head_merge: ``mean`` or ``slerp``.
         weights: one non-negative weight per block (default: uniform).
+        method_options: options of the method (its keyword-only parameters).
+
+    Prediction-space methods skip the merged head: each present block predicts with its own
+    head, its output is calibrated (:class:`~modfuse.lego.calibration.Calibration`) and the
+    method combines the calibrated outputs per sample; a sample with nothing present gets the
+    blocks' mean prior.
 
     Shapes:
         batch of B samples -> :class:`LegoOutput` with ``prediction`` (B, num_outputs).
@@ -159,29 +285,45 @@ class LegoMerge(nn.Module):
     def __init__(
         self,
         blocks: Sequence[LegoBlock],
-        method: str = "harmonic",
+        method: str = "auto",
         head_merge: HeadMerge = "mean",
         weights: Sequence[float] | None = None,
+        method_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
         check_compatible(blocks, "merge")
-        get_method(method)  # fail early on an unknown name
+        if method != "auto":
+            method_info(method)  # fail early on an unknown name
         if head_merge not in ("mean", "slerp"):
             raise ModfuseError(f"head_merge: expected 'mean' or 'slerp', found {head_merge!r}")
         self.blocks = nn.ModuleList(blocks)
         self.modalities = [b.modality for b in blocks]
         self.tasks = _task_of(blocks)
         self.method = method
+        self.method_options = dict(method_options or {})
+        if method != "auto":
+            self.method_options = check_options(method, self.method_options)
         self.head_merge: HeadMerge = head_merge
         self.register_buffer("weights", _weights(weights, len(blocks)), persistent=False)
+
+    @property
+    def resolved_method(self) -> str:
+        """The method in use: ``method``, or for ``"auto"`` the task kind's prediction-space
+        default when every block is calibrated (else ``harmonic``)."""
+        return resolve_method(list(self.blocks), self.method)
+
+    @property
+    def space(self) -> str:
+        """``"latent"`` or ``"prediction"``: where the blocks are combined."""
+        return method_info(self.resolved_method).space
 
     @classmethod
     def from_encoders(
         cls,
         encoders: Mapping[str, nn.Module],
         tasks: Any = "binary",
-        method: str = "harmonic",
+        method: str = "auto",
         head_merge: HeadMerge = "mean",
         weights: Sequence[float] | None = None,
         **block_kwargs: Any,
@@ -218,14 +360,48 @@ class LegoMerge(nn.Module):
             priors = torch.cat([blk.prior_latent() for blk in self.blocks]).to(spectra.dtype)
             spectra = torch.where(empty[:, None, None, None], priors[None], spectra)
             present = present | empty[:, None]
-        merged = get_method(self.method)(spectra, present.to(weights.dtype) * weights)
+        method = self.resolved_method
+        opts = self._options(method)
+        merged = get_method(method)(spectra, present.to(weights.dtype) * weights, **opts)
         return merged, parts
 
+    def _options(self, method: str) -> dict[str, Any]:
+        return check_options(method, self.method_options)
+
     def forward(self, batch: ModalityBatch) -> LegoOutput:
+        if self.space == "prediction":
+            return self._predict(batch)
         merged, parts = self.merged_latent(batch)
         logits = self.merged_head(merged)
         block_logits = [(blk.head(spec), index) for blk, (spec, index) in zip(self.blocks, parts)]
         return LegoOutput(prediction=logits, block_logits=block_logits)
+
+    def _predict(self, batch: ModalityBatch) -> LegoOutput:
+        """Prediction-space merge: each present block's calibrated output, combined per sample."""
+        method = self.resolved_method
+        info = method_info(method)
+        blocks = list(self.blocks)
+        stats = block_stats(blocks, batch.device)
+        (_, spec), *_ = self.tasks.items()
+        b, n = batch.batch_size, len(blocks)
+        outputs = torch.zeros(b, n, spec.num_outputs, device=batch.device)
+        present = torch.zeros(b, n, dtype=torch.bool, device=batch.device)
+        block_logits = []
+        for i, blk in enumerate(blocks):
+            spec_i, index = blk.latent(batch)
+            logits = blk.head(spec_i)
+            block_logits.append((logits, index))
+            if index.numel():
+                outputs[index, i] = blk.calibration.apply(logits).to(outputs.dtype)
+                present[index, i] = True
+        empty = ~present.any(dim=1)
+        if empty.any():
+            # nothing present: every block reports its prior; the merge returns their mean prior
+            outputs = torch.where(empty[:, None, None], stats.prior[None].to(outputs.dtype), outputs)
+            present = present | empty[:, None]
+        weights = self.weights.to(batch.device)
+        merged = info.fn(outputs, present.to(weights.dtype) * weights, stats, **self._options(method))
+        return LegoOutput(prediction=merged, block_logits=block_logits)
 
     def compute_loss(self, outputs: LegoOutput, batch: ModalityBatch) -> Tensor:
         """Sum over blocks of each block's own task loss on its present rows (blocks train apart)."""
@@ -246,6 +422,7 @@ class LegoMerge(nn.Module):
             "type": "LegoMerge",
             "blocks": [b.to_config() for b in self.blocks],
             "method": self.method,
+            "method_options": self.method_options,
             "head_merge": self.head_merge,
             "weights": self.weights.tolist(),
         }
@@ -254,7 +431,7 @@ class LegoMerge(nn.Module):
     def from_config(cls, config: Mapping[str, Any]) -> LegoMerge:
         """Rebuild (freshly initialised blocks) from :meth:`to_config` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
-        return cls(blocks, config["method"], config["head_merge"], config.get("weights"))
+        return cls(blocks, config["method"], config["head_merge"], config.get("weights"), config.get("method_options"))
 
 
 # build("lego-merge", encoders=..., tasks=...) -> fresh blocks merged; fit with workflow.fit_merge
@@ -274,21 +451,32 @@ def _fresh_blocks(encoders: Mapping[str, nn.Module] | None, tasks: Any, kwargs: 
 
 def merge(
     blocks: Sequence[LegoBlock],
-    method: str = "harmonic",
+    method: str = "auto",
     head_merge: HeadMerge = "mean",
     weights: Sequence[float] | None = None,
+    method_options: Mapping[str, Any] | None = None,
 ) -> LegoMerge:
-    """Merge trained blocks into one model; no data, no training (see :class:`LegoMerge`).
+    """Merge trained blocks into one model; no paired data, no training (see :class:`LegoMerge`).
 
     Args:
         blocks: N >= 2 trained blocks with distinct modalities, equal latent shapes and tasks.
-        method: latent merge method (``harmonic`` default, ``mean``, ``sum``, ``product``, or one
-            registered with :func:`modfuse.lego.methods.register_method`).
-        head_merge: ``mean`` (weighted mean of head parameters) or ``slerp``.
+        method: ``"auto"`` (default: the prediction-space product of experts of the task kind,
+            ``poe`` / ``precision`` / ``hazard``, when every block is calibrated, else the latent
+            ``harmonic`` merge), or any registered method (``available_methods()``).
+        head_merge: ``mean`` (weighted mean of head parameters) or ``slerp`` (latent methods).
         weights: per-block weights (default uniform).
+        method_options: the method's options (its keyword-only parameters).
+
+    Raises:
+        IncompatibleError: a method that needs calibration statistics given uncalibrated
+            blocks (naming them). Different ``init_seed`` (latent methods), different label
+            priors and missing calibration warn (:func:`check_statistics`).
 
     Example:
         >>> merged = merge([xray_block, ecg_block, labs_block])
         >>> merged(batch).prediction  # any subset of modalities per sample
     """
-    return LegoMerge(blocks, method=method, head_merge=head_merge, weights=weights)
+    blocks = list(blocks)
+    check_compatible(blocks, "merge")
+    check_statistics(blocks, method)
+    return LegoMerge(blocks, method=method, head_merge=head_merge, weights=weights, method_options=method_options)

@@ -24,6 +24,8 @@ from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 from modfuse.lego.block import LegoBlock
+from modfuse.lego.calibration import calibrate as calibrate_block
+from modfuse.lego.calibration import calibration_callback
 from modfuse.lego.fuse import LegoFuse, Trainable
 from modfuse.lego.merge import HeadMerge, LegoMerge
 
@@ -35,9 +37,11 @@ Data = MultiModalDataset | MultiModalDataModule
 def _dataset_and_rows(data: Data, part: str = "train") -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
         data.setup()
+        if part == "all":
+            return data.dataset, np.arange(len(data.dataset))
         return data.dataset, np.asarray(data.splits[part], dtype=int)
     if isinstance(data, MultiModalDataset):
-        return data, np.arange(len(data)) if part == "train" else np.arange(0)
+        return data, np.arange(len(data)) if part in ("train", "all") else np.arange(0)
     raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
 
 
@@ -53,14 +57,27 @@ def train_rows(data: Data, modality: str | None = None, part: str = "train") -> 
     return rows[has[rows]]
 
 
-def _loader(dataset: MultiModalDataset, rows: Sequence[int], batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def _loader(
+    dataset: MultiModalDataset,
+    rows: Sequence[int],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    transform: Any = None,
+) -> DataLoader:
     import torch
+
+    collate = dataset.collate_fn
+    if transform is not None:
+
+        def collate(samples: Sequence[Any]) -> Any:
+            return transform(dataset.collate_fn(samples))
 
     return DataLoader(
         Subset(dataset, list(map(int, rows))),
         batch_size=batch_size,
         shuffle=shuffle,
-        collate_fn=dataset.collate_fn,
+        collate_fn=collate,
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -90,6 +107,7 @@ def fit_model(
     seed: int = 0,
     trainer_kwargs: Mapping[str, Any] | None = None,
     task_kwargs: Mapping[str, Any] | None = None,
+    train_transform: Any = None,
 ) -> nn.Module:
     """Train any fusion model with :class:`FusionTask` on chosen rows; returns the model.
 
@@ -104,6 +122,7 @@ def fit_model(
         seed: seed for shuffling and initialisation done by Lightning.
         trainer_kwargs: extra ``lightning.Trainer`` arguments (accelerator, devices, callbacks...).
         task_kwargs: extra ``FusionTask`` arguments (weight_decay, scheduler, ...).
+        train_transform: applied to each training batch (e.g. ``ModalityDropout(0.3)``).
     """
     from modfuse.training.task import FusionTask
 
@@ -117,28 +136,50 @@ def fit_model(
     # Lightning keeps the train/eval mode modules have when fit starts: set it explicitly
     model.train()
     task = FusionTask(model, lr=lr, **dict(task_kwargs or {}))
-    train = _loader(dataset, rows, batch_size, True, seed)
+    train = _loader(dataset, rows, batch_size, True, seed, train_transform)
     val = _loader(dataset, val_rows, batch_size, False, seed) if val_rows is not None and len(val_rows) else None
     _trainer(max_epochs, trainer_kwargs).fit(task, train, val)
     return model.eval()
 
 
 def fit_block(
-    block: LegoBlock, data: Data, max_epochs: int = 10, rows: Sequence[int] | None = None, **kwargs: Any
+    block: LegoBlock,
+    data: Data,
+    max_epochs: int = 10,
+    rows: Sequence[int] | None = None,
+    val_rows: Sequence[int] | None = None,
+    calibrate: bool = True,
+    **kwargs: Any,
 ) -> LegoBlock:
-    """Train one block alone on the rows that have its modality (default: all such train rows).
+    """Train one block alone on the rows that have its modality (default: all such train rows),
+    then calibrate it on its own validation rows.
 
     ``rows`` restricts training further (e.g. one site's samples); rows without the modality
-    are dropped. Other arguments as in :func:`fit_model`.
+    are dropped. ``val_rows`` are the block's own validation rows (default: the datamodule's
+    val split rows that have the modality; none for a plain dataset). With ``calibrate`` and
+    at least 2 validation rows, the block's :class:`~modfuse.lego.calibration.Calibration`
+    (temperature / bias, predictive spread, label prior, validation score) is measured on them
+    after training and after every validation epoch (so checkpoints carry it too). Other
+    arguments as in :func:`fit_model`.
     """
     have = train_rows(data, block.modality)
     rows = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
     if not len(rows):
         raise ModfuseError("no training row has this modality", modality=block.modality)
-    val = None
-    if isinstance(data, MultiModalDataModule):
-        val = train_rows(data, block.modality, part="val")
-    return fit_model(block, data, max_epochs, rows=rows, val_rows=val, **kwargs)
+    if val_rows is None and isinstance(data, MultiModalDataModule):
+        val_rows = train_rows(data, block.modality, part="val")
+    elif val_rows is not None:
+        val_rows = np.intersect1d(np.asarray(val_rows, dtype=int), train_rows(data, block.modality, part="all"))
+    if calibrate and val_rows is not None and len(val_rows) >= 2:
+        # every checkpoint written during training carries the calibration of its own weights
+        trainer_kwargs = dict(kwargs.pop("trainer_kwargs", None) or {})
+        trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), calibration_callback()]
+        kwargs["trainer_kwargs"] = trainer_kwargs
+    fit_model(block, data, max_epochs, rows=rows, val_rows=val_rows, **kwargs)
+    if calibrate and val_rows is not None and len(val_rows) >= 2:
+        # the final weights' statistics; the label prior from all of the block's own rows
+        calibrate_block(block, data, val_rows, prior_rows=np.concatenate([rows, val_rows]))
+    return block
 
 
 def fit_blocks(
@@ -165,7 +206,7 @@ def fit_merge(
     blocks: Sequence[LegoBlock] | LegoMerge,
     data: Data,
     max_epochs: int = 10,
-    method: str = "harmonic",
+    method: str = "auto",
     head_merge: HeadMerge = "mean",
     weights: Sequence[float] | None = None,
     rows: Mapping[str, Sequence[int]] | None = None,
@@ -190,40 +231,164 @@ def fit_fuse(
     blocks: Sequence[LegoBlock] | LegoFuse,
     data: Data,
     max_epochs: int = 10,
-    fuse_epochs: int = 2,
+    fuse_epochs: int = 10,
     trainable: Trainable | None = None,
     rows: Mapping[str, Sequence[int]] | None = None,
-    fuse_lr: float | None = None,
+    fuse_lr: float | Sequence[float] | None = None,
+    order: str = "score",
+    base: str = "auto",
+    modality_dropout: float = 0.3,
     **kwargs: Any,
 ) -> LegoFuse:
     """Train blocks separately, fuse copies of them, fine-tune the fuse on paired rows.
+
+    The chain is built so that a long chain does not degrade:
+
+    - ``order="score"``: blocks are chained best first, by their calibrated validation score
+      (``block.calibration.score``); ``"given"`` keeps the order passed in;
+    - ``base="auto"``: when every block is calibrated, the fuse starts as the training-free merge
+      (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction);
+    - fine-tuning applies :class:`~modfuse.robust.ModalityDropout` (``modality_dropout``) to the
+      training batches, so the chain also learns to predict from partial inputs;
+    - the budget is chosen on validation: each learning rate of ``fuse_lr`` is tried for
+      ``fuse_epochs`` epochs, the best validation epoch of the best rate is kept, and if no
+      epoch beats the fuse before fine-tuning, that untouched fuse is returned.
 
     Args:
         blocks: untrained blocks (they are trained, then copied into the fuse), or a
             :class:`LegoFuse` (e.g. from ``build("lego-fuse", ...)``) whose own blocks are first
             trained alone and whose fused head is then re-initialised from their heads.
-        data: dataset or datamodule; fine-tuning uses all training rows (absent blocks skipped).
+        data: dataset or datamodule; fine-tuning uses all training rows (absent blocks skipped),
+            the choice of budget the validation rows (a datamodule's val split).
         max_epochs: epochs per block; 0 skips block training (blocks already trained).
-        fuse_epochs: fine-tuning epochs (default 2).
+        fuse_epochs: at most this many fine-tuning epochs (default 10).
         trainable: ``"all"``, ``"heads"`` or ``"attention+heads"`` (default: the given
             LegoFuse's setting, else ``"all"``).
         rows: optional modality -> block training rows.
-        fuse_lr: learning rate of the fine-tuning (default: ``lr``).
+        fuse_lr: learning rate(s) tried for the fine-tuning (default: ``lr`` and ``lr / 3``).
+        order: ``"score"`` or ``"given"``.
+        base: ``"auto"``, ``"merge"`` or ``"none"``.
+        modality_dropout: per-modality drop rate of fine-tuning batches (0 disables).
         **kwargs: as in :func:`fit_model`.
 
     Returns:
         a new, fine-tuned LegoFuse in eval mode (the blocks passed in, or a given LegoFuse's
-        blocks, are trained in place by the first stage and never touched by the second).
+        blocks, are trained in place by the first stage and never touched by the second);
+        ``fused.selection`` records the validation scores behind the choice.
     """
+    import copy
+
     given = list(blocks.blocks) if isinstance(blocks, LegoFuse) else list(blocks)
     if max_epochs > 0:
         fit_blocks(given, data, max_epochs, rows, **kwargs)
-    if isinstance(blocks, LegoFuse):
-        fused = LegoFuse(given, trainable=trainable or blocks.trainable, head_merge=blocks.head_merge)
-    else:
-        fused = LegoFuse(given, trainable=trainable or "all")
-    if fuse_epochs > 0:
-        if fuse_lr is not None:
-            kwargs = {**kwargs, "lr": fuse_lr}
-        fit_model(fused, data, fuse_epochs, **kwargs)
-    return fused.eval()
+    if order == "score":
+        given = _by_score(given)
+    elif order != "given":
+        raise ModfuseError(f"order: expected 'score' or 'given', found {order!r}")
+    calibrated = all(b.calibration is not None for b in given)
+    chosen_base = ("merge" if calibrated else "none") if base == "auto" else base
+    head_merge = blocks.head_merge if isinstance(blocks, LegoFuse) else "mean"
+    train_mode = trainable or (blocks.trainable if isinstance(blocks, LegoFuse) else "all")
+    fused = LegoFuse(given, trainable=train_mode, head_merge=head_merge, base=chosen_base)
+    if fuse_epochs <= 0:
+        return fused.eval()
+    lr = kwargs.pop("lr", 1e-3)
+    lrs = [lr, lr / 3] if fuse_lr is None else ([fuse_lr] if isinstance(fuse_lr, (int, float)) else list(fuse_lr))
+    dataset, _ = _dataset_and_rows(data)
+    val = train_rows(data, part="val")
+    transform = None
+    if modality_dropout > 0:
+        from modfuse.robust.dropout import ModalityDropout
+
+        transform = ModalityDropout(modality_dropout, seed=int(kwargs.get("seed", 0)))
+    (_, spec), *_ = fused.tasks.items()
+    sign = 1.0 if spec.main_metric[1] == "max" else -1.0
+    best_score = _val_score(fused, dataset, val) if len(val) else -float("inf")
+    best, tried = fused, {"before fine-tuning": best_score}
+    for rate in lrs:
+        candidate = copy.deepcopy(fused)
+        score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs)
+        tried[f"lr {rate:g}"] = score
+        if len(val) == 0 or sign * score > sign * best_score:
+            best, best_score = candidate, score
+    best.selection = {"validation": tried, "metric": spec.main_metric[0]}
+    return best.eval()
+
+
+def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:
+    """Blocks sorted best first by their calibrated validation score (unscored ones last)."""
+
+    def key(b: LegoBlock) -> float:
+        cal = b.calibration
+        if cal is None or cal.score is None:
+            return float("inf")
+        (_, spec), *_ = b.tasks.items()
+        return -cal.score if spec.main_metric[1] == "max" else cal.score
+
+    return sorted(blocks, key=key)
+
+
+def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]) -> float:
+    """The main validation metric of ``model`` on ``rows`` (every row, whatever it has)."""
+    import torch
+
+    from modfuse.fusion.base import prediction_of
+    from modfuse.lego.validate import main_score
+
+    model.eval()
+    (_, spec), *_ = model.tasks.items()
+    outs, tgts = [], []
+    with torch.no_grad():
+        for batch in _loader(dataset, rows, 256, False, 0):
+            out = prediction_of(model(batch))
+            target = batch.target
+            if isinstance(target, Mapping):
+                target = next(iter(target.values()))
+            outs.append(out.cpu())
+            tgts.append(target.cpu())
+    return main_score(spec, torch.cat(outs), torch.cat(tgts))
+
+
+def _fit_best_epoch(
+    model: LegoFuse,
+    data: Data,
+    epochs: int,
+    val: np.ndarray,
+    lr: float,
+    transform: Any,
+    sign: float,
+    kwargs: Mapping[str, Any],
+) -> float:
+    """Fine-tune ``model`` epoch by epoch at ``lr``; keep the best validation epoch's weights."""
+    import copy
+
+    import lightning as L
+
+    dataset, rows = _dataset_and_rows(data)
+    best_state, best = None, -float("inf") * sign
+
+    class KeepBest(L.Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            nonlocal best_state, best
+            score = _val_score(model, dataset, val) if len(val) else float("nan")
+            model.train()
+            if not len(val) or sign * score > sign * best:
+                best, best_state = score, copy.deepcopy(model.state_dict())
+
+    trainer_kwargs = dict(kwargs.get("trainer_kwargs") or {})
+    trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), KeepBest()]
+    rest = {k: v for k, v in kwargs.items() if k != "trainer_kwargs"}
+    fit_model(
+        model,
+        data,
+        epochs,
+        rows=rows,
+        val_rows=[],
+        lr=lr,
+        trainer_kwargs=trainer_kwargs,
+        train_transform=transform,
+        **rest,
+    )
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best

@@ -1,0 +1,218 @@
+"""Label-free adaptation of a merged model on paired but unlabelled target data (SUMMIT-style).
+
+The merged model (the teacher, never modified) predicts each unlabelled sample from all its
+present modalities; that fused prediction is a pseudo-label. Copies of the blocks are then
+trained, each on its own modality, to predict the pseudo-labels, so every block learns from
+the others' evidence on the target data without a single label. The pseudo-labels are soft
+(the fused probabilities): a block trained on them from its modality alone estimates
+E[p(y | all) | x_i] = p(y | x_i) on the target distribution, which keeps it a calibrated
+expert that the product of experts may combine again (hard labels would make the blocks
+overconfident copies of each other). Samples are selected or weighted by:
+
+- ``"agreement"``: a sample is used only when every present block, alone, agrees with the
+  fused label (classification: same decision; regression: within two predictive standard
+  deviations of the fused estimate), and only when at least two blocks are present;
+- ``"entropy"``: every sample with at least two blocks is used, weighted by one minus the
+  normalised entropy of the fused prediction (regression: one minus the fused predictive
+  variance over the target variance).
+
+Blocks keep their calibration statistics (the loss is on the calibrated outputs, so they stay
+on the scale the statistics describe). The result is a new merged model of the adapted copies;
+each of its blocks still runs alone. Pseudo-labels are computed once, from the source merge.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+
+from modfuse.data.batch import ModalityBatch
+from modfuse.data.datamodule import MultiModalDataModule
+from modfuse.data.dataset import MultiModalDataset
+from modfuse.errors import ModfuseError
+from modfuse.lego.merge import LegoMerge, block_stats
+
+__all__ = ["AdaptMethod", "adapt", "pseudo_labels"]
+
+AdaptMethod = Literal["agreement", "entropy"]
+KINDS = ("binary", "multiclass", "multilabel", "regression")
+
+
+def _fused_and_blocks(merged: LegoMerge, batch: ModalityBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """(fused prediction (B, C), calibrated block outputs (B, N, C), present (B, N))."""
+    out = merged(batch)
+    b, n = batch.batch_size, len(merged.blocks)
+    c = out.prediction.shape[1]
+    outputs = torch.zeros(b, n, c, device=batch.device)
+    present = torch.zeros(b, n, dtype=torch.bool, device=batch.device)
+    for i, (blk, (logits, index)) in enumerate(zip(merged.blocks, out.block_logits)):
+        if index.numel():
+            cal = blk.calibration
+            outputs[index, i] = (cal.apply(logits) if cal is not None else logits.float()).to(outputs.dtype)
+            present[index, i] = True
+    return out.prediction.float(), outputs, present
+
+
+def pseudo_labels(merged: LegoMerge, batch: ModalityBatch, method: AdaptMethod = "agreement") -> tuple[Tensor, Tensor]:
+    """Fused pseudo-labels of a batch and their per-sample weights.
+
+    Returns:
+        labels: soft pseudo-labels: fused probabilities (binary (B,), multilabel (B, L),
+            multiclass (B, C)); regression: fused estimates (B,) / (B, n).
+        weight: (B,) in [0, 1]; 0 for samples with fewer than two present blocks.
+    """
+    (_, spec), *_ = merged.tasks.items()
+    fused, outputs, present = _fused_and_blocks(merged, batch)
+    k = present.sum(1)
+    if spec.kind == "regression":
+        labels = fused[:, 0] if spec.num_outputs == 1 else fused
+        stats = block_stats(list(merged.blocks), batch.device)
+        sd = stats.spread.sqrt()[None]  # (1, N, C)
+        close = ((outputs - fused[:, None]).abs() <= 2 * sd).all(-1) | ~present
+        prec = (present[:, :, None] / stats.spread[None]).sum(1)  # (B, C)
+        confidence = (1 - (1 / prec.clamp_min(1e-12)) / stats.prior_var.mean(0)[None]).clamp(0, 1).mean(-1)
+    elif spec.kind == "multiclass":
+        p = fused.softmax(-1)
+        labels = p
+        close = (outputs.argmax(-1) == fused.argmax(-1)[:, None]) | ~present
+        confidence = 1 + (p * p.clamp_min(1e-12).log()).sum(-1) / math.log(spec.num_outputs)
+    elif spec.kind in ("binary", "multilabel"):
+        decided = (fused > 0).float()
+        close = ((outputs > 0).float() == decided[:, None]).all(-1) | ~present
+        p = torch.sigmoid(fused).clamp(1e-6, 1 - 1e-6)
+        labels = p[:, 0] if spec.kind == "binary" else p
+        entropy = -(p * p.log() + (1 - p) * (1 - p).log()) / math.log(2)
+        confidence = (1 - entropy).mean(-1)
+    else:
+        raise ModfuseError(f"adapt supports {list(KINDS)} tasks, found {spec.kind!r}")
+    paired = (k >= 2).float()
+    if method == "agreement":
+        weight = close.all(1).float() * paired
+    elif method == "entropy":
+        weight = confidence.clamp(0, 1) * paired
+    else:
+        raise ModfuseError(f"adapt method: expected 'agreement' or 'entropy', found {method!r}")
+    return labels, weight
+
+
+def _rows(data: MultiModalDataset | MultiModalDataModule, rows: Sequence[int] | None) -> tuple[Any, np.ndarray]:
+    if isinstance(data, MultiModalDataModule):
+        data.setup()
+        dataset = data.dataset
+        rows = data.splits["train"] if rows is None else rows
+    elif isinstance(data, MultiModalDataset):
+        dataset = data
+        rows = np.arange(len(data)) if rows is None else rows
+    else:
+        raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
+    return dataset, np.asarray(rows, dtype=int)
+
+
+def _loss(kind: str, pred: Tensor, label: Tensor) -> Tensor:
+    """Per-sample loss (n,) of calibrated outputs (n, C) against pseudo-labels."""
+    if kind == "binary":
+        return F.binary_cross_entropy_with_logits(pred[:, 0], label, reduction="none")
+    if kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(pred, label, reduction="none").mean(-1)
+    if kind == "multiclass":
+        return -(label * pred.log_softmax(-1)).sum(-1)
+    target = label.reshape(pred.shape[0], -1)
+    return (pred - target).pow(2).mean(-1)
+
+
+def adapt(
+    merged: LegoMerge,
+    unlabeled_paired_data: MultiModalDataset | MultiModalDataModule,
+    method: AdaptMethod = "agreement",
+    epochs: int = 5,
+    lr: float = 1e-4,
+    batch_size: int = 64,
+    rows: Sequence[int] | None = None,
+    seed: int = 0,
+) -> LegoMerge:
+    """Adapt a merged model to unlabelled paired target data with its own fused pseudo-labels.
+
+    Args:
+        merged: a :class:`LegoMerge` (never modified; prediction-space merges work best, as
+            their pseudo-labels are calibrated).
+        unlabeled_paired_data: target samples with several modalities each; their targets,
+            if any, are never read.
+        method: ``"agreement"`` (keep samples on which every present block agrees with the
+            fused label) or ``"entropy"`` (weight by 1 - normalised entropy of the fused
+            prediction).
+        epochs: passes over the target rows.
+        lr: AdamW learning rate of the block copies.
+        batch_size: batch size.
+        rows: target rows (default: the datamodule's train split / the whole dataset).
+        seed: shuffling seed.
+
+    Returns:
+        a new LegoMerge (same method, options, weights) of adapted copies of the blocks.
+
+    Shapes:
+        the returned model maps a batch of B samples to predictions (B, num_outputs), like
+        ``merged``; each of its ``blocks`` maps a batch to (B, num_outputs) alone.
+    """
+    if not isinstance(merged, LegoMerge):
+        raise ModfuseError(f"adapt expects a LegoMerge, found {type(merged).__name__}")
+    (_, spec), *_ = merged.tasks.items()
+    if spec.kind not in KINDS:
+        raise ModfuseError(f"adapt supports {list(KINDS)} tasks, found {spec.kind!r}")
+    if epochs < 0 or lr <= 0:
+        raise ModfuseError(f"adapt: expected epochs >= 0 and lr > 0, found epochs={epochs}, lr={lr}")
+    dataset, rows = _rows(unlabeled_paired_data, rows)
+    teacher = merged.eval()
+    device = next(merged.parameters()).device
+    # pseudo-labels once, from the source merge, in row order
+    labels, weights = [], []
+    loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=256, collate_fn=dataset.collate_fn)
+    with torch.no_grad():
+        for batch in loader:
+            lab, w = pseudo_labels(teacher, _unlabelled(batch).to(device), method)
+            labels.append(lab.cpu())
+            weights.append(w.cpu())
+    label_all, weight_all = torch.cat(labels), torch.cat(weights)
+    student = copy.deepcopy(merged)
+    used = (weight_all > 0).nonzero()[:, 0]
+    student.adaptation = {"method": method, "rows": len(rows), "used": len(used), "epochs": epochs}
+    if len(used) == 0 or epochs == 0:
+        return student.eval()
+    params = [p for p in student.blocks.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        student.train()
+        order = used[torch.randperm(len(used), generator=gen)]
+        for start in range(0, len(order), batch_size):
+            pos = order[start : start + batch_size]
+            batch = _unlabelled(dataset.collate_fn([dataset[int(rows[i])] for i in pos])).to(device)
+            lab, w = label_all[pos].to(device), weight_all[pos].to(device)
+            total = torch.zeros((), device=device)
+            for blk in student.blocks:
+                spectrum, index = blk.latent(batch)
+                if index.numel() == 0:
+                    continue
+                pred = blk.head(spectrum)
+                if blk.calibration is not None:
+                    pred = blk.calibration.apply(pred)
+                per = _loss(spec.kind, pred, lab.index_select(0, index))
+                wi = w.index_select(0, index)
+                total = total + (wi * per).sum() / w.sum().clamp_min(1e-12)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+    return student.eval()
+
+
+def _unlabelled(batch: ModalityBatch) -> ModalityBatch:
+    """The batch without its targets: adaptation must never see a label."""
+    batch.target = None
+    return batch

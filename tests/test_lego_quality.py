@@ -1,0 +1,238 @@
+"""Merge quality: calibrated blocks, the product of experts against the Bayes-optimal combination,
+precision weighting, guard rails, ``modfuse merge --validate`` and label-free ``adapt``."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from modfuse import LegoBlock, MultiModalDataset
+from modfuse.datasets.manifest import write_manifest
+from modfuse.errors import IncompatibleError
+from modfuse.lego import Calibration, adapt, load, merge, save
+from modfuse.lego.cli import merge_main
+from modfuse.lego.workflow import fit_block
+
+MODS = "abc"
+DELTA = {"a": 0.9, "b": 1.2, "c": 1.5}  # class-mean shift of each modality (unit noise)
+PRIOR = 0.3
+N, N_TEST = 3600, 1200
+TRAIN = {"lr": 3e-3, "batch_size": 64}
+ENC = {"name": "tabular", "num_features": 1, "hidden": [16], "out_dim": 16, "dropout": 0.0}
+
+
+def small_block(m: str, task: str = "binary", init_seed: int = 0) -> LegoBlock:
+    return LegoBlock(ENC, m, task=task, latent_shape=(4, 16), depth=1, heads=2, init_seed=init_seed)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    """y ~ Bernoulli(0.3); x_m | y ~ N(delta_m * y, 1), independent given y. The Bayes-optimal
+    log-odds is logit(0.3) + sum_m delta_m (x_m - delta_m / 2). Each block trains and calibrates
+    on its own third of the non-test rows (its own 'site')."""
+    L.seed_everything(0, verbose=False)
+    rng = np.random.default_rng(0)
+    y = (rng.random(N) < PRIOR).astype(int)
+    X = {m: (rng.normal(size=(N, 1)) + d * y[:, None]).astype("float32") for m, d in DELTA.items()}
+    bayes = np.log(PRIOR / (1 - PRIOR)) + sum(d * (X[m][:, 0] - d / 2) for m, d in DELTA.items())
+    ds = MultiModalDataset.from_arrays(X, y)
+    perm = rng.permutation(N)
+    test, rest = perm[:N_TEST], perm[N_TEST:]
+    blocks = []
+    for i, m in enumerate(MODS):
+        own = rest[i::3]
+        block = small_block(m)
+        fit_block(block, ds, max_epochs=12, rows=own[:600], val_rows=own[600:], **TRAIN)
+        blocks.append(block)
+    batch = ds.collate_fn([ds[i] for i in test])
+    return {"ds": ds, "X": X, "y": y, "blocks": blocks, "batch": batch, "test": test, "rest": rest, "bayes": bayes}
+
+
+def scores(model, batch) -> np.ndarray:
+    with torch.no_grad():
+        out = model.eval()(batch)
+    return getattr(out, "prediction", out)[:, 0].numpy()
+
+
+def test_fit_block_calibrates_on_its_own_validation_rows(cohort):
+    for block in cohort["blocks"]:
+        cal = block.calibration
+        assert isinstance(cal, Calibration) and cal.kind == "binary"
+        assert cal.n_val == 200 and cal.n_prior == 800  # its own train + validation rows
+        assert abs(cal.prior[0] - PRIOR) < 0.06
+        assert 0.2 < cal.temperature[0] < 5 and cal.metric == "auroc" and 0.6 < cal.score < 1.0
+
+
+def test_poe_beats_every_block_and_matches_the_bayes_optimal_combination(cohort):
+    y, test = cohort["y"][cohort["test"]], cohort["test"]
+    merged = merge(cohort["blocks"], method="poe")
+    assert merged.resolved_method == "poe" and merge(cohort["blocks"]).resolved_method == "poe"  # the default
+    auc = roc_auc_score(y, scores(merged, cohort["batch"]))
+    singles = [roc_auc_score(y, scores(b, cohort["batch"])) for b in cohort["blocks"]]
+    bayes = roc_auc_score(y, cohort["bayes"][test])
+    assert auc > max(singles) + 0.03, (auc, singles)
+    assert auc >= bayes - 0.01, (auc, bayes)
+    # calibrated: the merged probabilities match the Bayes posterior closely on average
+    p = torch.sigmoid(torch.as_tensor(scores(merged, cohort["batch"]))).numpy()
+    p_bayes = 1 / (1 + np.exp(-cohort["bayes"][test]))
+    assert np.abs(p - p_bayes).mean() < 0.05
+
+
+def test_poe_of_one_present_block_is_that_blocks_calibrated_output(cohort):
+    merged = merge(cohort["blocks"], method="poe")
+    batch = cohort["batch"].with_modalities(["b"])
+    block = cohort["blocks"][1]
+    with torch.no_grad():
+        want = block.calibration.apply(block(batch))
+    torch.testing.assert_close(torch.as_tensor(scores(merged, batch)), want[:, 0])
+
+
+def test_poe_without_calibration_raises_naming_the_block(cohort):
+    raw = small_block("d")
+    with pytest.raises(IncompatibleError, match=r"'poe' needs .*block 3 \('d'\) has none"):
+        merge([*cohort["blocks"], raw], method="poe")
+
+
+def test_different_init_seed_warns_naming_the_blocks():
+    blocks = [small_block("a"), small_block("b", init_seed=7)]
+    with pytest.warns(UserWarning, match=r"different init_seed \('a': 0, 'b': 7\)"):
+        merge(blocks, method="harmonic")
+
+
+def test_different_label_priors_warn(cohort):
+    a, b = cohort["blocks"][:2]
+    shifted = small_block("b")
+    shifted.load_state_dict(b.state_dict())
+    shifted.calibration = Calibration(**{**b.calibration.to_dict(), "prior": [0.6]})
+    with pytest.warns(UserWarning, match=r"block 0 \('a'\) and block 1 \('b'\) were trained under different label"):
+        merge([a, shifted], method="poe")
+
+
+def test_precision_merge_weights_blocks_by_their_precision():
+    """y ~ N(0, 1), x_m = y + N(0, s_m^2): block m's best estimate has residual variance
+    v_m = s_m^2 / (1 + s_m^2). The merge weights each block by its precision 1 / v_m: the plain
+    form is sum(mu_m / v_m) / sum(1 / v_m); the default (Gaussian product of experts) also removes
+    the extra copy of the N(m0, v0) target prior both blocks contain, which is Bayes-optimal here."""
+    L.seed_everything(1, verbose=False)
+    rng = np.random.default_rng(1)
+    n, noise = 2400, {"a": 0.5, "b": 1.5}
+    y = rng.normal(size=n).astype("float32")
+    X = {m: (y + s * rng.normal(size=n)).astype("float32")[:, None] for m, s in noise.items()}
+    ds = MultiModalDataset.from_arrays(X, y)
+    blocks = []
+    for m in noise:
+        block = small_block(m, task="regression")
+        fit_block(block, ds, max_epochs=6, rows=np.arange(0, 1600), val_rows=np.arange(1600, 2000), **TRAIN)
+        blocks.append(block)
+    for block, s in zip(blocks, noise.values()):
+        want = s**2 / (1 + s**2)
+        assert block.calibration.spread[0] == pytest.approx(want, rel=0.2)
+    merged = merge(blocks)
+    assert merged.resolved_method == "precision"
+    batch = ds.collate_fn([ds[i] for i in range(2000, n)])
+    with torch.no_grad():
+        mu = torch.stack([b(batch)[:, 0] for b in blocks], 1)
+        got = merged(batch).prediction[:, 0]
+    v = torch.tensor([b.calibration.spread[0] for b in blocks])
+    m0, v0 = blocks[0].calibration.prior[0], blocks[0].calibration.prior_var[0]
+    torch.testing.assert_close(got, ((mu / v).sum(1) - m0 / v0) / ((1 / v).sum() - 1 / v0))
+    with torch.no_grad():
+        plain = merge(blocks, method_options={"prior_correction": False})(batch).prediction[:, 0]
+    torch.testing.assert_close(plain, (mu / v).sum(1) / (1 / v).sum())
+    rmse = {
+        k: float(((p - torch.as_tensor(y[2000:])) ** 2).mean().sqrt()) for k, p in [("merged", got), *zip(noise, mu.T)]
+    }
+    assert rmse["merged"] < min(rmse["a"], rmse["b"]), rmse
+
+
+def test_calibration_and_method_survive_save_and_load(cohort, tmp_path):
+    merged = merge(cohort["blocks"], method="poe", method_options={"prior_correction": True})
+    back = load(save(merged, tmp_path / "m.safetensors"))
+    assert back.method == "poe" and back.method_options == {"prior_correction": True}
+    assert back.blocks[0].calibration == cohort["blocks"][0].calibration
+    np.testing.assert_allclose(scores(back, cohort["batch"]), scores(merged, cohort["batch"]), rtol=1e-5)
+
+
+def test_method_options_are_checked_against_the_signature(cohort):
+    with pytest.raises(Exception, match=r"no option\(s\) \['temperature'\].*prior_correction"):
+        merge(cohort["blocks"], method="poe", method_options={"temperature": 2})
+    plain = merge(cohort["blocks"], method="poe", method_options={"prior_correction": "false"})
+    assert plain.method_options == {"prior_correction": False}
+
+
+def test_merge_validate_writes_the_per_subset_table(cohort, tmp_path, capsys):
+    paths = [save(b, tmp_path / f"{b.modality}.safetensors") for b in cohort["blocks"]]
+    X, y = cohort["X"], cohort["y"]
+    table = pd.DataFrame({"id": [str(i) for i in range(N)], "y": y, **{m: X[m][:, 0] for m in MODS}})
+    test, rest = cohort["test"], cohort["rest"]
+    write_manifest(
+        table,
+        tmp_path / "data",
+        name="toy",
+        modalities={m: {"kind": "columns", "columns": [m]} for m in MODS},
+        targets={"y": {"kind": "binary", "columns": ["y"]}},
+        splits={"fixed": {"train": rest[:1200], "val": test, "test": rest[1200:]}},
+        group_column=None,
+        table_format="csv",
+    )
+    out = tmp_path / "merged.safetensors"
+    code = merge_main([*map(str, paths), "-o", str(out), "--validate", str(tmp_path / "data" / "manifest.csv")])
+    assert code == 0
+    report = pd.read_csv(tmp_path / "merged.validation.csv")
+    assert sorted(report["subset"]) == sorted(["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"])
+    assert (report["rows"] == N_TEST).all() and (report["metric"] == "auroc").all()
+    full = report.set_index("subset").loc["a+b+c"]
+    assert full["merged"] > full["best block score"] and full["block c"] == pytest.approx(full["best block score"])
+    assert "each block alone vs the merged model" in capsys.readouterr().out
+
+
+def test_adapt_leaves_the_source_blocks_unchanged_and_never_reads_labels(cohort):
+    ds, rest = cohort["ds"], cohort["rest"]
+    merged = merge(cohort["blocks"])
+    before = [{k: v.clone() for k, v in b.state_dict().items()} for b in cohort["blocks"]]
+    adapted = adapt(merged, ds, method="entropy", epochs=1, rows=rest[:600])
+    for b, state in zip(cohort["blocks"], before):
+        assert all(torch.equal(state[k], v) for k, v in b.state_dict().items())
+    changed = [
+        not torch.equal(a.head.linear.weight, b.head.linear.weight) for a, b in zip(adapted.blocks, merged.blocks)
+    ]
+    assert all(changed) and adapted.adaptation["used"] == 600
+    # the same rows with other labels give the same adapted model: no label is used
+    shuffled = MultiModalDataset.from_arrays(cohort["X"], np.random.default_rng(5).permutation(cohort["y"]))
+    again = adapt(merged, shuffled, method="entropy", epochs=1, rows=rest[:600])
+    for a, b in zip(adapted.blocks, again.blocks):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    # every adapted block still predicts alone, and agreement filtering drops disagreeing rows
+    single = cohort["batch"].with_modalities(["a"])
+    assert scores(adapted.blocks[0], single).shape == (N_TEST,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        filtered = adapt(merged, ds, method="agreement", epochs=1, rows=rest[:600])
+    assert 0 < filtered.adaptation["used"] < 600
+
+
+def test_fuse_starts_as_the_merge_and_keeps_it_when_fine_tuning_does_not_help(cohort):
+    from modfuse.data.datamodule import MultiModalDataModule
+    from modfuse.lego import LegoFuse
+    from modfuse.lego.workflow import fit_fuse
+
+    merged = merge(cohort["blocks"])
+    fused = LegoFuse(cohort["blocks"], base="merge")
+    np.testing.assert_allclose(scores(fused, cohort["batch"]), scores(merged, cohort["batch"]), rtol=1e-5, atol=1e-6)
+    rest, test = cohort["rest"], cohort["test"]
+    dm = MultiModalDataModule(cohort["ds"], splits={"train": rest[:600], "val": rest[600:1200], "test": test})
+    tuned = fit_fuse(cohort["blocks"], dm, 0, fuse_epochs=2, fuse_lr=1e-3, batch_size=64)
+    # chained best block first, and chosen on validation against the untouched fuse
+    assert [b.modality for b in tuned.blocks] == ["c", "b", "a"]
+    tried = tuned.selection["validation"]
+    assert set(tried) == {"before fine-tuning", "lr 0.001"}
+    y = torch.as_tensor(cohort["y"][rest[600:1200]])
+    batch = cohort["ds"].collate_fn([cohort["ds"][i] for i in rest[600:1200]])
+    chosen = roc_auc_score(y, scores(tuned, batch))
+    assert chosen == pytest.approx(max(tried.values()), abs=1e-4)

@@ -150,7 +150,7 @@ def test_a_saved_config_cannot_call_a_function(tmp_path: Path) -> None:
         instantiate(nested)
     assert not marker.exists()
     # names read from a file never reach a function at a dotted path
-    with pytest.raises(ModfuseError, match=r"unknown latent merge method 'os\.system'"):
+    with pytest.raises(ModfuseError, match=r"unknown merge method 'os\.system'"):
         METHODS.get("os.system")
 
 

@@ -219,3 +219,17 @@ def test_extending_a_finished_run_from_last_ckpt_trains_to_the_new_max_epochs(tm
         sched = extended.lr_scheduler_configs[0].scheduler
         assert sched.total_steps == 4 * steps_per_epoch
         assert sched.get_last_lr()[0] < 1e-3  # annealed to the end of the extended run
+
+
+@pytest.mark.parametrize("n_train", [8, 16, 40])
+def test_a_run_of_very_few_steps_trains_with_the_one_cycle_schedule(n_train: int) -> None:
+    """1, 2 or 5 optimizer steps in all: torch's one-cycle divided by zero below 10 steps."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n_train)
+    X = {"a": rng.normal(size=(n_train, 2))}
+    ds = MultiModalDataset.from_arrays(X, y)
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=ds.collate_fn)
+    task = FusionTask(EarlyFusion({"a": build("tabular", num_features=2, out_dim=4)}, tasks="binary"))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer.fit(task, loader)
+    assert trainer.global_step == -(-n_train // 8)

@@ -134,7 +134,11 @@ class FusionTask(LightningModule):
             return opt
         if hp.scheduler == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=0.1)
+            if total < 3:  # no room for a warm-up and an annealing phase: a constant rate
+                return opt
+            # 10% warm-up, but at least 2 steps: torch's one-cycle divides by the warm-up length - 1
+            warmup = min(0.5, max(0.1, 2.0 / total))
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=warmup)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.monitor_mode, patience=3, factor=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}

@@ -4,6 +4,9 @@ ranks and workers, mid-epoch resume, and the bad-input policy while preprocessin
 from __future__ import annotations
 
 import json
+import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +178,71 @@ def test_mid_epoch_resume_from_the_cache_reproduces_the_order(tmp_path):
     dm = CachedDataModule(str(tmp_path / "c"))
     dm.setup()
     assert dm.splits["val"].tolist() == list(range(30, 35))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read_rank(rank: int, world: int, port: int, cache: str, out: str) -> None:
+    """One gloo process: read its shard of the cache for two epochs, gather every rank's ids."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        ds = load_cache(cache)
+        sampler = ShardEpochSampler(ds.cache.shard_of(range(len(ds))), seed=1, batch_size=3)  # rank from the group
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, sampler=sampler, collate_fn=ds.collate_fn)
+        seen = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            mine = [i for batch in loader for i in batch.ids]
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, mine)
+            seen.append(gathered)
+        if rank == 0:
+            Path(out).write_text(json.dumps(seen))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gloo_run_reads_every_cached_sample_once_per_epoch(tmp_path):
+    n = 24
+    ds = MultiModalDataset.from_arrays({"a": np.arange(n, dtype=np.float32)[:, None]}, y=np.zeros(n))
+    write_cache(ds, tmp_path / "c", shard_size=4)
+    args = (2, free_port(), str(tmp_path / "c"), str(tmp_path / "seen.json"))
+    # fork: the ranks start in milliseconds (spawn re-imports torch: a minute on a loaded CPU)
+    torch.multiprocessing.start_processes(_read_rank, args=args, nprocs=2, join=True, start_method="fork")
+    for ranks in json.loads((tmp_path / "seen.json").read_text()):
+        assert sorted(ranks[0] + ranks[1]) == list(range(n))  # each sample exactly once, no padding needed
+        shards = [{i // 4 for i in ids} for ids in ranks]
+        assert not shards[0] & shards[1]  # disjoint whole shards
+
+
+def test_prepare_cache_command_then_fit_from_the_cache(tmp_path, monkeypatch):
+    import yaml
+
+    from modfuse.cli import main
+
+    monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "mfcache"))
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # LightningCLI warns when pytest's arguments are there
+    quick = ["--config", "recipes/quickstart.yaml", "--data.init_args.n", "40"]
+    assert main(["prepare-cache", *quick, "-o", str(tmp_path / "c"), "--shard_size", "8"]) == 0
+    index = json.loads((tmp_path / "c" / "index.json").read_text())
+    assert len(index["ids"]) == 40 and index["n_shards"] == 5 and set(index["modalities"]) == {"xray", "ecg", "labs"}
+    assert sorted(i for part in index["splits"].values() for i in part) == list(
+        range(40)
+    )  # the recipe's splits are kept
+    recipe = yaml.safe_load(Path("recipes/quickstart.yaml").read_text())
+    recipe["data"] = {
+        "class_path": "modfuse.data.cache.CachedDataModule",
+        "init_args": {"cache_dir": str(tmp_path / "c"), "batch_size": 8},
+    }
+    recipe.update(compare=[], test_after_fit=False)
+    recipe["trainer"].update(max_epochs=1, default_root_dir=str(tmp_path / "run"), logger=False)
+    recipe["trainer"]["enable_progress_bar"] = False
+    (tmp_path / "cached.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["fit", "--config", str(tmp_path / "cached.yaml")]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

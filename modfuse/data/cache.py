@@ -286,9 +286,9 @@ def _save_meta(
     meta = {"presence": torch.from_numpy(presence)}
     targets = dataset.targets
     if isinstance(targets, dict):
-        meta.update({f"target/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in targets.items()})
+        meta.update({f"target/{k}": torch.from_numpy(np.array(v)) for k, v in targets.items()})
     elif targets is not None:
-        meta["target"] = torch.from_numpy(np.ascontiguousarray(targets))
+        meta["target"] = torch.from_numpy(np.array(targets))  # a copy: targets are read-only views
     save_file(meta, str(folder / "meta.safetensors"))
     groups = None if dataset.groups is None else [_json_id(g) for g in dataset.groups.tolist()]
     index = {
@@ -447,7 +447,7 @@ class ShardEpochSampler(DistributedSampler):
         seed: shuffling seed (the same on every rank).
         batch_size: the per-process batch size.
         resume: callable returning the pending resume point or None.
-        num_replicas, rank: the process group (default: one process).
+        num_replicas, rank: the process group (default: the initialised one, else one process).
         num_workers: the DataLoader's worker processes.
     """
 
@@ -462,9 +462,9 @@ class ShardEpochSampler(DistributedSampler):
         num_workers: int = 0,
     ) -> None:
         self.shards = np.asarray(shards, dtype=np.int64)
-        super().__init__(
-            range(len(self.shards)), num_replicas=num_replicas or 1, rank=rank or 0, shuffle=True, seed=seed
-        )
+        if num_replicas is None and not torch.distributed.is_initialized():
+            num_replicas, rank = 1, 0  # one process (DistributedSampler would ask the process group)
+        super().__init__(range(len(self.shards)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.batch_size, self.resume, self.num_workers = batch_size, resume, num_workers
         self._explicit_epoch = False
 

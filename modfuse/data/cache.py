@@ -313,8 +313,10 @@ class CacheStore:
         path: the folder written by :func:`write_cache`.
 
     Attributes:
-        ids, modalities, presence ((N, M) bool), shard_size, n_shards, groups, splits,
-        read_errors: as saved.
+        ids: the sample ids, in dataset order.
+        modalities: modality -> ``{"collate": mode}``.
+        presence: (N, M) bool, which sample has which modality.
+        shard_size, n_shards, groups, splits, read_errors: as saved by :func:`write_cache`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -525,8 +527,10 @@ class CachedDataModule(MultiModalDataModule):
 
     Args:
         cache_dir: the cache folder.
-        split, splits, val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed,
-            train_transform: as in :class:`~modfuse.data.MultiModalDataModule`.
+        split: split kind when the cache has no saved splits (see ``MultiModalDataModule``).
+        splits: explicit splits, overriding the saved ones.
+        val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed, train_transform: as
+            in :class:`~modfuse.data.MultiModalDataModule`.
     """
 
     def __init__(

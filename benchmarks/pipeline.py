@@ -157,7 +157,7 @@ class HandWritten(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        sid = self.ids[i]
+        sid = _file(self.ids[i])
         if self.kind == "dicom":
             import pydicom
 
@@ -185,17 +185,21 @@ class HandWritten(Dataset):
         return torch.from_numpy(np.append(values, np.float32(row["sex"] == "M")))
 
 
+def _file(sample_id: str) -> str:
+    return sample_id.split("~")[0]
+
+
 def modfuse_dataset(kind: str, root: Path, ids: list[str]) -> Any:
     from modfuse.data import MultiModalDataset
     from modfuse.data.readers import DicomSource, MultiBandRasterSource, TabularSource, WfdbSource
 
     if kind == "dicom":
-        source = DicomSource({sid: root / "dicom" / f"{sid}.dcm" for sid in ids})
+        source = DicomSource({sid: root / "dicom" / f"{_file(sid)}.dcm" for sid in ids})
     elif kind == "geotiff":
-        scenes = {sid: {b: root / "s2" / sid / f"{b}.tif" for b in BANDS} for sid in ids}
+        scenes = {sid: {b: root / "s2" / _file(sid) / f"{b}.tif" for b in BANDS} for sid in ids}
         source = MultiBandRasterSource(scenes, bands=BANDS)
     elif kind == "wfdb":
-        source = WfdbSource({sid: root / "ecg" / sid for sid in ids})
+        source = WfdbSource({sid: root / "ecg" / _file(sid) for sid in ids})
     else:
         source = TabularSource(root / "labs.csv", id="id")
     return MultiModalDataset({kind: source}, ids=ids)
@@ -238,14 +242,23 @@ def measure(make: Callable[[], tuple[Dataset, Any]], workers: int = 0, pin: bool
     return result
 
 
-def run(n: int, work: Path, out: Path, log: Callable[[str], None], command: str) -> pd.DataFrame:
+def run(
+    n: int,
+    work: Path,
+    out: Path,
+    log: Callable[[str], None],
+    command: str,
+    repeat: int = 1,
+    kinds: tuple[str, ...] = ("dicom", "geotiff", "wfdb", "table"),
+) -> pd.DataFrame:
     from benchmarks.common import machine
     from modfuse.data.cache import load_cache, write_cache
 
     info = generate(work / "files", n, log)
-    ids = [f"s{i:06d}" for i in range(n)]
+    # repeat > 1: the same files again under new sample ids ("s000001~2": file s000001)
+    ids = [f"s{i:06d}" + (f"~{k}" if k else "") for k in range(repeat) for i in range(n)]
     rows = []
-    for kind in ("dicom", "geotiff", "wfdb", "table"):
+    for kind in kinds:
         hand = measure(lambda k=kind: (HandWritten(k, work / "files", ids), None))
         row = {"modality": kind, "hand w=0": hand[0]}
         rss = {"hand w=0": hand[1]}
@@ -256,7 +269,7 @@ def run(n: int, work: Path, out: Path, log: Callable[[str], None], command: str)
                 return ds, ds.collate_fn
 
             row[f"reader w={w}"], rss[f"reader w={w}"] = measure(make, w)
-        cache = work / f"cache-{kind}-{n}"
+        cache = work / f"cache-{kind}-{n * repeat}"
         start = time.perf_counter()
         write_cache(modfuse_dataset(kind, work / "files", ids), cache, overwrite=True, num_workers=2)
         row["cache write s"] = time.perf_counter() - start
@@ -274,7 +287,7 @@ def run(n: int, work: Path, out: Path, log: Callable[[str], None], command: str)
         rows.append(row)
         log(f"{kind}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
     frame = pd.DataFrame(rows)
-    write_markdown(frame, n, info, out, command, machine())
+    write_markdown(frame, n * repeat, info, out, command, machine())
     return frame
 
 
@@ -324,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         help="markdown file the tables are appended to",
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--repeat", type=int, default=1, help="read the N files this many times (N x repeat ids)")
+    parser.add_argument("--modalities", nargs="+", default=["dicom", "geotiff", "wfdb", "table"])
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
     start = time.perf_counter()
@@ -332,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)
 
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
-    frame = run(n, args.work, args.out, log, command.strip())
+    frame = run(n, args.work, args.out, log, command.strip(), args.repeat, tuple(args.modalities))
     print(frame.to_string(index=False))
     print(ratios(frame).to_string(index=False))
     if not args.keep:

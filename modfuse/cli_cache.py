@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     parser.add_argument("-o", "--out", required=True, help="the cache folder to create")
-    parser.add_argument("--shard_size", type=int, default=1024, help="samples per shard (default 1024)")
+    parser.add_argument("--shard_size", type=int, default=1024, help="at most this many samples per shard (1024)")
+    parser.add_argument("--shard_mb", type=float, default=256, help="close a shard at this many MiB (default 256)")
     parser.add_argument("--num_workers", type=int, default=0, help="decoding worker processes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cache folder")
     return parser
@@ -58,6 +59,7 @@ def prepare_cache_main(argv: Sequence[str]) -> int:
         datamodule.dataset,
         options.out,
         shard_size=options.shard_size,
+        shard_bytes=int(options.shard_mb * 2**20),
         num_workers=options.num_workers,
         splits=splits,
         overwrite=options.overwrite,

@@ -89,6 +89,20 @@ def _present(ds: MultiModalDataset):
     )
 
 
+def test_shards_close_at_a_byte_budget_and_readers_map_few_shards(tmp_path):
+    images = np.random.default_rng(0).random((10, 64, 64), dtype=np.float32)  # 16 KiB each
+    images[3] = np.nan  # missing: takes no bytes
+    ds = MultiModalDataset.from_arrays({"img": images}, y=np.arange(10))
+    report = write_cache(ds, tmp_path / "c", shard_bytes=3 * 64 * 64 * 4)
+    store = load_cache(tmp_path / "c").cache
+    assert report.n_shards == 3 and store.shard_starts.tolist() == [0, 3, 7]  # row 3 is missing: no bytes
+    assert store.shard_of([0, 2, 3, 6, 7, 9]).tolist() == [0, 0, 1, 1, 2, 2]
+    cached = load_cache(tmp_path / "c")
+    for i in (9, 0, 5, 1):
+        assert torch.equal(cached[i]["inputs"]["img"], torch.from_numpy(images[i]))
+    assert sorted(cached.cache._handles) == [0, 1]  # at most max_open=2 memory maps, least recent closed
+
+
 def test_cache_refuses_to_overwrite_and_leaves_no_temporary_folder(tmp_path):
     ds = MultiModalDataset.from_arrays({"a": np.ones((4, 2))}, y=np.zeros(4))
     write_cache(ds, tmp_path / "c")
@@ -231,7 +245,11 @@ def test_prepare_cache_command_then_fit_from_the_cache(tmp_path, monkeypatch):
     quick = ["--config", "recipes/quickstart.yaml", "--data.init_args.n", "40"]
     assert main(["prepare-cache", *quick, "-o", str(tmp_path / "c"), "--shard_size", "8"]) == 0
     index = json.loads((tmp_path / "c" / "index.json").read_text())
-    assert len(index["ids"]) == 40 and index["n_shards"] == 5 and set(index["modalities"]) == {"xray", "ecg", "labs"}
+    assert (
+        len(index["ids"]) == 40
+        and len(index["shard_starts"]) == 5
+        and set(index["modalities"]) == {"xray", "ecg", "labs"}
+    )
     assert sorted(i for part in index["splits"].values() for i in part) == list(
         range(40)
     )  # the recipe's splits are kept

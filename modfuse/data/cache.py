@@ -12,7 +12,8 @@ DDP rank (and each DataLoader worker) its own run of whole shards.
 
 Format (``modfuse-cache/1``), chosen after comparing LitData, zarr and safetensors shards:
 
-- one ``shard-NNNNN.safetensors`` file per ``shard_size`` consecutive samples, with one tensor
+- one ``shard-NNNNN.safetensors`` file per run of consecutive samples (at most ``shard_size``
+  samples and about ``shard_bytes`` bytes: a 512 x 512 float32 image is 1 MiB), with one tensor
   per stored value (``"{row}/{modality}"``, or ``"{row}/{modality}/{field}"`` for dicts and PyG
   graphs) and the non-tensor parts (a graph's ``smiles``) as JSON in the file's metadata;
 - ``meta.safetensors``: presence (N, M) bool, the shard of each sample and the targets with
@@ -178,6 +179,7 @@ def write_cache(
     out_dir: str | os.PathLike[str],
     *,
     shard_size: int = 1024,
+    shard_bytes: int = 256 * 2**20,
     num_workers: int = 0,
     splits: Mapping[str, Sequence[int]] | None = None,
     overwrite: bool = False,
@@ -194,7 +196,9 @@ def write_cache(
             stores no value for that modality and sample and records the error in the cache's
             read-error report (:attr:`CacheReport.read_errors`, ``index.json``).
         out_dir: the cache folder to create.
-        shard_size: samples per shard (consecutive dataset indices).
+        shard_size: at most this many samples per shard (consecutive dataset indices).
+        shard_bytes: a shard is closed once its tensors reach this many bytes (readers keep a
+            few shards memory-mapped, so this bounds their resident memory).
         num_workers: DataLoader worker processes decoding in parallel.
         splits: optional ``{"train": idx, ...}`` saved with the cache (used by
             :class:`CachedDataModule`).
@@ -223,7 +227,7 @@ def write_cache(
         loader = DataLoader(_Decoding(dataset), batch_size=1, num_workers=num_workers, collate_fn=_first)
         shard: dict[str, torch.Tensor] = {}
         entries: dict[str, Any] = {}
-        n_shards = 0
+        n_shards, size, starts = 0, 0, [0]  # starts: the first row of each shard
         for index, item in enumerate(loader):
             if "failed" in item:
                 dataset[item["failed"]]  # raises the dataset's own error, naming file and modality
@@ -237,16 +241,18 @@ def write_cache(
                 key = f"{index}/{modality}"
                 tensors, entry = _encode(value, key, modality, dataset.ids[index])
                 shard.update(tensors)
+                size += sum(t.numel() * t.element_size() for t in tensors.values())
                 entries[key] = entry
                 presence[index, j] = True
-            if (index + 1) % shard_size == 0 or index + 1 == n:
+            if index + 1 - starts[-1] >= shard_size or size >= shard_bytes or index + 1 == n:
                 _save_shard(tmp / _shard_name(n_shards), shard, entries)
-                shard, entries, n_shards = {}, {}, n_shards + 1
+                shard, entries, n_shards, size = {}, {}, n_shards + 1, 0
+                starts.append(index + 1)
                 if progress is not None:
                     progress(index + 1, n)
         if n == 0:
             raise ModfuseError("the dataset has no samples to cache")
-        _save_meta(tmp, dataset, ids, presence, shard_size, n_shards, splits, errors)
+        _save_meta(tmp, dataset, ids, presence, starts[:-1], splits, errors)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -278,8 +284,7 @@ def _save_meta(
     dataset: MultiModalDataset,
     ids: list[Any],
     presence: np.ndarray,
-    shard_size: int,
-    n_shards: int,
+    starts: list[int],
     splits: Mapping[str, Sequence[int]] | None,
     errors: list[dict[str, Any]],
 ) -> None:
@@ -295,8 +300,7 @@ def _save_meta(
         "format": FORMAT,
         "ids": ids,
         "modalities": {m: {"collate": c} for m, c in dataset.collate_modes.items()},
-        "shard_size": shard_size,
-        "n_shards": n_shards,
+        "shard_starts": starts,
         "multitask": isinstance(targets, dict),
         "groups": groups,
         "splits": None if splits is None else {k: [int(i) for i in v] for k, v in splits.items()},
@@ -316,11 +320,13 @@ class CacheStore:
         ids: the sample ids, in dataset order.
         modalities: modality -> ``{"collate": mode}``.
         presence: (N, M) bool, which sample has which modality.
-        shard_size, n_shards, groups, splits, read_errors: as saved by :func:`write_cache`.
+        shard_starts: the first row of each shard. n_shards: their number.
+        groups, splits, read_errors: as saved by :func:`write_cache`.
+        max_open: shards kept memory-mapped at once per process (least recently used closed).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str], max_open: int = 2) -> None:
+        self.path, self.max_open = Path(path), max_open
         index_file = self.path / "index.json"
         if not index_file.is_file():
             raise ReadError("expected a modfuse cache folder (index.json), found none", path=self.path)
@@ -329,8 +335,8 @@ class CacheStore:
             raise ReadError(f"expected cache format {FORMAT!r}, found {index.get('format')!r}", path=index_file)
         self.ids: list[Any] = index["ids"]
         self.modalities: dict[str, dict[str, Any]] = index["modalities"]
-        self.shard_size: int = index["shard_size"]
-        self.n_shards: int = index["n_shards"]
+        self.shard_starts = np.asarray(index["shard_starts"], dtype=np.int64)
+        self.n_shards = len(self.shard_starts)
         self.groups = index["groups"]
         self.splits = index["splits"]
         self.read_errors: list[dict[str, Any]] = index["read_errors"]
@@ -339,7 +345,7 @@ class CacheStore:
             self.presence = meta.get_tensor("presence").numpy()
             self._meta = {k: meta.get_tensor(k).numpy() for k in meta.keys() if k != "presence"}
         self.row = {sid: i for i, sid in enumerate(self.ids)}
-        self._handles: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._handles: dict[int, tuple[Any, dict[str, Any]]] = {}  # insertion order = recency
         self._pid = os.getpid()
 
     @property
@@ -350,11 +356,11 @@ class CacheStore:
 
     def shard_of(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """The shard number of each dataset row."""
-        return np.asarray(rows, dtype=np.int64) // self.shard_size
+        return np.searchsorted(self.shard_starts, np.asarray(rows, dtype=np.int64), side="right") - 1
 
     def value(self, row: int, modality: str) -> Any:
         """The stored value of ``modality`` at dataset row ``row`` (None when not stored)."""
-        handle, entries = self._handle(row // self.shard_size)
+        handle, entries = self._handle(int(self.shard_of([row])[0]))
         key = f"{row}/{modality}"
         entry = entries.get(key)
         return None if entry is None else _decode(handle, key, entry)
@@ -362,7 +368,11 @@ class CacheStore:
     def _handle(self, shard: int) -> tuple[Any, dict[str, Any]]:
         if self._pid != os.getpid():  # a forked worker opens its own memory maps
             self._handles, self._pid = {}, os.getpid()
-        if shard not in self._handles:
+        if shard in self._handles:
+            self._handles[shard] = self._handles.pop(shard)  # most recently used last
+        else:
+            while len(self._handles) >= self.max_open:  # unmapping drops the shard's resident pages
+                self._handles.pop(next(iter(self._handles)))
             path = self.path / _shard_name(shard)
             try:
                 handle = safe_open(str(path), "pt")

@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import common
 
-SECTIONS = ("esol", "remote_sensing", "speed", "lego_quality")
+SECTIONS = ("esol", "remote_sensing", "speed", "lego_quality", "pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import lego_quality
 
             lego_quality.run(lego_quality.QUICK if args.quick else lego_quality.Settings(), command, log, out_dir=out)
+        elif section == "pipeline":
+            from benchmarks import pipeline
+
+            pipeline.main([*(["--quick"] if args.quick else []), "--out", str(out / "pipeline.md")])
         else:
             from benchmarks import speed
 

@@ -7,6 +7,9 @@ Commands (``modfuse --help`` lists them):
   :class:`~modfuse.data.MultiModalDataModule` subclass as the data, both given as
   ``class_path``/``init_args`` in the recipe (as in torchgeo).
 - ``modfuse merge ...``: merge separately trained Lego blocks (:mod:`modfuse.lego.cli`).
+- ``modfuse prepare-cache --config recipes/NAME.yaml -o DIR``: decode the recipe's data once
+  into a sharded cache (:mod:`modfuse.cli_cache`); train from it with
+  ``data: {class_path: modfuse.data.cache.CachedDataModule, init_args: {cache_dir: DIR}}``.
 - ``modfuse explain|robustness --config recipes/NAME.yaml [--ckpt_path P] [--out_dir D]``:
   rebuild the recipe's task and data, load a checkpoint and write the report.
 
@@ -67,8 +70,8 @@ COMMANDS = {
     "adapt": "adapt a merged Lego model to paired unlabelled data with fused pseudo-labels",
     "explain": "modality Shapley values and attributions of a checkpoint (tables + PNG plots)",
     "robustness": "metrics per modality subset and under simulated missingness (tables + PNG plots)",
+    "prepare-cache": "decode a recipe's data once into a sharded cache folder to train from",
 }
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -113,6 +116,10 @@ def _run(command: str, rest: list[str], recipe_args: list[str] | None) -> int:
         from modfuse.lego.cli import adapt_main
 
         return int(adapt_main(rest) or 0)
+    if command == "prepare-cache":
+        from modfuse.cli_cache import prepare_cache_main
+
+        return prepare_cache_main(rest)
     # torch and Lightning are imported only now, so `modfuse --help` answers at once
     from modfuse.cli_recipes import report_main, run_recipe
 

@@ -69,11 +69,11 @@ def quickstart_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return root
 
 
-def test_help_lists_all_eight_commands() -> None:
+def test_help_lists_all_nine_commands() -> None:
     out = subprocess.run(["modfuse", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("fit", "validate", "test", "predict", "merge", "adapt", "explain", "robustness"):
+    for command in ("fit", "validate", "test", "predict", "merge", "adapt", "explain", "robustness", "prepare-cache"):
         assert f"  {command} " in out
-    assert len(COMMANDS) == 8
+    assert len(COMMANDS) == 9
 
 
 def test_unknown_command_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,359 @@
+"""Data-pipeline throughput: samples/s and peak RSS from raw files and from the cache.
+
+Generates N synthetic samples on disk (into ``--work``, default a folder under the system temp
+folder, never the repository): 512 x 512 16-bit DICOMs (every 4th JPEG 2000 lossless when
+pylibjpeg-openjpeg can encode, else all uncompressed), 12-band 120 x 120 GeoTIFF chips (one
+file per band, as Sentinel-2 products ship them), 12-lead WFDB records (10 s at 500 Hz) and a
+table with missing values. For each modality it measures, each in a fresh forked process (so
+peak RSS is that configuration's own, workers included):
+
+- ``hand``: a hand-written torch Dataset reading the files with pydicom / rasterio / wfdb;
+- ``reader w=0/1/2``: modfuse's reader path (``MultiModalDataset`` + collate) with 0-2 workers;
+- ``cache w=0/1/2``: the same dataset written once with :func:`modfuse.data.cache.write_cache`
+  and read back through :func:`modfuse.data.cache.load_cache`;
+- ``cache pinned``: the cache loader with ``pin_memory=True`` and the batch moved to the model's
+  device (CUDA when present, else the CPU: the transfer is then a no-op and is reported so).
+
+Run: ``python -m benchmarks.pipeline --quick`` (N=500) or ``--n 20000``; writes
+``benchmarks/results/pipeline.md`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+BATCH = 32
+
+
+# ---------------------------------------------------------------------------- synthetic files
+def j2k_available() -> bool:
+    from pydicom.encoders import get_encoder
+    from pydicom.uid import JPEG2000Lossless
+
+    return bool(get_encoder(JPEG2000Lossless).is_available)
+
+
+def write_dicoms(folder: Path, n: int, compress_every: int) -> None:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    base = (np.add.outer(np.arange(512), np.arange(512)) * 4).astype(np.uint16)
+    for i in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID = "DX", f"p{i}"
+        ds.Rows = ds.Columns = 512
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.WindowCenter, ds.WindowWidth = 2048, 4096
+        pixels = base + rng.integers(0, 64, (512, 512), dtype=np.uint16)
+        ds.PixelData = pixels.tobytes()
+        if compress_every and i % compress_every == 0:
+            ds.compress(JPEG2000Lossless, pixels)
+        ds.save_as(folder / f"s{i:06d}.dcm", enforce_file_format=True)
+
+
+def write_chips(folder: Path, n: int) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(1)
+    profile = {"driver": "GTiff", "height": 120, "width": 120, "count": 1, "dtype": "uint16", "crs": "EPSG:32633"}
+    for i in range(n):
+        chip = folder / f"s{i:06d}"
+        chip.mkdir(parents=True, exist_ok=True)
+        transform = from_origin(500_000 + 1200 * (i % 100), 5_000_000 - 1200 * (i // 100), 10, 10)
+        for band in BANDS:
+            with rasterio.open(chip / f"{band}.tif", "w", transform=transform, **profile) as dst:
+                dst.write(rng.integers(0, 10_000, (1, 120, 120), dtype=np.uint16))
+
+
+def write_records(folder: Path, n: int) -> None:
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    t = np.arange(5000) / 500
+    for i in range(n):
+        signal = np.sin(2 * np.pi * 1.2 * t)[:, None] + 0.05 * rng.standard_normal((5000, 12))
+        wfdb.wrsamp(
+            f"s{i:06d}",
+            fs=500,
+            units=["mV"] * 12,
+            sig_name=LEADS,
+            p_signal=signal,
+            fmt=["16"] * 12,
+            write_dir=str(folder),
+        )
+
+
+def write_table(path: Path, n: int) -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "id": [f"s{i:06d}" for i in range(n)],
+            "age": rng.normal(60, 15, n).round(),
+            "troponin": rng.lognormal(0, 1, n),
+            "crp": rng.lognormal(1, 1, n),
+            "creatinine": rng.normal(1, 0.3, n),
+            "sex": rng.choice(["F", "M"], n),
+        }
+    )
+    for column, rate in (("troponin", 0.3), ("crp", 0.15), ("creatinine", 0.05)):  # labs not always drawn
+        frame.loc[rng.random(n) < rate, column] = np.nan
+    frame.to_csv(path, index=False)
+
+
+def generate(root: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Write the four modalities for ``n`` samples under ``root`` (reused when complete)."""
+    done = root / f"complete-{n}"
+    compress = 4 if j2k_available() else 0
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        start = time.perf_counter()
+        write_dicoms(root / "dicom", n, compress)
+        write_chips(root / "s2", n)
+        write_records(root / "ecg", n)
+        write_table(root / "labs.csv", n)
+        done.touch()
+        log(f"generated {n} samples per modality in {time.perf_counter() - start:.0f} s")
+    return {"compressed": compress}
+
+
+# ---------------------------------------------------------------------------- the loops compared
+class HandWritten(Dataset):
+    """A plain torch Dataset over the same files, calling the libraries directly."""
+
+    def __init__(self, kind: str, root: Path, ids: list[str]) -> None:
+        self.kind, self.root, self.ids = kind, root, ids
+        if kind == "table":
+            self.frame = pd.read_csv(root / "labs.csv").set_index("id")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        sid = _file(self.ids[i])
+        if self.kind == "dicom":
+            import pydicom
+
+            ds = pydicom.dcmread(self.root / "dicom" / f"{sid}.dcm")
+            x = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
+                getattr(ds, "RescaleIntercept", 0)
+            )
+            lo = float(ds.WindowCenter) - float(ds.WindowWidth) / 2
+            return torch.from_numpy(np.clip((x - lo) / float(ds.WindowWidth), 0, 1))[None]
+        if self.kind == "geotiff":
+            import rasterio
+
+            bands = []
+            for band in BANDS:
+                with rasterio.open(self.root / "s2" / sid / f"{band}.tif") as src:
+                    bands.append(src.read(1).astype(np.float32))
+            return torch.from_numpy(np.stack(bands))
+        if self.kind == "wfdb":
+            import wfdb
+
+            signal, _ = wfdb.rdsamp(str(self.root / "ecg" / sid))
+            return torch.from_numpy(np.ascontiguousarray(signal.T, dtype=np.float32))
+        row = self.frame.loc[sid]
+        values = row[["age", "troponin", "crp", "creatinine"]].to_numpy(dtype=np.float32)
+        return torch.from_numpy(np.append(values, np.float32(row["sex"] == "M")))
+
+
+def _file(sample_id: str) -> str:
+    return sample_id.split("~")[0]
+
+
+def modfuse_dataset(kind: str, root: Path, ids: list[str]) -> Any:
+    from modfuse.data import MultiModalDataset
+    from modfuse.data.readers import DicomSource, MultiBandRasterSource, TabularSource, WfdbSource
+
+    if kind == "dicom":
+        source = DicomSource({sid: root / "dicom" / f"{_file(sid)}.dcm" for sid in ids})
+    elif kind == "geotiff":
+        scenes = {sid: {b: root / "s2" / _file(sid) / f"{b}.tif" for b in BANDS} for sid in ids}
+        source = MultiBandRasterSource(scenes, bands=BANDS)
+    elif kind == "wfdb":
+        source = WfdbSource({sid: root / "ecg" / _file(sid) for sid in ids})
+    else:
+        source = TabularSource(root / "labs.csv", id="id")
+    return MultiModalDataset({kind: source}, ids=ids)
+
+
+def _measure(make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, queue: Any) -> None:
+    torch.set_num_threads(1)
+    dataset, collate = make()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset[0]  # warm-up: lazy imports (MONAI, rasterio drivers) are not part of the rate
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate, pin_memory=pin)
+    # steady state: the clock starts once each worker has delivered its first batch (worker
+    # start-up is paid once per run with persistent workers, not per epoch)
+    first = max(workers, 1)
+    start, n = time.perf_counter(), 0
+    batches = iter(loader)
+    for k, batch in enumerate(batches):
+        if pin:  # the handoff: the batch moves to the model's device (non_blocking from pinned memory)
+            batch = batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
+        if k < first:
+            start = time.perf_counter()
+            continue
+        n += len(batch) if isinstance(batch, torch.Tensor) else len(batch.ids)
+    seconds = time.perf_counter() - start
+    del batches  # joins the workers, so their peak RSS is in RUSAGE_CHILDREN
+    rss = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
+    queue.put((n / seconds, rss / 1024))
+
+
+def measure(make: Callable[[], tuple[Dataset, Any]], workers: int = 0, pin: bool = False) -> tuple[float, float]:
+    """(samples/s, peak RSS MiB) of one full pass, in a fresh forked process."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_measure, args=(make, workers, pin, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def run(
+    n: int,
+    work: Path,
+    out: Path,
+    log: Callable[[str], None],
+    command: str,
+    repeat: int = 1,
+    kinds: tuple[str, ...] = ("dicom", "geotiff", "wfdb", "table"),
+) -> pd.DataFrame:
+    from benchmarks.common import machine
+    from modfuse.data.cache import load_cache, write_cache
+
+    info = generate(work / "files", n, log)
+    # repeat > 1: the same files again under new sample ids ("s000001~2": file s000001)
+    ids = [f"s{i:06d}" + (f"~{k}" if k else "") for k in range(repeat) for i in range(n)]
+    rows = []
+    for kind in kinds:
+        hand = measure(lambda k=kind: (HandWritten(k, work / "files", ids), None))
+        row = {"modality": kind, "hand w=0": hand[0]}
+        rss = {"hand w=0": hand[1]}
+        for w in (0, 1, 2):
+
+            def make(k: str = kind) -> tuple[Dataset, Any]:
+                ds = modfuse_dataset(k, work / "files", ids)
+                return ds, ds.collate_fn
+
+            row[f"reader w={w}"], rss[f"reader w={w}"] = measure(make, w)
+        cache = work / f"cache-{kind}-{n * repeat}"
+        start = time.perf_counter()
+        write_cache(modfuse_dataset(kind, work / "files", ids), cache, overwrite=True, num_workers=2)
+        row["cache write s"] = time.perf_counter() - start
+        for w in (0, 1, 2):
+
+            def make_cached(c: Path = cache) -> tuple[Dataset, Any]:
+                ds = load_cache(c)
+                return ds, ds.collate_fn
+
+            row[f"cache w={w}"], rss[f"cache w={w}"] = measure(make_cached, w)
+        row["cache pinned w=2"], rss["cache pinned w=2"] = measure(make_cached, 2, pin=True)
+        row["peak RSS MiB (max)"] = max(rss.values())
+        row["RSS MiB reader w=2"] = rss["reader w=2"]
+        row["RSS MiB cache w=2"] = rss["cache w=2"]
+        rows.append(row)
+        log(f"{kind}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
+    frame = pd.DataFrame(rows)
+    write_markdown(frame, n * repeat, info, out, command, machine())
+    return frame
+
+
+def ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """The target ratios per modality."""
+    return pd.DataFrame(
+        {
+            "modality": frame["modality"],
+            "reader/hand w=0 (>=0.90)": frame["reader w=0"] / frame["hand w=0"],
+            "cache/reader w=0 (>=5 dicom, geotiff)": frame["cache w=0"] / frame["reader w=0"],
+            "reader w=2 / w=0 (>=1.7)": frame["reader w=2"] / frame["reader w=0"],
+            "cache w=2 / w=0": frame["cache w=2"] / frame["cache w=0"],
+        }
+    )
+
+
+def write_markdown(frame: pd.DataFrame, n: int, info: dict[str, Any], out: Path, command: str, mach: dict) -> None:
+    from benchmarks.common import markdown_table
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compressed = f"every {info['compressed']}th DICOM JPEG 2000 lossless" if info["compressed"] else "no encoder"
+    text = [
+        f"## N = {n} samples per modality\n",
+        f"Command: `{command}`. DICOM compression: {compressed}. Batch size {BATCH}; samples/s of one full",
+        "pass (files in the OS page cache after generation); RSS = peak resident set of the measuring",
+        "process or of one of its workers, MiB.\n",
+        markdown_table(frame.round(2)),
+        "",
+        markdown_table(ratios(frame).round(2)),
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in mach.items()),
+        "",
+    ]
+    with out.open("a") as fh:
+        fh.write("\n".join(text) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 500")
+    parser.add_argument("--n", type=int, default=20_000, help="samples per modality (default 20000)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "modfuse-pipeline-bench")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).parent / "results" / "pipeline.md",
+        help="markdown file the tables are appended to",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--repeat", type=int, default=1, help="read the N files this many times (N x repeat ids)")
+    parser.add_argument("--modalities", nargs="+", default=["dicom", "geotiff", "wfdb", "table"])
+    args = parser.parse_args(argv)
+    n = 500 if args.quick else args.n
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)
+
+    command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
+    frame = run(n, args.work, args.out, log, command.strip(), args.repeat, tuple(args.modalities))
+    print(frame.to_string(index=False))
+    print(ratios(frame).to_string(index=False))
+    if not args.keep:
+        shutil.rmtree(args.work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

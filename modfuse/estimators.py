@@ -237,6 +237,14 @@ class _FusionEstimator(BaseEstimator, ABC):
         random_state: seed of the split, the initialisation and the shuffling.
         device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         verbose: show a progress bar and Lightning's messages.
+        modality_dropout: missingness-aware training, ON by default: per-sample modality
+            dropout during training only (a sample always keeps one modality). ``"auto"``
+            (the rate validated in ``benchmarks/missing.py``), a rate, a dict modality -> rate,
+            or None to switch it off.
+        unimodal_weight: weight of the unimodal auxiliary losses (each modality alone through
+            the fused model, the task's loss); ``"auto"`` (default) or 0 / None to switch off.
+        balance: gradient modulation of the encoders during training: ``"ogm-ge"``, ``"agm"``
+            or None (default; see :mod:`modfuse.robust.training`).
     """
 
     def __init__(
@@ -253,6 +261,9 @@ class _FusionEstimator(BaseEstimator, ABC):
         random_state: int = 0,
         device: str = "auto",
         verbose: bool = False,
+        modality_dropout: float | dict[str, float] | str | None = "auto",
+        unimodal_weight: float | str | None = "auto",
+        balance: str | None = None,
     ) -> None:
         self.strategy = strategy
         self.encoders = encoders
@@ -266,6 +277,17 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.modality_dropout = modality_dropout
+        self.unimodal_weight = unimodal_weight
+        self.balance = balance
+
+    def _robust_kwargs(self) -> dict[str, Any]:
+        """The FusionTask arguments of missingness-aware training."""
+        return {
+            "modality_dropout": self.modality_dropout,
+            "unimodal_weight": self.unimodal_weight,
+            "balance": self.balance,
+        }
 
     # ------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -349,7 +371,9 @@ class _FusionEstimator(BaseEstimator, ABC):
 
         from modfuse.training.task import FusionTask
 
-        task = FusionTask(model, lr=self.lr, weight_decay=self.weight_decay, scheduler="cosine")
+        task = FusionTask(
+            model, lr=self.lr, weight_decay=self.weight_decay, scheduler="cosine", **self._robust_kwargs()
+        )
         callbacks = []
         if has_val:
             # the validation loss is smoother than AUROC/accuracy on a small held-out split
@@ -369,7 +393,7 @@ class _FusionEstimator(BaseEstimator, ABC):
             "lr": self.lr,
             "seed": self.random_state,
             "trainer_kwargs": {k: v for k, v in self._trainer_kwargs().items() if k != "enable_checkpointing"},
-            "task_kwargs": {"weight_decay": self.weight_decay},
+            "task_kwargs": {"weight_decay": self.weight_decay, **self._robust_kwargs()},
         }
         if self.strategy == "lego-merge":
             return fit_merge(model, datamodule, self.max_epochs, **common)
@@ -507,6 +531,9 @@ class FusionSurvival(_FusionEstimator):
         random_state: int = 0,
         device: str = "auto",
         verbose: bool = False,
+        modality_dropout: float | dict[str, float] | str | None = "auto",
+        unimodal_weight: float | str | None = "auto",
+        balance: str | None = None,
     ) -> None:
         super().__init__(
             strategy,
@@ -521,6 +548,9 @@ class FusionSurvival(_FusionEstimator):
             random_state,
             device,
             verbose,
+            modality_dropout,
+            unimodal_weight,
+            balance,
         )
         self.n_intervals = n_intervals
 

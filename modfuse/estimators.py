@@ -316,6 +316,8 @@ class _FusionEstimator(BaseEstimator, ABC):
             raise ModfuseError(f"y has {len(target)} rows but X has {n}")
         train, val = self._split(n, target)
         self.task_spec_ = spec
+        # kept by reference (not copied) so that subset_gap(X, y) can train its specialists
+        self._fit_data = (X, y)
         with _quiet(self.verbose):
             self.model_ = self._train(data, target, spec, train, val)
         self.model_.eval()
@@ -426,6 +428,57 @@ class _FusionEstimator(BaseEstimator, ABC):
         out = [by_task(prediction_of(model(batch.to(device))), model.tasks)["y"].float().cpu() for batch in loader]
         return torch.cat(out)
 
+    def _encode_target(self, y: Any) -> np.ndarray:
+        """``y`` in the form the model was trained on (class codes, standardised values...)."""
+        return survival_target(y)
+
+    def subset_gap(
+        self,
+        X: Mapping[str, Any],
+        y: Any,
+        specialists: str | Mapping[Any, Any] = "train",
+        X_train: Mapping[str, Any] | None = None,
+        y_train: Any = None,
+        metric: str | None = None,
+    ) -> pd.DataFrame:
+        """This model on every modality subset of ``X`` next to a specialist trained on it alone.
+
+        With ``specialists="train"`` each specialist is a clone of this estimator (same
+        strategy, encoders spec, epochs, patience and missingness-aware training) fitted on the
+        subset's modalities of ``X_train, y_train`` (default: the data given to ``fit``).
+        See :func:`modfuse.robust.subset_gap` for the table; the metric (default: accuracy,
+        RMSE of the standardised target, or C-index) is computed on ``X, y``.
+
+        Args:
+            X, y: evaluation data (as in ``fit``).
+            specialists: ``"train"`` or a dict subset -> fitted estimator of this kind (or
+                fusion model) using that subset's modalities.
+            X_train, y_train: training data of the specialists.
+            metric: a metric name of the task (``"accuracy"``, ``"auroc"``, ``"rmse"``, ...).
+
+        Returns:
+            The subset-gap DataFrame (2^M - 1 rows for M <= 8 modalities).
+        """
+        from sklearn.base import clone
+
+        from modfuse.robust.subset_gap import subset_gap
+
+        self._check_fitted()
+        default = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse", "survival": "cindex"}
+        metric = metric or default.get(self.task_spec_.kind)
+        dataset = MultiModalDataset.from_arrays(_check_X(X, self.modalities_), self._encode_target(y))
+        if isinstance(specialists, str) and specialists == "train":
+            X_fit, y_fit = (X_train, y_train) if X_train is not None else self._fit_data
+
+            def fitted(subset: tuple[str, ...]) -> nn.Module:
+                return clone(self).fit({m: X_fit[m] for m in subset}, y_fit).model_
+
+            specialists = fitted
+        elif isinstance(specialists, Mapping):
+            specialists = {k: getattr(v, "model_", v) for k, v in specialists.items()}
+        _, device = _accelerator(self.device)
+        return subset_gap(self.model_.to(device).eval(), dataset, specialists, metric=metric)
+
     def explain(self, X: Mapping[str, Any]) -> pd.DataFrame:
         """Exact modality Shapley values per sample (Monte Carlo above 8 modalities).
 
@@ -466,6 +519,14 @@ class FusionClassifier(ClassifierMixin, _FusionEstimator):
         k = len(self.classes_)
         return (TaskSpec("binary") if k == 2 else TaskSpec("multiclass", k)), codes.astype(np.int64)
 
+    def _encode_target(self, y: Any) -> np.ndarray:
+        y = np.asarray(y)
+        codes = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
+        unseen = sorted(set(y[self.classes_[codes] != y].tolist()))
+        if unseen:
+            raise ModfuseError(f"labels {unseen[:5]} were not seen in fit (classes: {list(self.classes_)})")
+        return codes.astype(np.int64)
+
     def _stratify(self, target: np.ndarray) -> np.ndarray | None:
         counts = np.bincount(target)
         return target if counts.min() >= 2 else None
@@ -494,6 +555,9 @@ class FusionRegressor(RegressorMixin, _FusionEstimator):
         self.y_std_ = np.where(self.y_std_ > 0, self.y_std_, 1.0)
         outputs = 1 if y.ndim == 1 else y.shape[1]
         return TaskSpec("regression", outputs), ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+
+    def _encode_target(self, y: Any) -> np.ndarray:
+        return ((np.asarray(y, dtype=np.float32) - self.y_mean_) / self.y_std_).astype(np.float32)
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         """Estimates (n,) or (n, k) in the units of ``y``."""

@@ -101,7 +101,7 @@ class RobustTraining:
         self.unimodal_weight = float(unimodal_weight or 0.0) if many else 0.0
         self.balance = _check_balance(balance) if many else None
         self.alpha = float(balance_alpha)
-        if self.balance and not isinstance(getattr(model, "encoders", None), Mapping):
+        if self.balance and not isinstance(getattr(model, "encoders", None), (Mapping, nn.ModuleDict)):
             raise ModfuseError(
                 f"balance={balance!r} needs a model with per-modality `encoders`, found {type(model).__name__}"
             )

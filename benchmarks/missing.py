@@ -515,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=DATASETS, default=None)
     parser.add_argument("--strategies", nargs="+", default=None)
     parser.add_argument("--folds", type=int, default=None)
+    parser.add_argument("--select_folds", type=int, default=None, help="--select: training folds used")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
@@ -524,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, strategies=tuple(args.strategies))
     if args.folds:
         settings = replace(settings, folds=args.folds)
+    if args.select_folds:
+        settings = replace(settings, select_folds=args.select_folds)
     out = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import common
 
-SECTIONS = ("esol", "remote_sensing", "speed")
+SECTIONS = ("esol", "remote_sensing", "speed", "missing")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             remote_sensing.run(
                 remote_sensing.QUICK if args.quick else remote_sensing.Settings(), command, log, out_dir=out
             )
+        elif section == "missing":
+            from benchmarks import missing
+
+            missing.run(missing.QUICK if args.quick else missing.Settings(), command, log, out_dir=out)
         else:
             from benchmarks import speed
 

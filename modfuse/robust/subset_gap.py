@@ -80,7 +80,8 @@ def _reset(module: nn.Module) -> nn.Module:
     for sub in fresh.modules():
         if sub is not fresh and hasattr(sub, "reset_parameters"):
             sub.reset_parameters()
-    return fresh
+    # a copy of a model in eval mode would train with its dropout off (Lightning keeps modes)
+    return fresh.train()
 
 
 def train_specialists(

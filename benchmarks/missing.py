@@ -72,7 +72,7 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-QUICK = Settings(folds=2, max_epochs=12, patience=4, eopatch_pixels=1000, cohort_n=200, select_folds=1)
+QUICK = Settings(folds=2, max_epochs=8, patience=3, eopatch_pixels=1000, cohort_n=200, select_folds=1)
 
 
 # ---------------------------------------------------------------------------- data
@@ -274,59 +274,116 @@ def strategies_of(settings: Settings) -> list[str]:
     return list(settings.strategies or STRATEGIES)
 
 
-def run_dataset(data: Data, settings: Settings, log: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(MCAR rows, subset-gap rows) of every strategy x setting x fold."""
+_CACHE: dict[str, Data] = {}
+
+
+def _data(name: str, settings: Settings) -> Data:
+    if name not in _CACHE:
+        loaded = load(name, settings)
+        if loaded is None:
+            raise FileNotFoundError(name)
+        _CACHE[name] = loaded
+    return _CACHE[name]
+
+
+def run_fold(name: str, fold: int, settings: Settings) -> tuple[list[dict], list[dict], list[str]]:
+    """(MCAR rows, subset-gap rows, log lines) of every strategy x setting on one fold."""
+    torch.set_num_threads(1)
+    common.quiet()
+    data = _data(name, settings)
+    lines: list[str] = []
+
+    def log(line: str) -> None:  # printed as it happens (workers share the terminal), kept for the caller
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+        lines.append(line)
+
+    mcar_rows, gap_rows = _fold_rows(data, fold, settings, log)
+    return mcar_rows, gap_rows, lines
+
+
+def _fold_rows(data: Data, fold: int, settings: Settings, log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
     from modfuse.robust import modality_subsets
 
-    mcar_rows, gap_rows = [], []
+    mcar_rows: list[dict] = []
+    gap_rows: list[dict] = []
     subsets = modality_subsets(list(data.X))
-    for fold, (train, test) in enumerate(folds(data, settings.folds)):
-        Xtr, Xte, ytr, yte = take(data.X, train), take(data.X, test), data.y[train], data.y[test]
-        start = time.perf_counter()
-        # one specialist per subset and fold, shared by the strategies: the same estimator
-        # settings (epochs, patience, missingness-aware defaults) on the subset's modalities
-        specialists = {
-            s: estimator(data, settings.specialist_strategy, settings, fold).fit(restrict(Xtr, s), ytr) for s in subsets
-        }
-        log(f"{data.name} fold {fold}: {len(subsets)} specialists in {time.perf_counter() - start:.0f}s")
-        if data.kind == "classification":
-            ref = LogisticLateFusion().fit(Xtr, ytr)
-            for rate in settings.rates:
-                value = score(data, ref, mcar(Xte, rate, 1000 * fold + int(100 * rate)), yte)
-                mcar_rows.append(
-                    {
-                        "dataset": data.name,
-                        "fold": fold,
-                        "strategy": "sklearn-logreg-late",
-                        "setting": "-",
-                        "rate": rate,
-                        "value": value,
-                    }
-                )
-        for strategy, (setting, options) in itertools.product(strategies_of(settings), (("old", OLD), ("new", NEW))):
-            start = time.perf_counter()
-            model = estimator(data, strategy, settings, fold, **options).fit(Xtr, ytr)
-            seconds = time.perf_counter() - start
-            for rate in settings.rates:
-                value = score(data, model, mcar(Xte, rate, 1000 * fold + int(100 * rate)), yte)
-                mcar_rows.append(
-                    {
-                        "dataset": data.name,
-                        "fold": fold,
-                        "strategy": strategy,
-                        "setting": setting,
-                        "rate": rate,
-                        "value": value,
-                        "fit_s": seconds,
-                    }
-                )
-            gap = model.subset_gap(Xte, yte, specialists=specialists)
-            for row in gap.to_dict("records"):
-                gap_rows.append({"dataset": data.name, "fold": fold, "strategy": strategy, "setting": setting, **row})
-            full = next(r["value"] for r in mcar_rows[::-1] if r["strategy"] == strategy and r["rate"] == 0.0)
-            log(
-                f"{data.name} fold {fold} {strategy}/{setting}: full {full:.3f}, mean gap {gap['gap'].mean():+.4f}, {seconds:.0f}s"
+    train, test = folds(data, settings.folds)[fold]
+    Xtr, Xte, ytr, yte = take(data.X, train), take(data.X, test), data.y[train], data.y[test]
+    start = time.perf_counter()
+    # one specialist per subset and fold, shared by the strategies: the same estimator
+    # settings (epochs, patience, missingness-aware defaults) on the subset's modalities
+    specialists = {
+        s: estimator(data, settings.specialist_strategy, settings, fold).fit({m: Xtr[m] for m in s}, ytr)
+        for s in subsets
+    }
+    log(f"{data.name} fold {fold}: {len(subsets)} specialists in {time.perf_counter() - start:.0f}s")
+    if data.kind == "classification":
+        ref = LogisticLateFusion().fit(Xtr, ytr)
+        for rate in settings.rates:
+            value = score(data, ref, mcar(Xte, rate, 1000 * fold + int(100 * rate)), yte)
+            mcar_rows.append(
+                {
+                    "dataset": data.name,
+                    "fold": fold,
+                    "strategy": "sklearn-logreg-late",
+                    "setting": "-",
+                    "rate": rate,
+                    "value": value,
+                }
             )
+    for strategy, (setting, options) in itertools.product(strategies_of(settings), (("old", OLD), ("new", NEW))):
+        start = time.perf_counter()
+        model = estimator(data, strategy, settings, fold, **options).fit(Xtr, ytr)
+        seconds = time.perf_counter() - start
+        for rate in settings.rates:
+            value = score(data, model, mcar(Xte, rate, 1000 * fold + int(100 * rate)), yte)
+            mcar_rows.append(
+                {
+                    "dataset": data.name,
+                    "fold": fold,
+                    "strategy": strategy,
+                    "setting": setting,
+                    "rate": rate,
+                    "value": value,
+                    "fit_s": seconds,
+                }
+            )
+        gap = model.subset_gap(Xte, yte, specialists=specialists)
+        for row in gap.to_dict("records"):
+            gap_rows.append({"dataset": data.name, "fold": fold, "strategy": strategy, "setting": setting, **row})
+        full = next(r["value"] for r in mcar_rows[::-1] if r["strategy"] == strategy and r["rate"] == 0.0)
+        log(
+            f"{data.name} fold {fold} {strategy}/{setting}: full {full:.3f}, mean gap {gap['gap'].mean():+.4f}, {seconds:.0f}s"
+        )
+    return mcar_rows, gap_rows
+
+
+def run_all(
+    datasets: Sequence[Data], settings: Settings, log: Callable[[str], None], jobs: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (data set, fold), in ``jobs`` worker processes (one torch thread each)."""
+    work = [(d.name, fold) for d in datasets for fold in range(settings.folds)]
+    mcar_rows: list[dict] = []
+    gap_rows: list[dict] = []
+
+    def done(result: tuple[list[dict], list[dict], list[str]]) -> None:
+        mcar_rows.extend(result[0])
+        gap_rows.extend(result[1])
+        log(f"done: {len(mcar_rows)} MCAR rows, {len(gap_rows)} subset-gap rows")
+
+    if jobs <= 1:
+        for d in datasets:
+            _CACHE[d.name] = d
+        for name, fold in work:
+            done(run_fold(name, fold, settings))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(run_fold, name, fold, settings) for name, fold in work]
+            for future in as_completed(futures):
+                done(future.result())
     return pd.DataFrame(mcar_rows), pd.DataFrame(gap_rows)
 
 
@@ -440,6 +497,7 @@ def run(
     log: Callable[[str], None],
     out_dir: Path = common.RESULTS,
     selection: bool = False,
+    jobs: int = 1,
 ) -> Path:
     datasets, skipped = [], []
     for name in settings.datasets:
@@ -477,9 +535,7 @@ def run(
             notes=notes,
             out_dir=out_dir,
         )
-    results = [(d, *run_dataset(d, settings, log)) for d in datasets]
-    mcar_raw = pd.concat([r[1] for r in results], ignore_index=True)
-    gap_raw = pd.concat([r[2] for r in results], ignore_index=True)
+    mcar_raw, gap_raw = run_all(datasets, settings, log, jobs)
     kinds = {d.name: d.kind for d in datasets}
     shown = {
         "targets (new default; ✓ met, ✗ missed)": targets(mcar_raw, gap_raw, kinds),
@@ -516,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", nargs="+", default=None)
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--select_folds", type=int, default=None, help="--select: training folds used")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one (data set, fold) each)")
+    parser.add_argument("--epochs", type=int, default=None, help="max_epochs of every estimator")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
@@ -525,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, strategies=tuple(args.strategies))
     if args.folds:
         settings = replace(settings, folds=args.folds)
+    if args.epochs:
+        settings = replace(settings, max_epochs=args.epochs)
     if args.select_folds:
         settings = replace(settings, select_folds=args.select_folds)
     out = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
@@ -539,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)
 
-    path = run(settings, command.strip(), log, out, selection=args.select)
+    path = run(settings, command.strip(), log, out, selection=args.select, jobs=args.jobs)
     log(f"wrote {path}")
     return 0
 

@@ -359,7 +359,11 @@ def _fold_rows(data: Data, fold: int, settings: Settings, log: Callable[[str], N
 
 
 def run_all(
-    datasets: Sequence[Data], settings: Settings, log: Callable[[str], None], jobs: int
+    datasets: Sequence[Data],
+    settings: Settings,
+    log: Callable[[str], None],
+    jobs: int,
+    progress: Callable[[pd.DataFrame, pd.DataFrame], Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (data set, fold), in ``jobs`` worker processes (one torch thread each)."""
     work = [(d.name, fold) for d in datasets for fold in range(settings.folds)]
@@ -370,6 +374,8 @@ def run_all(
         mcar_rows.extend(result[0])
         gap_rows.extend(result[1])
         log(f"done: {len(mcar_rows)} MCAR rows, {len(gap_rows)} subset-gap rows")
+        if progress is not None:
+            progress(pd.DataFrame(mcar_rows), pd.DataFrame(gap_rows))
 
     if jobs <= 1:
         for d in datasets:
@@ -535,13 +541,38 @@ def run(
             notes=notes,
             out_dir=out_dir,
         )
-    mcar_raw, gap_raw = run_all(datasets, settings, log, jobs)
     kinds = {d.name: d.kind for d in datasets}
+    total = len(datasets) * settings.folds
+
+    def write(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame) -> Path:
+        done = mcar_raw.groupby(["dataset", "fold"]).ngroups
+        return write_tables(mcar_raw, gap_raw, kinds, datasets, skipped, settings, command, out_dir, done, total)
+
+    mcar_raw, gap_raw = run_all(datasets, settings, log, jobs, progress=write)
+    return write(mcar_raw, gap_raw)
+
+
+def write_tables(
+    mcar_raw: pd.DataFrame,
+    gap_raw: pd.DataFrame,
+    kinds: dict[str, str],
+    datasets: Sequence[Data],
+    skipped: Sequence[str],
+    settings: Settings,
+    command: str,
+    out_dir: Path,
+    done: int,
+    total: int,
+) -> Path:
+    """Write the tables of the (data set, fold) runs finished so far (rewritten after each one)."""
     shown = {
         "targets (new default; ✓ met, ✗ missed)": targets(mcar_raw, gap_raw, kinds),
         **tables(mcar_raw, gap_raw, kinds),
     }
+    finished = sorted({f"{d} fold {f}" for d, f in zip(mcar_raw["dataset"], mcar_raw["fold"])})
     notes = [
+        f"{done} of {total} (data set, fold) runs finished"
+        + ("" if done == total else f" (partial: {', '.join(finished)})"),
         "old = modality_dropout=None, unimodal_weight=None (the estimators before issue 14); new = the estimators' defaults",
         f"{settings.folds} folds; estimators with max_epochs={settings.max_epochs}, patience={settings.patience} (15 % of each training fold for early stopping)",
         "MCAR p: each present modality of each test row removed with probability p, at least one kept (seeded per fold and rate)",

@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import common
 
-SECTIONS = ("esol", "remote_sensing", "speed", "lego_quality", "pipeline")
+SECTIONS = ("esol", "remote_sensing", "speed", "missing", "lego_quality", "pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             remote_sensing.run(
                 remote_sensing.QUICK if args.quick else remote_sensing.Settings(), command, log, out_dir=out
             )
+        elif section == "missing":
+            from benchmarks import missing
+
+            missing.run(missing.QUICK if args.quick else missing.Settings(), command, log, out_dir=out)
         elif section == "lego_quality":
             from benchmarks import lego_quality
 

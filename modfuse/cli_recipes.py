@@ -472,6 +472,12 @@ def report_main(command: str, argv: Sequence[str]) -> int:
         parser.add_argument("--rates", type=float, nargs="+", default=None, help="missing rates of the sweep")
         parser.add_argument("--seeds", type=int, nargs="+", default=None, help="simulation seeds per rate")
         parser.add_argument("--kinds", nargs="*", default=None, help="missingness mechanisms (mcar, mnar, ...)")
+        parser.add_argument(
+            "--subset_gap",
+            action="store_true",
+            help="also train a specialist per modality subset (the recipe's model, lr and max_epochs) and "
+            "write subset_gap.csv/.png and competition.csv",
+        )
     else:
         parser.add_argument("--max_samples", type=int, default=None, help="explain at most this many samples")
     if "-h" in argv or "--help" in argv:
@@ -491,10 +497,23 @@ def report_main(command: str, argv: Sequence[str]) -> int:
     task.eval()
     datamodule.setup("test")
     out_dir = Path(options.out_dir or cli.root / command)
-    extra = {k: v for k, v in vars(options).items() if k not in ("ckpt_path", "out_dir") and v is not None}
+    extra = {
+        k: v for k, v in vars(options).items() if k not in ("ckpt_path", "out_dir", "subset_gap") and v is not None
+    }
+    if getattr(options, "subset_gap", False):
+        extra.update(specialist_options(cli))
     table = _run_report(command, task, datamodule, out_dir, extra)
     _print_frame(table, f"modfuse {command}: {out_dir}")
     return 0
+
+
+def specialist_options(cli: ModfuseCLI) -> dict[str, Any]:
+    """robustness_report arguments that train the subset specialists with the recipe's budget:
+    its ``trainer.max_epochs`` and its task's settings (lr, weight decay, missingness-aware
+    training), so a specialist differs from the recipe's model only in the modalities it sees."""
+    hp = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_") and k != "tasks"}
+    epochs = cli.setting("trainer", {}).get("max_epochs") or 10
+    return {"specialists": "train", "specialist_epochs": int(epochs), "specialist_task_kwargs": hp}
 
 
 def _run_report(command: str, task: Any, datamodule: Any, out_dir: Path, extra: dict[str, Any]) -> Any:

@@ -278,6 +278,14 @@ class _FusionEstimator(BaseEstimator, ABC):
         random_state: seed of the split, the initialisation and the shuffling.
         device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         verbose: show a progress bar and Lightning's messages.
+        modality_dropout: missingness-aware training, ON by default: per-sample modality
+            dropout during training only (a sample always keeps one modality). ``"auto"``
+            (the rate validated in ``benchmarks/missing.py``), a rate, a dict modality -> rate,
+            or None to switch it off.
+        unimodal_weight: weight of the unimodal auxiliary losses (each modality alone through
+            the fused model, the task's loss); ``"auto"`` (default) or 0 / None to switch off.
+        balance: gradient modulation of the encoders during training: ``"ogm-ge"``, ``"agm"``
+            or None (default; see :mod:`modfuse.robust.training`).
     """
 
     def __init__(
@@ -294,6 +302,9 @@ class _FusionEstimator(BaseEstimator, ABC):
         random_state: int = 0,
         device: str = "auto",
         verbose: bool = False,
+        modality_dropout: float | dict[str, float] | str | None = "auto",
+        unimodal_weight: float | str | None = "auto",
+        balance: str | None = None,
     ) -> None:
         self.strategy = strategy
         self.encoders = encoders
@@ -307,6 +318,17 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.modality_dropout = modality_dropout
+        self.unimodal_weight = unimodal_weight
+        self.balance = balance
+
+    def _robust_kwargs(self) -> dict[str, Any]:
+        """The FusionTask arguments of missingness-aware training."""
+        return {
+            "modality_dropout": self.modality_dropout,
+            "unimodal_weight": self.unimodal_weight,
+            "balance": self.balance,
+        }
 
     # ------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -335,6 +357,8 @@ class _FusionEstimator(BaseEstimator, ABC):
             raise ModfuseError(f"y has {len(target)} rows but X has {n}")
         train, val = self._split(n, target)
         self.task_spec_ = spec
+        # kept by reference (not copied) so that subset_gap(X, y) can train its specialists
+        self._fit_data = (X, y)
         with _quiet(self.verbose):
             self.model_ = self._train(data, target, spec, train, val)
         self.model_.eval()
@@ -396,7 +420,9 @@ class _FusionEstimator(BaseEstimator, ABC):
 
         from modfuse.training.task import FusionTask
 
-        task = FusionTask(model, lr=self.lr, weight_decay=self.weight_decay, scheduler="cosine")
+        task = FusionTask(
+            model, lr=self.lr, weight_decay=self.weight_decay, scheduler="cosine", **self._robust_kwargs()
+        )
         callbacks = []
         if has_val:
             # the validation loss is smoother than AUROC/accuracy on a small held-out split
@@ -416,7 +442,7 @@ class _FusionEstimator(BaseEstimator, ABC):
             "lr": self.lr,
             "seed": self.random_state,
             "trainer_kwargs": {k: v for k, v in self._trainer_kwargs().items() if k != "enable_checkpointing"},
-            "task_kwargs": {"weight_decay": self.weight_decay},
+            "task_kwargs": {"weight_decay": self.weight_decay, **self._robust_kwargs()},
         }
         if self.strategy == "lego-merge":
             return fit_merge(model, datamodule, self.max_epochs, **common)
@@ -448,6 +474,57 @@ class _FusionEstimator(BaseEstimator, ABC):
         )
         out = [by_task(prediction_of(model(batch.to(device))), model.tasks)["y"].float().cpu() for batch in loader]
         return torch.cat(out)
+
+    def _encode_target(self, y: Any) -> np.ndarray:
+        """``y`` in the form the model was trained on (class codes, standardised values...)."""
+        return survival_target(y)
+
+    def subset_gap(
+        self,
+        X: Mapping[str, Any],
+        y: Any,
+        specialists: str | Mapping[Any, Any] = "train",
+        X_train: Mapping[str, Any] | None = None,
+        y_train: Any = None,
+        metric: str | None = None,
+    ) -> pd.DataFrame:
+        """This model on every modality subset of ``X`` next to a specialist trained on it alone.
+
+        With ``specialists="train"`` each specialist is a clone of this estimator (same
+        strategy, encoders spec, epochs, patience and missingness-aware training) fitted on the
+        subset's modalities of ``X_train, y_train`` (default: the data given to ``fit``).
+        See :func:`modfuse.robust.subset_gap` for the table; the metric (default: accuracy,
+        RMSE of the standardised target, or C-index) is computed on ``X, y``.
+
+        Args:
+            X, y: evaluation data (as in ``fit``).
+            specialists: ``"train"`` or a dict subset -> fitted estimator of this kind (or
+                fusion model) using that subset's modalities.
+            X_train, y_train: training data of the specialists.
+            metric: a metric name of the task (``"accuracy"``, ``"auroc"``, ``"rmse"``, ...).
+
+        Returns:
+            The subset-gap DataFrame (2^M - 1 rows for M <= 8 modalities).
+        """
+        from sklearn.base import clone
+
+        from modfuse.robust.subset_gap import subset_gap
+
+        self._check_fitted()
+        default = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse", "survival": "cindex"}
+        metric = metric or default.get(self.task_spec_.kind)
+        dataset = MultiModalDataset.from_arrays(_check_X(X, self.modalities_), self._encode_target(y))
+        if isinstance(specialists, str) and specialists == "train":
+            X_fit, y_fit = (X_train, y_train) if X_train is not None else self._fit_data
+
+            def fitted(subset: tuple[str, ...]) -> nn.Module:
+                return clone(self).fit({m: X_fit[m] for m in subset}, y_fit).model_
+
+            specialists = fitted
+        elif isinstance(specialists, Mapping):
+            specialists = {k: getattr(v, "model_", v) for k, v in specialists.items()}
+        _, device = _accelerator(self.device)
+        return subset_gap(self.model_.to(device).eval(), dataset, specialists, metric=metric)
 
     def explain(self, X: Mapping[str, Any]) -> pd.DataFrame:
         """Exact modality Shapley values per sample (Monte Carlo above 8 modalities).
@@ -497,6 +574,14 @@ class FusionClassifier(ClassifierMixin, _FusionEstimator):
         k = len(self.classes_)
         return (TaskSpec("binary") if k == 2 else TaskSpec("multiclass", k)), codes.astype(np.int64)
 
+    def _encode_target(self, y: Any) -> np.ndarray:
+        y = np.asarray(y)
+        codes = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
+        unseen = sorted(set(y[self.classes_[codes] != y].tolist()))
+        if unseen:
+            raise ModfuseError(f"labels {unseen[:5]} were not seen in fit (classes: {list(self.classes_)})")
+        return codes.astype(np.int64)
+
     def _stratify(self, target: np.ndarray) -> np.ndarray | None:
         counts = np.bincount(target)
         return target if counts.min() >= 2 else None
@@ -525,6 +610,9 @@ class FusionRegressor(RegressorMixin, _FusionEstimator):
         self.y_std_ = np.where(self.y_std_ > 0, self.y_std_, 1.0)
         outputs = 1 if y.ndim == 1 else y.shape[1]
         return TaskSpec("regression", outputs), ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+
+    def _encode_target(self, y: Any) -> np.ndarray:
+        return ((np.asarray(y, dtype=np.float32) - self.y_mean_) / self.y_std_).astype(np.float32)
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         """Estimates (n,) or (n, k) in the units of ``y``."""
@@ -562,6 +650,9 @@ class FusionSurvival(_FusionEstimator):
         random_state: int = 0,
         device: str = "auto",
         verbose: bool = False,
+        modality_dropout: float | dict[str, float] | str | None = "auto",
+        unimodal_weight: float | str | None = "auto",
+        balance: str | None = None,
     ) -> None:
         super().__init__(
             strategy,
@@ -576,6 +667,9 @@ class FusionSurvival(_FusionEstimator):
             random_state,
             device,
             verbose,
+            modality_dropout,
+            unimodal_weight,
+            balance,
         )
         self.n_intervals = n_intervals
 

@@ -190,6 +190,19 @@ def test_robustness_report_one_row_per_subset(quickstart_run: Path, capsys: pyte
     assert f"{full['auroc']:.4f}" in row and f"{full['accuracy']:.4f}" in row
 
 
+def test_robustness_subset_gap_trains_specialists(quickstart_run: Path) -> None:
+    out = quickstart_run / "robustness-gap"
+    args = ["robustness", "--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]
+    assert main([*args, "--out_dir", str(out), "--kinds", "--subset_gap"]) == 0
+    gaps = pd.read_csv(out / "subset_gap.csv")
+    assert len(gaps) == 7 and {"fused", "specialist", "gap"} <= set(gaps.columns)
+    subsets = pd.read_csv(out / "subsets.csv").set_index("subset")
+    # the fused column is the same evaluation as the subset table
+    np.testing.assert_allclose(gaps.set_index("subset")["fused"], subsets.loc[gaps["subset"], "auroc"], atol=1e-6)
+    assert set(pd.read_csv(out / "competition.csv")["modality"]) == set(MODALITIES)
+    assert_pngs_open(out, ["subset_gap.png"])
+
+
 def test_explain_report_shapley_values_and_plots(quickstart_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = quickstart_run / "explain-report"
     args = ["explain", "--config", "recipes/quickstart.yaml", *synthetic_overrides(quickstart_run)]

@@ -4,6 +4,10 @@
 - :func:`mcar`, :func:`mar`, :func:`mnar`: seeded missingness simulators applied to datasets
   and datamodules (see :mod:`modfuse.robust.simulate`).
 - :func:`evaluate_subsets`, :func:`sweep`: metrics per modality subset and per missing rate.
+- :func:`subset_gap`: the fused model per modality subset next to a specialist trained on it
+  (and :func:`competition`: which modalities the fused model under-uses).
+- :class:`RobustTraining`: what ``FusionTask(modality_dropout=..., unimodal_weight=...,
+  balance=...)`` runs in each training step.
 - :func:`robustness_report`: writes the tables (CSV) and plots (PNG).
 """
 
@@ -13,20 +17,36 @@ from modfuse.robust.dropout import ModalityDropout
 from modfuse.robust.evaluate import evaluate, evaluate_subsets, modality_subsets, sweep
 from modfuse.robust.report import plot_subsets, plot_sweep, robustness_report
 from modfuse.robust.simulate import MaskedSource, Missingness, mar, mcar, mnar, simulate
+from modfuse.robust.subset_gap import (
+    SubsetModel,
+    competition,
+    plot_subset_gap,
+    subset_gap,
+    train_specialists,
+    write_subset_gap,
+)
+from modfuse.robust.training import RobustTraining
 
 __all__ = [
     "MaskedSource",
     "Missingness",
     "ModalityDropout",
+    "RobustTraining",
+    "SubsetModel",
+    "competition",
     "evaluate",
     "evaluate_subsets",
     "mar",
     "mcar",
     "mnar",
     "modality_subsets",
+    "plot_subset_gap",
     "plot_subsets",
     "plot_sweep",
     "robustness_report",
     "simulate",
+    "subset_gap",
     "sweep",
+    "train_specialists",
+    "write_subset_gap",
 ]

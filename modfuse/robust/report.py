@@ -96,6 +96,9 @@ def robustness_report(
     kinds: Sequence[str] = ("mcar", "mnar", "mnar-flip"),
     seeds: Sequence[int] = (0, 1, 2),
     batch_size: int = 64,
+    specialists: Any = None,
+    specialist_epochs: int = 10,
+    specialist_task_kwargs: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Evaluate every modality subset and missing-rate sweeps, and write the files.
 
@@ -115,6 +118,11 @@ def robustness_report(
         kinds: mechanisms of the sweep (``mcar``, ``mar``, ``mnar``, ``mar-flip``, ``mnar-flip``).
         seeds: simulation seeds per rate.
         batch_size: batch size when ``data`` is a dataset.
+        specialists: None (no subset gap), ``"train"`` (trained on ``data``, a datamodule, for
+            ``specialist_epochs`` epochs with FusionTask arguments ``specialist_task_kwargs``)
+            or a dict subset -> model.
+        specialist_epochs: training budget of each specialist.
+        specialist_task_kwargs: FusionTask arguments of the specialists (lr, ...).
 
     Returns:
         The subset table (as in ``subsets.csv``).
@@ -135,4 +143,16 @@ def robustness_report(
         else:
             swept.to_csv(out / "sweep.csv", index=False)
             plot_sweep(swept, main_column(model, swept)).savefig(out / "sweep.png", dpi=100)
+    if specialists is not None:
+        from modfuse.robust.subset_gap import subset_gap, write_subset_gap
+
+        gaps = subset_gap(
+            model,
+            data,
+            specialists,
+            max_epochs=specialist_epochs,
+            task_kwargs=specialist_task_kwargs,
+            batch_size=batch_size,
+        )
+        write_subset_gap(gaps, out)
     return table

@@ -57,6 +57,14 @@ class FusionTask(LightningModule):
             or None.
         monitor: metric the plateau scheduler and checkpoint callbacks follow (default: the
             main validation metric of the first task, e.g. ``"val/auroc"``).
+        modality_dropout: missingness-aware training (training steps only, never validation,
+            test or prediction): per-sample modality dropout rate (a float, modality -> rate,
+            ``"auto"`` for the library's validated default, or None for none). See
+            :mod:`modfuse.robust.training`.
+        unimodal_weight: weight of the unimodal auxiliary losses (the task loss of the model
+            run with each modality alone); 0 / None: off, ``"auto"``: the library's default.
+        balance: gradient modulation of the encoders, ``"ogm-ge"``, ``"agm"`` or None.
+        balance_alpha: strength of the gradient modulation.
     """
 
     def __init__(
@@ -68,6 +76,10 @@ class FusionTask(LightningModule):
         optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
         scheduler: Literal["cosine", "plateau"] | None = "cosine",
         monitor: str | None = None,
+        modality_dropout: float | Mapping[str, float] | Literal["auto"] | None = None,
+        unimodal_weight: float | Literal["auto"] | None = None,
+        balance: Literal["ogm-ge", "agm"] | None = None,
+        balance_alpha: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "tasks"])
@@ -91,6 +103,18 @@ class FusionTask(LightningModule):
             else ("min" if "loss" in monitor or "rmse" in monitor or "mae" in monitor else "max")
         )
         self.read_errors: list[tuple[Any, str, str]] = []
+        from modfuse.robust.training import RobustTraining  # lazy: modfuse.robust imports training
+
+        robust = RobustTraining(
+            self.model,
+            self.criteria,
+            modality_dropout,
+            unimodal_weight,
+            balance,
+            balance_alpha,
+            seed=torch.initial_seed() % 2**31,
+        )
+        self.robust = robust if robust.active else None
 
     # ------------------------------------------------------------------ hooks
     def setup(self, stage: str) -> None:
@@ -295,7 +319,13 @@ class FusionTask(LightningModule):
             return True
 
     def training_step(self, batch: ModalityBatch, batch_idx: int) -> Tensor:
+        if self.robust is not None:
+            return self.robust.step(self, batch)
         return self._shared_step(batch, "train")
+
+    def on_after_backward(self) -> None:
+        if self.robust is not None:
+            self.robust.modulate(self.model)
 
     def validation_step(self, batch: ModalityBatch, batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -3,12 +3,12 @@
 Commands (``modfuse --help`` lists them):
 
 - ``modfuse fit|validate|test|predict --config recipes/NAME.yaml [--section.key value ...]``:
-  LightningCLI with :class:`~modfuse.training.task.FusionTask` as the model and any
-  :class:`~modfuse.data.MultiModalDataModule` subclass as the data, both given as
+  LightningCLI with [`FusionTask`][modfuse.training.task.FusionTask] as the model and any
+  [`MultiModalDataModule`][modfuse.data.MultiModalDataModule] subclass as the data, both given as
   ``class_path``/``init_args`` in the recipe (as in torchgeo).
-- ``modfuse merge ...``: merge separately trained Lego blocks (:mod:`modfuse.lego.cli`).
+- ``modfuse merge ...``: merge separately trained Lego blocks (`modfuse.lego.cli`).
 - ``modfuse prepare-cache --config recipes/NAME.yaml -o DIR``: decode the recipe's data once
-  into a sharded cache (:mod:`modfuse.cli_cache`); train from it with
+  into a sharded cache (`modfuse.cli_cache`); train from it with
   ``data: {class_path: modfuse.data.cache.CachedDataModule, init_args: {cache_dir: DIR}}``.
 - ``modfuse explain|robustness --config recipes/NAME.yaml [--ckpt_path P] [--out_dir D]``:
   rebuild the recipe's task and data, load a checkpoint and write the report.
@@ -38,7 +38,7 @@ Recipe keys beyond LightningCLI's (all optional):
   recipes set 1.
 - ``checkpoint_every_n_steps: N``: also refresh ``last.ckpt`` every N optimizer steps, so a
   run killed mid-epoch resumes mid-epoch (the position in the training order, which
-  :class:`~modfuse.data.MultiModalDataModule` keeps in its checkpoint state, and the random
+  [`MultiModalDataModule`][modfuse.data.MultiModalDataModule] keeps in its checkpoint state, and the random
   number generators are part of the checkpoint, so the resumed run matches an uninterrupted
   one).
 

@@ -2,7 +2,7 @@
 
 The recipe's datamodule is built exactly as ``modfuse fit`` builds it (LightningCLI, the same
 overrides), set up (so its splits are drawn), and its whole dataset is written with
-:func:`modfuse.data.cache.write_cache`, splits included. To train from the cache, replace the
+[`modfuse.data.cache.write_cache()`][modfuse.data.cache.write_cache], splits included. To train from the cache, replace the
 recipe's ``data`` section with::
 
     data:

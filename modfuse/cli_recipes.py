@@ -1,10 +1,11 @@
 """Recipes through LightningCLI and the explain/robustness reports: the part of the ``modfuse``
-command line that needs torch and Lightning (see :mod:`modfuse.cli` for the commands, the
+command line that needs torch and Lightning (see [`modfuse.cli`][modfuse.cli] for the commands, the
 recipe keys and the run folder layout)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -375,7 +376,7 @@ class RandomStates(Callback):
     """Saves and restores the torch / CUDA / NumPy / Python random states with checkpoints.
 
     Lightning restores the model, optimizer, schedulers and loop counters, and
-    :class:`~modfuse.data.MultiModalDataModule` the position in the training order; this adds
+    [`MultiModalDataModule`][modfuse.data.MultiModalDataModule] the position in the training order; this adds
     what a resumed run would otherwise still differ in from an uninterrupted one (dropout
     masks, random augmentations). In a distributed run, the states of rank 0 are saved.
     """
@@ -400,7 +401,7 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(state: dict[str, Any]) -> None:
-    """Restore the states saved by :func:`rng_states`."""
+    """Restore the states saved by `rng_states()`."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -482,7 +483,9 @@ def report_main(command: str, argv: Sequence[str]) -> int:
         parser.add_argument("--max_samples", type=int, default=None, help="explain at most this many samples")
     if "-h" in argv or "--help" in argv:
         parser.print_help()
-        print("\nother options: --config recipes/NAME.yaml and any recipe override (--data.init_args.x ...)")
+        print(f"\nrecipe options of modfuse {command} (the same as for modfuse test):\n")
+        with mock.patch.object(sys, "argv", sys.argv[:1]), contextlib.suppress(SystemExit):
+            ModfuseCLI(args=["--help"], run=False)  # LightningCLI prints its parser's help and exits
         return 0
     options, rest = parser.parse_known_args(list(argv))
     # the recipe options go to LightningCLI as args; it warns when sys.argv carries them too

@@ -1,4 +1,4 @@
-"""Error classes. Every user-facing input problem is a :class:`ModfuseError` (a ``ValueError``)."""
+"""Error classes. Every user-facing input problem is a `ModfuseError` (a ``ValueError``)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 row of NaN (or a ``None`` entry, or ``None`` for the whole modality) means the modality is
 missing for that sample. DataFrames are aligned by their index (sample ids), never by row
 position: the rows follow the first DataFrame's order, and indexes that hold different ids are
-refused (see :func:`align_frames`). A missing label (NaN) is refused. Every strategy of :mod:`modfuse.fusion` works, and the estimators
+refused (see `align_frames()`). A missing label (NaN) is refused. Every strategy of `modfuse.fusion` works, and the estimators
 are compatible with ``sklearn.base.clone``, ``get_params`` and ``set_params``.
 
 Example:
@@ -285,7 +285,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         unimodal_weight: weight of the unimodal auxiliary losses (each modality alone through
             the fused model, the task's loss); ``"auto"`` (default) or 0 / None to switch off.
         balance: gradient modulation of the encoders during training: ``"ogm-ge"``, ``"agm"``
-            or None (default; see :mod:`modfuse.robust.training`).
+            or None (default; see [`modfuse.robust.training`][modfuse.robust.training]).
     """
 
     def __init__(
@@ -493,7 +493,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         With ``specialists="train"`` each specialist is a clone of this estimator (same
         strategy, encoders spec, epochs, patience and missingness-aware training) fitted on the
         subset's modalities of ``X_train, y_train`` (default: the data given to ``fit``).
-        See :func:`modfuse.robust.subset_gap` for the table; the metric (default: accuracy,
+        See [`modfuse.robust.subset_gap()`][modfuse.robust.subset_gap] for the table; the metric (default: accuracy,
         RMSE of the standardised target, or C-index) is computed on ``X, y``.
 
         Args:
@@ -549,7 +549,7 @@ class FusionClassifier(ClassifierMixin, _FusionEstimator):
     Arguments are those of the shared estimator: ``strategy``, ``encoders``, ``max_epochs``,
     ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``val_fraction``,
     ``strategy_kwargs``, ``random_state``, ``device``, ``verbose`` (see the module docstring
-    and :class:`_FusionEstimator`).
+    and `_FusionEstimator`).
 
     Attributes:
         classes_: the class labels seen in ``fit``.
@@ -632,7 +632,7 @@ class FusionSurvival(_FusionEstimator):
 
     Args:
         n_intervals: number of discrete time intervals K (K-1 boundaries).
-        other arguments: as in :class:`FusionClassifier`.
+        other arguments: as in `FusionClassifier`.
     """
 
     def __init__(

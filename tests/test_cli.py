@@ -76,6 +76,15 @@ def test_help_lists_all_nine_commands() -> None:
     assert len(COMMANDS) == 9
 
 
+@pytest.mark.parametrize("command", ["merge", "adapt", "explain", "robustness", "prepare-cache"])
+def test_command_help_is_plain_text_and_lists_the_recipe_options(command: str) -> None:
+    out = subprocess.run(["modfuse", command, "--help"], capture_output=True, text=True, check=True).stdout
+    own, _, recipe = out.partition("recipe options of")  # the recipe part is LightningCLI's (Lightning's text)
+    assert "``" not in own and ":class:" not in own and "][modfuse." not in out
+    if command in ("explain", "robustness"):
+        assert "--ckpt_path" in own and "--trainer.max_epochs" in recipe and "--data" in recipe
+
+
 def test_unknown_command_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train"]) == 2
     assert "unknown command 'train'" in capsys.readouterr().err

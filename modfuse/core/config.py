@@ -7,11 +7,11 @@ built exactly as before. So a fusion model, a registry-built encoder, a ``class_
 of a recipe, and ``wrap(monai.networks.nets.DenseNet121(...))`` or a timm ViT built after that
 import are all described the same way, recursively (a module argument is itself described).
 
-:func:`describe` turns the recorded arguments into JSON-ready values; anything it cannot
+`describe()` turns the recorded arguments into JSON-ready values; anything it cannot
 describe (a function, a tensor, a module built before modfuse was imported, a class defined
-inside a function) raises :class:`ConfigError` naming where it sits and what to do.
+inside a function) raises `ConfigError` naming where it sits and what to do.
 
-Security: :func:`instantiate` imports the dotted ``class_path`` of each entry and builds it
+Security: `instantiate()` imports the dotted ``class_path`` of each entry and builds it
 only if it is a ``torch.nn.Module`` subclass or a value type modfuse lists (``TaskSpec``);
 class-valued arguments (``act_layer: torch.nn.GELU``) must be ``nn.Module`` subclasses too.
 A saved model file therefore cannot make the loader call an arbitrary function (such as
@@ -101,7 +101,7 @@ def describe(obj: Any, where: str = "model") -> Any:
 
     Modules become ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` with their
     constructor arguments described recursively; tuples, dicts with non-string keys, classes
-    and dtypes get small tagged forms so that :func:`instantiate` rebuilds them exactly.
+    and dtypes get small tagged forms so that `instantiate()` rebuilds them exactly.
 
     Args:
         obj: what to describe.
@@ -190,7 +190,7 @@ def _buildable(path: str, where: str) -> type:
 
 
 def instantiate(config: Any, where: str = "model") -> Any:
-    """Rebuild what :func:`describe` described (freshly initialised modules, weights aside).
+    """Rebuild what `describe()` described (freshly initialised modules, weights aside).
 
     Args:
         config: a description (``{"class_path": ..., "init_args": ...}`` or any value within one).

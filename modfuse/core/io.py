@@ -1,9 +1,9 @@
 """``modfuse.save`` / ``modfuse.load``: any model as one ``.safetensors`` file, no pickle.
 
 The file holds the weights (``state_dict``) and, in its metadata under ``"modfuse_config"``,
-the JSON description of the model (:func:`modfuse.core.config.describe`: ``class_path`` and
+the JSON description of the model ([`modfuse.core.config.describe()`][modfuse.core.config.describe]: ``class_path`` and
 ``init_args``, nested modules described recursively). Loading rebuilds the model from that
-description (:func:`~modfuse.core.config.instantiate`, which only constructs ``nn.Module``
+description ([`instantiate()`][modfuse.core.config.instantiate], which only constructs ``nn.Module``
 subclasses and modfuse value types) and loads the weights strictly, so predictions are
 identical. Files written by ``modfuse.lego.save`` and ``modfuse merge`` (Lego configs with a
 ``"type"``) load too.
@@ -62,7 +62,7 @@ def config_of_model(model: nn.Module) -> dict[str, Any]:
 
 
 def model_from_config(config: Mapping[str, Any]) -> nn.Module:
-    """A freshly initialised model from :func:`config_of_model` output (either form)."""
+    """A freshly initialised model from `config_of_model()` output (either form)."""
     if is_description(config):
         model = instantiate(config)
     elif isinstance(config, Mapping) and config.get("type") in MODEL_TYPES:
@@ -110,7 +110,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
 
     Args:
         model: any fusion model, Lego block/merge/fuse or encoder (see
-            :mod:`modfuse.core.config` for what can be described).
+            [`modfuse.core.config`][modfuse.core.config] for what can be described).
         path: output file (``.safetensors``); parent folders are created.
 
     Returns:
@@ -164,12 +164,12 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | 
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The model saved by :func:`save` (or ``modfuse.lego.save``, ``modfuse merge``), in eval mode.
+    """The model saved by `save()` (or ``modfuse.lego.save``, ``modfuse merge``), in eval mode.
 
     Raises:
         ReadError: naming the file when it is not a modfuse file or its weights do not match.
         ConfigError: when its config names something that may not be built (see
-            :mod:`modfuse.core.config`).
+            [`modfuse.core.config`][modfuse.core.config]).
     """
     config, state = read(path, map_location)
     model = model_from_config(config)

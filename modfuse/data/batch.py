@@ -104,7 +104,7 @@ class ModalityBatch:
 
     Attributes:
         inputs: modality -> collated input holding ONLY the present rows, in batch order
-            (e.g. a Tensor of shape (n_present, ...), a :class:`PaddedTensor`, or a PyG ``Batch``).
+            (e.g. a Tensor of shape (n_present, ...), a `PaddedTensor`, or a PyG ``Batch``).
             A modality that no sample of the batch has has no key here.
         present: modality -> BoolTensor of shape (B,), True where the sample has the modality.
         target: Tensor with leading dimension B, or dict task -> Tensor for multi-task, or None.

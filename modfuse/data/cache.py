@@ -1,13 +1,13 @@
 """A preprocessing cache: decode every modality of a dataset once, read it back fast.
 
-:func:`write_cache` runs each sample of a :class:`~modfuse.data.MultiModalDataset` through its
+`write_cache()` runs each sample of a [`MultiModalDataset`][modfuse.data.MultiModalDataset] through its
 own sources (so a DICOM arrives windowed and resized, a raster as a chip, a WFDB record as
 windows, a SMILES string as a PyG graph, a table row as an array: whatever the source's
-``load`` returns) and stores the values in shards; :func:`load_cache` returns a
-``MultiModalDataset`` whose sources are :class:`CachedSource` objects reading those shards, so
-the datamodule, collate and samplers work unchanged. :class:`CachedDataModule` trains from a
+``load`` returns) and stores the values in shards; `load_cache()` returns a
+``MultiModalDataset`` whose sources are `CachedSource` objects reading those shards, so
+the datamodule, collate and samplers work unchanged. `CachedDataModule` trains from a
 cache folder (the recipe key: ``data: {class_path: modfuse.data.cache.CachedDataModule,
-init_args: {cache_dir: DIR}}``) and :class:`ShardEpochSampler` reads it in shard order, each
+init_args: {cache_dir: DIR}}``) and `ShardEpochSampler` reads it in shard order, each
 DDP rank (and each DataLoader worker) its own run of whole shards.
 
 Format (``modfuse-cache/1``), chosen after comparing LitData, zarr and safetensors shards:
@@ -137,7 +137,7 @@ def _decode(handle: Any, key: str, entry: Mapping[str, Any]) -> Any:
 # ---------------------------------------------------------------------------- writing
 @dataclass
 class CacheReport:
-    """What :func:`write_cache` wrote.
+    """What `write_cache()` wrote.
 
     Attributes:
         path: the cache folder. n_samples, n_shards: sizes. present: modality -> stored values.
@@ -194,19 +194,19 @@ def write_cache(
         dataset: the dataset; its ``on_error`` decides what a bad file does: ``"raise"`` stops
             with the dataset's error (naming the file, sample and modality); ``"missing"``
             stores no value for that modality and sample and records the error in the cache's
-            read-error report (:attr:`CacheReport.read_errors`, ``index.json``).
+            read-error report (`CacheReport.read_errors`, ``index.json``).
         out_dir: the cache folder to create.
         shard_size: at most this many samples per shard (consecutive dataset indices).
         shard_bytes: a shard is closed once its tensors reach this many bytes (readers keep a
             few shards memory-mapped, so this bounds their resident memory).
         num_workers: DataLoader worker processes decoding in parallel.
         splits: optional ``{"train": idx, ...}`` saved with the cache (used by
-            :class:`CachedDataModule`).
+            `CachedDataModule`).
         overwrite: replace an existing ``out_dir``.
         progress: optional callable ``(done, total)`` called after each shard.
 
     Returns:
-        A :class:`CacheReport`.
+        A `CacheReport`.
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -314,14 +314,14 @@ class CacheStore:
     """Random access to a cache folder's values (shards are opened lazily, once per process).
 
     Args:
-        path: the folder written by :func:`write_cache`.
+        path: the folder written by `write_cache()`.
 
     Attributes:
         ids: the sample ids, in dataset order.
         modalities: modality -> ``{"collate": mode}``.
         presence: (N, M) bool, which sample has which modality.
         shard_starts: the first row of each shard. n_shards: their number.
-        groups, splits, read_errors: as saved by :func:`write_cache`.
+        groups, splits, read_errors: as saved by `write_cache()`.
         max_open: shards kept memory-mapped at once per process (least recently used closed).
     """
 
@@ -388,7 +388,7 @@ class CacheStore:
 
 
 class CachedSource:
-    """One modality of a cache, as a :class:`~modfuse.data.Source`.
+    """One modality of a cache, as a [`Source`][modfuse.data.Source].
 
     Args:
         store: the cache. modality: the modality name. collate: collate mode (default: the
@@ -419,16 +419,16 @@ class CachedSource:
 def load_cache(
     path: str | os.PathLike[str], transforms: Mapping[str, Callable[[Any], Any]] | None = None
 ) -> MultiModalDataset:
-    """A :class:`~modfuse.data.MultiModalDataset` reading a cache folder.
+    """A [`MultiModalDataset`][modfuse.data.MultiModalDataset] reading a cache folder.
 
     Args:
-        path: the folder written by :func:`write_cache`.
+        path: the folder written by `write_cache()`.
         transforms: optional modality -> callable applied to each value read.
 
     Returns:
         The dataset, with the same ids, targets, groups and modalities as the cached one;
-        its :attr:`read_errors` start with the errors found while preprocessing, and its
-        ``cache`` attribute is the :class:`CacheStore`.
+        its `read_errors` start with the errors found while preprocessing, and its
+        ``cache`` attribute is the `CacheStore`.
     """
     store = CacheStore(path)
     sources = {m: CachedSource(store, m) for m in store.modalities}
@@ -446,12 +446,12 @@ class ShardEpochSampler(DistributedSampler):
 
     Epoch ``e``'s order depends only on (seed, e): the shards are shuffled, then the samples
     inside each shard; the concatenation is cut into ``num_replicas`` contiguous, equal parts
-    (the first samples are repeated to even them, as :class:`DistributedSampler` does), so each
+    (the first samples are repeated to even them, as `DistributedSampler` does), so each
     rank reads its own run of shards (a rank shares at most its two boundary shards). Inside a
     rank, with ``num_workers > 1``, the rank's batches are split into one contiguous run per
     worker and interleaved so that the DataLoader's worker ``w`` (which gets batches
     ``w, w + W, ...``) reads run ``w``. ``resume`` works as in
-    :class:`~modfuse.data.datamodule.EpochSampler`: a pending ``(epoch, batches to skip)``
+    [`EpochSampler`][modfuse.data.datamodule.EpochSampler]: a pending ``(epoch, batches to skip)``
     starts the iteration part-way into that epoch.
 
     Args:
@@ -527,11 +527,11 @@ def _per_worker(order: list[int], batch_size: int, workers: int) -> list[int]:
 
 
 class CachedDataModule(MultiModalDataModule):
-    """Train from a cache folder written by :func:`write_cache` / ``modfuse prepare-cache``.
+    """Train from a cache folder written by `write_cache()` / ``modfuse prepare-cache``.
 
     The splits saved with the cache (those of the recipe's datamodule) are used unless
     ``splits`` is given; without saved splits the usual seeded split applies. Training batches
-    come in shard order (:class:`ShardEpochSampler`): each DDP rank and DataLoader worker reads
+    come in shard order (`ShardEpochSampler`): each DDP rank and DataLoader worker reads
     its own shards, and a checkpoint taken mid-epoch resumes at the same place (the
     datamodule's ``state_dict``).
 
@@ -540,7 +540,7 @@ class CachedDataModule(MultiModalDataModule):
         split: split kind when the cache has no saved splits (see ``MultiModalDataModule``).
         splits: explicit splits, overriding the saved ones.
         val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed, train_transform: as
-            in :class:`~modfuse.data.MultiModalDataModule`.
+            in [`MultiModalDataModule`][modfuse.data.MultiModalDataModule].
     """
 
     def __init__(

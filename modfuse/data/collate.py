@@ -1,4 +1,4 @@
-"""Collate samples with any missing pattern into a :class:`ModalityBatch`."""
+"""Collate samples with any missing pattern into a `ModalityBatch`."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def collate_samples(
     modalities: Sequence[str] | None = None,
     modes: Mapping[str, CollateMode] | None = None,
 ) -> ModalityBatch:
-    """Build a :class:`ModalityBatch` from samples with any missing pattern.
+    """Build a `ModalityBatch` from samples with any missing pattern.
 
     Args:
         samples: dicts with ``id``, ``inputs`` (modality -> value, or None / absent when missing)

@@ -5,7 +5,7 @@ checkpoint state (``state_dict``/``load_state_dict``, which Lightning saves and 
 run resumed from a checkpoint taken mid-epoch skips the batches that were already trained on
 and goes on exactly where the interrupted run stopped. This holds for single-process runs and
 for distributed (DDP) runs, where each process reads its shard through a
-:class:`~torch.utils.data.DistributedSampler` seeded by the datamodule's seed; a distributed
+`DistributedSampler` seeded by the datamodule's seed; a distributed
 run must resume with the same number of processes.
 """
 
@@ -102,10 +102,10 @@ def check_disjoint_groups(splits: Mapping[str, np.ndarray], groups: np.ndarray |
 
 
 class MultiModalDataModule(LightningDataModule):
-    """Splits a :class:`MultiModalDataset` and serves :class:`ModalityBatch` loaders.
+    """Splits a `MultiModalDataset` and serves `ModalityBatch` loaders.
 
     Args:
-        dataset: the full dataset, or None when a subclass builds it in :meth:`build_dataset`.
+        dataset: the full dataset, or None when a subclass builds it in `build_dataset()`.
         split: ``random``, ``stratified`` (by the target) or ``group`` (by ``dataset.groups``).
         splits: explicit ``{"train": idx, "val": idx, "test": idx}``; overrides ``split``.
         val_fraction, test_fraction: split sizes.
@@ -113,7 +113,7 @@ class MultiModalDataModule(LightningDataModule):
         num_workers: DataLoader workers.
         pin_memory: pin host memory (default: when CUDA is available).
         seed: split and shuffling seed (the training order of epoch ``e`` depends only on
-            ``seed`` and ``e``, see :class:`EpochSampler`).
+            ``seed`` and ``e``, see `EpochSampler`).
         train_transform: optional callable applied to each training batch (e.g. ModalityDropout).
     """
 
@@ -145,7 +145,7 @@ class MultiModalDataModule(LightningDataModule):
         self._resume_at: tuple[int, int] | None = None
 
     def build_dataset(self) -> MultiModalDataset:
-        """Subclasses build the dataset here (called once, in :meth:`setup`)."""
+        """Subclasses build the dataset here (called once, in `setup()`)."""
         raise ModfuseError("MultiModalDataModule needs a dataset (or a subclass implementing build_dataset)")
 
     def setup(self, stage: str | None = None) -> None:
@@ -195,8 +195,8 @@ class MultiModalDataModule(LightningDataModule):
         """Shuffled training batches in a (seed, epoch) order that resumes mid-epoch.
 
         Under a distributed Lightning strategy (DDP, FSDP) each process gets its shard from a
-        :class:`DistributedEpochSampler` seeded by ``seed`` (Lightning keeps a sampler that is
-        already distributed and calls its ``set_epoch``); otherwise an :class:`EpochSampler`.
+        `DistributedEpochSampler` seeded by ``seed`` (Lightning keeps a sampler that is
+        already distributed and calls its ``set_epoch``); otherwise an `EpochSampler`.
         """
         subset = self.subset("train")
         distributed = self._distributed_sampler_kwargs()
@@ -252,7 +252,7 @@ class MultiModalDataModule(LightningDataModule):
         return {"train_order": {"seed": int(self.seed), "epoch": epoch, "batches": done}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume the training order saved by :meth:`state_dict` (Lightning calls this)."""
+        """Resume the training order saved by `state_dict()` (Lightning calls this)."""
         order = state_dict.get("train_order")
         trainer = self.trainer
         # evaluation restores the datamodule state too: only a resumed fit skips batches
@@ -265,7 +265,7 @@ class ReportingDataLoader(DataLoader):
 
     With ``num_workers > 0`` each worker reads from its own copy of the dataset, so what a
     worker records never reaches the main process; the batches do. Iterating this loader adds
-    each batch's ``errors`` to :meth:`MultiModalDataset.record_errors` of the dataset it reads
+    each batch's ``errors`` to `MultiModalDataset.record_errors()` of the dataset it reads
     (through any ``Subset``), in the main process. Same arguments as ``DataLoader``.
     """
 
@@ -293,7 +293,7 @@ def _permutation(n: int, seed: int, epoch: int) -> list[int]:
 class EpochSampler(Sampler[int]):
     """Shuffles ``range(n)`` in an order that depends only on (seed, epoch).
 
-    Lightning calls :meth:`set_epoch` before each epoch; without it, each new iteration moves
+    Lightning calls `set_epoch()` before each epoch; without it, each new iteration moves
     on to the next epoch's order (as a shuffling loader would). ``resume`` is asked once per
     iteration for a pending ``(epoch, batches to skip)`` restored from a checkpoint: the
     iteration then starts part-way into that epoch. ``len`` is always a whole epoch, so the
@@ -331,9 +331,9 @@ class EpochSampler(Sampler[int]):
 
 
 class DistributedEpochSampler(DistributedSampler):
-    """A shuffling :class:`~torch.utils.data.DistributedSampler` (seeded by ``seed``; the
+    """A shuffling `DistributedSampler` (seeded by ``seed``; the
     order of epoch ``e`` per rank depends only on seed and ``e``) that can start part-way into
-    an epoch, like :class:`EpochSampler`.
+    an epoch, like `EpochSampler`.
 
     Args:
         dataset: the training subset.

@@ -28,10 +28,10 @@ class MultiModalDataset(Dataset):
     """Samples joined across modality sources by sample id; any modality may be missing.
 
     Each item is ``{"id": id, "inputs": {modality: value or None}, "target": target or None}``;
-    :meth:`collate_fn` turns a list of items into a :class:`ModalityBatch`.
+    `collate_fn()` turns a list of items into a `ModalityBatch`.
 
     Args:
-        sources: modality name -> :class:`Source` (a reader or an :class:`ArraySource`).
+        sources: modality name -> `Source` (a reader or an `ArraySource`).
         targets: per-sample targets aligned with ``ids``: an array (N,) or (N, k), a dict
             task -> array for multi-task, a DataFrame/Series indexed by id, or None.
         ids: the sample ids, in order (default: the union of the sources' ids, first seen first).
@@ -41,7 +41,7 @@ class MultiModalDataset(Dataset):
         groups: optional group per sample (patient, site) for grouped splits.
         on_error: ``"raise"`` (default): a bad file raises an error naming the file, sample and
             modality; ``"missing"``: that modality is marked missing for that sample and the
-            problem is recorded in :attr:`read_errors` (and in the batch's ``errors``).
+            problem is recorded in `read_errors` (and in the batch's ``errors``).
         transforms: optional modality -> callable applied to each loaded value.
     """
 
@@ -146,7 +146,7 @@ class MultiModalDataset(Dataset):
 
     @property
     def targets(self) -> np.ndarray | dict[str, np.ndarray] | None:
-        """The targets aligned to :attr:`ids` (one array, or a dict task -> array); read-only."""
+        """The targets aligned to `ids` (one array, or a dict task -> array); read-only."""
         return self._targets
 
     def target_of(self, index: int) -> Any:
@@ -187,7 +187,7 @@ class MultiModalDataset(Dataset):
         return {m: getattr(src, "collate", "auto") for m, src in self.sources.items()}
 
     def collate_fn(self, samples: Sequence[Mapping[str, Any]]) -> ModalityBatch:
-        """Collate items of this dataset into a :class:`ModalityBatch`."""
+        """Collate items of this dataset into a `ModalityBatch`."""
         batch = collate_samples(samples, self.modalities, self.collate_modes)
         batch.errors = [e for s in samples for e in s.get("errors", ())]
         return batch
@@ -196,7 +196,7 @@ class MultiModalDataset(Dataset):
         """Bool DataFrame (ids x modalities): which sample has which modality, from what the
         sources know without reading a file: their ids, their entries (a None path, an empty
         SMILES, an all-NaN row or table row are missing) and their optional ``has`` method.
-        File problems found only at load time are not reflected; see :attr:`read_errors`."""
+        File problems found only at load time are not reflected; see `read_errors`."""
         return pd.DataFrame(
             {
                 m: [sid in self._source_ids[m] and _cheap_present(src, sid) for sid in self.ids]

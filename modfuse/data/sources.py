@@ -1,4 +1,4 @@
-"""Per-modality sources that :class:`~modfuse.data.MultiModalDataset` joins on sample id."""
+"""Per-modality sources that [`MultiModalDataset`][modfuse.data.MultiModalDataset] joins on sample id."""
 
 from __future__ import annotations
 
@@ -17,19 +17,19 @@ __all__ = ["ArraySource", "Source", "row_is_missing"]
 
 @runtime_checkable
 class Source(Protocol):
-    """What :class:`MultiModalDataset` needs from a reader or an in-memory array.
+    """What `MultiModalDataset` needs from a reader or an in-memory array.
 
     Attributes:
         ids: the sample ids this source has a value for.
-        collate: how the dataset collates this modality (see :data:`CollateMode`).
+        collate: how the dataset collates this modality (see `CollateMode`).
 
     Optionally ``has(sample_id)`` tells, without reading a file, whether the source has a
-    value for the id (what :meth:`MultiModalDataset.present_matrix` reports); file-backed
+    value for the id (what `MultiModalDataset.present_matrix()` reports); file-backed
     readers answer it from their paths (``path_of(sample_id) is not None``).
 
     ``load(sample_id)`` returns the sample's value (a Tensor, a dict of Tensors, a PyG ``Data``,
     ...) or ``None`` when the modality is missing for that sample. It raises
-    :class:`modfuse.errors.ReadError` (naming the file) for bad input; the dataset applies its
+    [`modfuse.errors.ReadError`][modfuse.errors.ReadError] (naming the file) for bad input; the dataset applies its
     ``on_error`` policy to it.
     """
 
@@ -53,7 +53,7 @@ def row_is_missing(row: Any) -> bool:
 
 def _missing_rows(values: Any) -> np.ndarray | None:
     """(N,) bool, True where a row of a numeric NumPy array is all-NaN; None for other values
-    (Tensors, lists), whose rows are checked one at a time with :func:`row_is_missing`."""
+    (Tensors, lists), whose rows are checked one at a time with `row_is_missing()`."""
     if not isinstance(values, np.ndarray) or values.dtype.kind not in "biuf" or values.ndim == 0:
         return None
     flat = values.reshape(len(values), -1)

@@ -1,11 +1,11 @@
 """Datamodules that read a domain's real files directly (no ``prepare`` step), for the recipes
 ``recipes/remote_sensing.yaml`` and ``recipes/molecules.yaml``.
 
-- :class:`EOPatchLandCoverDataModule`: per-pixel land cover from an eo-learn EOPatch folder: the
+- `EOPatchLandCoverDataModule`: per-pixel land cover from an eo-learn EOPatch folder: the
   Sentinel-2 time series of each pixel (NDVI by default; any ``data/`` bands) with the dates
   lost to clouds marked invalid, plus terrain from the DEM; labels from ``LULC``; split by
   spatial blocks, because neighbouring pixels are correlated and a random pixel split leaks.
-- :class:`MoleculeCSVDataModule`: a MoleculeNet-style CSV (SMILES + descriptor columns +
+- `MoleculeCSVDataModule`: a MoleculeNet-style CSV (SMILES + descriptor columns +
   a target) read as a molecular graph + a descriptor table; scaffold or random split; the
   columns a configuration marks as leaky (ESOL's ``ESOL predicted ...``) can never be features.
 
@@ -69,7 +69,7 @@ class EOPatchLandCoverDataModule(MultiModalDataModule):
     Each labelled pixel is one sample with two modalities:
 
     - ``series``: ``{"x": (T, C), "valid": (T,), "t": (T,) days}`` from
-      :class:`~modfuse.data.readers.EOPatchSeriesSource` (C = the channels of ``features``); a
+      `EOPatchSeriesSource` (C = the channels of ``features``); a
       date is invalid where ``IS_VALID`` is false or the cloud mask ``CLM`` is set, and a pixel
       with no valid date at all has the modality missing. For ``timeseries`` encoders.
     - ``elevation``: ``terrain_features`` of ``data_timeless/DEM`` (elevation, slope, relative
@@ -78,14 +78,14 @@ class EOPatchLandCoverDataModule(MultiModalDataModule):
 
     The target is the index of the pixel's ``label`` layer value in ``classes`` (multiclass).
     Pixels whose value is in ``nodata`` (LULC 0 = "no data") are dropped. The split is by
-    ``block`` x ``block`` pixel tiles (:meth:`EOPatchSeriesSource.spatial_blocks`): every pixel of
+    ``block`` x ``block`` pixel tiles (`EOPatchSeriesSource.spatial_blocks()`): every pixel of
     a tile lands in one partition.
 
     Args:
         root: the EOPatch folder (e.g. ``eopatch-slovenia``).
         features: time-dependent layers (``data/NDVI``; ``data/BANDS`` too where the patch has
             the 13-band cube), concatenated along channels.
-        valid_masks, cloud_masks: per-date masks (see :class:`EOPatchSeriesSource`).
+        valid_masks, cloud_masks: per-date masks (see `EOPatchSeriesSource`).
         label: the timeless class layer.
         nodata: label values that are not a class (those pixels are dropped).
         classes: the label values, in output order (default: every value of the whole layer
@@ -98,7 +98,7 @@ class EOPatchLandCoverDataModule(MultiModalDataModule):
         standardize: standardise ``elevation`` with training-partition statistics.
         val_fraction, test_fraction: fractions of the blocks in val and test.
         batch_size, num_workers, pin_memory, seed, train_transform: as in
-            :class:`~modfuse.data.MultiModalDataModule`.
+            [`MultiModalDataModule`][modfuse.data.MultiModalDataModule].
     """
 
     def __init__(
@@ -206,19 +206,19 @@ class MoleculeCSVDataModule(MultiModalDataModule):
     """A MoleculeNet-style CSV read directly: molecular graph (from SMILES) + descriptor table.
 
     Modalities: ``graph`` (RDKit atom/bond features through
-    :class:`~modfuse.data.readers.SmilesSource`; a SMILES RDKit cannot parse makes the graph
+    `SmilesSource`; a SMILES RDKit cannot parse makes the graph
     missing for that molecule, it is never dropped) and ``descriptors`` (the numeric
     ``descriptors`` columns, standardised with training statistics; an all-empty row is a
     missing modality). The target is one numeric column.
 
     Column names come from a known configuration (``config="esol"``, see
-    :data:`modfuse.datasets.collections.moleculenet.CONFIGS`) or are given explicitly; explicit
+    `modfuse.datasets.collections.moleculenet.CONFIGS`) or are given explicitly; explicit
     arguments override the configuration. Columns in the configuration's ``exclude`` (e.g.
     ESOL's ``ESOL predicted log solubility in mols per litre``, a model's prediction of the
     target) and in ``exclude`` here are refused as descriptors.
 
     This is the direct variant of the ``esol`` collection (``prepare("esol", ...)`` + a
-    :class:`~modfuse.datasets.manifest.ManifestDataModule`): same columns, same scaffold split,
+    [`ManifestDataModule`][modfuse.datasets.manifest.ManifestDataModule]): same columns, same scaffold split,
     no manifest written.
 
     Args:
@@ -233,7 +233,7 @@ class MoleculeCSVDataModule(MultiModalDataModule):
         standardize: standardise descriptors with training-partition statistics.
         val_fraction, test_fraction: split sizes.
         batch_size, num_workers, pin_memory, seed, train_transform: as in
-            :class:`~modfuse.data.MultiModalDataModule`.
+            [`MultiModalDataModule`][modfuse.data.MultiModalDataModule].
     """
 
     def __init__(

@@ -10,8 +10,8 @@ A prepared collection is a folder::
 The table holds the sample id, the group id used for splitting (patient, block, scaffold),
 the label columns, one path column or one set of value columns per modality, and one explicit
 ``has_<modality>`` column per modality (missingness is never implied by a fill value).
-:func:`read_manifest` loads it back; :meth:`Manifest.to_dataset` builds the
-:class:`~modfuse.data.MultiModalDataset`; :class:`ManifestDataModule` does both for recipes.
+`read_manifest()` loads it back; `Manifest.to_dataset()` builds the
+[`MultiModalDataset`][modfuse.data.MultiModalDataset]; `ManifestDataModule` does both for recipes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ModalitySpec:
             holding a file or record path relative to the manifest's ``root``) or ``value`` (one
             column holding an inline value such as a SMILES string).
         columns: the table columns (one for ``path`` and ``value``).
-        reader: for ``path``/``value``: the name of a reader in :mod:`modfuse.data.readers`
+        reader: for ``path``/``value``: the name of a reader in [`modfuse.data.readers`][modfuse.data.readers]
             (``wfdb``, ``dicom``, ``raster``, ``smiles``, ...).
         options: keyword arguments for the reader.
         description: free text for humans (units, provenance).
@@ -89,7 +89,7 @@ class TargetSpec:
     """One task's label columns.
 
     Args:
-        kind: a :class:`~modfuse.training.TaskSpec` kind.
+        kind: a [`TaskSpec`][modfuse.training.TaskSpec] kind.
         columns: binary/multiclass/regression: one column (or several regression targets);
             multilabel: one 0/1 column per label; survival: ``[time, event]``.
         classes: multiclass: class names in code order (the column holds codes 0..C-1).
@@ -102,7 +102,7 @@ class TargetSpec:
     boundaries: list[float] | None = None
 
     def task_spec(self) -> TaskSpec:
-        """The matching :class:`TaskSpec`."""
+        """The matching `TaskSpec`."""
         if self.kind == "multiclass":
             return TaskSpec("multiclass", len(self.classes or []))
         if self.kind == "survival":
@@ -150,8 +150,8 @@ def write_manifest(
         table: one row per sample.
         out: output folder (created).
         name: collection name.
-        modalities: modality -> :class:`ModalitySpec` (or its dict form).
-        targets: task -> :class:`TargetSpec` (or its dict form).
+        modalities: modality -> `ModalitySpec` (or its dict form).
+        targets: task -> `TargetSpec` (or its dict form).
         splits: split name -> ``{"train": idx, "val": idx, "test": idx}`` row indices.
         default_split: the split recipes use (default: the first one).
         ungrouped_splits: splits that deliberately ignore the groups (e.g. MoleculeNet's random
@@ -291,7 +291,7 @@ def _observed(table: pd.DataFrame, spec: ModalitySpec) -> np.ndarray:
 # ---------------------------------------------------------------------------------- reading
 @dataclass
 class Manifest:
-    """A manifest loaded by :func:`read_manifest`.
+    """A manifest loaded by `read_manifest()`.
 
     Attributes:
         path: the ``manifest.json`` file.
@@ -331,7 +331,7 @@ class Manifest:
         return list(self.doc["splits"])
 
     def task_specs(self) -> dict[str, TaskSpec]:
-        """Task name -> :class:`TaskSpec` for :class:`~modfuse.training.FusionTask`."""
+        """Task name -> `TaskSpec` for [`FusionTask`][modfuse.training.FusionTask]."""
         return {t: s.task_spec() for t, s in self.targets.items()}
 
     def split_is_grouped(self, name: str | None = None) -> bool:
@@ -360,7 +360,7 @@ class Manifest:
         return list(self.modalities[modality].columns)
 
     def target_array(self) -> np.ndarray | dict[str, np.ndarray]:
-        """Targets for :class:`MultiModalDataset` (an array for one task, else a dict)."""
+        """Targets for `MultiModalDataset` (an array for one task, else a dict)."""
         arrays = {t: self._target(t, s) for t, s in self.targets.items()}
         check_targets(arrays, self.task_specs(), self.ids)  # errors name the task and the sample
         return next(iter(arrays.values())) if len(arrays) == 1 else arrays
@@ -377,7 +377,7 @@ class Manifest:
         return arr[:, 0] if spec.kind == "regression" and arr.shape[1] == 1 else arr
 
     def sources(self, modalities: Sequence[str] | None = None) -> dict[str, Source]:
-        """One :class:`~modfuse.data.Source` per modality (rows with ``has_<m>`` False are missing)."""
+        """One [`Source`][modfuse.data.Source] per modality (rows with ``has_<m>`` False are missing)."""
         specs = self.modalities
         chosen = list(modalities) if modalities is not None else list(specs)
         unknown = [m for m in chosen if m not in specs]
@@ -419,7 +419,7 @@ class Manifest:
         transforms: Mapping[str, Callable[[Any], Any]] | None = None,
         with_groups: bool = True,
     ) -> MultiModalDataset:
-        """Build the :class:`MultiModalDataset` (ids, groups and targets from the table).
+        """Build the `MultiModalDataset` (ids, groups and targets from the table).
 
         Args:
             modalities: the modalities to load (default: all).
@@ -609,7 +609,7 @@ class Standardize:
 
 
 class ManifestDataModule(MultiModalDataModule):
-    """A :class:`MultiModalDataModule` over a prepared manifest and one of its fixed splits.
+    """A `MultiModalDataModule` over a prepared manifest and one of its fixed splits.
 
     Args:
         manifest: the folder written by ``prepare`` (or its ``manifest.json``).
@@ -620,7 +620,7 @@ class ManifestDataModule(MultiModalDataModule):
             partition only (never val/test, which would leak).
         on_error: bad-file policy (``"raise"`` or ``"missing"``).
         batch_size, num_workers, pin_memory, seed, train_transform: as in
-            :class:`MultiModalDataModule`.
+            `MultiModalDataModule`.
     """
 
     def __init__(

@@ -1,8 +1,8 @@
 """``prepare(name, root=..., out=...)``: turn a collection a user downloaded into a manifest.
 
-Each collection module under :mod:`modfuse.datasets.collections` registers a function
+Each collection module under `modfuse.datasets.collections` registers a function
 ``(root, out, **options) -> Path`` that reads the provider's own layout under ``root`` and
-writes a manifest folder to ``out`` (see :mod:`modfuse.datasets.manifest`). Nothing is
+writes a manifest folder to ``out`` (see [`modfuse.datasets.manifest`][modfuse.datasets.manifest]). Nothing is
 downloaded: every collection needs files the user obtained under the provider's terms.
 """
 
@@ -55,7 +55,7 @@ def prepare(name: str, root: str | Path, out: str | Path, **options: Any) -> Pat
     """Read collection ``name`` from ``root`` (the provider's layout) and write a manifest to ``out``.
 
     Args:
-        name: a collection (see :func:`available`): ``ptbxl``, ``mimic_cxr``, ``chexpert``,
+        name: a collection (see `available()`): ``ptbxl``, ``mimic_cxr``, ``chexpert``,
             ``bigearthnet``, ``eurosat``, ``tcga``, ``moleculenet`` / ``esol`` / ...
         root: the folder (or, for single-file collections, the file) the user obtained.
         out: output folder for ``manifest.json``, the table and ``splits/``.

@@ -2,8 +2,8 @@
 
 Every helper returns ``{"train": idx, "val": idx, "test": idx}`` (sorted int arrays over the
 rows of a manifest) and refuses a split that puts one group (patient, site, spatial block,
-scaffold) in two partitions. :func:`write_split` stores a split as a CSV file
-(``id,split[,group]``) next to the manifest; :func:`read_split` reads it back as indices.
+scaffold) in two partitions. `write_split()` stores a split as a CSV file
+(``id,split[,group]``) next to the manifest; `read_split()` reads it back as indices.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def spatial_block_split(
     seed: int = 0,
     crs: str | Sequence[str] | None = None,
 ) -> tuple[Splits, np.ndarray]:
-    """Split by spatial blocks (see :func:`spatial_blocks`); returns ``(splits, block ids)``."""
+    """Split by spatial blocks (see `spatial_blocks()`); returns ``(splits, block ids)``."""
     blocks = spatial_blocks(x, y, block_size, crs)  # type: ignore[arg-type]
     return group_split(blocks, val_fraction, test_fraction, seed), blocks
 
@@ -278,7 +278,7 @@ def split_frame(
     ids: Sequence[Hashable],
     groups: Sequence[Hashable] | np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The table :func:`write_split` writes (``id,split[,group]``), after every check: indices
+    """The table `write_split()` writes (``id,split[,group]``), after every check: indices
     in range, no sample in two partitions, no group in two partitions (nothing is written)."""
     ids_arr = np.asarray(list(ids), dtype=object)
     group_arr = None if groups is None else np.asarray(groups, dtype=object)
@@ -303,7 +303,7 @@ def split_frame(
 
 
 def read_split(path: str | Path, ids: Sequence[Hashable], groups: np.ndarray | None = None) -> Splits:
-    """Read a split CSV written by :func:`write_split` as indices into ``ids``.
+    """Read a split CSV written by `write_split()` as indices into ``ids``.
 
     Samples of the manifest that the file does not list belong to no partition (e.g. a
     collection's excluded rows). Ids in the file that the manifest lacks raise an error.

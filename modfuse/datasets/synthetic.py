@@ -139,7 +139,7 @@ class SyntheticCohort:
 class MemoizedSource:
     """A reader whose values are read once (by the reader itself) and then kept in memory.
 
-    Implements the :class:`modfuse.data.sources.Source` protocol. A read error is not kept: the
+    Implements the [`modfuse.data.sources.Source`][modfuse.data.sources.Source] protocol. A read error is not kept: the
     next ``load`` of that sample reads (and fails) again.
     """
 
@@ -150,7 +150,7 @@ class MemoizedSource:
         self.values: dict[Any, Any] = {}
 
     def has(self, sample_id: Any) -> bool:
-        """The wrapped reader's answer (see :meth:`MultiModalDataset.present_matrix`)."""
+        """The wrapped reader's answer (see `MultiModalDataset.present_matrix()`)."""
         from modfuse.data.dataset import _cheap_present
 
         return _cheap_present(self.source, sample_id)
@@ -181,7 +181,7 @@ def synthetic_cohort(
         missing: base missing rate per modality (``{"xray": 0.3, "ecg": 0.25, "labs": 0.15}``
             by default), one rate for all three, or None for a complete cohort.
         root: folder to write under (default: the user cache, see
-            :func:`modfuse.utils.cache.cache_dir`).
+            [`modfuse.utils.cache.cache_dir()`][modfuse.utils.cache.cache_dir]).
 
     Example:
         >>> cohort = synthetic_cohort(200, seed=1)
@@ -426,13 +426,13 @@ class SyntheticCohortDataModule(MultiModalDataModule):
     Args:
         n: number of patients.
         cohort_seed: the generator's seed (the split seed is ``seed``).
-        missing: base missing rates (see :func:`synthetic_cohort`).
+        missing: base missing rates (see `synthetic_cohort()`).
         root: where to write the cohort (default: the user cache).
         on_error: bad-input policy of the dataset.
         in_memory: keep each sample in memory after its first read through the readers (the
             files are still read by the real DICOM/WFDB/CSV readers, once).
         split, val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed: as in
-            :class:`~modfuse.data.MultiModalDataModule`.
+            [`MultiModalDataModule`][modfuse.data.MultiModalDataModule].
     """
 
     def __init__(

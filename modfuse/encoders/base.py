@@ -35,7 +35,7 @@ class Encoder(nn.Module):
 
 
 def check_finite(x: Tensor, what: str) -> None:
-    """Raise a :class:`ModfuseError` naming the first row with NaN/inf values."""
+    """Raise a `ModfuseError` naming the first row with NaN/inf values."""
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.numel() else torch.zeros(0, dtype=torch.bool)
     if bad.any():
         row = int(bad.nonzero()[0])

@@ -88,7 +88,7 @@ class ECGEncoder(Encoder):
     projection. Normalisation is a GroupNorm whose statistics use each row's valid samples
     only, so rows are independent and a padded signal gives the same features as the signal
     alone. Any length works (lengths are padded by the collate function into a
-    :class:`~modfuse.data.batch.PaddedTensor`).
+    [`PaddedTensor`][modfuse.data.batch.PaddedTensor]).
 
     Args:
         leads: number of leads / channels (checked on every input).

@@ -27,7 +27,7 @@ def build(name: str, /, **kwargs: Any) -> nn.Module:
 
 
 def config_of(encoder: nn.Module) -> dict[str, Any] | None:
-    """How ``encoder`` was built by :func:`build` (None for modules built otherwise)."""
+    """How ``encoder`` was built by `build()` (None for modules built otherwise)."""
     return getattr(encoder, "encoder_config", None)
 
 

@@ -5,7 +5,7 @@ Sentinel-2 / Landsat pretrained weights) whose first convolution takes ``bands``
 Pretrained weights come from a torchgeo ``WeightsEnum`` member (downloaded by torchgeo, for
 online users) or from a local state dict file (offline). The band count is checked against
 the weights BEFORE anything is downloaded or loaded. ``backbone="small"`` is a four-layer CNN
-(:class:`SmallCNN`, about 0.1 M parameters) for CPU runs, smoke tests and tiny chips.
+(`SmallCNN`, about 0.1 M parameters) for CPU runs, smoke tests and tiny chips.
 
 ``spectral_tokens``: in the spirit of SpectralGPT, 3D patches over (band group x space)
 embedded by one Conv3d, with separable spectral and spatial position embeddings and a small
@@ -119,7 +119,7 @@ class SpectralEncoder(Encoder):
     The backbone is ``timm.create_model(backbone, in_chans=bands, num_classes=0)``: its first
     convolution takes ``bands`` channels and its classifier is removed, so it returns globally
     pooled features, projected to ``out_dim`` when that differs from the backbone width.
-    ``backbone="small"`` is the CPU preset instead: :class:`SmallCNN` (four stride-2 3x3
+    ``backbone="small"`` is the CPU preset instead: `SmallCNN` (four stride-2 3x3
     convolutions, 16-32-64-128 channels, about 0.1 M parameters for 13 bands; no timm), for
     smoke tests, CPU runs and chips of any size. The default stays ResNet-18.
 
@@ -132,7 +132,7 @@ class SpectralEncoder(Encoder):
         bands: number of spectral bands (input channels), checked on every input and against
             the weights.
         backbone: timm model name (torchgeo's weights exist for ``resnet18``, ``resnet50``, ...),
-            or ``"small"`` (:class:`SmallCNN`; local ``weights_path`` files only).
+            or ``"small"`` (`SmallCNN`; local ``weights_path`` files only).
         out_dim: output width (None: the backbone's feature width, 512 for ResNet-18, 128 for
             ``"small"``).
         weights: a torchgeo ``WeightsEnum`` member (or its name), e.g.

@@ -6,7 +6,7 @@ objects). Nothing here downloads anything.
 
 Pretrained convolutional backbones were trained with BatchNorm. Batch statistics would make a
 sample's features depend on the other rows of its batch (and a batch holding a single present
-row would fail), so pretrained BatchNorm layers are turned into :class:`FrozenStatsBatchNorm2d`:
+row would fail), so pretrained BatchNorm layers are turned into `FrozenStatsBatchNorm2d`:
 the affine parameters still train, the normalisation uses the stored running statistics.
 """
 
@@ -182,7 +182,7 @@ class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` inside ``module`` (in place) by :class:`FrozenStatsBatchNorm2d`."""
+    """Replace every ``nn.BatchNorm2d`` inside ``module`` (in place) by `FrozenStatsBatchNorm2d`."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, FrozenStatsBatchNorm2d):
             frozen = FrozenStatsBatchNorm2d(child.num_features, eps=child.eps, affine=child.affine)

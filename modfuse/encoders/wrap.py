@@ -3,13 +3,13 @@
 BatchNorm in training mode normalises each row with statistics of the whole batch: a sample's
 features would depend on its batch mates (breaking the encoders' row-independence contract)
 and a batch with exactly one present row of the modality would fail ("Expected more than 1
-value per channel"). :func:`wrap` therefore never lets a BatchNorm layer use batch statistics:
+value per channel"). `wrap()` therefore never lets a BatchNorm layer use batch statistics:
 
 * ``norm="freeze"`` (default): every BatchNorm layer stays in eval mode, also while the model
   trains: it normalises with its stored running statistics (the pretrained ones for a
   pretrained backbone), which are no longer updated; its weight and bias still train.
 * ``norm="group"``: every BatchNorm layer is replaced by a GroupNorm over the same channels
-  (see :func:`batch_norm_to_group_norm`; the affine weight and bias copied), which normalises
+  (see `batch_norm_to_group_norm()`; the affine weight and bias copied), which normalises
   each row by itself; the choice for a network trained from scratch.
 """
 
@@ -27,7 +27,7 @@ from modfuse.errors import ModfuseError
 __all__ = ["NormPolicy", "WrappedEncoder", "batch_norm_to_group_norm", "wrap"]
 
 NormPolicy = Literal["freeze", "group"]
-"""How :func:`wrap` keeps BatchNorm layers from using batch statistics (see the module doc)."""
+"""How `wrap()` keeps BatchNorm layers from using batch statistics (see the module doc)."""
 
 
 class WrappedEncoder(Encoder):

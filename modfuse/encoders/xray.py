@@ -42,7 +42,7 @@ _FIRST_CONV = {"densenet121": "features.conv0.weight", "small": "features.conv1.
 
 
 class _SmallXRayNet(nn.Module):
-    """The ``small`` preset: :class:`~modfuse.encoders.spectral.SmallCNN` features + a linear
+    """The ``small`` preset: [`SmallCNN`][modfuse.encoders.spectral.SmallCNN] features + a linear
     head named like MONAI's DenseNet (``features``, ``class_layers.out``)."""
 
     def __init__(self, in_channels: int, out_dim: int, norm: str, dropout: float) -> None:
@@ -66,7 +66,7 @@ class XRayEncoder(Encoder):
 
     The DenseNet features (1024 channels) are globally average pooled and linearly projected
     to ``out_dim`` (MONAI's ``class_layers``). ``arch="small"`` replaces DenseNet121 (7 M
-    parameters) by a four-layer CNN (:class:`~modfuse.encoders.spectral.SmallCNN`, 16-32-64-128
+    parameters) by a four-layer CNN ([`SmallCNN`][modfuse.encoders.spectral.SmallCNN], 16-32-64-128
     channels, about 0.1 M parameters; images from 8x8): for CPU runs, smoke tests and tiny
     images. DenseNet121 stays the default. Normalisation: ``"group"`` (GroupNorm, 32
     groups) when training from scratch, so a row's features never depend on its batch;

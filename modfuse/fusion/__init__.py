@@ -1,4 +1,4 @@
-"""Fusion strategies behind one interface (:class:`FusionModel`) and a registry (:func:`build`)."""
+"""Fusion strategies behind one interface (`FusionModel`) and a registry (`build()`)."""
 
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ class FusionModel(Protocol):
 
     Attributes:
         modalities: the modality names the model can use.
-        tasks: task name -> :class:`~modfuse.training.spec.TaskSpec`.
+        tasks: task name -> [`TaskSpec`][modfuse.training.spec.TaskSpec].
 
-    ``forward(batch)`` returns logits (:data:`Outputs`), or an object with a ``prediction``
+    ``forward(batch)`` returns logits (`Outputs`), or an object with a ``prediction``
     attribute holding them (sequential fusion also returns per-step predictions). It accepts
     any per-sample pattern of present modalities, including none: a sample with no modality
     gets the model's prior prediction, so subset-based explanations have a defined f(empty).
@@ -74,7 +74,7 @@ def build(
     """Build a fusion model by strategy name, e.g. ``build("early", encoders=..., tasks="binary")``.
 
     Args:
-        strategy: a registered name (see :func:`available`).
+        strategy: a registered name (see `available()`).
         encoders: modality -> encoder (``out_dim`` declared).
         tasks: a task kind, a TaskSpec, or a dict task name -> TaskSpec.
         **kwargs: strategy-specific arguments.

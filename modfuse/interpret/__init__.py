@@ -1,12 +1,12 @@
 """Interpretation: exact modality Shapley values, captum attributions inside a modality, plots.
 
-- :func:`modality_shapley`: per-sample Shapley value of each modality (exact for M <= 8,
+- `modality_shapley()`: per-sample Shapley value of each modality (exact for M <= 8,
   Monte Carlo with standard errors above), each coalition a real forward pass.
-- :func:`feature_attributions`: captum IntegratedGradients / FeatureAblation over one
+- `feature_attributions()`: captum IntegratedGradients / FeatureAblation over one
   modality's input (tabular features, ECG samples and leads, image pixels and bands).
-- plots: :func:`plot_waterfall`, :func:`plot_cohort`, :func:`plot_band_importance`,
-  :func:`plot_ecg_saliency`, :func:`plot_feature_importance`.
-- :func:`explain_report`: writes the CSV tables and PNG plots.
+- plots: `plot_waterfall()`, `plot_cohort()`, `plot_band_importance()`,
+  `plot_ecg_saliency()`, `plot_feature_importance()`.
+- `explain_report()`: writes the CSV tables and PNG plots.
 
 captum is imported only when attributions are computed (extra ``modfuse[explain]``).
 """

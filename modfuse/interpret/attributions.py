@@ -1,14 +1,14 @@
 """Attributions inside one modality with captum (IntegratedGradients, FeatureAblation).
 
 The explained function maps one modality's input tensor to the model's prediction (the
-same value as :func:`modality_shapley` explains: probability, estimate or risk) while every
+same value as `modality_shapley()` explains: probability, estimate or risk) while every
 other modality of each sample is held fixed at its observed value (and absent ones stay
 absent). Only samples that have the modality are explained.
 
 Typical layouts and their reductions:
     tabular (n, features)          -> per-feature attributions as they are;
-    ECG / signals (n, leads, L)    -> :func:`lead_importance` (n, leads), :func:`time_saliency` (n, L);
-    images (n, C, H, W)            -> :func:`band_importance` (n, C), :func:`pixel_map` (n, H, W).
+    ECG / signals (n, leads, L)    -> `lead_importance()` (n, leads), `time_saliency()` (n, L);
+    images (n, C, H, W)            -> `band_importance()` (n, C), `pixel_map()` (n, H, W).
 ``FeatureAblation`` with ``group_dim=1`` ablates whole leads or spectral bands at once.
 """
 
@@ -183,7 +183,7 @@ def feature_attributions(
             ``"feature_ablation"`` (captum ``FeatureAblation``: each element, or each group
             along ``group_dim``, is replaced by the baseline).
         task: the task (default: the first).
-        output: the output column (default as in :func:`modality_shapley`: the class
+        output: the output column (default as in `modality_shapley()`: the class
             predicted with all modalities for multiclass).
         baselines: reference input: a scalar or a tensor broadcastable to one row
             (default 0, the mean of standardised inputs). NaN cells (partly missing tabular
@@ -195,7 +195,7 @@ def feature_attributions(
         max_samples: explain at most this many of the samples that have the modality.
 
     Returns:
-        An :class:`Attribution` with ``values`` of the input's shape (n_present, ...).
+        An `Attribution` with ``values`` of the input's shape (n_present, ...).
     """
     attr_mod = require("captum.attr", extra="explain")
     model = unwrap_model(model)

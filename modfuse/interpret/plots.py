@@ -28,7 +28,7 @@ def plot_waterfall(result: ShapleyResult, sample: Hashable | None = None) -> Fig
     """Per-sample waterfall: from f(empty) through each modality's contribution to f(all).
 
     Args:
-        result: output of :func:`modality_shapley`.
+        result: output of `modality_shapley()`.
         sample: the sample id (default: the first sample).
     """
     sid = result.values.index[0] if sample is None else sample
@@ -110,7 +110,7 @@ def plot_band_importance(importance: Any, band_names: Sequence[str] | None = Non
     """Bar chart of spectral band importance, bands in their natural order.
 
     Args:
-        importance: (C,) or (n, C) (averaged over samples), e.g. :func:`band_importance`.
+        importance: (C,) or (n, C) (averaged over samples), e.g. `band_importance()`.
         band_names: C band names (default ``band 0``, ...).
     """
     values = _np(importance)

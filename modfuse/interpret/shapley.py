@@ -1,7 +1,7 @@
 """Modality Shapley values: each coalition of modalities is a real forward pass, no zero-filling.
 
 For a sample x and a set S of modalities, v(S) is the model's prediction (probability,
-estimate or risk, via :meth:`TaskSpec.activate`) when only the modalities in S are present.
+estimate or risk, via `TaskSpec.activate()`) when only the modalities in S are present.
 v(empty) is the model's prior prediction (every fusion model defines it). The Shapley value of
 modality i is
 
@@ -231,7 +231,7 @@ def modality_shapley(
     Args:
         model: any fusion model (or a FusionTask); it must predict from any subset, including
             the empty one.
-        data: a ModalityBatch, or anything :func:`modfuse.robust.evaluate.iter_batches`
+        data: a ModalityBatch, or anything [`modfuse.robust.evaluate.iter_batches()`][modfuse.robust.evaluate.iter_batches]
             accepts (DataLoader, MultiModalDataset, datamodule: its test split).
         task: the task to explain (default: the first).
         output: the output column to explain; default: the class predicted with all
@@ -248,7 +248,7 @@ def modality_shapley(
             in CI; see `modfuse.utils.progress`).
 
     Returns:
-        A :class:`ShapleyResult` (``.values``: DataFrame samples x modalities).
+        A `ShapleyResult` (``.values``: DataFrame samples x modalities).
     """
     model = unwrap_model(model)
     task, spec = resolve_task(model, task)

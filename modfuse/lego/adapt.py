@@ -141,7 +141,7 @@ def adapt(
     """Adapt a merged model to unlabelled paired target data with its own fused pseudo-labels.
 
     Args:
-        merged: a :class:`LegoMerge` (never modified; prediction-space merges work best, as
+        merged: a `LegoMerge` (never modified; prediction-space merges work best, as
             their pseudo-labels are calibrated).
         unlabeled_paired_data: target samples with several modalities each; their targets,
             if any, are never read.

@@ -152,7 +152,7 @@ class LegoBlock(nn.Module):
             is described in the block's JSON config, so a saved block rebuilds from it.
         modality: the modality this block reads.
         num_outputs: output width of the task (1 for binary).
-        task: task kind (``"binary"``, ``"multiclass"``, ...) or a :class:`TaskSpec`.
+        task: task kind (``"binary"``, ``"multiclass"``, ...) or a `TaskSpec`.
         latent_shape: (l_c, l_d) of the learned latent; blocks to merge must share it.
         depth: number of frequency-domain rounds (the encoder still runs once).
         heads: attention heads (must divide l_d).
@@ -164,9 +164,9 @@ class LegoBlock(nn.Module):
             is then averaging fine-tuned copies of one model, which is what makes merging work.
 
     Attributes:
-        calibration: the block's :class:`~modfuse.lego.calibration.Calibration` (temperature,
+        calibration: the block's `Calibration` (temperature,
             bias, label prior, predictive spread), measured by ``fit_block`` on the block's own
-            validation rows (or :func:`modfuse.lego.calibrate`); None until then. Saved with the
+            validation rows (or `modfuse.lego.calibrate()`); None until then. Saved with the
             block (``to_config``); prediction-space merges (``poe``, ``precision``) need it.
 
     Shapes:
@@ -302,10 +302,10 @@ class LegoBlock(nn.Module):
 
     # ------------------------------------------------------------------ config
     def to_config(self) -> dict[str, Any]:
-        """JSON description from which :meth:`from_config` rebuilds this block (weights aside).
+        """JSON description from which `from_config()` rebuilds this block (weights aside).
 
         Raises:
-            ModfuseError: if the encoder cannot be described (see :func:`describe_encoder`).
+            ModfuseError: if the encoder cannot be described (see `describe_encoder()`).
         """
         enc = describe_encoder(self.encoder, self.modality)
         (name, spec), *_ = self.tasks.items()
@@ -322,7 +322,7 @@ class LegoBlock(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoBlock:
-        """Rebuild a block (freshly initialised) from :meth:`to_config` output."""
+        """Rebuild a block (freshly initialised) from `to_config()` output."""
         cfg = {k: v for k, v in config.items() if k != "type"}
         calibration = cfg.pop("calibration", None)
         task = cfg.pop("task")

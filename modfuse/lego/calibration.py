@@ -1,6 +1,6 @@
 """Block calibration: what a block knows about its own outputs, measured on its own validation rows.
 
-A prediction-space merge (``poe``, ``precision``, ``hazard``; :mod:`modfuse.lego.methods`) needs,
+A prediction-space merge (``poe``, ``precision``, ``hazard``; [`modfuse.lego.methods`][modfuse.lego.methods]) needs,
 for each block, outputs that are calibrated probabilities (or a known predictive spread) and the
 label prior the block was trained under. Both are measured at block-training time from the
 block's own rows only: no other site's data is ever needed.
@@ -13,7 +13,7 @@ block's own rows only: no other site's data is ever needed.
 - every kind: the label prior (class frequencies / label rates / mean and variance of the
   target) of the block's training and validation rows, and the block's validation score.
 
-The result is a :class:`Calibration` stored on ``block.calibration``; it is part of
+The result is a `Calibration` stored on ``block.calibration``; it is part of
 ``block.to_config()``, hence of the block's safetensors artefact and of its Lightning checkpoint.
 """
 
@@ -152,7 +152,7 @@ def fit_calibration(spec: TaskSpec, logits: Tensor, target: Tensor, prior_target
     Args:
         spec: the block's task.
         logits: (n_val, C) raw block outputs on its validation rows.
-        target: the validation targets (shapes as in :class:`TaskSpec`).
+        target: the validation targets (shapes as in `TaskSpec`).
         prior_target: targets the label prior is measured on (default: ``target``).
 
     Raises:
@@ -236,14 +236,14 @@ def calibrate(
     """Measure ``block``'s calibration on its validation ``rows`` and store it on the block.
 
     Args:
-        block: a trained :class:`~modfuse.lego.LegoBlock`.
-        data: the block's own :class:`~modfuse.data.MultiModalDataset` (or datamodule).
+        block: a trained [`LegoBlock`][modfuse.lego.LegoBlock].
+        data: the block's own [`MultiModalDataset`][modfuse.data.MultiModalDataset] (or datamodule).
         rows: the block's validation rows (rows without its modality are skipped).
         prior_rows: rows whose targets give the label prior (default: ``rows``), e.g. the
             block's training and validation rows together.
 
     Returns:
-        the :class:`Calibration`, also set as ``block.calibration``.
+        the `Calibration`, also set as ``block.calibration``.
     """
     from torch.utils.data import DataLoader, Subset
 

@@ -22,12 +22,12 @@ The yaml form::
 ``--validate DATA`` (a recipe yaml whose ``data:`` is a modfuse datamodule, or a prepared
 manifest folder / its ``manifest.json`` / its ``manifest.csv``) evaluates, on DATA's labelled
 validation rows, every non-empty subset of modalities: each block alone versus the merged
-model (:func:`modfuse.lego.validate.subset_report`); the table is printed and written as CSV
+model ([`modfuse.lego.validate.subset_report()`][modfuse.lego.validate.subset_report]); the table is printed and written as CSV
 next to the output (``<output>.validation.csv``, or ``--validate-out``).
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` and rebuilt from the JSON
 model config ``FusionTask`` stores; nothing is unpickled. The output loads with
-:func:`modfuse.lego.load`.
+[`modfuse.lego.load()`][modfuse.lego.load].
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ __all__ = ["adapt_main", "build_adapt_parser", "build_merge_parser", "load_datam
 
 def build_merge_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Add the ``merge`` arguments to ``parser`` (e.g. a sub-parser of ``modfuse``) or a new one."""
-    parser = parser or argparse.ArgumentParser(prog="modfuse merge", description=__doc__.split("\n")[0])
+    parser = parser or argparse.ArgumentParser(
+        prog="modfuse merge", description="merge trained blocks from checkpoints into one shareable model file"
+    )
     parser.add_argument(
         "inputs", nargs="+", help="block files (.ckpt from FusionTask, or .safetensors), or one .yaml merge config"
     )
@@ -184,10 +186,10 @@ def merge_main(argv: Sequence[str] | None = None) -> int:
 def load_datamodule(data: str | Path) -> Any:
     """A datamodule from a recipe yaml (its ``data:`` section) or a prepared manifest.
 
-    A recipe's ``data.class_path`` must name a :class:`~modfuse.data.MultiModalDataModule`
+    A recipe's ``data.class_path`` must name a [`MultiModalDataModule`][modfuse.data.MultiModalDataModule]
     subclass (it is imported and built with ``init_args``); a manifest (folder,
     ``manifest.json`` or the ``manifest.csv`` table beside it) is read with
-    :class:`~modfuse.datasets.manifest.ManifestDataModule` and its default split, without
+    [`ManifestDataModule`][modfuse.datasets.manifest.ManifestDataModule] and its default split, without
     standardisation (the blocks' encoders carry their own input statistics).
     """
     import importlib

@@ -145,7 +145,7 @@ class LegoFuse(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoFuse:
-        """Rebuild (freshly initialised) from :meth:`to_config` output."""
+        """Rebuild (freshly initialised) from `to_config()` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
         return cls(blocks, config.get("trainable", "all"), config.get("head_merge", "mean"), config.get("base", "none"))
 

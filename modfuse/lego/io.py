@@ -41,7 +41,7 @@ def save(model: LegoBlock | LegoMerge | LegoFuse, path: str | Path) -> Path:
 
     Args:
         model: a LegoBlock, LegoMerge or LegoFuse (its encoders described as in
-            :func:`modfuse.lego.block.describe_encoder`).
+            [`modfuse.lego.block.describe_encoder()`][modfuse.lego.block.describe_encoder]).
         path: output file.
 
     Returns:
@@ -58,7 +58,7 @@ def save(model: LegoBlock | LegoMerge | LegoFuse, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a model written by :func:`save` (or by ``modfuse merge``), in eval mode.
+    """Load a model written by `save()` (or by ``modfuse merge``), in eval mode.
 
     Raises:
         ReadError: naming the file when it is not a modfuse safetensors file or does not match
@@ -116,7 +116,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 
 def load_any(path: str | Path) -> nn.Module:
-    """A block or model from a ``.safetensors`` file (:func:`save`) or a Lightning ``.ckpt``."""
+    """A block or model from a ``.safetensors`` file (`save()`) or a Lightning ``.ckpt``."""
     path = Path(path)
     if not path.is_file():
         raise ReadError("file not found", path=path)

@@ -94,14 +94,14 @@ def _prior_gap(kind: str, a: Any, b: Any) -> float:
 
 
 PRIOR_TOLERANCE = 0.1
-"""Label priors further apart than this (see :func:`_prior_gap`) trigger a warning."""
+"""Label priors further apart than this (see `_prior_gap()`) trigger a warning."""
 
 
 def check_statistics(blocks: Sequence[LegoBlock], method: str) -> None:
     """Guard rails on what a merge assumes, naming the blocks concerned.
 
     - a method that needs calibration (``poe``, ``precision``, ``hazard``) with uncalibrated
-      blocks: raises :class:`IncompatibleError`;
+      blocks: raises `IncompatibleError`;
     - a latent method over blocks of different ``init_seed``: warns (head averaging assumes
       fine-tuned copies of one initialisation);
     - blocks trained under different label priors: warns (the deployment prior is assumed to
@@ -229,7 +229,7 @@ def merge_head_params(heads: Sequence[nn.Module], weights: Tensor, how: HeadMerg
 
 @dataclass
 class LegoOutput:
-    """Outputs of :class:`LegoMerge`.
+    """Outputs of `LegoMerge`.
 
     Attributes:
         prediction: merged logits (B, num_outputs) (dict task -> logits for multi-task blocks).
@@ -249,8 +249,8 @@ class LegoMerge(nn.Module):
 
     For each sample, only its present blocks run (each encoder once, on its present rows); their
     complex frequency latents are combined with the latent merge ``method`` (see
-    :mod:`modfuse.lego.methods`) using the block ``weights`` of the present blocks, and a merged
-    head (parameters averaged over all blocks, see :func:`merge_head_params`) predicts from it.
+    [`modfuse.lego.methods`][modfuse.lego.methods]) using the block ``weights`` of the present blocks, and a merged
+    head (parameters averaged over all blocks, see `merge_head_params()`) predicts from it.
 
     A sample with no modality present gets the merged prior: the blocks' learned latents
     (``fft(L0_i)``) combined with the same method and weights, read by the merged head. This is
@@ -258,7 +258,7 @@ class LegoMerge(nn.Module):
 
     Training: merging needs none. If a LegoMerge is nevertheless trained (e.g. built by
     ``build("lego-merge", encoders=..., tasks=...)`` and passed to ``FusionTask``), its
-    :meth:`compute_loss` trains every block on its own modality's present rows with its own head,
+    `compute_loss()` trains every block on its own modality's present rows with its own head,
     as if separately (no gradient crosses blocks), and the merged head follows the block heads
     because it is recomputed from them at every forward.
 
@@ -274,12 +274,12 @@ class LegoMerge(nn.Module):
         method_options: options of the method (its keyword-only parameters).
 
     Prediction-space methods skip the merged head: each present block predicts with its own
-    head, its output is calibrated (:class:`~modfuse.lego.calibration.Calibration`) and the
+    head, its output is calibrated (`Calibration`) and the
     method combines the calibrated outputs per sample; a sample with nothing present gets the
     blocks' mean prior.
 
     Shapes:
-        batch of B samples -> :class:`LegoOutput` with ``prediction`` (B, num_outputs).
+        batch of B samples -> `LegoOutput` with ``prediction`` (B, num_outputs).
     """
 
     def __init__(
@@ -429,7 +429,7 @@ class LegoMerge(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoMerge:
-        """Rebuild (freshly initialised blocks) from :meth:`to_config` output."""
+        """Rebuild (freshly initialised blocks) from `to_config()` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
         return cls(blocks, config["method"], config["head_merge"], config.get("weights"), config.get("method_options"))
 
@@ -456,7 +456,7 @@ def merge(
     weights: Sequence[float] | None = None,
     method_options: Mapping[str, Any] | None = None,
 ) -> LegoMerge:
-    """Merge trained blocks into one model; no paired data, no training (see :class:`LegoMerge`).
+    """Merge trained blocks into one model; no paired data, no training (see `LegoMerge`).
 
     Args:
         blocks: N >= 2 trained blocks with distinct modalities, equal latent shapes and tasks.
@@ -470,7 +470,7 @@ def merge(
     Raises:
         IncompatibleError: a method that needs calibration statistics given uncalibrated
             blocks (naming them). Different ``init_seed`` (latent methods), different label
-            priors and missing calibration warn (:func:`check_statistics`).
+            priors and missing calibration warn (`check_statistics()`).
 
     Example:
         >>> merged = merge([xray_block, ecg_block, labs_block])

@@ -10,11 +10,11 @@ Two spaces:
 - **prediction** methods ``(outputs, weights, stats, *, options) -> prediction`` combine the
   blocks' calibrated outputs. ``outputs``: (B, N, C), block i's calibrated output (logits,
   estimates, hazard logits; zeros where absent); ``weights`` as above; ``stats``: a
-  :class:`BlockStats` (priors, predictive spreads) of the N blocks; returns (B, C) in the
+  `BlockStats` (priors, predictive spreads) of the N blocks; returns (B, C) in the
   task's output space (logits for classification, estimates for regression).
 
 A method's options are its keyword-only parameters: their names, defaults and annotations are
-what :func:`method_options` accepts from the Python API (``merge(..., method_options={...})``),
+what `method_options()` accepts from the Python API (``merge(..., method_options={...})``),
 the merge yaml (``method: {name: poe, prior_correction: false}``) and the CLI
 (``--option prior_correction=false``). Register your own::
 
@@ -128,7 +128,7 @@ def register_method(
 
 
 def method_info(name: str) -> MethodInfo:
-    """The :class:`MethodInfo` of a registered method (the error lists the known names)."""
+    """The `MethodInfo` of a registered method (the error lists the known names)."""
     fn = METHODS.get(name)
     return _INFO.get(name) or MethodInfo(name, fn, "latent", None, False, {})
 
@@ -168,7 +168,7 @@ def method_options(name: str, options: Mapping[str, Any] | None) -> dict[str, An
 
 
 def default_method(kind: str) -> str:
-    """The default prediction-space method for a task kind (see :data:`DEFAULT_METHODS`)."""
+    """The default prediction-space method for a task kind (see `DEFAULT_METHODS`)."""
     return DEFAULT_METHODS[kind]
 
 

@@ -62,7 +62,7 @@ def subset_report(
     """Per subset of modalities: rows, the merged model's score, each block's score alone.
 
     Args:
-        merged: a :class:`~modfuse.lego.LegoMerge` (or any model with ``.blocks`` and
+        merged: a [`LegoMerge`][modfuse.lego.LegoMerge] (or any model with ``.blocks`` and
             ``.modalities``, e.g. a LegoFuse).
         batches: labelled validation batches (a DataLoader or a list of ModalityBatch).
         subsets: the subsets to report (default: every non-empty subset).

@@ -6,8 +6,8 @@ Typical use::
     merged = fit_merge(blocks, dataset, max_epochs=20)          # no paired training at all
     fused = fit_fuse(blocks, dataset, max_epochs=20, fuse_epochs=2)
 
-``data`` is a :class:`MultiModalDataset` (all its samples train) or a
-:class:`MultiModalDataModule` (its train split trains, its val split validates).
+``data`` is a `MultiModalDataset` (all its samples train) or a
+`MultiModalDataModule` (its train split trains, its val split validates).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def fit_model(
     task_kwargs: Mapping[str, Any] | None = None,
     train_transform: Any = None,
 ) -> nn.Module:
-    """Train any fusion model with :class:`FusionTask` on chosen rows; returns the model.
+    """Train any fusion model with `FusionTask` on chosen rows; returns the model.
 
     Args:
         model: the model (trained in place).
@@ -157,10 +157,10 @@ def fit_block(
     ``rows`` restricts training further (e.g. one site's samples); rows without the modality
     are dropped. ``val_rows`` are the block's own validation rows (default: the datamodule's
     val split rows that have the modality; none for a plain dataset). With ``calibrate`` and
-    at least 2 validation rows, the block's :class:`~modfuse.lego.calibration.Calibration`
+    at least 2 validation rows, the block's `Calibration`
     (temperature / bias, predictive spread, label prior, validation score) is measured on them
     after training and after every validation epoch (so checkpoints carry it too). Other
-    arguments as in :func:`fit_model`.
+    arguments as in `fit_model()`.
     """
     have = train_rows(data, block.modality)
     rows = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
@@ -196,7 +196,7 @@ def fit_blocks(
         data: dataset or datamodule.
         max_epochs: epochs per block.
         rows: optional modality -> training rows (e.g. disjoint cohorts per modality).
-        **kwargs: as in :func:`fit_model` (batch_size, lr, seed, trainer_kwargs, task_kwargs).
+        **kwargs: as in `fit_model()` (batch_size, lr, seed, trainer_kwargs, task_kwargs).
     """
     rows = rows or {}
     return [fit_block(b, data, max_epochs, rows=rows.get(b.modality), **kwargs) for b in blocks]
@@ -215,10 +215,10 @@ def fit_merge(
     """Train blocks separately, then merge them (no paired training).
 
     Args:
-        blocks: untrained blocks, or a :class:`LegoMerge` (e.g. from ``build("lego-merge", ...)``)
+        blocks: untrained blocks, or a `LegoMerge` (e.g. from ``build("lego-merge", ...)``)
             whose blocks are trained in place, keeping its method, head merge and weights.
-        data, max_epochs, rows, **kwargs: as in :func:`fit_blocks`.
-        method, head_merge, weights: as in :func:`modfuse.lego.merge` (ignored for a LegoMerge).
+        data, max_epochs, rows, **kwargs: as in `fit_blocks()`.
+        method, head_merge, weights: as in [`modfuse.lego.merge()`][modfuse.lego.merge] (ignored for a LegoMerge).
     """
     if isinstance(blocks, LegoMerge):
         fit_blocks(list(blocks.blocks), data, max_epochs, rows, **kwargs)
@@ -248,7 +248,7 @@ def fit_fuse(
       (``block.calibration.score``); ``"given"`` keeps the order passed in;
     - ``base="auto"``: when every block is calibrated, the fuse starts as the training-free merge
       (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction);
-    - fine-tuning applies :class:`~modfuse.robust.ModalityDropout` (``modality_dropout``) to the
+    - fine-tuning applies [`ModalityDropout`][modfuse.robust.ModalityDropout] (``modality_dropout``) to the
       training batches, so the chain also learns to predict from partial inputs;
     - the budget is chosen on validation: each learning rate of ``fuse_lr`` is tried for
       ``fuse_epochs`` epochs, the best validation epoch of the best rate is kept, and if no
@@ -256,7 +256,7 @@ def fit_fuse(
 
     Args:
         blocks: untrained blocks (they are trained, then copied into the fuse), or a
-            :class:`LegoFuse` (e.g. from ``build("lego-fuse", ...)``) whose own blocks are first
+            `LegoFuse` (e.g. from ``build("lego-fuse", ...)``) whose own blocks are first
             trained alone and whose fused head is then re-initialised from their heads.
         data: dataset or datamodule; fine-tuning uses all training rows (absent blocks skipped),
             the choice of budget the validation rows (a datamodule's val split).
@@ -269,7 +269,7 @@ def fit_fuse(
         order: ``"score"`` or ``"given"``.
         base: ``"auto"``, ``"merge"`` or ``"none"``.
         modality_dropout: per-modality drop rate of fine-tuning batches (0 disables).
-        **kwargs: as in :func:`fit_model`.
+        **kwargs: as in `fit_model()`.
 
     Returns:
         a new, fine-tuned LegoFuse in eval mode (the blocks passed in, or a given LegoFuse's

@@ -1,14 +1,14 @@
 """Missing-modality robustness: training-time dropout, missingness simulators, subset evaluation.
 
-- :class:`ModalityDropout`: per-sample modality dropout for training (never empties a sample).
-- :func:`mcar`, :func:`mar`, :func:`mnar`: seeded missingness simulators applied to datasets
-  and datamodules (see :mod:`modfuse.robust.simulate`).
-- :func:`evaluate_subsets`, :func:`sweep`: metrics per modality subset and per missing rate.
-- :func:`subset_gap`: the fused model per modality subset next to a specialist trained on it
-  (and :func:`competition`: which modalities the fused model under-uses).
-- :class:`RobustTraining`: what ``FusionTask(modality_dropout=..., unimodal_weight=...,
+- `ModalityDropout`: per-sample modality dropout for training (never empties a sample).
+- `mcar()`, `mar()`, `mnar()`: seeded missingness simulators applied to datasets
+  and datamodules (see [`modfuse.robust.simulate`][modfuse.robust.simulate]).
+- `evaluate_subsets()`, `sweep()`: metrics per modality subset and per missing rate.
+- `subset_gap()`: the fused model per modality subset next to a specialist trained on it
+  (and `competition()`: which modalities the fused model under-uses).
+- `RobustTraining`: what ``FusionTask(modality_dropout=..., unimodal_weight=...,
   balance=...)`` runs in each training step.
-- :func:`robustness_report`: writes the tables (CSV) and plots (PNG).
+- `robustness_report()`: writes the tables (CSV) and plots (PNG).
 """
 
 from __future__ import annotations

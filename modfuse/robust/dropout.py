@@ -27,7 +27,7 @@ class ModalityDropout:
     ``rates[m]``. A sample that would lose every modality it had keeps one of them, chosen
     uniformly at random, so no training sample becomes empty. Samples that arrive with no
     modality at all are left as they are. Dropped rows are removed from ``inputs`` (through
-    :meth:`ModalityBatch.mask_modality`), so encoders never see them.
+    `ModalityBatch.mask_modality()`), so encoders never see them.
 
     Usable directly as ``MultiModalDataModule(train_transform=ModalityDropout(0.3))``.
 

@@ -63,11 +63,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def iter_batches(data: Any, batch_size: int = 64) -> Iterator[ModalityBatch]:
-    """Yield :class:`ModalityBatch` objects from any supported data container.
+    """Yield `ModalityBatch` objects from any supported data container.
 
     Args:
         data: a ModalityBatch, a list of them, a DataLoader yielding them, a
-            :class:`MultiModalDataset` (or a ``Subset`` of one), or a datamodule (its test split).
+            `MultiModalDataset` (or a ``Subset`` of one), or a datamodule (its test split).
         batch_size: batch size when a loader has to be built.
     """
     if isinstance(data, ModalityBatch):
@@ -231,17 +231,17 @@ def evaluate_subsets(
     """Evaluate ``model`` with each subset of its modalities, each subset a real forward pass.
 
     For a subset S every modality outside S is marked absent for every sample
-    (:meth:`ModalityBatch.with_modalities`); modalities a sample lacks in the data stay absent.
+    (`ModalityBatch.with_modalities()`); modalities a sample lacks in the data stay absent.
 
     Args:
         model: any fusion model (or a FusionTask).
         data: a DataLoader of ModalityBatch, a MultiModalDataset, a datamodule (test split), or
             a ModalityBatch / list of them.
-        metric: which metrics (see :data:`MetricArg`); default all of the task's metrics.
-        subsets: the subsets to evaluate (default :func:`modality_subsets`: all 2^M - 1
+        metric: which metrics (see `MetricArg`); default all of the task's metrics.
+        subsets: the subsets to evaluate (default `modality_subsets()`: all 2^M - 1
             non-empty subsets for M <= ``exact_max``, ``max_subsets`` sampled above).
-        exact_max: see :func:`modality_subsets`.
-        max_subsets: see :func:`modality_subsets`.
+        exact_max: see `modality_subsets()`.
+        max_subsets: see `modality_subsets()`.
         seed: seed of the sampled subsets.
         batch_size: batch size when ``data`` is a dataset.
 
@@ -265,7 +265,7 @@ def evaluate(model: Any, data: Any, metric: MetricArg = None, batch_size: int = 
     """Metrics of ``model`` with all its modalities (as the data provides them).
 
     Returns:
-        metric column -> value, as in :func:`evaluate_subsets`, plus ``n`` and
+        metric column -> value, as in `evaluate_subsets()`, plus ``n`` and
         ``missing_fraction`` (share of the model's (sample, modality) pairs absent in the data).
     """
     model = unwrap_model(model)
@@ -316,9 +316,9 @@ def sweep(
             DataLoader over a MultiModalDataset (or a Subset of one).
         rates: removal probabilities ``p`` to try.
         kind: one or several of ``"mcar"``, ``"mar"``, ``"mnar"``, ``"mar-flip"``, ``"mnar-flip"``
-            (see :mod:`modfuse.robust.simulate`).
+            (see [`modfuse.robust.simulate`][modfuse.robust.simulate]).
         seeds: one simulation per seed and rate.
-        metric: which metrics (see :data:`MetricArg`).
+        metric: which metrics (see `MetricArg`).
         batch_size: batch size when ``data`` is a dataset.
         verbose: show a progress bar over the (kind, rate, seed) runs (None: in a terminal or
             notebook, not in CI; see `modfuse.utils.progress`).

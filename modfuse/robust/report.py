@@ -21,7 +21,7 @@ _NOT_METRICS = {"subset", "size", "n", "n_observed", "kind", "rate", "seed", "mi
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """The metric columns of a table from :func:`evaluate_subsets` or :func:`sweep`."""
+    """The metric columns of a table from `evaluate_subsets()` or `sweep()`."""
     return [c for c in frame.columns if c not in _NOT_METRICS]
 
 
@@ -40,7 +40,7 @@ def plot_subsets(table: pd.DataFrame, metric: str | None = None) -> Figure:
     """Horizontal bar chart of one metric per modality subset (largest subsets on top).
 
     Args:
-        table: output of :func:`evaluate_subsets`.
+        table: output of `evaluate_subsets()`.
         metric: the column to plot (default: the first metric column).
     """
     metric = metric or metric_columns(table)[0]
@@ -64,7 +64,7 @@ def plot_sweep(table: pd.DataFrame, metric: str | None = None) -> Figure:
     ``p``. Points are labelled with their ``p``; error bars are the sd over seeds.
 
     Args:
-        table: output of :func:`sweep`.
+        table: output of `sweep()`.
         metric: the column to plot (default: the first metric column).
     """
     metric = metric or metric_columns(table)[0]
@@ -112,7 +112,7 @@ def robustness_report(
         model: a fusion model or a FusionTask (its ``.model`` is used).
         data: a datamodule (its test split), a MultiModalDataset, or a DataLoader of ModalityBatch.
         out_dir: output folder (created).
-        metric: which metrics (see :data:`modfuse.robust.evaluate.MetricArg`); plots show the
+        metric: which metrics (see [`modfuse.robust.evaluate.MetricArg`][modfuse.robust.evaluate.MetricArg]); plots show the
             task's main metric when computed, else the first.
         rates: missing rates of the sweep.
         kinds: mechanisms of the sweep (``mcar``, ``mar``, ``mnar``, ``mar-flip``, ``mnar-flip``).

@@ -7,12 +7,12 @@ dataset in order, so they do not depend on which split is being simulated.
 
 Mechanisms (``p`` is the removal probability for the samples the mechanism targets):
 
-- :func:`mcar`: every present (sample, modality) pair is removed with probability ``p``.
-- :func:`mar`: depends on an *observed* variable: a ``driver`` modality that is never removed.
+- `mcar()`: every present (sample, modality) pair is removed with probability ``p``.
+- `mar()`: depends on an *observed* variable: a ``driver`` modality that is never removed.
   Its per-sample score (one feature column, or the row mean) is compared with its median:
   samples above the median lose each targeted modality with probability ``p``, the others keep
   them (``flip=True`` targets the samples at or below the median instead).
-- :func:`mnar`: depends on the label: positives (binary), the classes above the median class
+- `mnar()`: depends on the label: positives (binary), the classes above the median class
   or the ``classes`` you name (multiclass), samples with an event (survival) or above-median
   targets (regression) lose each targeted modality with probability ``p``; ``flip=True``
   targets the other samples, so a test set can invert the training pattern.
@@ -77,7 +77,7 @@ class MaskedSource:
 
 @dataclass(frozen=True)
 class Missingness:
-    """A seeded missingness mechanism; build it with :func:`mcar`, :func:`mar` or :func:`mnar`.
+    """A seeded missingness mechanism; build it with `mcar()`, `mar()` or `mnar()`.
 
     Args:
         kind: ``"mcar"``, ``"mar"`` or ``"mnar"``.
@@ -191,12 +191,12 @@ class Missingness:
         """A copy of ``data`` with this missingness.
 
         Args:
-            data: a :class:`MultiModalDataset`, or a :class:`MultiModalDataModule` (its dataset
+            data: a `MultiModalDataset`, or a `MultiModalDataModule` (its dataset
                 is replaced; its splits are kept).
             parts: datamodule only: the splits to affect (default: all samples).
 
         Returns:
-            A new dataset (sources wrapped in :class:`MaskedSource`) or a shallow copy of the
+            A new dataset (sources wrapped in `MaskedSource`) or a shallow copy of the
             datamodule holding such a dataset.
         """
         if isinstance(data, MultiModalDataset):
@@ -326,7 +326,7 @@ def _tuple(modalities: Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _label_high(dataset: MultiModalDataset, classes: tuple[Any, ...] | None = None) -> np.ndarray:
-    """Bool (N,): the "positive" samples of the (first) task, as documented in :func:`mnar`."""
+    """Bool (N,): the "positive" samples of the (first) task, as documented in `mnar()`."""
     targets = dataset.targets
     if targets is None:
         raise ModfuseError("mnar needs a dataset with targets (the missingness depends on the label)")

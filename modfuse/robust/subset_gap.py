@@ -3,7 +3,7 @@
 A fused model is only as robust as its worst subset: when modality A is easy, joint training
 leaves the encoders of the other modalities (and the fusion head on inputs without A) weak,
 so the model with only B predicts far worse than a model trained on B alone. The subset gap
-measures that per subset, and :func:`competition` reads the unimodal rows of it: the
+measures that per subset, and `competition()` reads the unimodal rows of it: the
 modalities with a large gap are the ones the fused model under-uses.
 """
 
@@ -95,12 +95,12 @@ def train_specialists(
     """Train one specialist per subset: a re-initialised copy of ``model`` seeing only the subset.
 
     The budget is the same for every specialist: ``max_epochs`` epochs of
-    :class:`~modfuse.training.task.FusionTask` (``task_kwargs``: lr, weight decay, the
+    [`FusionTask`][modfuse.training.task.FusionTask] (``task_kwargs``: lr, weight decay, the
     missingness-aware options...) on ``datamodule``'s train split, keeping the weights of the
     best validation epoch when the datamodule has a validation split.
 
     Returns:
-        subset -> trained :class:`SubsetModel` in eval mode.
+        subset -> trained `SubsetModel` in eval mode.
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -159,13 +159,13 @@ def subset_gap(
     """The fused model's metric on every modality subset next to a specialist's, and the gap.
 
     For each non-empty subset S (all 2^M - 1 for M <= ``exact_max``, ``max_subsets`` sampled
-    above, see :func:`modality_subsets`), the fused model is evaluated on ``data`` with every
-    modality outside S marked absent (:func:`evaluate_subsets`), and so is the specialist of S.
+    above, see `modality_subsets()`), the fused model is evaluated on ``data`` with every
+    modality outside S marked absent (`evaluate_subsets()`), and so is the specialist of S.
 
     Args:
         model: the fused model (or a FusionTask).
-        data: evaluation data (see :func:`evaluate_subsets`; a datamodule: its test split).
-        specialists: ``"train"`` (train them with :func:`train_specialists` on ``train_data``,
+        data: evaluation data (see `evaluate_subsets()`; a datamodule: its test split).
+        specialists: ``"train"`` (train them with `train_specialists()` on ``train_data``,
             default ``data``, which must then be a datamodule), a dict subset -> model (a
             subset as a tuple of names or a ``"a+b"`` string; each model must accept the
             subset's modalities), or a callable subset -> model.
@@ -175,7 +175,7 @@ def subset_gap(
         train_data: datamodule the specialists are trained on (``specialists="train"``).
         max_epochs: training budget of each specialist (``specialists="train"``).
         task_kwargs: FusionTask arguments of the specialists (``specialists="train"``).
-        exact_max, max_subsets, seed: see :func:`modality_subsets`.
+        exact_max, max_subsets, seed: see `modality_subsets()`.
         batch_size: batch size when ``data`` is a dataset.
 
     Returns:
@@ -183,7 +183,7 @@ def subset_gap(
         ``specialist``, ``gap`` (how much worse the fused model is: specialist - fused for
         scores such as accuracy, fused - specialist for errors such as RMSE), ``gap_relative``
         (gap / |specialist|) and ``n``. ``frame.attrs["competition"]`` holds
-        :func:`competition` of it.
+        `competition()` of it.
     """
     fused_model = unwrap_model(model)
     chosen = (
@@ -258,7 +258,7 @@ def competition(table: pd.DataFrame) -> pd.DataFrame:
     """Per modality m: the fused model with only m next to m's unimodal specialist.
 
     Args:
-        table: output of :func:`subset_gap`.
+        table: output of `subset_gap()`.
 
     Returns:
         One row per modality, largest gap first: ``modality``, ``fused`` (fused model with

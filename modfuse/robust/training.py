@@ -3,10 +3,10 @@
 A jointly trained fusion model learns to lean on its easiest modality (the "modality
 competition" of AGM and CRMT): its other encoders, and its fusion head on inputs without the
 preferred modality, are never made to stand alone, so predictions collapse when that modality
-is absent. :class:`RobustTraining` is what :class:`~modfuse.training.task.FusionTask` runs in
+is absent. `RobustTraining` is what [`FusionTask`][modfuse.training.task.FusionTask] runs in
 each training step to counter it (never at validation, test or prediction):
 
-- ``modality_dropout``: per-sample modality dropout (:class:`ModalityDropout`, a sample never
+- ``modality_dropout``: per-sample modality dropout (`ModalityDropout`, a sample never
   loses its last modality) before the forward pass.
 - ``unimodal_weight``: an auxiliary loss per modality m, the task's own loss of the fused model
   run with only m on the samples that have m (for late fusion: each modality's head trained
@@ -70,9 +70,9 @@ class RobustTraining:
     Args:
         model: the fusion model (``modalities``, ``tasks``; ``encoders`` for ``balance``).
         criteria: task name -> loss callable (logits, target, ids) -> scalar (the task's losses).
-        modality_dropout: a rate, modality -> rate, ``"auto"`` (:func:`auto_dropout`) or None.
+        modality_dropout: a rate, modality -> rate, ``"auto"`` (`auto_dropout()`) or None.
         unimodal_weight: weight of the unimodal auxiliary losses (0 or None: off; ``"auto"``:
-            :data:`AUTO_UNIMODAL_WEIGHT` for two or more modalities).
+            `AUTO_UNIMODAL_WEIGHT` for two or more modalities).
         balance: ``"ogm-ge"``, ``"agm"`` or None.
         balance_alpha: strength of the modulation.
         seed: seed of the dropout's random generator.

@@ -37,7 +37,7 @@ def _single_or_dict(values: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
 
 @dataclass
 class SequentialOutput:
-    """What :meth:`SequentialFusion.forward` returns.
+    """What `SequentialFusion.forward()` returns.
 
     Attributes:
         prediction: final logits, (B, num_outputs) for one task, else dict task -> tensor.
@@ -155,14 +155,14 @@ class SequentialFusion(nn.Module):
         order: modality order of the steps (a permutation of the encoders' names; default their
             order).
         shuffle_order: draw a random order for every training batch, so that any order works at
-            inference (pass ``order=`` to :meth:`forward`).
+            inference (pass ``order=`` to `forward()`).
         state_change_penalty: weight of the mean squared state change per step that ran, which
             discourages steps that rewrite the state without changing the prediction.
         decoder_hidden: hidden width of each task decoder (0 for a linear decoder).
         dropout: dropout on projected features and in the decoders.
 
     Shapes:
-        batch of B samples with M modalities -> :class:`SequentialOutput` with prediction
+        batch of B samples with M modalities -> `SequentialOutput` with prediction
         (B, num_outputs) per task and steps (B, 1 + M, num_outputs) per task.
     """
 
@@ -232,11 +232,11 @@ class SequentialFusion(nn.Module):
         return {k: dec(states) for k, dec in self.decoders.items()}
 
     def forward(self, batch: ModalityBatch, order: Sequence[str] | None = None) -> SequentialOutput:
-        """Run the steps in ``order`` (see :meth:`step_order`) and decode every state.
+        """Run the steps in ``order`` (see `step_order()`) and decode every state.
 
         Args:
             batch: any per-sample pattern of present modalities, including none.
-            order: modality order for this pass (default: see :meth:`step_order`).
+            order: modality order for this pass (default: see `step_order()`).
         """
         order = self.step_order(order)
         b = batch.batch_size
@@ -309,7 +309,7 @@ class SequentialFusion(nn.Module):
                 trained to accept any).
 
         Returns:
-            :class:`SequentialContributions`; ``initial + delta.sum(1) == final`` per task.
+            `SequentialContributions`; ``initial + delta.sum(1) == final`` per task.
         """
         out = self.forward(batch, order=order if order is not None else list(self.order))
         steps = by_task(out.steps, self.tasks)

@@ -90,7 +90,7 @@ class _Fenwick:
 
 
 class ConcordanceIndex(Metric):
-    """torchmetrics wrapper of :func:`concordance_index` (accumulates all predictions)."""
+    """torchmetrics wrapper of `concordance_index()` (accumulates all predictions)."""
 
     higher_is_better = True
     full_state_update = False

@@ -80,7 +80,7 @@ class TaskSpec:
 
     # ------------------------------------------------------------------ targets
     def check_target(self, target: Tensor, ids: Sequence[Any] | None = None, name: str = DEFAULT_TASK) -> Tensor:
-        """Validate ``target`` and return it in the form :meth:`loss` uses; errors name the task."""
+        """Validate ``target`` and return it in the form `loss()` uses; errors name the task."""
 
         def fail(msg: str) -> ModfuseError:
             return ModfuseError(f"target of task {name!r} ({self.kind}): {msg}")
@@ -219,7 +219,7 @@ class TaskSpec:
         return MetricCollection({"cindex": ConcordanceIndex()})
 
     def metric_inputs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """(predictions, target) in the form :meth:`metrics` expects."""
+        """(predictions, target) in the form `metrics()` expects."""
         target = self.check_target(target)
         pred = self.activate(logits)
         if self.kind in ("binary", "multilabel"):
@@ -241,7 +241,7 @@ class TaskSpec:
 def as_task_specs(tasks: Any, num_outputs: int | None = None) -> dict[str, TaskSpec]:
     """Normalise a task description to ``{name: TaskSpec}``.
 
-    Accepts a kind string (``"binary"``; single task named ``"y"``), a :class:`TaskSpec`, or a
+    Accepts a kind string (``"binary"``; single task named ``"y"``), a `TaskSpec`, or a
     mapping name -> TaskSpec / kind string / dict of TaskSpec arguments.
     """
     if isinstance(tasks, (str, TaskSpec)):

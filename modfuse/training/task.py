@@ -46,8 +46,8 @@ class FusionTask(LightningModule):
     """Trains, evaluates and predicts with any fusion model (in the style of torchgeo's ``BaseTask``).
 
     Args:
-        model: a fusion model (see :class:`modfuse.fusion.FusionModel`), or None when a
-            subclass builds it in :meth:`configure_models`.
+        model: a fusion model (see [`modfuse.fusion.FusionModel`][modfuse.fusion.FusionModel]), or None when a
+            subclass builds it in `configure_models()`.
         tasks: the tasks, when the model does not declare ``tasks`` itself: a kind string
             (``"binary"``), a TaskSpec, or a dict name -> TaskSpec.
         lr: learning rate.
@@ -60,7 +60,7 @@ class FusionTask(LightningModule):
         modality_dropout: missingness-aware training (training steps only, never validation,
             test or prediction): per-sample modality dropout rate (a float, modality -> rate,
             ``"auto"`` for the library's validated default, or None for none). See
-            :mod:`modfuse.robust.training`.
+            [`modfuse.robust.training`][modfuse.robust.training].
         unimodal_weight: weight of the unimodal auxiliary losses (the task loss of the model
             run with each modality alone); 0 / None: off, ``"auto"``: the library's default.
         balance: gradient modulation of the encoders, ``"ogm-ge"``, ``"agm"`` or None.
@@ -168,7 +168,7 @@ class FusionTask(LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
 
     def _fused(self, params: list[Tensor]) -> bool | None:
-        """:func:`can_fuse`, except under mixed precision with gradient clipping: Lightning must
+        """`can_fuse()`, except under mixed precision with gradient clipping: Lightning must
         unscale the gradients before clipping them, which a fused optimizer does inside its step."""
         from lightning.pytorch.plugins.precision import MixedPrecision
 
@@ -228,7 +228,7 @@ class FusionTask(LightningModule):
 
         The file is always read with ``torch.load(..., weights_only=True)``: nothing is
         unpickled, and the model is built from its description (see
-        :mod:`modfuse.core.config`), not from pickled code. Pass ``model=...`` to load the
+        [`modfuse.core.config`][modfuse.core.config]), not from pickled code. Pass ``model=...`` to load the
         weights into a model you built yourself (e.g. for checkpoints without a config).
 
         Raises:

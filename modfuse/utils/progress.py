@@ -40,13 +40,13 @@ def _in_notebook() -> bool:
 def progress(
     items: Iterable[T], description: str, total: int | None = None, verbose: bool | None = None
 ) -> Iterator[T]:
-    """Yield ``items`` while a rich progress bar (if :func:`progress_enabled`) counts them.
+    """Yield ``items`` while a rich progress bar (if `progress_enabled()`) counts them.
 
     Args:
         items: what to iterate.
         description: the bar's label, e.g. ``"Shapley values"``.
         total: number of items when ``items`` has no ``len`` (None: an indeterminate bar).
-        verbose: force the bar on or off (None: the default of :func:`progress_enabled`).
+        verbose: force the bar on or off (None: the default of `progress_enabled()`).
     """
     if not progress_enabled(verbose):
         yield from items

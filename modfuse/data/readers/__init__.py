@@ -1,10 +1,10 @@
-"""Readers for real file formats; each one is a :class:`~modfuse.data.Source`.
+"""Readers for real file formats; each one is a [`Source`][modfuse.data.Source].
 
 Every reader maps sample ids to files (a folder, a mapping ``{id: path}`` or a list of
 ``(id, path)`` pairs) or to in-memory values (SMILES strings, PyG graphs), and its
 ``load(sample_id)`` returns the sample's value, ``None`` when the modality is missing for that
-sample, or raises :class:`modfuse.errors.ReadError` naming the file, the sample and the
-problem. :class:`~modfuse.data.MultiModalDataset` applies the one bad-input policy
+sample, or raises [`modfuse.errors.ReadError`][modfuse.errors.ReadError] naming the file, the sample and the
+problem. [`MultiModalDataset`][modfuse.data.MultiModalDataset] applies the one bad-input policy
 (``on_error="raise"`` or ``"missing"``) to those errors; readers never drop a sample.
 
 This package stays light: the heavy libraries (pydicom, MONAI, rasterio, torchgeo, wfdb,

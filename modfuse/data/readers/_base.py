@@ -1,5 +1,5 @@
 """What the file readers share: mapping sample ids to files, and turning a library's
-exceptions into :class:`~modfuse.errors.ReadError` naming the file and the sample."""
+exceptions into [`ReadError`][modfuse.errors.ReadError] naming the file and the sample."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def resolve_paths(paths: PathsLike, *, pattern: str = "*", strip_suffix: bool = 
     """Map sample ids to file paths (``None`` = missing for that sample).
 
     Args:
-        paths: see :data:`PathsLike`.
+        paths: see `PathsLike`.
         pattern: glob pattern used when ``paths`` is a folder (``"**/*.dcm"`` recurses).
         strip_suffix: drop the file suffix from ids derived from file names.
 
@@ -78,11 +78,11 @@ def resolve_paths(paths: PathsLike, *, pattern: str = "*", strip_suffix: bool = 
 class FileSource:
     """Base class of the readers that read one file (or record) per sample.
 
-    Subclasses implement :meth:`read`; ``load`` handles the id lookup, missing entries and the
-    conversion of the library's exceptions (``library_errors``) into :class:`ReadError`.
+    Subclasses implement `read()`; ``load`` handles the id lookup, missing entries and the
+    conversion of the library's exceptions (``library_errors``) into `ReadError`.
 
     Args:
-        paths: see :data:`PathsLike`.
+        paths: see `PathsLike`.
         pattern: glob pattern when ``paths`` is a folder.
         collate: collate mode of this modality.
     """

@@ -1,11 +1,11 @@
 """DICOM via pydicom (+ MONAI intensity/resize transforms): images, metadata, waveforms.
 
-* :class:`DicomSource`: pixel data as float32 (C, H, W), or (C, F, H, W) for multi-frame files,
+* `DicomSource`: pixel data as float32 (C, H, W), or (C, F, H, W) for multi-frame files,
   with the modality LUT (rescale slope/intercept, e.g. Hounsfield units for CT), VOI windowing
   to [0, 1], MONOCHROME1 inversion, and resizing or respacing to a target.
-* :class:`DicomMetadataSource`: header fields (age, sex, view position, modality, ...) as a
+* `DicomMetadataSource`: header fields (age, sex, view position, modality, ...) as a
   tabular source.
-* :class:`DicomWaveformSource`: waveforms stored in DICOM (e.g. a 12-lead ECG) as
+* `DicomWaveformSource`: waveforms stored in DICOM (e.g. a 12-lead ECG) as
   (leads, samples) float32 signals.
 
 Files are given as a folder (``pattern`` default ``"*.dcm"``; use ``"**/*"`` for nested
@@ -46,7 +46,7 @@ def _dicom_errors() -> tuple[type[BaseException], ...]:
 
 
 def read_dicom(path: Path, sample_id: Hashable, stop_before_pixels: bool = False) -> Any:
-    """``pydicom.dcmread`` with its exceptions turned into :class:`ReadError` naming the file."""
+    """``pydicom.dcmread`` with its exceptions turned into `ReadError` naming the file."""
     try:
         return _pydicom().dcmread(path, stop_before_pixels=stop_before_pixels)
     except _dicom_errors() as exc:
@@ -91,7 +91,7 @@ class DicomSource(FileSource):
 
     Args:
         files: a folder, a mapping ``{id: path}`` or ``(id, path)`` pairs (see
-            :data:`~modfuse.data.readers._base.PathsLike`); ``None`` = missing for that sample.
+            `PathsLike`); ``None`` = missing for that sample.
         window: ``"dicom"`` (default): the file's first WindowCenter/WindowWidth with its
             VOILUTFunction (LINEAR, LINEAR_EXACT or SIGMOID, via
             ``pydicom.pixels.apply_windowing``), or its VOI LUT, scaled to [0, 1]; files without
@@ -106,7 +106,7 @@ class DicomSource(FileSource):
             stored; a batch mixing 1- and 3-channel images is then a collate error naming the
             samples and their shapes.
         frames: the number of frames each file must hold (e.g. ``1`` for radiographs); a file
-            with another count is a :class:`ReadError` at read time, so ``on_error="missing"``
+            with another count is a `ReadError` at read time, so ``on_error="missing"``
             applies. Default None: any (multi-frame files give (C, F, H, W)).
         pattern: glob for folders. collate: default ``"stack"`` (images of one modality share
             a shape; ``"pad"`` pads one varying dimension with a mask).
@@ -294,15 +294,15 @@ class DicomMetadataSource(TabularSource):
     """DICOM header fields as a tabular source (pixel data is not read).
 
     Args:
-        files: as in :class:`DicomSource`.
+        files: as in `DicomSource`.
         fields: DICOM keywords to read (default age, sex, view position, modality). Age
             strings become years; sex is ``"M"`` / ``"F"`` (``"O"`` and blanks are missing).
         schema: feature roles (default: ``PatientAge`` numeric, the other fields categorical).
-        preprocessor: training statistics (see :class:`TabularSource`).
+        preprocessor: training statistics (see `TabularSource`).
         pattern: glob for folders.
 
     A file that is not DICOM, or holds none of ``fields`` (e.g. only the file meta header),
-    raises :class:`ReadError` when its sample is loaded (``on_error="missing"``: missing and
+    raises `ReadError` when its sample is loaded (``on_error="missing"``: missing and
     reported), rather than passing for a sample whose fields are all unknown.
 
     Attributes:
@@ -360,7 +360,7 @@ class DicomWaveformSource(FileSource):
     """Waveforms stored in DICOM (ECG, haemodynamic, ...), one file per sample.
 
     Args:
-        files: as in :class:`DicomSource`.
+        files: as in `DicomSource`.
         group: which multiplex group of the WaveformSequence (0: the first, e.g. the rhythm
             strip of a 12-lead ECG), or its MultiplexGroupLabel (e.g. ``"RHYTHM"``).
         leads: channel names in output order (``"II"`` or ``"Lead II"``, case-insensitive);

@@ -1,7 +1,7 @@
 """Molecular graphs: SMILES strings to PyG graphs with RDKit atom and bond features, and
 plain lists of PyG ``Data`` objects.
 
-The feature widths are the constants :data:`ATOM_FEATURES` and :data:`BOND_FEATURES`, so a
+The feature widths are the constants `ATOM_FEATURES` and `BOND_FEATURES`, so a
 graph encoder is configured from them (``in_dim=ATOM_FEATURES, edge_dim=BOND_FEATURES``).
 Importing this module imports neither RDKit nor PyG; they load on first parse.
 """
@@ -74,9 +74,9 @@ BOND_FEATURE_NAMES: tuple[str, ...] = (
 """Name of each column of a graph's edge features ``edge_attr``."""
 
 ATOM_FEATURES: int = len(ATOM_FEATURE_NAMES)
-"""Width of the node features ``x`` of :func:`smiles_to_graph` graphs (42)."""
+"""Width of the node features ``x`` of `smiles_to_graph()` graphs (42)."""
 BOND_FEATURES: int = len(BOND_FEATURE_NAMES)
-"""Width of the edge features ``edge_attr`` of :func:`smiles_to_graph` graphs (10)."""
+"""Width of the edge features ``edge_attr`` of `smiles_to_graph()` graphs (10)."""
 
 # start column of each one-hot block in the atom features
 _OFF_SYMBOL = 0
@@ -221,10 +221,10 @@ def _blank(value: Any) -> bool:
 
 @register("smiles")
 class SmilesSource:
-    """Molecules given as SMILES strings, read as PyG graphs (see :func:`smiles_to_graph`).
+    """Molecules given as SMILES strings, read as PyG graphs (see `smiles_to_graph()`).
 
     A ``None``, NaN or empty string is a missing modality for that sample; an invalid SMILES
-    raises :class:`ReadError` naming the sample and the problem (the dataset's ``on_error``
+    raises `ReadError` naming the sample and the problem (the dataset's ``on_error``
     decides whether that stops the run or marks the molecule missing).
 
     Args:
@@ -232,7 +232,7 @@ class SmilesSource:
             pandas Series indexed by id.
         ids: sample ids for a sequence (default ``0..N-1``).
         add_hydrogens: explicit hydrogen atoms.
-        path: the file the strings came from (named in errors); set by :meth:`from_csv`.
+        path: the file the strings came from (named in errors); set by `from_csv()`.
         collate: collate mode (default ``"auto"``: graphs become a PyG ``Batch``).
 
     Example:

@@ -1,11 +1,11 @@
 """Physiological signals in WFDB format (PhysioNet) via the ``wfdb`` package.
 
-* :class:`WfdbSource`: one signal per record, (leads, L) float32 in physical units, with lead
+* `WfdbSource`: one signal per record, (leads, L) float32 in physical units, with lead
   selection / reordering by name, an optional time span, and resampling to a target rate.
-* :class:`WfdbWindowSource`: fixed-length windows of every record (one sample per window).
-* :class:`WfdbBeatSource`: beat-centred segments around the beats of an annotation file
+* `WfdbWindowSource`: fixed-length windows of every record (one sample per window).
+* `WfdbBeatSource`: beat-centred segments around the beats of an annotation file
   (e.g. ``100.atr``), one sample per beat, with the beat symbol as a label.
-* :class:`WfdbHeaderSource`: header comments (age, sex, diagnoses, ...) as a tabular source.
+* `WfdbHeaderSource`: header comments (age, sex, diagnoses, ...) as a tabular source.
 
 Records are given as a folder (every ``*.hea``), a mapping ``{id: record path}`` or a list of
 ``(id, record path)`` pairs; a record path may end in ``.hea`` or not. (The module is named
@@ -84,7 +84,7 @@ InvalidLead = Literal["error", "zero"]
 """What a WFDB reader does with a lead that holds no signal in the span read: every sample
 invalid (NaN: lead off, recorder flagged) or a flat line (one constant value).
 
-* ``"error"`` (default): :class:`ReadError` naming the record, the lead and what was found;
+* ``"error"`` (default): `ReadError` naming the record, the lead and what was found;
   the dataset's ``on_error="missing"`` then marks the modality missing for that sample and
   records it in the read-error report. A flat or empty lead never reaches a model as if it
   were an asystole.
@@ -142,7 +142,7 @@ def check_signal_files(head: Any, name: str, sample_id: Hashable) -> None:
 def check_leads(
     signal: np.ndarray, names: Sequence[str], policy: InvalidLead, path: str, sample_id: Hashable
 ) -> np.ndarray:
-    """Apply the :data:`InvalidLead` policy to (leads, n) physical values; NaN become 0.
+    """Apply the `InvalidLead` policy to (leads, n) physical values; NaN become 0.
 
     Raises:
         ReadError: with ``policy="error"``, for the first lead that is all NaN or flat.
@@ -186,7 +186,7 @@ def read_wfdb(
     Raises:
         ReadError: header or signal file missing, unreadable, shorter or longer than its header
             declares, a requested lead absent, or (``invalid_lead="error"``) a lead without
-            signal (see :data:`InvalidLead`).
+            signal (see `InvalidLead`).
     """
     wfdb = _wfdb()
     name = record_base(path)
@@ -260,18 +260,18 @@ class WfdbSource(_WfdbBase):
 
     Args:
         records: a folder (every ``*.hea``; id = record name), a mapping ``{id: record path}``
-            or ``(id, record path)`` pairs (see :data:`~modfuse.data.readers._base.PathsLike`).
+            or ``(id, record path)`` pairs (see `PathsLike`).
         leads: lead names in the output order (default: all leads in file order). A record
-            lacking one raises :class:`ReadError` listing the leads it has.
+            lacking one raises `ReadError` listing the leads it has.
         fs: target sampling rate in Hz (default: the record's own).
         start: start time in seconds. duration: length in seconds (default: to the end).
         pattern: glob for folders. collate: default ``"auto"`` (records of different lengths
             are padded with a mask).
         invalid_lead: a lead with no signal in the span (all NaN or flat): ``"error"``
-            (default, a :class:`ReadError`; the dataset's ``on_error="missing"`` marks the
+            (default, a `ReadError`; the dataset's ``on_error="missing"`` marks the
             record missing and reports it) or ``"zero"`` (kept as zeros); see
-            :data:`InvalidLead`. A signal file shorter or longer than its header declares is
-            always a :class:`ReadError`.
+            `InvalidLead`. A signal file shorter or longer than its header declares is
+            always a `ReadError`.
 
     Returns from ``load``:
         Tensor (leads, L) float32 in physical units (e.g. mV).
@@ -310,7 +310,7 @@ class WfdbSource(_WfdbBase):
 
 
 class _SegmentSource(_WfdbBase):
-    """Many samples per record: ids are ``"record:k"``, :attr:`index` maps them to spans."""
+    """Many samples per record: ids are ``"record:k"``, `index` maps them to spans."""
 
     def __init__(
         self,
@@ -360,9 +360,9 @@ class WfdbWindowSource(_SegmentSource):
     """Fixed-length windows over every record, one sample per window.
 
     Args:
-        records: as in :class:`WfdbSource`.
+        records: as in `WfdbSource`.
         window: window length in seconds. stride: step in seconds (default ``window``).
-        leads, fs, pattern, collate, invalid_lead: as in :class:`WfdbSource` (the lead check
+        leads, fs, pattern, collate, invalid_lead: as in `WfdbSource` (the lead check
             applies to each window).
 
     Attributes:
@@ -402,14 +402,14 @@ class WfdbBeatSource(_SegmentSource):
     """Beat-centred segments from an annotation file, one sample per annotated beat.
 
     Beats whose segment would run past either end of the record are left out (counted in
-    :attr:`edge_beats`), as are annotations that are not beats (see :data:`BEAT_SYMBOLS`).
+    `edge_beats`), as are annotations that are not beats (see `BEAT_SYMBOLS`).
 
     Args:
-        records: as in :class:`WfdbSource`.
+        records: as in `WfdbSource`.
         extension: annotation file suffix (``"atr"`` reads ``100.atr``).
         before: seconds before the beat. after: seconds after it.
         symbols: annotation symbols kept as beats.
-        leads, fs, pattern, collate, invalid_lead: as in :class:`WfdbSource` (the lead check
+        leads, fs, pattern, collate, invalid_lead: as in `WfdbSource` (the lead check
             applies to each beat's segment).
 
     Attributes:
@@ -516,10 +516,10 @@ class WfdbHeaderSource(TabularSource):
     """Header comments of WFDB records as a tabular source (one row per record).
 
     Args:
-        records: as in :class:`WfdbSource`.
+        records: as in `WfdbSource`.
         schema: columns to use as features (default: numeric ``age``, categorical ``sex``;
             any parsed field can be named, e.g. ``smoker``).
-        preprocessor: training statistics (see :class:`TabularSource`).
+        preprocessor: training statistics (see `TabularSource`).
         pattern: glob for folders.
 
     Attributes:

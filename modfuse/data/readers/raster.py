@@ -2,9 +2,9 @@
 
 Single-band files at mixed resolutions (Sentinel-2: 10, 20 and 60 m) are read onto one target
 grid (bounds + resolution) with a chosen resampling method; nodata becomes a validity mask;
-band names and centre wavelengths are kept in order. :class:`MultiBandRasterSource` gives one
-sample per scene, :class:`RasterChipSource` chips a scene on a grid or at random (seeded), and
-:func:`torchgeo_dataset` wraps the same files as a torchgeo ``RasterDataset`` so torchgeo's
+band names and centre wavelengths are kept in order. `MultiBandRasterSource` gives one
+sample per scene, `RasterChipSource` chips a scene on a grid or at random (seeded), and
+`torchgeo_dataset()` wraps the same files as a torchgeo ``RasterDataset`` so torchgeo's
 samplers (``GridGeoSampler``, ``RandomGeoSampler``) and transforms apply unchanged.
 
 Per-band normalisation statistics are computed once per scene and cached as JSON under
@@ -341,15 +341,15 @@ class MultiBandRasterSource(_SceneReader):
         resampling: rasterio resampling name (default ``"bilinear"``).
         nodata: nodata value (default: each file's own).
         template: file pattern of a band inside a scene folder (``{band}`` is replaced).
-        normalize: standardise each band with cached per-scene statistics (:func:`band_statistics`).
+        normalize: standardise each band with cached per-scene statistics (`band_statistics()`).
         return_mask: return ``{"image": (C, H, W), "mask": (H, W) bool}`` instead of the image
             (``mask``: True where every band is valid). Batches then hold
             ``inputs[m] = {"image": (n, C, H, W), "mask": (n, H, W)}``, so an encoder that takes
-            the dict (e.g. one made with :func:`~modfuse.encoders.wrap`) sees which pixels are
+            the dict (e.g. one made with [`wrap()`][modfuse.encoders.wrap]) sees which pixels are
             nodata; the built-in spectral encoders take the image alone.
         collate: default ``"auto"``.
 
-    Bad input (each a :class:`ReadError` naming the file and the sample; the dataset's
+    Bad input (each a `ReadError` naming the file and the sample; the dataset's
     ``on_error="missing"`` marks the sample's modality missing and reports it): a band without
     one valid pixel (nodata everywhere, a file beside the scene, bounds outside the files), a
     corrupted or truncated file, a multi-band file, another CRS. A scene with *some* nodata
@@ -424,7 +424,7 @@ class RasterChipSource(_SceneReader):
         n_random: draw this many chips at random positions instead of a grid.
         seed: seed of the random positions (same seed, same chips).
         bands, res, resampling, nodata, template, normalize, return_mask, collate: as in
-            :class:`MultiBandRasterSource`.
+            `MultiBandRasterSource`.
 
     Attributes:
         index: DataFrame (id, row, col, x, y): pixel offset of each chip on the scene grid and
@@ -433,7 +433,7 @@ class RasterChipSource(_SceneReader):
 
     Returns from ``load``:
         float32 Tensor (C, size, size). A chip with a band without one valid pixel raises
-        :class:`ReadError` (missing and reported under ``on_error="missing"``); a chip with some
+        `ReadError` (missing and reported under ``on_error="missing"``); a chip with some
         nodata stays present, its mask given by ``return_mask``.
     """
 

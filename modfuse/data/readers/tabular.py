@@ -1,20 +1,20 @@
 """Tables (CSV or Parquet via pandas) with a schema and fitted, saveable preprocessing.
 
-A :class:`TabularSchema` names the id, target, numeric and categorical columns. A
-:class:`TabularPreprocessor` is fitted on the training table (per-column mean and standard
+A `TabularSchema` names the id, target, numeric and categorical columns. A
+`TabularPreprocessor` is fitted on the training table (per-column mean and standard
 deviation, category maps) and saved as JSON with the model, so inference applies the training
-statistics. :class:`TabularSource` turns each row into the float vector that
-:class:`modfuse.encoders.tabular.TabularEncoder` takes: standardised numeric columns, then
+statistics. `TabularSource` turns each row into the float vector that
+[`modfuse.encoders.tabular.TabularEncoder`][modfuse.encoders.tabular.TabularEncoder] takes: standardised numeric columns, then
 categorical codes (``NaN`` = missing cell; the encoder adds missing indicators).
 
 Bad cells, documented behaviour:
     * NaN / empty cell: kept as NaN (a partially observed row is still used).
     * every feature cell NaN: the modality is missing for that sample (``load`` returns None).
-    * ``inf`` / ``-inf`` or text in a numeric column: ``load`` raises :class:`ReadError` naming
+    * ``inf`` / ``-inf`` or text in a numeric column: ``load`` raises `ReadError` naming
       the sample, the column and the value (the dataset's ``on_error`` policy applies).
     * a category not seen in training: NaN code (the encoder's "missing" category).
     * a CSV row with fewer fields than the header (pandas would pad it with NaN): ``load``
-      raises :class:`ReadError` naming the row and the absent columns (see :func:`short_rows`).
+      raises `ReadError` naming the row and the absent columns (see `short_rows()`).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _category_key(value: Any) -> str | None:
 
 class TabularPreprocessor:
     """Training statistics: mean/std per numeric column and sorted categories per categorical
-    column. Fit once on the training table, save with :meth:`save`, reload with :meth:`load`.
+    column. Fit once on the training table, save with `save()`, reload with `load()`.
 
     Args:
         schema: the table's schema.
@@ -224,7 +224,7 @@ class TabularPreprocessor:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TabularPreprocessor:
-        """Read statistics saved by :meth:`save`."""
+        """Read statistics saved by `save()`."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -248,8 +248,8 @@ class TabularSource:
 
     Args:
         table: a CSV / Parquet path or a DataFrame.
-        schema: column roles; default :meth:`TabularSchema.infer` (with ``id`` and ``target``).
-        preprocessor: training statistics (a :class:`TabularPreprocessor` or the path of its
+        schema: column roles; default `TabularSchema.infer()` (with ``id`` and ``target``).
+        preprocessor: training statistics (a `TabularPreprocessor` or the path of its
             JSON). Default: fitted on this table (do this for the training table only, then
             pass ``source.preprocessor`` or its saved JSON to the validation / test sources).
         id: id column when ``schema`` is inferred. target: target column(s) when inferred.

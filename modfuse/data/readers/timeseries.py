@@ -3,9 +3,9 @@
 An EOPatch folder holds ``data/<NAME>.npy`` (T, H, W, C) time-dependent bands, ``mask/``
 (T, H, W, 1) per-date masks (``IS_VALID``, cloud mask ``CLM``), ``data_timeless/`` and
 ``mask_timeless/`` (H, W, C) layers (``DEM`` elevation, ``LULC`` labels), ``timestamps.json``
-and ``bbox.geojson``. Each pixel is one sample: :class:`EOPatchSeriesSource` gives its series as
+and ``bbox.geojson``. Each pixel is one sample: `EOPatchSeriesSource` gives its series as
 ``{"x": (T, C), "valid": (T,), "t": (T,)}`` (what the time-series encoder takes: a date is
-missing where the pixel is invalid or cloudy), :class:`EOPatchTimelessSource` its timeless
+missing where the pixel is invalid or cloudy), `EOPatchTimelessSource` its timeless
 values (e.g. elevation) as a tabular row. Pixel rows/columns and map coordinates are in
 ``index`` so spatial-block splits are possible (neighbouring pixels are correlated).
 

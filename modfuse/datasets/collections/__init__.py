@@ -1,4 +1,4 @@
 """One module per public collection; each registers a ``prepare`` function on import.
 
-They are imported by :func:`modfuse.datasets.preparation.prepare` on first use only.
+They are imported by [`modfuse.datasets.preparation.prepare()`][modfuse.datasets.preparation.prepare] on first use only.
 """

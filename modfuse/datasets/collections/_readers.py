@@ -1,8 +1,8 @@
-"""Two small file readers the collections need beyond :mod:`modfuse.data.readers`: a
+"""Two small file readers the collections need beyond [`modfuse.data.readers`][modfuse.data.readers]: a
 multi-band GeoTIFF per sample (EuroSAT-MS chips) and a greyscale JPEG/PNG per sample
 (MIMIC-CXR-JPG, CheXpert). Manifests name them by class path, e.g.
 ``"reader": "modfuse.datasets.collections._readers.GeoTiffSource"``; only the paths listed in
-:data:`OWN_READERS` are accepted (a manifest is data: it never names code to import)."""
+`OWN_READERS` are accepted (a manifest is data: it never names code to import)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class GeoTiffSource(FileSource):
     """One multi-band raster file per sample (all bands of the file, in file order).
 
     Args:
-        files: see :data:`~modfuse.data.readers._base.PathsLike`.
+        files: see `PathsLike`.
         bands: expected band count (a file with another count raises ReadError), or None.
         scale: divide the values by this (EuroSAT/Sentinel-2 digital numbers: 10000).
         collate: default ``"stack"``.
@@ -58,7 +58,7 @@ class ImageSource(FileSource):
     """One greyscale image (JPEG, PNG) per sample, scaled to [0, 1].
 
     Args:
-        files: see :data:`~modfuse.data.readers._base.PathsLike`.
+        files: see `PathsLike`.
         size: output (H, W) (bilinear resize), or None to keep the file's size.
         collate: default ``"auto"``.
 
@@ -95,7 +95,7 @@ readers, looked up in this table (nothing named by a manifest is ever imported).
 
 
 def reader_class(name: str) -> Any:
-    """One of modfuse's own reader classes by its ``module.Class`` path (see :data:`OWN_READERS`).
+    """One of modfuse's own reader classes by its ``module.Class`` path (see `OWN_READERS`).
 
     Raises:
         ReadError: for any other name; nothing is imported.

@@ -110,8 +110,8 @@ def prepare_mimic_cxr(
         mimic_iv: the MIMIC-IV folder (``hosp/``), or None for images only.
         images: ``jpg`` (MIMIC-CXR-JPG) or ``dicom`` (MIMIC-CXR).
         frontal_only: keep PA/AP views only.
-        uncertain: policy for uncertain labels (see :func:`label_matrix`).
-        lab_items: MIMIC-IV ``itemid`` -> column name (default :data:`DEFAULT_LAB_ITEMS`).
+        uncertain: policy for uncertain labels (see `label_matrix()`).
+        lab_items: MIMIC-IV ``itemid`` -> column name (default `DEFAULT_LAB_ITEMS`).
         lab_window_hours: a lab counts for an image when drawn at most this long before the
             study (never after it: a later lab would leak the follow-up).
         image_size: output image size.
@@ -227,7 +227,7 @@ def prepare_chexpert(
         root: the folder holding ``train.csv`` and ``valid.csv``.
         out: output folder.
         frontal_only: keep frontal views only.
-        uncertain: policy for uncertain labels (see :func:`label_matrix`).
+        uncertain: policy for uncertain labels (see `label_matrix()`).
         val_fraction: share of training patients used for validation.
         seed: seed of that patient split.
         image_size: output image size.

@@ -5,7 +5,7 @@ Modalities: ``graph`` (the SMILES string, read by the ``smiles`` reader into a P
 ``random`` (seeded 80/10/10) and ``scaffold`` (Bemis-Murcko, DeepChem's deterministic order);
 the group column is the scaffold, so the scaffold split is checked for leakage.
 
-Each known file has a configuration (:data:`CONFIGS`) naming its SMILES, id, descriptor and
+Each known file has a configuration (`CONFIGS`) naming its SMILES, id, descriptor and
 target columns, and the provider columns that must never become features (``exclude``).
 """
 
@@ -107,7 +107,7 @@ def prepare_moleculenet(
     Args:
         root: the CSV itself, or a folder holding the provider's file name.
         out: output folder.
-        config: a name in :data:`CONFIGS` or a :class:`MoleculeNetConfig` for another CSV.
+        config: a name in `CONFIGS` or a `MoleculeNetConfig` for another CSV.
         seed: seed of the random split.
         val_fraction, test_fraction: split sizes.
         default_split: ``scaffold`` (default; honest for new chemistry) or ``random``.
@@ -188,7 +188,7 @@ def _register(name: str) -> None:
     def _prepare(root: Path, out: Path, **options: Any) -> Path:
         return prepare_moleculenet(root, out, config=name, **options)
 
-    _prepare.__doc__ = f"Prepare MoleculeNet {name!r} (see :func:`prepare_moleculenet`)."
+    _prepare.__doc__ = f"Prepare MoleculeNet {name!r} (see `prepare_moleculenet()`)."
 
 
 register("moleculenet")(prepare_moleculenet)

@@ -339,6 +339,11 @@ class _SegmentSource(_WfdbBase):
         """The record of each segment, for splits grouped by record (patient)."""
         return self.index["record"].tolist()
 
+    def has(self, sample_id: Hashable) -> bool:
+        """Whether ``sample_id`` is a segment of this source (segments exist only for records
+        with a file, so no file is read); `path_of` takes record ids, not segment ids."""
+        return sample_id in self._rows
+
     def load(self, sample_id: Hashable) -> torch.Tensor | None:
         try:
             row = self.index.iloc[self._rows[sample_id]]

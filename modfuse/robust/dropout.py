@@ -71,6 +71,15 @@ class ModalityDropout:
             self._worker = worker
         return self._generator
 
+    def generator_state(self) -> torch.Tensor:
+        """The main-process generator's state (ByteTensor), for checkpoints: a run resumed from
+        a checkpoint then draws the same drops as an uninterrupted one."""
+        return self._rng().get_state()
+
+    def set_generator_state(self, state: torch.Tensor) -> None:
+        """Restore a state from `generator_state`."""
+        self._rng().set_state(state)
+
     def __getstate__(self) -> dict[str, object]:
         # generators do not travel to worker processes; each process makes its own
         return {**self.__dict__, "_generator": None, "_worker": None}

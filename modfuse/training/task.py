@@ -42,6 +42,10 @@ def can_fuse(params: list[Tensor]) -> bool | None:
     return True if ok else None
 
 
+DROPOUT_STATE_KEY = "modfuse_modality_dropout_rng"
+"""Checkpoint entry holding the modality-dropout generator state (a ByteTensor)."""
+
+
 class FusionTask(LightningModule):
     """Trains, evaluates and predicts with any fusion model (in the style of torchgeo's ``BaseTask``).
 
@@ -215,6 +219,15 @@ class FusionTask(LightningModule):
             cached = self.__dict__["_model_config"] = (self.model, text)
         if cached[1] is not None:
             checkpoint[MODEL_CONFIG_KEY] = cached[1]
+        dropout = self.robust.dropout if self.robust is not None else None
+        if dropout is not None:
+            checkpoint[DROPOUT_STATE_KEY] = dropout.generator_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a resumed run continues the modality-dropout stream where the checkpoint left it
+        dropout = self.robust.dropout if self.robust is not None else None
+        if dropout is not None and DROPOUT_STATE_KEY in checkpoint:
+            dropout.set_generator_state(checkpoint[DROPOUT_STATE_KEY])
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from modfuse.core.io import check_rebuilds, model_from_config
+from modfuse.core.io import check_rebuilds, model_from_config, read
 from modfuse.errors import ModfuseError, ReadError
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.fuse import LegoFuse
@@ -65,15 +64,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
             its config.
     """
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error type for corrupt headers
-        raise ReadError(f"cannot read safetensors file: {exc}", path=path) from exc
-    if CONFIG_KEY not in meta:
-        raise ReadError(f"no {CONFIG_KEY!r} entry in the safetensors metadata (not written by modfuse)", path=path)
-    model = from_config(json.loads(meta[CONFIG_KEY]))
+    config, state = read(path, map_location)
+    model = from_config(config)
     _load_state(model, state, path)
     return model.to(map_location).eval()
 

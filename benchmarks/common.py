@@ -107,7 +107,7 @@ def trainer(max_epochs: int, callbacks: Sequence[Any] = (), **kwargs: Any) -> An
 
 def predict(model: nn.Module, loader: Any) -> np.ndarray:
     """Activated predictions of a single-task model over a loader (in loader order)."""
-    from modfuse.fusion.base import prediction_of
+    from modfuse.core.model import prediction_of
 
     spec = next(iter(model.tasks.values()))
     model.eval()

@@ -117,7 +117,7 @@ def digits_views(which: str = "quadrants") -> tuple[dict[str, np.ndarray], np.nd
 
 def digits(seed: int, s: Settings, which: str = "quadrants") -> Problem:
     from modfuse import MultiModalDataset
-    from modfuse.training.spec import TaskSpec
+    from modfuse.core.tasks import TaskSpec
 
     X, y = digits_views(which)
     splits = _random_splits(len(y), seed, y=y)
@@ -130,7 +130,7 @@ def breast(seed: int, s: Settings) -> Problem:
     from sklearn.datasets import load_breast_cancer
 
     from modfuse import MultiModalDataset
-    from modfuse.training.spec import TaskSpec
+    from modfuse.core.tasks import TaskSpec
 
     d = load_breast_cancer()
     x, y = d.data.astype("float32"), d.target
@@ -147,7 +147,7 @@ def breast(seed: int, s: Settings) -> Problem:
 
 def esol(seed: int, s: Settings) -> Problem:
     from benchmarks import esol as esol_bench
-    from modfuse.training.spec import TaskSpec
+    from modfuse.core.tasks import TaskSpec
 
     graphs, table, y, smiles, _ = esol_bench.load()
     splits = esol_bench.splits_for(smiles, len(y), "random", seed)
@@ -161,7 +161,7 @@ def esol(seed: int, s: Settings) -> Problem:
 def eopatch(seed: int, s: Settings) -> Problem:
     from benchmarks import remote_sensing as rs
     from modfuse import MultiModalDataset
-    from modfuse.training.spec import TaskSpec
+    from modfuse.core.tasks import TaskSpec
 
     data = rs.load()
     parts, _ = rs.block_split(data, 20, seed)
@@ -180,9 +180,9 @@ def eopatch(seed: int, s: Settings) -> Problem:
 
 
 def cohort(seed: int, s: Settings) -> Problem:
+    from modfuse.core.tasks import TaskSpec
     from modfuse.datasets.synthetic import SyntheticCohortDataModule
     from modfuse.encoders import build
-    from modfuse.training.spec import TaskSpec
 
     dm = SyntheticCohortDataModule(n=600, seed=seed)
     dm.setup()
@@ -202,7 +202,7 @@ LOADERS = {"esol": esol, "breast": breast, "eopatch": eopatch, "cohort": cohort,
 # ---------------------------------------------------------------------------- evaluation
 def score(p: Problem, model: nn.Module, part: str = "test") -> float:
     """The data set's metric of ``model`` on every ``part`` row (absent blocks give priors)."""
-    from modfuse.fusion.base import prediction_of
+    from modfuse.core.model import prediction_of
 
     loader = DataLoader(Subset(p.dataset, p.splits[part].tolist()), batch_size=256, collate_fn=p.dataset.collate_fn)
     outs, tgts = [], []

@@ -137,7 +137,7 @@ def run(
     n_classes = len(data["classes"])
     ds = MultiModalDataset.from_arrays({"ndvi": data["ndvi"], "elevation": data["elevation"]}, data["label"])
     try:
-        from modfuse.robust.dropout import ModalityDropout
+        from modfuse.robust import ModalityDropout
     except ImportError:
         ModalityDropout = None
     rows = []

@@ -135,7 +135,7 @@ def _plain_loop(
 ) -> tuple[float, float, float]:
     """The hand-written loop; returns (seconds of the first epoch, seconds of the others, CPU
     seconds of the others). ``fused``: AdamW's fused kernel (None: torch's default)."""
-    from modfuse.fusion.base import prediction_of
+    from modfuse.core.model import prediction_of
 
     spec = next(iter(model.tasks.values()))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=fused)

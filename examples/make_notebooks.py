@@ -39,7 +39,7 @@ CLINICAL = [
     ),
     new_code_cell(
         "from modfuse import MultiModalDataModule\n"
-        "from modfuse.robust.dropout import ModalityDropout\n\n"
+        "from modfuse.robust import ModalityDropout\n\n"
         "dataset = cohort.dataset()\n"
         "datamodule = MultiModalDataModule(dataset, split='stratified', batch_size=32, seed=0,\n"
         "                                  train_transform=ModalityDropout(0.2, seed=0))\n"
@@ -195,7 +195,7 @@ GEOSCIENCE = [
         "from modfuse import FusionTask\n"
         "from modfuse.encoders import build as encoder\n"
         "from modfuse.fusion import build\n"
-        "from modfuse.robust.dropout import ModalityDropout\n\n"
+        "from modfuse.robust import ModalityDropout\n\n"
         "datamodule.train_transform = ModalityDropout(0.3, seed=0)\n"
         "mu, sd = elevation.mean(0), elevation.std(0) + 1e-6\n"
         "encoders = {\n"

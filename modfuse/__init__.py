@@ -16,7 +16,7 @@ _EXPORTS = {
     "MultiModalDataset": "modfuse.data.dataset",
     "MultiModalDataModule": "modfuse.data.datamodule",
     "FusionTask": "modfuse.training.task",
-    "TaskSpec": "modfuse.training.spec",
+    "TaskSpec": "modfuse.core.tasks",
     "ModfuseError": "modfuse.errors",
     "LegoBlock": "modfuse.lego.block",
     "LegoMerge": "modfuse.lego.merge",

@@ -124,7 +124,7 @@ def _run(command: str, rest: list[str], recipe_args: list[str] | None) -> int:
     from modfuse.cli_recipes import report_main, run_recipe
 
     if command in ("explain", "robustness"):
-        return report_main(command, rest)
+        return report_main(command, rest, description=COMMANDS[command])
     # LightningCLI reads sys.argv itself when given None; passing both makes it warn
     run_recipe(recipe_args)
     return 0

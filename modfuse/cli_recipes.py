@@ -25,7 +25,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
-from modfuse.cli import COMMANDS
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.errors import ModfuseError, ReadError
 from modfuse.training.task import FusionTask
@@ -313,7 +312,7 @@ def use_saved_model(task: FusionTask, path: Path) -> None:
         ModfuseError: naming the file when its tasks differ from the recipe's.
     """
     from modfuse.core.io import load
-    from modfuse.training.spec import as_task_specs
+    from modfuse.core.tasks import as_task_specs
 
     model = load(path)
     tasks = as_task_specs(getattr(model, "tasks", None) or "binary")
@@ -460,9 +459,9 @@ def predictions_frame(outputs: list[dict[str, Any]]) -> Any:
 
 
 # ---------------------------------------------------------------------------- explain / robustness
-def report_main(command: str, argv: Sequence[str]) -> int:
+def report_main(command: str, argv: Sequence[str], description: str = "") -> int:
     """``modfuse explain|robustness --config X.yaml [--ckpt_path P] [--out_dir D] [overrides]``."""
-    parser = argparse.ArgumentParser(prog=f"modfuse {command}", description=COMMANDS[command], add_help=False)
+    parser = argparse.ArgumentParser(prog=f"modfuse {command}", description=description, add_help=False)
     parser.add_argument(
         "--ckpt_path",
         default=None,

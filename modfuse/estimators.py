@@ -34,10 +34,10 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
-from modfuse.training.spec import TaskSpec
 
 __all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival", "align_frames"]
 
@@ -285,7 +285,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         unimodal_weight: weight of the unimodal auxiliary losses (each modality alone through
             the fused model, the task's loss); ``"auto"`` (default) or 0 / None to switch off.
         balance: gradient modulation of the encoders during training: ``"ogm-ge"``, ``"agm"``
-            or None (default; see [`modfuse.robust.training`][modfuse.robust.training]).
+            or None (default; see [`modfuse.training.robust`][modfuse.training.robust]).
     """
 
     def __init__(
@@ -463,8 +463,8 @@ class _FusionEstimator(BaseEstimator, ABC):
 
     @torch.no_grad()
     def _logits(self, X: Mapping[str, Any]) -> Tensor:
-        from modfuse.fusion.base import prediction_of
-        from modfuse.training.spec import by_task
+        from modfuse.core.model import prediction_of
+        from modfuse.core.tasks import by_task
 
         dataset = self._dataset(X)
         _, device = _accelerator(self.device)
@@ -692,7 +692,7 @@ class FusionSurvival(_FusionEstimator):
 
     def score(self, X: Mapping[str, Any], y: Any) -> float:
         """Harrell's concordance index of the predicted risk."""
-        from modfuse.training.metrics import concordance_index
+        from modfuse.core.metrics import concordance_index
 
         target = torch.as_tensor(survival_target(y))
         return float(concordance_index(torch.as_tensor(self.predict(X)), target[:, 0], target[:, 1]))

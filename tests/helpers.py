@@ -16,6 +16,7 @@ class CountingEncoder(nn.Module):
         super().__init__()
         self.inner = build("tabular", num_features=num_features, hidden=(8,), out_dim=out_dim, dropout=0.0)
         self.out_dim = out_dim
+        self.num_features = num_features
         self.rows: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@ from modfuse.data.collate import collate_samples
 from modfuse.fusion import AttentionFusion, FusionModel, LateFusion, Unimodal, available, build, prediction_of
 
 WIDTHS = {"a": 3, "b": 4, "c": 2}
-STRATEGIES = ["early", "late", "attention", "unimodal", "sequential"]
+# every registered strategy, so a newly registered one meets the same contract automatically
+STRATEGIES = available()
+SINGLE_TASK = {"lego-merge", "lego-fuse"}  # a Lego block predicts one task
 
 
 def encoders() -> dict[str, CountingEncoder]:
@@ -63,17 +65,22 @@ def test_batch_invariance_and_empty_sample(strategy: str) -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_encoders_see_only_present_rows(strategy: str) -> None:
-    encs = encoders()
-    model = make(strategy, encs=encs)
+    model = make(strategy)
     batch = all_patterns_batch()
     model(batch)
-    for m in model.modalities:
-        assert encs[m].rows == [int(batch.present[m].sum())], m
+    # the encoders the model runs (Lego blocks hold their own copies of the ones given)
+    used = {m.num_features: m for m in model.modules() if isinstance(m, CountingEncoder)}
+    for name in model.modalities:
+        assert used[WIDTHS[name]].rows == [int(batch.present[name].sum())], name
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_multitask_outputs(strategy: str) -> None:
     tasks = {"cls": TaskSpec("binary"), "kind": TaskSpec("multiclass", 3)}
+    if strategy in SINGLE_TASK:
+        with pytest.raises(ModfuseError, match="predict one task"):
+            make(strategy, tasks)
+        return
     model = make(strategy, tasks)
     batch = all_patterns_batch(multi=True)
     out = prediction_of(model(batch))

@@ -46,6 +46,8 @@ CASES: dict[str, tuple[str, dict[str, Any], Callable[[int], Any]]] = {
         lambda i: torch.randn(3, 100 + 37 * i),
     ),  # variable lengths -> PaddedTensor
     "spectral": ("spectral", {"bands": 5, "out_dim": 16}, lambda i: torch.randn(5, 32, 32)),
+    "xray": ("xray", {"arch": "small", "out_dim": 8}, lambda i: torch.randn(1, 16, 16)),
+    "xray_densenet": ("xray", {"out_dim": 8}, lambda i: torch.randn(1, 32, 32)),
     "spectral_tokens": (
         "spectral_tokens",
         {"bands": 6, "band_group": 2, "image_size": 16, "patch_size": 8, "out_dim": 16, "depth": 1, "heads": 2},
@@ -91,8 +93,11 @@ def _declared(enc: nn.Module, n: int) -> tuple[int, ...]:
     return (n, enc.out_dim) if enc.out_tokens is None else (n, enc.out_tokens, enc.out_dim)
 
 
-def test_available_lists_every_family() -> None:
+def test_every_registered_encoder_meets_the_contract_tests() -> None:
+    """A newly registered encoder needs a case in CASES, so the contract tests below run over it."""
     assert set(FAMILIES) <= set(available())
+    covered = {name for name, _, _ in CASES.values()}
+    assert set(available()) <= covered, f"add a CASES entry for {sorted(set(available()) - covered)}"
 
 
 def test_importing_encoders_loads_no_heavy_library() -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import TaskSpec, as_task_specs
 from modfuse.data.batch import ModalityBatch, scatter_rows
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
@@ -31,7 +32,6 @@ from modfuse.interpret import (
     plot_waterfall,
     time_saliency,
 )
-from modfuse.training.spec import TaskSpec, as_task_specs
 
 SURVIVAL = TaskSpec("survival", 3, boundaries=(1.0, 2.0))
 

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from modfuse import LegoBlock, MultiModalDataset, fuse, merge
+from modfuse.core.tasks import TaskSpec
 from modfuse.errors import IncompatibleError, ModfuseError, ReadError
 from modfuse.lego import LegoFuse, LegoMerge, load, register_method, save
 from modfuse.lego.merge import merge_head_params
-from modfuse.lego.methods import METHODS, get_method
-from modfuse.training.spec import TaskSpec
+from modfuse.lego.methods import METHODS, available_methods, get_method
 
 D = 5
 LATENT = (8, 16)
@@ -360,3 +360,21 @@ def test_strategies_are_registered_and_lego_merge_trains_blocks_apart():
     torch.nn.functional.binary_cross_entropy_with_logits(a(batch)[2:, 0], target[2:]).backward()
     for g, p in zip(joint, a.parameters()):
         torch.testing.assert_close(g, p.grad)
+
+
+@pytest.mark.parametrize("name", available_methods("latent"))
+def test_every_latent_merge_method_is_batch_invariant_and_ignores_absent_blocks(name):
+    """Contract over every registered latent method (built-in or user): a row's merged output
+    does not depend on its batch, and an absent modality's encoder takes no part."""
+    blocks = trained_like([make_block(m) for m in "abc"])
+    merged = merge(blocks, method=name).eval()
+    batch = make_batch("abc", missing={"c": list(range(12))})
+    with torch.no_grad():
+        together = merged(batch).prediction
+        alone = torch.cat([merged(batch.select([i])).prediction for i in range(12)])
+        for p in merged.blocks[2].encoder.parameters():
+            p.add_(1.0)
+        c_changed = merged(batch).prediction
+    assert torch.isfinite(together).all()
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(together, c_changed, atol=0, rtol=0)

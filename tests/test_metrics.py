@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modfuse.training.metrics import ConcordanceIndex, concordance_index
+from modfuse.core.metrics import ConcordanceIndex, concordance_index
 
 sksurv_metrics = pytest.importorskip("sksurv.metrics", reason="scikit-survival is in the dev extra")
 

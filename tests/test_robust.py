@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch, scatter_rows
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
@@ -29,7 +30,6 @@ from modfuse.robust import (
     simulate,
     sweep,
 )
-from modfuse.training.spec import as_task_specs
 from modfuse.training.task import FusionTask
 
 

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from modfuse import FusionClassifier
+from modfuse.core.model import prediction_of
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.encoders import build as build_encoder
 from modfuse.fusion import build
-from modfuse.fusion.base import prediction_of
 from modfuse.robust import ModalityDropout, RobustTraining, competition, subset_gap, write_subset_gap
-from modfuse.robust.training import AUTO_DROPOUT
+from modfuse.training.robust import AUTO_DROPOUT
 from modfuse.training.task import FusionTask
 
 

@@ -22,13 +22,13 @@ from torch import nn
 import modfuse
 from modfuse import LegoBlock, MultiModalDataset, fusion, merge
 from modfuse.core.config import ConfigError, describe, instantiate
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.encoders import build, wrap
 from modfuse.errors import ModfuseError
 from modfuse.fusion import prediction_of
 from modfuse.lego.io import load_any
 from modfuse.lego.methods import METHODS
-from modfuse.training.spec import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 D = 5
@@ -121,6 +121,12 @@ def test_values_round_trip_with_their_types() -> None:
     rebuilt = instantiate(config)
     assert rebuilt["keys"] == {4: 2} and rebuilt["act"] is nn.GELU and rebuilt["t"] == (1, [2])
     assert rebuilt["conv"].kernel_size == (3, 5) and rebuilt["conv"].weight.dtype == torch.float64
+
+
+def test_a_config_written_before_task_specs_moved_to_core_still_builds() -> None:
+    """Saved models name ``modfuse.training.spec.TaskSpec`` from before the core layer existed."""
+    old = {"class_path": "modfuse.training.spec.TaskSpec", "init_args": {"kind": "multiclass", "num_outputs": 3}}
+    assert instantiate(old) == TaskSpec("multiclass", 3)
 
 
 def test_an_undescribable_encoder_fails_at_save_time_naming_it(tmp_path: Path) -> None:

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_breast_cancer
+from torchmetrics import MetricCollection
+from torchmetrics.regression import MeanAbsoluteError
 
+import modfuse
 from modfuse import FusionTask, MultiModalDataModule, MultiModalDataset
+from modfuse.core.losses import survival_bins
+from modfuse.core.tasks import TaskKind, register_task_kind
 from modfuse.encoders import build
 from modfuse.errors import ModfuseError
 from modfuse.fusion import EarlyFusion
 from modfuse.training import TaskSpec, concordance_index, discrete_time_nll
-from modfuse.training.losses import survival_bins
 
 
 def sig(x: float) -> float:
@@ -233,3 +237,55 @@ def test_a_run_of_very_few_steps_trains_with_the_one_cycle_schedule(n_train: int
     trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(task, loader)
     assert trainer.global_step == -(-n_train // 8)
+
+
+@register_task_kind("test-count")
+class Count(TaskKind):
+    """A user task kind: counts with a Poisson loss (what docs/extending.md describes)."""
+
+    main_metric = ("mae", "min")
+
+    def check_target(self, spec, target, ids, fail):
+        if target.dim() != 1 or (target < 0).any():
+            raise fail(f"expected non-negative counts of shape (B,), found {tuple(target.shape)}")
+        return target.float()
+
+    def loss(self, spec, logits, target):
+        return torch.nn.functional.poisson_nll_loss(logits[:, 0], target, log_input=True)
+
+    def activate(self, spec, logits):
+        return logits[:, 0].exp()
+
+    def metrics(self, spec):
+        return MetricCollection({"mae": MeanAbsoluteError()})
+
+
+def test_a_user_registered_task_kind_trains_monitors_and_saves(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    counts = rng.poisson(np.exp(0.8 * x[:, 0] + 0.5)).astype("float32")
+    dm = MultiModalDataModule(MultiModalDataset.from_arrays({"a": x}, counts), batch_size=32, seed=0, split="random")
+    model = EarlyFusion({"a": build("tabular", num_features=4, hidden=(16,), out_dim=8)}, tasks=TaskSpec("test-count"))
+    task = FusionTask(model, lr=1e-2)
+    assert (task.monitor, task.monitor_mode) == ("val/mae", "min")
+    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(task, dm)
+    mae = trainer.test(task, dm, verbose=False)[0]["test/mae"]
+    baseline = float(np.abs(counts - np.median(counts)).mean())
+    assert mae < 0.9 * baseline  # it learned from x, through the kind's own loss and activation
+    modfuse.save(model, tmp_path / "count.safetensors")
+    assert modfuse.load(tmp_path / "count.safetensors").tasks == {"y": TaskSpec("test-count")}
+    with pytest.raises(ModfuseError, match="test-count"):
+        TaskSpec("no-such-kind")  # the error lists the registered kinds, the user's included
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode"), [("val/loss", "min"), ("val/auroc", "max"), ("val/accuracy", "max"), ("train/loss", "min")]
+)
+def test_the_monitor_mode_comes_from_the_metric_not_its_name(monitor: str, mode: str) -> None:
+    model = EarlyFusion({"a": build("tabular", num_features=3, out_dim=4)}, tasks="binary")
+    assert FusionTask(model, monitor=monitor).monitor_mode == mode
+    regression = EarlyFusion({"a": build("tabular", num_features=3, out_dim=4)}, tasks="regression")
+    assert FusionTask(regression, monitor="val/r2").monitor_mode == "max"  # "r2" names no direction
+    with pytest.raises(ModfuseError, match="val/rmse"):
+        FusionTask(regression, monitor="val/auroc")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from modfuse import MultiModalDataset
 from modfuse.cli import main
+from modfuse.core.tasks import TaskSpec
 from modfuse.data import MultiModalDataModule
 from modfuse.data.readers import TabularSchema, TabularSource
 from modfuse.data.sources import ArraySource
@@ -32,7 +33,6 @@ from modfuse.errors import ModfuseError, ReadError
 from modfuse.estimators import FusionClassifier
 from modfuse.fusion import EarlyFusion
 from modfuse.lego import LegoBlock, save
-from modfuse.training.spec import TaskSpec
 from modfuse.training.task import FusionTask
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml")

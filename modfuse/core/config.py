@@ -38,7 +38,10 @@ INIT_ATTR = "_modfuse_init"
 
 # non-module classes a config may build: the path -> how to describe an instance (to_dict()).
 # Strings, so this bottom layer imports none of the layers above it.
-VALUE_TYPES = ("modfuse.training.spec.TaskSpec",)
+VALUE_TYPES = ("modfuse.core.tasks.TaskSpec",)
+# class paths written by earlier modfuse versions -> where the class lives now, so saved
+# models keep loading after a move
+MOVED = {"modfuse.training.spec.TaskSpec": "modfuse.core.tasks.TaskSpec"}
 
 TUPLE, DICT, CLASS, DTYPE, ARGS = "__tuple__", "__dict__", "__class__", "__dtype__", "__args__"
 
@@ -180,7 +183,7 @@ def is_description(value: Any) -> bool:
 
 # ---------------------------------------------------------------------------- instantiate
 def _buildable(path: str, where: str) -> type:
-    obj = import_path(path)
+    obj = import_path(MOVED.get(path, path))
     if isinstance(obj, type) and (issubclass(obj, nn.Module) or _is_value_type(obj)):
         return obj
     raise ConfigError(

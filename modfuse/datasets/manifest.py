@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modfuse.core.tasks import TaskSpec, check_targets
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.readers.tabular import short_rows
 from modfuse.data.sources import ArraySource, Source
 from modfuse.datasets.splits import read_split, split_frame
 from modfuse.errors import ModfuseError, ReadError
-from modfuse.training.spec import TaskSpec, check_targets
 
 __all__ = [
     "FORMAT",
@@ -354,10 +354,6 @@ class Manifest:
             {m: self.table[has_column(m)].astype(bool).to_numpy() for m in self.modalities},
             index=pd.Index(self.ids, name="id"),
         )
-
-    def feature_columns(self, modality: str) -> list[str]:
-        """The table columns of a ``columns`` modality."""
-        return list(self.modalities[modality].columns)
 
     def target_array(self) -> np.ndarray | dict[str, np.ndarray]:
         """Targets for `MultiModalDataset` (an array for one task, else a dict)."""

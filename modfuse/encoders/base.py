@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 import modfuse.core.config  # noqa: F401  (records constructor arguments, so encoders describe themselves)
-from modfuse.data.collate import CollateMode
 from modfuse.errors import ModfuseError
 
 __all__ = ["Encoder", "check_finite", "check_ndim", "check_size"]
@@ -25,13 +24,10 @@ class Encoder(nn.Module):
     Attributes:
         out_dim: width of each output feature vector / token.
         out_tokens: number of output tokens, or None for one pooled vector per row.
-        collate: how the modality's samples are collated (``"pad"`` for variable lengths,
-            ``"list"`` to receive a Python list).
     """
 
     out_dim: int
     out_tokens: int | None = None
-    collate: CollateMode = "auto"
 
 
 def check_finite(x: Tensor, what: str) -> None:

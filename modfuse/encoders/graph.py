@@ -58,7 +58,6 @@ class GraphEncoder(Encoder):
         if layers < 1:
             raise ModfuseError(f"layers: expected at least 1, found {layers}")
         self.in_dim, self.edge_dim, self.out_dim = in_dim, edge_dim, out_dim
-        self.pool_name = pool
         self._pool = getattr(pyg_nn, f"global_{pool}_pool")
         self.embed = nn.Linear(in_dim, hidden)
         self.convs = nn.ModuleList()

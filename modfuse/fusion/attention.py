@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import Outputs, register
 from modfuse.fusion.early import check_encoders
 from modfuse.fusion.heads import TaskHeads
 from modfuse.fusion.late import encode_pooled
-from modfuse.training.spec import as_task_specs
 
 __all__ = ["AttentionFusion"]
 

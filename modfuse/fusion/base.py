@@ -3,51 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 import modfuse.core.config  # noqa: F401  (records constructor arguments, so models describe themselves)
-from modfuse.data.batch import ModalityBatch
+from modfuse.core.model import FusionModel, Outputs, prediction_of
 from modfuse.registry import Registry
 
-if TYPE_CHECKING:
-    from modfuse.training.spec import TaskSpec
-
 __all__ = ["STRATEGIES", "FusionModel", "Outputs", "available", "build", "prediction_of", "register"]
-
-Outputs = Tensor | dict[str, Tensor]
-"""Model predictions (logits): (B, num_outputs) for a single task, or task -> (B, num_outputs)."""
-
-
-@runtime_checkable
-class FusionModel(Protocol):
-    """What training, robustness and interpretation code rely on, whatever the strategy.
-
-    Attributes:
-        modalities: the modality names the model can use.
-        tasks: task name -> [`TaskSpec`][modfuse.training.spec.TaskSpec].
-
-    ``forward(batch)`` returns logits (`Outputs`), or an object with a ``prediction``
-    attribute holding them (sequential fusion also returns per-step predictions). It accepts
-    any per-sample pattern of present modalities, including none: a sample with no modality
-    gets the model's prior prediction, so subset-based explanations have a defined f(empty).
-    Rows never influence one another (no cross-sample operation at inference).
-
-    A model may define ``compute_loss(outputs, batch) -> Tensor``; otherwise the training loop
-    sums the task losses of the predictions.
-    """
-
-    modalities: list[str]
-    tasks: dict[str, TaskSpec]
-
-    def __call__(self, batch: ModalityBatch) -> Any: ...
-
-
-def prediction_of(outputs: Any) -> Outputs:
-    """The logits inside a model's outputs (the outputs themselves, or their ``.prediction``)."""
-    return getattr(outputs, "prediction", outputs)
-
 
 # the built-in strategies, imported on first use so that importing modfuse.fusion stays cheap
 # and free of cycles; packages add theirs through the "modfuse.fusion" entry-point group

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import Outputs, register
 from modfuse.fusion.heads import TaskHeads, pool_tokens
-from modfuse.training.spec import as_task_specs
 
 __all__ = ["EarlyFusion"]
 

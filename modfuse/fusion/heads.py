@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from modfuse.training.spec import TaskSpec
+from modfuse.core.tasks import TaskSpec
 
 __all__ = ["TaskHeads", "pool_tokens"]
 

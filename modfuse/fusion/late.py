@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import Outputs, prediction_of, register
 from modfuse.fusion.early import check_encoders
 from modfuse.fusion.heads import TaskHeads, pool_tokens
-from modfuse.training.spec import TaskSpec, as_task_specs, by_task
 
 __all__ = ["LateFusion", "PriorLogits", "encode_pooled", "task_loss"]
 

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modfuse.core.config import ConfigError, describe, instantiate, is_description
+from modfuse.core.tasks import DEFAULT_TASK, TaskSpec, as_task_specs
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
 from modfuse.lego.calibration import Calibration
-from modfuse.training.spec import DEFAULT_TASK, TaskSpec, as_task_specs
 
 __all__ = ["LegoBlock", "LegoHead"]
 

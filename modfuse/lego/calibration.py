@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modfuse.core.tasks import TaskSpec
 from modfuse.errors import ModfuseError
-from modfuse.training.spec import TaskSpec
 
 __all__ = ["Calibration", "calibrate", "calibration_callback", "fit_calibration"]
 

@@ -11,13 +11,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import IncompatibleError, ModfuseError
 from modfuse.fusion.base import register
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.methods import BlockStats, default_method, get_method, method_info
 from modfuse.lego.methods import method_options as check_options
-from modfuse.training.spec import TaskSpec, as_task_specs, by_task
 
 __all__ = [
     "HeadMerge",

@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.training.spec import TaskSpec
 
 __all__ = ["main_score", "subset_report"]
 

@@ -298,7 +298,7 @@ def fit_fuse(
     val = train_rows(data, part="val")
     transform = None
     if modality_dropout > 0:
-        from modfuse.robust.dropout import ModalityDropout
+        from modfuse.training.dropout import ModalityDropout
 
         transform = ModalityDropout(modality_dropout, seed=int(kwargs.get("seed", 0)))
     (_, spec), *_ = fused.tasks.items()
@@ -332,7 +332,7 @@ def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]
     """The main validation metric of ``model`` on ``rows`` (every row, whatever it has)."""
     import torch
 
-    from modfuse.fusion.base import prediction_of
+    from modfuse.core.model import prediction_of
     from modfuse.lego.validate import main_score
 
     model.eval()

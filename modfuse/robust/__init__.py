@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from modfuse.robust.dropout import ModalityDropout
 from modfuse.robust.evaluate import evaluate, evaluate_subsets, modality_subsets, sweep
 from modfuse.robust.report import plot_subsets, plot_sweep, robustness_report
 from modfuse.robust.simulate import MaskedSource, Missingness, mar, mcar, mnar, simulate
@@ -25,7 +24,8 @@ from modfuse.robust.subset_gap import (
     train_specialists,
     write_subset_gap,
 )
-from modfuse.robust.training import RobustTraining
+from modfuse.training.dropout import ModalityDropout
+from modfuse.training.robust import RobustTraining
 
 __all__ = [
     "MaskedSource",

@@ -13,10 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics import Metric, MetricCollection
 
+from modfuse.core.model import model_device, prediction_of, unwrap_model
+from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.fusion.base import prediction_of
-from modfuse.training.spec import TaskSpec, by_task
 from modfuse.utils.progress import progress
 
 __all__ = [
@@ -39,29 +39,6 @@ for one task of a multi-task model; a name applies to every task that has it), a
 
 
 # ---------------------------------------------------------------------- model and data access
-def unwrap_model(model: Any) -> nn.Module:
-    """The fusion model inside ``model`` (a FusionTask's ``.model``), checked to be usable.
-
-    Args:
-        model: a fusion model, or a FusionTask / any wrapper with a ``.model`` attribute.
-    """
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "modalities"):
-        model = inner
-    if not hasattr(model, "modalities") or not hasattr(model, "tasks") or not callable(model):
-        raise ModfuseError(
-            f"expected a fusion model with `modalities` and `tasks` (or a FusionTask), found {type(model).__name__}"
-        )
-    return model
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU when it has none)."""
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def iter_batches(data: Any, batch_size: int = 64) -> Iterator[ModalityBatch]:
     """Yield `ModalityBatch` objects from any supported data container.
 

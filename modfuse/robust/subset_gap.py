@@ -20,11 +20,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from modfuse.core.model import prediction_of
+from modfuse.core.tasks import by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.fusion.base import prediction_of
 from modfuse.robust.evaluate import evaluate_subsets, modality_subsets, subset_name, unwrap_model
-from modfuse.training.spec import by_task
 
 __all__ = [
     "SubsetModel",

@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
 from modfuse.fusion.early import check_encoders
 from modfuse.fusion.late import encode_pooled
-from modfuse.training.spec import TaskSpec, as_task_specs, by_task
 
 __all__ = ["SequentialContributions", "SequentialFusion", "SequentialOutput", "StateUpdate"]
 

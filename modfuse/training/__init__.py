@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from modfuse.training.losses import cumulative_hazard, discrete_time_nll
-from modfuse.training.metrics import ConcordanceIndex, concordance_index
-from modfuse.training.spec import TaskSpec, as_task_specs
+from modfuse.core.losses import cumulative_hazard, discrete_time_nll
+from modfuse.core.metrics import ConcordanceIndex, concordance_index
+from modfuse.core.tasks import TaskSpec, as_task_specs
 from modfuse.training.task import FusionTask
 
 __all__ = [

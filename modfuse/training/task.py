@@ -13,10 +13,10 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from modfuse.core.model import prediction_of
+from modfuse.core.tasks import TaskSpec, as_task_specs, by_task, check_targets
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError, ReadError
-from modfuse.fusion.base import prediction_of
-from modfuse.training.spec import TaskSpec, as_task_specs, by_task, check_targets
 
 __all__ = ["FusionTask"]
 
@@ -64,7 +64,7 @@ class FusionTask(LightningModule):
         modality_dropout: missingness-aware training (training steps only, never validation,
             test or prediction): per-sample modality dropout rate (a float, modality -> rate,
             ``"auto"`` for the library's validated default, or None for none). See
-            [`modfuse.robust.training`][modfuse.robust.training].
+            [`modfuse.training.robust`][modfuse.training.robust].
         unimodal_weight: weight of the unimodal auxiliary losses (the task loss of the model
             run with each modality alone); 0 / None: off, ``"auto"``: the library's default.
         balance: gradient modulation of the encoders, ``"ogm-ge"``, ``"agm"`` or None.
@@ -101,13 +101,9 @@ class FusionTask(LightningModule):
         self.configure_metrics()
         name, mode = next(iter(self.tasks.values())).main_metric
         self.monitor = monitor or f"val/{self._metric_key(next(iter(self.tasks)), name)}"
-        self.monitor_mode = (
-            mode
-            if monitor is None
-            else ("min" if "loss" in monitor or "rmse" in monitor or "mae" in monitor else "max")
-        )
+        self.monitor_mode = mode if monitor is None else self._mode_of(monitor)
         self.read_errors: list[tuple[Any, str, str]] = []
-        from modfuse.robust.training import RobustTraining  # lazy: modfuse.robust imports training
+        from modfuse.training.robust import RobustTraining
 
         robust = RobustTraining(
             self.model,
@@ -273,6 +269,21 @@ class FusionTask(LightningModule):
 
     def _metric_key(self, task: str, metric: str) -> str:
         return metric if len(self.tasks) == 1 else f"{task}/{metric}"
+
+    def _mode_of(self, monitor: str) -> str:
+        """``"min"`` or ``"max"`` for a logged name (``val/loss``, ``val/auroc``,
+        ``val/<task>/rmse``), from the metric's own ``higher_is_better``: never from its name."""
+        key = monitor.partition("/")[2]
+        if key == "loss" or key.endswith("/loss"):
+            return "min"
+        for task, spec in self.tasks.items():
+            for metric_name, metric in spec.metrics().items():
+                if key == self._metric_key(task, metric_name):
+                    return "max" if metric.higher_is_better else "min"
+        known = ["val/loss"] + [
+            f"val/{self._metric_key(t, m)}" for t, spec in self.tasks.items() for m in spec.metrics().keys()
+        ]
+        raise ModfuseError(f"monitor: {monitor!r} is not a logged metric; expected one of {known}")
 
     def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
         """The model's own ``compute_loss`` if it has one, else the weighted sum of task losses."""

@@ -28,11 +28,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import prediction_of
+from modfuse.core.tasks import by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.fusion.base import prediction_of
-from modfuse.robust.dropout import ModalityDropout
-from modfuse.training.spec import by_task
+from modfuse.training.dropout import ModalityDropout
 
 __all__ = ["AUTO_DROPOUT", "AUTO_UNIMODAL_WEIGHT", "Balance", "RobustTraining", "auto_dropout"]
 

@@ -140,7 +140,7 @@ def test_modality_dropout_is_on_in_training_and_off_at_validation_and_test() -> 
 # ---------------------------------------------------------------------------- gradient modulation
 def test_ogm_ge_damps_the_dominant_modality() -> None:
     model = build("early", encoders=encoders(["a", "b"]), tasks="binary")
-    robust = RobustTraining(model, {"y": model.tasks["y"].loss}, balance="ogm-ge", balance_alpha=0.5)
+    robust = RobustTraining(model, balance="ogm-ge", balance_alpha=0.5)
     robust._update_balance(model, None, {"a": torch.tensor(0.1), "b": torch.tensor(1.0)})
     ratio = math.exp(-0.1) / math.exp(-1.0)
     assert robust.coefficients["a"] == pytest.approx(1 - math.tanh(0.5 * (ratio - 1)))

@@ -69,7 +69,6 @@ class RobustTraining:
 
     Args:
         model: the fusion model (``modalities``, ``tasks``; ``encoders`` for ``balance``).
-        criteria: task name -> loss callable (logits, target, ids) -> scalar (the task's losses).
         modality_dropout: a rate, modality -> rate, ``"auto"`` (`auto_dropout()`) or None.
         unimodal_weight: weight of the unimodal auxiliary losses (0 or None: off; ``"auto"``:
             `AUTO_UNIMODAL_WEIGHT` for two or more modalities).
@@ -81,7 +80,6 @@ class RobustTraining:
     def __init__(
         self,
         model: nn.Module,
-        criteria: Mapping[str, Any],
         modality_dropout: float | Mapping[str, float] | str | None = None,
         unimodal_weight: float | str | None = None,
         balance: str | None = None,
@@ -90,7 +88,6 @@ class RobustTraining:
     ) -> None:
         self.modalities = list(getattr(model, "modalities", []))
         self.tasks = model.tasks
-        self.criteria = dict(criteria)
         many = len(self.modalities) > 1
         if modality_dropout == "auto":
             modality_dropout = auto_dropout(len(self.modalities))
@@ -128,7 +125,7 @@ class RobustTraining:
         targets = by_task(batch.target, self.tasks)
         ids = [i for i, r in zip(batch.ids, rows.tolist()) if r]
         return sum(
-            spec.weight * self.criteria[k](logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items()
+            spec.weight * spec.loss(logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items()
         )
 
     def unimodal_losses(self, model: nn.Module, batch: ModalityBatch, grad: bool) -> dict[str, Tensor]:

@@ -97,7 +97,6 @@ class FusionTask(LightningModule):
             raise ModfuseError(f"the model declares tasks {declared} but FusionTask was given {self.tasks}")
         # tasks as plain dicts, so loggers (CSV, TensorBoard) and checkpoints can store them
         self.save_hyperparameters({**self.hparams, "tasks": {k: spec.to_dict() for k, spec in self.tasks.items()}})
-        self.configure_losses()
         self.configure_metrics()
         name, mode = next(iter(self.tasks.values())).main_metric
         self.monitor = monitor or f"val/{self._metric_key(next(iter(self.tasks)), name)}"
@@ -107,7 +106,6 @@ class FusionTask(LightningModule):
 
         robust = RobustTraining(
             self.model,
-            self.criteria,
             modality_dropout,
             unimodal_weight,
             balance,
@@ -128,10 +126,6 @@ class FusionTask(LightningModule):
 
     def configure_models(self) -> None:
         """Build ``self.model`` (subclasses); the default keeps the model passed in."""
-
-    def configure_losses(self) -> None:
-        """Set ``self.criteria``: task name -> loss callable (logits, target, ids) -> scalar."""
-        self.criteria = {name: spec.loss for name, spec in self.tasks.items()}
 
     def configure_metrics(self) -> None:
         """Create one MetricCollection per stage and task."""
@@ -286,14 +280,17 @@ class FusionTask(LightningModule):
         raise ModfuseError(f"monitor: {monitor!r} is not a logged metric; expected one of {known}")
 
     def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
-        """The model's own ``compute_loss`` if it has one, else the weighted sum of task losses."""
+        """The model's own ``compute_loss`` if it has one, else the weighted sum of task losses.
+
+        Every strategy's task terms come from `TaskSpec.loss` (the task kind's loss); a
+        different loss is a different task kind (`modfuse.core.tasks.register_task_kind`)."""
         if hasattr(self.model, "compute_loss"):
             return self.model.compute_loss(outputs, batch)
         if batch.target is None:
             raise ModfuseError("the batch has no target; training and evaluation need one")
         logits = by_task(prediction_of(outputs), self.tasks)
         targets = by_task(batch.target, self.tasks)
-        return sum(self.tasks[k].weight * self.criteria[k](logits[k], targets[k], batch.ids) for k in self.tasks)
+        return sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in self.tasks.items())
 
     def _shared_step(self, batch: ModalityBatch, stage: str) -> Tensor:
         if batch.errors:

@@ -537,3 +537,27 @@ def test_foreign_state_dicts_with_ignore_keys_or_strict_false(tmp_path: Path) ->
     torch.testing.assert_close(enc.backbone.conv1.weight, net.conv1.weight)
     with pytest.warns(UserWarning, match="strict=False"):
         build("spectral", bands=13, weights_path=str(path), strict=False)
+
+
+def test_xrv_state_dict_with_op_threshs_loads_and_the_preset_maps_0_1_to_xrv_range(tmp_path: Path) -> None:
+    xrv = pytest.importorskip("torchxrayvision")
+    model = xrv.models.DenseNet(weights=None).eval()  # torchxrayvision's architecture, built locally
+    with torch.no_grad():
+        for m in model.modules():  # non-trivial running statistics, as trained weights have
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    state = {**model.state_dict(), "op_threshs": torch.rand(18)}  # what xrv weight files carry
+    path = save_state_dict(state, tmp_path / "xrv-densenet121.pt")
+    _raises(lambda: build("xray", weights_path=str(path)), "not in the model: ['op_threshs']")
+    plain = build("xray", weights_path=str(path), ignore_keys=["op_threshs"]).eval()
+    image = torch.rand(1, 1, 64, 64)  # [0, 1], what DicomSource returns
+    xrv_input = torch.from_numpy(xrv.datasets.normalize(image.numpy() * 255, maxval=255))  # [-1024, 1024]
+    with torch.no_grad():
+        want = model.features(xrv_input)
+        torch.testing.assert_close(plain.net.features(xrv_input), want, atol=1e-3, rtol=1e-4)
+        preset = build("xray", weights_path=str(path), preset="xrv").eval()  # op_threshs ignored by the preset
+        torch.testing.assert_close(preset.net.features(image * preset.scale + preset.shift), want, atol=1e-3, rtol=1e-4)
+        assert (preset.scale, preset.shift) == (2048.0, -1024.0)
+        assert preset(image).shape == (1, 512)
+    _raises(lambda: build("xray", preset="chexnet"), "expected one of ['xrv']")

@@ -136,3 +136,19 @@ def test_optional_bandpass_and_notch_filtering(ecg):
     src = WfdbSource({"r": ecg / "100"}, leads=["MLII"], duration=10.0, bandpass=(0.5, 40.0), notch=60.0)
     filtered = src.load("r")[0].numpy()
     assert filtered.shape == (3600,) and abs(float(filtered.mean())) < 0.05
+
+
+def test_a_rewritten_header_is_read_again(ecg, tmp_path):
+    import os
+    import shutil
+
+    for suffix in (".hea", ".dat"):
+        shutil.copy(ecg / f"100{suffix}", tmp_path / f"100{suffix}")
+    src = WfdbSource({"r": tmp_path / "100"}, leads=["MLII"], duration=1.0)
+    assert src.load("r").shape == (1, 360)
+    header = tmp_path / "100.hea"
+    before = header.stat().st_mtime_ns
+    header.write_text(header.read_text().replace("MLII", "ML2X"))  # same size, another lead name
+    os.utime(header, ns=(before + 10**9, before + 10**9))
+    with pytest.raises(ReadError, match=r"expected leads \['MLII'\], found \['ML2X', 'V5'\]"):
+        src.load("r")

@@ -121,6 +121,8 @@ class MultiModalDataModule(LightningDataModule):
             kornia), seeded per (seed, epoch, sample); see `modfuse.data.transforms`.
         eval_transforms: modality -> callable applied to each validation, test and prediction
             sample (deterministic preprocessing); training samples do not get it.
+        predict_split: the part `predict_dataloader()` serves: ``"test"`` (default),
+            ``"train"``, ``"val"`` or ``"all"`` (every sample, in dataset order).
     """
 
     def __init__(
@@ -137,8 +139,10 @@ class MultiModalDataModule(LightningDataModule):
         train_transform: Callable[[Any], Any] | None = None,
         train_transforms: SampleTransforms | None = None,
         eval_transforms: SampleTransforms | None = None,
+        predict_split: str = "test",
     ) -> None:
         super().__init__()
+        self.predict_split = predict_split
         self.train_transforms = dict(train_transforms or {})
         self.eval_transforms = dict(eval_transforms or {})
         self.dataset = dataset
@@ -176,8 +180,13 @@ class MultiModalDataModule(LightningDataModule):
         )
 
     def subset(self, part: str) -> Subset:
+        """The samples of ``part``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``."""
         if self.splits is None:
             self.setup()
+        if part == "all":
+            return Subset(self.dataset, list(range(len(self.dataset))))
+        if part not in self.splits:
+            raise ModfuseError(f"split: expected one of {[*self.splits, 'all']}, found {part!r}")
         return Subset(self.dataset, self.splits[part].tolist())
 
     def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None) -> DataLoader:
@@ -232,7 +241,8 @@ class MultiModalDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        """Batches of ``predict_split`` (default the test part), in order, unaugmented."""
+        return self._loader(self.predict_split, shuffle=False)
 
     # ------------------------------------------------------------ resumable training order
     def _distributed_sampler_kwargs(self) -> dict[str, int] | None:

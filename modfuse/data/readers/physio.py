@@ -14,6 +14,7 @@ Records are given as a folder (every ``*.hea``), a mapping ``{id: record path}``
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from abc import abstractmethod
@@ -223,6 +224,7 @@ def filter_signal(
     if bandpass is None and notch is None:
         return signal
     from scipy import signal as sig  # scikit-learn depends on scipy: always installed
+
     out = signal.astype(np.float64)
     nyquist = fs / 2
     if bandpass is not None:
@@ -241,6 +243,19 @@ def filter_signal(
         b, a = sig.iirnotch(notch, 30.0, fs=fs)
         out = sig.filtfilt(b, a, out, axis=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_header(name: str, mtime_ns: int, size: int) -> Any:
+    """``wfdb.rdheader(name)``, parsed once per header version (mtime and size are part of the
+    key): wfdb's parser is slow, and a windowed source reads the same header for every window."""
+    del mtime_ns, size  # only the cache key
+    return _wfdb().rdheader(name)
 
 
 def read_wfdb(
@@ -266,7 +281,7 @@ def read_wfdb(
     if not Path(name + ".hea").is_file():
         raise ReadError("WFDB header file is missing", path=name + ".hea", sample_id=sample_id)
     try:
-        head = wfdb.rdheader(name)
+        head = _cached_header(name, *_stamp(Path(name + ".hea")))
     except (OSError, ValueError, IndexError) as exc:
         raise ReadError(
             f"cannot read WFDB header: {type(exc).__name__}: {exc}", path=name + ".hea", sample_id=sample_id

@@ -68,6 +68,9 @@ class ModfuseCLI(LightningCLI):
         parser.add_argument(
             "--checkpoint_every_n_steps", type=int, default=0, help="refresh last.ckpt every N steps (0: epochs)"
         )
+        parser.add_argument(
+            "--split", type=str, default="test", help="predict: the part to predict (train, val, test or all)"
+        )
         parser.set_defaults({"trainer.default_root_dir": DEFAULT_ROOT})
 
     def _parse_ckpt_path(self) -> None:
@@ -167,6 +170,10 @@ class ModfuseCLI(LightningCLI):
         self.resolve_eval_checkpoint()
 
     def before_predict(self) -> None:
+        split = self.setting("split", "test")
+        if split not in ("train", "val", "test", "all"):
+            raise ModfuseError(f"--split: expected train, val, test or all, found {split!r}")
+        self.datamodule.predict_split = split
         self.resolve_eval_checkpoint()
 
     def after_test(self) -> None:
@@ -208,8 +215,9 @@ class ModfuseCLI(LightningCLI):
         )
         if self.trainer.is_global_zero and outputs:
             path = self.root / "predictions.csv"
-            predictions_frame(outputs).to_csv(path, index=False)
-            print(f"wrote {path}")
+            frame = predictions_frame(outputs)
+            with_labels_and_presence(frame, self.datamodule.dataset, list(model.tasks)).to_csv(path, index=False)
+            print(f"wrote {path} ({len(frame)} samples of the {self.datamodule.predict_split!r} split)")
 
 
 # ---------------------------------------------------------------------------- trainer pieces
@@ -456,6 +464,29 @@ def predictions_frame(outputs: list[dict[str, Any]]) -> Any:
             for j in range(values.shape[1]):
                 frame[f"{task}_{j}"] = list(values[:, j])
     return pd.DataFrame(frame)
+
+
+def with_labels_and_presence(frame: Any, dataset: Any, tasks: list[str]) -> Any:
+    """Add each sample's label (``<task>_true``, when the dataset has targets) and which of
+    its modalities were present (``present_<modality>``: known without reading a file, and
+    False where a read error marked the modality missing) to a predictions frame."""
+    position = {sid: i for i, sid in enumerate(dataset.ids)}
+    rows = [position[sid] for sid in frame["id"]]
+    targets = dataset.targets
+    if targets is not None:
+        by_task = targets if isinstance(targets, dict) else {tasks[0]: targets}
+        for task, values in by_task.items():
+            chosen = values[rows]
+            if chosen.ndim == 1:
+                frame[f"{task}_true"] = chosen
+            else:
+                for j in range(chosen.shape[1]):
+                    frame[f"{task}_true_{j}"] = chosen[:, j]
+    present = dataset.present_matrix().iloc[rows]
+    failed = {(repr(e["id"]), e["modality"]) for e in dataset.read_errors}
+    for m in present.columns:
+        frame[f"present_{m}"] = [bool(p) and (repr(sid), m) not in failed for sid, p in zip(frame["id"], present[m])]
+    return frame
 
 
 # ---------------------------------------------------------------------------- explain / robustness

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# MODFUSE_SHARED_DATA points elsewhere, e.g. from a git worktree that does not sit beside ../shared
+SHARED_DATA = Path(
+    os.environ.get("MODFUSE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 # one thread: the test models are tiny, and extra threads only add contention on 2 cores
 torch.set_num_threads(1)

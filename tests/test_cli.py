@@ -120,8 +120,15 @@ def test_test_and_predict_use_the_best_checkpoint(quickstart_run: Path, capsys: 
     assert row in by_default
     assert main(["predict", *base]) == 0
     predictions = pd.read_csv(quickstart_run / "predictions.csv")
-    assert list(predictions.columns) == ["id", "y"]
+    assert list(predictions.columns) == ["id", "y", "y_true", "present_xray", "present_ecg", "present_labs"]
     assert predictions["y"].between(0, 1).all() and predictions["id"].str.startswith("P").all()
+    assert set(predictions["y_true"].unique()) <= {0, 1} and not predictions["present_xray"].all()  # missing x-rays
+    test_ids = set(predictions["id"])
+    assert main(["predict", *base, "--split", "all"]) == 0
+    everyone = pd.read_csv(quickstart_run / "predictions.csv")
+    assert len(everyone) > len(test_ids) and test_ids < set(everyone["id"]) and everyone["id"].is_unique
+    assert main(["predict", *base, "--split", "train"]) == 0
+    assert not set(pd.read_csv(quickstart_run / "predictions.csv")["id"]) & test_ids  # train and test disjoint
 
 
 def test_quickstart_test_prints_no_library_warning(quickstart_run: Path, cache: Path) -> None:

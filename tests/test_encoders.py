@@ -394,3 +394,175 @@ def test_build_config_is_json_and_rebuilds_the_same_architecture() -> None:
     again.load_state_dict(enc.state_dict())  # same parameter names and shapes
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(again.eval()(x), enc.eval()(x))
+
+
+# ---------------------------------------------------------------- band names and foreign weights
+
+S2_WEIGHT_BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8a", "B9", "B10", "B11", "B12"]
+
+
+def _s2_resnet(tmp_path: Path) -> tuple[nn.Module, Path]:
+    """A 13-band timm ResNet-18 saved as a local state dict (stands in for SSL4EO-S12 weights)."""
+    import timm
+
+    net = timm.create_model("resnet18", in_chans=13, num_classes=0).eval()
+    return net, save_state_dict(net, tmp_path / "s2_r18.pt")
+
+
+def test_band_names_are_normalised_and_a_reversed_order_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    from modfuse.data.readers.raster import SENTINEL2_BANDS, RasterChipSource
+    from modfuse.encoders.weights import band_key
+
+    assert [band_key(b) for b in ("B1", "b01", "B8a", "SR_B1", "VV")] == ["B01", "B01", "B8A", "SR_B01", "VV"]
+    _, path = _s2_resnet(tmp_path)
+    scene = shared_data / "sentinel2-l1c"
+    right = RasterChipSource(scene, size=64, bands=tuple(SENTINEL2_BANDS))
+    enc = build("spectral", bands=right.bands, weights_path=str(path), weight_bands=S2_WEIGHT_BANDS)  # B01 = B1
+    assert enc(right.load("chip0")[None]).shape == (1, 512)
+    reversed_chips = RasterChipSource(scene, size=64, bands=tuple(reversed(SENTINEL2_BANDS)))
+    msg = _raises(
+        lambda: build("spectral", bands=reversed_chips.bands, weights_path=str(path), weight_bands=S2_WEIGHT_BANDS),
+        "another order",
+        "adapt_bands=True",
+    )
+    assert "'B12', 'B11', 'B10'" in msg and "'B1', 'B2', 'B3'" in msg  # both lists
+    _raises(
+        lambda: build("spectral", bands=["B02", "VV"], weights_path=str(path), weight_bands=S2_WEIGHT_BANDS),
+        "not trained on bands ['VV']",
+    )
+
+
+def test_a_12_band_chip_reuses_13_band_weights_by_name(shared_data: Path, tmp_path: Path) -> None:
+    from modfuse.data.readers.raster import SENTINEL2_BANDS, RasterChipSource
+
+    net, path = _s2_resnet(tmp_path)
+    no_b10 = [b for b in SENTINEL2_BANDS if b != "B10"]  # BigEarthNet's 12 bands
+    chips = RasterChipSource(shared_data / "sentinel2-l1c", size=64, bands=no_b10)
+    _raises(
+        lambda: build("spectral", bands=chips.bands, weights_path=str(path), weight_bands=S2_WEIGHT_BANDS),
+        "a different set of bands",
+    )
+    enc = build("spectral", bands=chips.bands, weights_path=str(path), weight_bands=S2_WEIGHT_BANDS, adapt_bands=True)
+    kept = enc.backbone.conv1.weight
+    original = net.conv1.weight
+    assert kept.shape == (64, 12, 7, 7)
+    torch.testing.assert_close(kept[:, :10], original[:, :10])  # B01..B09 as trained
+    torch.testing.assert_close(kept[:, 10:], original[:, 11:])  # B11, B12: B10's filters dropped
+    # another order by name: the filters follow the bands
+    swapped = build("spectral", bands=["B04", "B03", "B02"], weights_path=str(path), weight_bands=S2_WEIGHT_BANDS,
+                    adapt_bands=True)  # fmt: skip
+    torch.testing.assert_close(swapped.backbone.conv1.weight, original[:, [3, 2, 1]])
+    # the rest of the network is the pretrained one: same features as the 13-band net with B10 = 0
+    x = chips.load("chip0")[None] / 10000
+    full = torch.cat([x[:, :10], torch.zeros_like(x[:, :1]), x[:, 10:]], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.eval()(x), net(full), atol=1e-4, rtol=1e-4)
+
+
+def _fake_enum(path: Path, fetched: list[str], fail: bool = False) -> Any:
+    """A torchgeo-style weights enum (13 Sentinel-2 bands, /10000) whose 'download' is a local file."""
+    import torchvision.transforms.v2 as T
+    from torchvision.models._api import Weights, WeightsEnum
+
+    class S2Weights(WeightsEnum):
+        ALL = Weights(
+            url="https://example.invalid/s2.pth",
+            transforms=nn.Sequential(T.Resize(256), T.CenterCrop(224), T.Normalize(mean=[0], std=[10000])),
+            meta={"in_chans": 13, "model": "resnet18", "bands": S2_WEIGHT_BANDS},
+        )
+
+        def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            fetched.append(self.name)
+            if fail:
+                import urllib.error
+
+                raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+            return read_state_dict(path)
+
+    return S2Weights.ALL
+
+
+def test_enum_weights_apply_their_normalisation_and_adapt_bands(tmp_path: Path) -> None:
+    net, path = _s2_resnet(tmp_path)
+    fetched: list[str] = []
+    weights = _fake_enum(path, fetched)
+    _raises(lambda: build("spectral", bands=list(reversed(S2_WEIGHT_BANDS)), weights=weights), "another order")
+    assert fetched == []  # the band order is checked before any download
+    enc = build("spectral", bands=["B02", "B03", "B04", "B08"], weights=weights, adapt_bands=True).eval()
+    assert fetched == ["ALL"] and enc.input_std.flatten().tolist() == [10000.0]
+    raw = torch.rand(1, 4, 32, 32) * 3000  # raw reflectance x 10000, as the reader gives it
+    full = torch.zeros(1, 13, 32, 32)
+    full[:, [1, 2, 3, 7]] = raw / 10000
+    with torch.no_grad():
+        torch.testing.assert_close(enc(raw), net(full), atol=1e-4, rtol=1e-4)
+    plain = build("spectral", bands=13, weights=weights, normalize=False)
+    assert plain.input_mean is None
+
+
+def test_enum_without_network_says_how_to_use_a_local_file(tmp_path: Path) -> None:
+    net, path = _s2_resnet(tmp_path)
+    fetched: list[str] = []
+    offline = _fake_enum(path, fetched, fail=True)
+    msg = _raises(lambda: build("spectral", bands=13, weights=offline), "cannot download", "weights_path=")
+    assert "example.invalid/s2.pth" in msg and "URLError" in msg
+    fetched.clear()
+    enc = build("spectral", bands=S2_WEIGHT_BANDS, weights=offline, weights_path=str(path)).eval()  # no download
+    assert fetched == [] and enc.input_std is not None
+    x = torch.rand(1, 13, 32, 32) * 10000
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), net(x / 10000), atol=1e-4, rtol=1e-4)
+
+
+def test_real_torchgeo_enum_and_task_checkpoint_load_offline(tmp_path: Path) -> None:
+    pytest.importorskip("torchgeo")
+    from torchgeo.models import ResNet18_Weights
+    from torchgeo.trainers import ClassificationTask
+
+    task = ClassificationTask(model="resnet18", in_channels=13, num_classes=10, weights=None)
+    ckpt = tmp_path / "task.ckpt"  # what Lightning saves: state_dict keys carry the task's "model." prefix
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "epoch": 3}, ckpt)
+    enc = build(
+        "spectral", bands=13, weights="ResNet18_Weights.SENTINEL2_ALL_MOCO", weights_path=str(ckpt)
+    ).eval()  # the real enum describes the local file: its bands and /10000 apply, nothing downloads
+    assert enc.input_std.flatten().tolist() == [10000.0]
+    torch.testing.assert_close(enc.backbone.conv1.weight, task.model.conv1.weight)
+    x = torch.rand(1, 13, 32, 32) * 10000
+    with torch.no_grad():
+        want = task.model.eval().forward_head(task.model.forward_features(x / 10000), pre_logits=True)
+        torch.testing.assert_close(enc(x), want, atol=1e-4, rtol=1e-4)
+    assert ResNet18_Weights.SENTINEL2_ALL_MOCO.meta["bands"][8] == "B8a"  # matched to the reader's B8A
+
+
+def test_foreign_state_dicts_with_ignore_keys_or_strict_false(tmp_path: Path) -> None:
+    net, _ = _s2_resnet(tmp_path)
+    state = {**net.state_dict(), "op_threshs": torch.rand(18)}
+    path = save_state_dict(state, tmp_path / "extra.pt")
+    _raises(lambda: build("spectral", bands=13, weights_path=str(path)), "not in the model: ['op_threshs']")
+    enc = build("spectral", bands=13, weights_path=str(path), ignore_keys=["op_threshs"])
+    torch.testing.assert_close(enc.backbone.conv1.weight, net.conv1.weight)
+    with pytest.warns(UserWarning, match="strict=False"):
+        build("spectral", bands=13, weights_path=str(path), strict=False)
+
+
+def test_xrv_state_dict_with_op_threshs_loads_and_the_preset_maps_0_1_to_xrv_range(tmp_path: Path) -> None:
+    xrv = pytest.importorskip("torchxrayvision")
+    model = xrv.models.DenseNet(weights=None).eval()  # torchxrayvision's architecture, built locally
+    with torch.no_grad():
+        for m in model.modules():  # non-trivial running statistics, as trained weights have
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    state = {**model.state_dict(), "op_threshs": torch.rand(18)}  # what xrv weight files carry
+    path = save_state_dict(state, tmp_path / "xrv-densenet121.pt")
+    _raises(lambda: build("xray", weights_path=str(path)), "not in the model: ['op_threshs']")
+    plain = build("xray", weights_path=str(path), ignore_keys=["op_threshs"]).eval()
+    image = torch.rand(1, 1, 64, 64)  # [0, 1], what DicomSource returns
+    xrv_input = torch.from_numpy(xrv.datasets.normalize(image.numpy() * 255, maxval=255))  # [-1024, 1024]
+    with torch.no_grad():
+        want = model.features(xrv_input)
+        torch.testing.assert_close(plain.net.features(xrv_input), want, atol=1e-3, rtol=1e-4)
+        preset = build("xray", weights_path=str(path), preset="xrv").eval()  # op_threshs ignored by the preset
+        torch.testing.assert_close(preset.net.features(image * preset.scale + preset.shift), want, atol=1e-3, rtol=1e-4)
+        assert (preset.scale, preset.shift) == (2048.0, -1024.0)
+        assert preset(image).shape == (1, 512)
+    _raises(lambda: build("xray", preset="chexnet"), "expected one of ['xrv']")

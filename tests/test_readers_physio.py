@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,54 @@ def test_folder_ids_and_corrupt_header(ecg, tmp_path):
     with pytest.raises(ReadError, match="bad") as info:
         WfdbSource(tmp_path).load("bad")
     assert info.value.sample_id == "bad"
+
+
+def test_lead_names_match_case_insensitively_with_aliases(ecg):
+    from modfuse.data.readers.physio import match_leads
+
+    ptb = WfdbSource({"s": ecg / "s0010_re"}, leads=["II", "aVF", "V1", "X"], duration=0.5)  # PTB spells ii, avf, vx
+    signal = ptb.load("s")
+    lower = WfdbSource({"s": ecg / "s0010_re"}, leads=["ii", "avf", "v1", "vx"], duration=0.5).load("s")
+    assert signal.shape == (4, 500) and torch.equal(signal, lower)
+    assert match_leads(["MLII"], ["MLII", "V5"]) == ["MLII"]
+    assert match_leads(["II"], ["MLII", "V5"]) is None  # a modified lead is not lead II unless asked
+    mit = WfdbSource({"r": ecg / "100"}, leads=["ii", "v5"], lead_aliases={"MLII": "II"}, duration=1.0)
+    want = WfdbSource({"r": ecg / "100"}, leads=["MLII", "V5"], duration=1.0).load("r")
+    assert torch.equal(mit.load("r"), want)
+
+
+def test_optional_bandpass_and_notch_filtering(ecg):
+    from scipy.signal import welch
+
+    raw = WfdbSource({"r": ecg / "100"}, leads=["MLII"], duration=60.0).load("r")[0].numpy()
+    fs = 360.0
+    t = np.arange(raw.size) / fs
+    noisy = raw + 0.3 * np.sin(2 * np.pi * 60 * t) + 1.0 * np.sin(2 * np.pi * 0.1 * t)  # powerline + wander
+    from modfuse.data.readers.physio import filter_signal
+
+    clean = filter_signal(noisy[None].astype(np.float32), fs, bandpass=(0.5, 40.0), notch=60.0)[0]
+    freqs, power = welch(clean, fs=fs, nperseg=4096)
+    _, power_raw = welch(noisy, fs=fs, nperseg=4096)
+    at = lambda f: int(np.argmin(np.abs(freqs - f)))  # noqa: E731
+    assert power[at(60)] < 1e-3 * power_raw[at(60)]  # powerline removed
+    assert power[at(0.1)] < 1e-2 * power_raw[at(0.1)]  # baseline wander removed
+    assert np.corrcoef(clean, raw - raw.mean())[0, 1] > 0.9  # the QRS complexes stay
+    src = WfdbSource({"r": ecg / "100"}, leads=["MLII"], duration=10.0, bandpass=(0.5, 40.0), notch=60.0)
+    filtered = src.load("r")[0].numpy()
+    assert filtered.shape == (3600,) and abs(float(filtered.mean())) < 0.05
+
+
+def test_a_rewritten_header_is_read_again(ecg, tmp_path):
+    import os
+    import shutil
+
+    for suffix in (".hea", ".dat"):
+        shutil.copy(ecg / f"100{suffix}", tmp_path / f"100{suffix}")
+    src = WfdbSource({"r": tmp_path / "100"}, leads=["MLII"], duration=1.0)
+    assert src.load("r").shape == (1, 360)
+    header = tmp_path / "100.hea"
+    before = header.stat().st_mtime_ns
+    header.write_text(header.read_text().replace("MLII", "ML2X"))  # same size, another lead name
+    os.utime(header, ns=(before + 10**9, before + 10**9))
+    with pytest.raises(ReadError, match=r"expected leads \['MLII'\], found \['ML2X', 'V5'\]"):
+        src.load("r")

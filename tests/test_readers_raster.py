@@ -104,3 +104,54 @@ def test_wrong_band_count_follows_the_policy(s2, tmp_path):
     batch = ds.collate_fn([ds[0], ds[1]])
     assert batch.present["s2"].tolist() == [True, False] and batch.inputs["s2"].shape == (1, 2, 172, 172)
     assert ds.read_error_report()["id"].tolist() == ["bad"]
+
+
+def test_torchgeo_dataset_and_grid_sampler_feed_a_multimodal_dataset(s2):
+    pytest.importorskip("torchgeo")
+    from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+
+    from modfuse.data.readers import GeoDatasetSource
+
+    bands = ["B02", "B03", "B04", "B08"]  # the 10 m bands: torchgeo and the chip source read them unresampled
+    ds = torchgeo_dataset(s2, bands=bands)
+    sampler = GridGeoSampler(ds, size=128, stride=128)
+    queries = list(sampler)
+    source = GeoDatasetSource(ds, sampler)
+    assert len(source) == len(queries) == 81  # ceil((1032 - 128) / 128) + 1 = 9 per side
+    mmds = MultiModalDataset({"s2": source}, targets=np.arange(81) % 2)
+    batch = mmds.collate_fn([mmds[i] for i in (0, 40, 80)])
+    assert batch.inputs["s2"].shape == (3, 4, 128, 128)
+    for row, i in enumerate((0, 40, 80)):  # the same chips as torchgeo gives for its queries
+        assert torch.equal(batch.inputs["s2"][row], ds[queries[i]]["image"].float())
+    assert source.index.loc[0, ["xmin", "ymin"]].tolist() == [queries[0][0].start, queries[0][1].start]
+    # the chip source's grid="torchgeo": the same 81 chips, in the same order, same pixels
+    chips = RasterChipSource(s2, size=128, grid="torchgeo", bands=bands)
+    assert chips.ids == source.ids
+    for i in (0, 8, 40, 72, 80):  # corners (80: past the north-east edge, nodata as 0) and the middle
+        q = queries[i]
+        assert chips.chip_bounds(f"chip{i}") == (q[0].start, q[1].start, q[0].stop, q[1].stop)
+        assert torch.equal(chips.load(f"chip{i}"), source.load(f"chip{i}"))
+    assert RasterChipSource(s2, size=128, bands=bands).ids == [f"chip{i}" for i in range(64)]  # "inside" default
+    gen = torch.Generator().manual_seed(5)
+    random_a = GeoDatasetSource(ds, RandomGeoSampler(ds, size=32, length=4, generator=gen))
+    random_b = GeoDatasetSource(ds, RandomGeoSampler(ds, size=32, length=4, generator=torch.Generator().manual_seed(5)))
+    assert random_a.queries == random_b.queries  # seeded: the same chips again
+
+
+def test_a_band_in_another_crs_is_reprojected(s2, tmp_path):
+    from rasterio.warp import calculate_default_transform, reproject
+
+    # the real B04 band warped to WGS 84 (as a DEM or a tile of a neighbouring zone would come)
+    with rasterio.open(s2 / "s2_B04.tif") as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        profile = {**src.profile, "crs": "EPSG:4326", "transform": transform, "width": width, "height": height,
+                   "nodata": 0}  # fmt: skip
+        with rasterio.open(tmp_path / "B04_wgs84.tif", "w", **profile) as dst:
+            reproject(rasterio.band(src, 1), rasterio.band(dst, 1), resampling=rasterio.enums.Resampling.bilinear)
+        original = src.read(1).astype(np.float32)
+    stack = stack_bands([s2 / "s2_B02.tif", tmp_path / "B04_wgs84.tif"], ["B02", "B04"], res=10.0)
+    assert stack.crs.to_epsg() == 32618 and stack.data.shape == (2, 1032, 1032)
+    inner = (slice(20, -20), slice(20, -20))  # away from the edges that the two warps leave nodata
+    assert stack.valid[1][inner].all()
+    corr = np.corrcoef(stack.data[1][inner].ravel(), original[inner].ravel())[0, 1]
+    assert corr > 0.95  # back on the UTM grid, pixel for pixel (two bilinear resamplings)

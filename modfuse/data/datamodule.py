@@ -22,6 +22,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.transforms import EpochTagged, SampleTransforms, TransformedDataset
 from modfuse.errors import ModfuseError
 
 __all__ = [
@@ -115,6 +116,13 @@ class MultiModalDataModule(LightningDataModule):
         seed: split and shuffling seed (the training order of epoch ``e`` depends only on
             ``seed`` and ``e``, see `EpochSampler`).
         train_transform: optional callable applied to each training batch (e.g. ModalityDropout).
+        train_transforms: modality -> callable applied to each training SAMPLE's value of that
+            modality (random augmentation: MONAI array or dictionary transforms, torchvision,
+            kornia), seeded per (seed, epoch, sample); see `modfuse.data.transforms`.
+        eval_transforms: modality -> callable applied to each validation, test and prediction
+            sample (deterministic preprocessing); training samples do not get it.
+        predict_split: the part `predict_dataloader()` serves: ``"test"`` (default),
+            ``"train"``, ``"val"`` or ``"all"`` (every sample, in dataset order).
     """
 
     def __init__(
@@ -129,8 +137,14 @@ class MultiModalDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         seed: int = 0,
         train_transform: Callable[[Any], Any] | None = None,
+        train_transforms: SampleTransforms | None = None,
+        eval_transforms: SampleTransforms | None = None,
+        predict_split: str = "test",
     ) -> None:
         super().__init__()
+        self.predict_split = predict_split
+        self.train_transforms = dict(train_transforms or {})
+        self.eval_transforms = dict(eval_transforms or {})
         self.dataset = dataset
         self.split = split
         self.given_splits = splits
@@ -166,12 +180,23 @@ class MultiModalDataModule(LightningDataModule):
         )
 
     def subset(self, part: str) -> Subset:
+        """The samples of ``part``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``."""
         if self.splits is None:
             self.setup()
+        if part == "all":
+            return Subset(self.dataset, list(range(len(self.dataset))))
+        if part not in self.splits:
+            raise ModfuseError(f"split: expected one of {[*self.splits, 'all']}, found {part!r}")
         return Subset(self.dataset, self.splits[part].tolist())
 
     def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None) -> DataLoader:
-        subset = self.subset(part)
+        subset: Any = self.subset(part)
+        per_sample = self.train_transforms if part == "train" else self.eval_transforms
+        if per_sample:
+            # training augmentation is seeded per (seed, epoch, sample): the sampler tags positions
+            subset = TransformedDataset(subset, per_sample, self.seed if part == "train" else None)
+            if part == "train" and sampler is not None:
+                sampler = EpochTagged(sampler)
         collate = self.dataset.collate_fn
         if part == "train" and self.train_transform is not None:
             transform = self.train_transform
@@ -216,7 +241,8 @@ class MultiModalDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        """Batches of ``predict_split`` (default the test part), in order, unaugmented."""
+        return self._loader(self.predict_split, shuffle=False)
 
     # ------------------------------------------------------------ resumable training order
     def _distributed_sampler_kwargs(self) -> dict[str, int] | None:
@@ -280,7 +306,7 @@ class ReportingDataLoader(DataLoader):
 
 def _dataset_of(data: Any) -> MultiModalDataset | None:
     """The MultiModalDataset under ``Subset`` wrappers, or None."""
-    while isinstance(data, Subset):
+    while isinstance(data, (Subset, TransformedDataset)):
         data = data.dataset
     return data if isinstance(data, MultiModalDataset) else None
 
@@ -315,6 +341,7 @@ class EpochSampler(Sampler[int]):
     ) -> None:
         self.n, self.seed, self.batch_size, self.resume = n, seed, batch_size, resume
         self.epoch = 0
+        self.last_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -323,7 +350,7 @@ class EpochSampler(Sampler[int]):
         # Lightning creates the first iterator of a (resumed) run before it calls set_epoch,
         # so the resumed epoch comes from the resume point itself
         epoch, skip = (self.resume and self.resume()) or (self.epoch, 0)
-        self.epoch = epoch + 1
+        self.last_epoch, self.epoch = epoch, epoch + 1  # last_epoch: the one being iterated
         return iter(_permutation(self.n, self.seed, epoch)[skip * self.batch_size :])
 
     def __len__(self) -> int:
@@ -358,9 +385,11 @@ class DistributedEpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         point = self.resume() if self.resume else None
         if point is None:
+            self.last_epoch = self.epoch
             return super().__iter__()
         epoch, skip = point
         self.set_epoch(epoch)
+        self.last_epoch = epoch
         return iter(list(super().__iter__())[skip * self.batch_size :])
 
 

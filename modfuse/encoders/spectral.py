@@ -26,11 +26,15 @@ from modfuse.encoders.base import Encoder, check_finite, check_ndim, check_size
 from modfuse.encoders.registry import register
 from modfuse.encoders.weights import (
     check_in_channels,
+    download_state_dict,
     freeze_batch_norm,
     has_batch_norm_stats,
     load_into,
+    match_bands,
+    normalization_of,
     read_state_dict,
-    strip_prefix,
+    select_in_channels,
+    strip_prefixes,
 )
 from modfuse.errors import ModfuseError
 from modfuse.utils.optional import require
@@ -96,20 +100,29 @@ def resolve_weights(weights: Any) -> Any:
         raise ModfuseError(f"weights: expected a torchgeo weights name, found {weights!r} ({exc})") from exc
 
 
-def _check_enum(weights: Any, bands: int, backbone: str) -> None:
+def _check_enum(weights: Any, bands: int, backbone: str, adapt: bool) -> None:
     """Check a weights enum's metadata against the encoder, before any download."""
     meta = getattr(weights, "meta", None)
     if not isinstance(meta, dict) or "in_chans" not in meta:
         raise ModfuseError(f"weights {weights!r}: expected a torchgeo WeightsEnum member with meta['in_chans']")
-    if int(meta["in_chans"]) != bands:
+    if int(meta["in_chans"]) != bands and not adapt:
         names = f" ({', '.join(meta['bands'])})" if meta.get("bands") else ""
         raise ModfuseError(
             f"weights {weights!r} were trained for {meta['in_chans']} bands{names}; "
-            f"this encoder expects {bands} bands: select those bands in the data, or build with bands={meta['in_chans']}"
+            f"this encoder expects {bands} bands: select those bands in the data, build with bands={meta['in_chans']}, "
+            "or give the data's band names (bands=[...]) with adapt_bands=True to keep the filters of those bands"
         )
     model = meta.get("model")
     if model and model != backbone:
         raise ModfuseError(f"weights {weights!r} are for backbone {model!r}; this encoder has backbone {backbone!r}")
+
+
+def _trained_bands(weights: Any, weight_bands: Sequence[str] | None) -> list[str] | None:
+    """The band names the weights were trained on: declared, or from the enum's metadata."""
+    if weight_bands is not None:
+        return list(weight_bands)
+    meta = getattr(weights, "meta", None)
+    return list(meta["bands"]) if isinstance(meta, dict) and meta.get("bands") else None
 
 
 @register("spectral")
@@ -128,19 +141,43 @@ class SpectralEncoder(Encoder):
     running statistics are used, affine parameters still train). ``norm=None`` picks
     ``"frozen_batch"`` when pretrained weights with BatchNorm statistics are given, else ``"group"``.
 
+    Band names and pretrained weights: give ``bands`` as the data's band names (e.g. a
+    reader's ``source.bands``) and they are compared, in order, with the bands the weights
+    were trained on (torchgeo's ``meta["bands"]``, or ``weight_bands=`` for a local file);
+    spellings are normalised (``B1`` = ``B01``, ``B8a`` = ``B8A``). Another order or another
+    set of bands is refused with both lists, unless ``adapt_bands=True``: the first
+    convolution then keeps the pretrained filters of the data's bands, by name and in the
+    data's order (a 12-band BigEarthNet chip without B10 reuses 13-band Sentinel-2 weights;
+    the kept filters are the pretrained ones, unchanged).
+
+    Input normalisation: with weights from a torchgeo enum, the ``Normalize`` step of the
+    weight's ``transforms`` (e.g. ``/ 10000`` for the SSL4EO-S12 Sentinel-2 weights) is
+    applied to the input by default (``normalize=None``), so raw reflectances go in as they
+    were given to the pretrained model; its resizing and cropping are not applied.
+
     Args:
-        bands: number of spectral bands (input channels), checked on every input and against
-            the weights.
+        bands: number of spectral bands (input channels), or their names in channel order;
+            checked on every input and against the weights.
         backbone: timm model name (torchgeo's weights exist for ``resnet18``, ``resnet50``, ...),
             or ``"small"`` (`SmallCNN`; local ``weights_path`` files only).
         out_dim: output width (None: the backbone's feature width, 512 for ResNet-18, 128 for
             ``"small"``).
         weights: a torchgeo ``WeightsEnum`` member (or its name), e.g.
             ``torchgeo.models.ResNet18_Weights.SENTINEL2_ALL_MOCO`` (13 bands); needs internet
-            the first time (torchgeo's download cache).
+            the first time (torchgeo's download cache), unless ``weights_path`` is given too:
+            the enum then only describes the local file (bands, normalisation, backbone).
         weights_path: a local state dict (``.pt``/``.pth`` read with ``weights_only=True``, or
-            ``.safetensors``) of the timm backbone (keys as in ``backbone.state_dict()``, an
-            optional ``backbone.`` prefix is removed; classifier keys are ignored).
+            ``.safetensors``) of the timm backbone (keys as in ``backbone.state_dict()``; a
+            ``backbone.`` or ``model.`` prefix is removed, so a torchgeo ``ClassificationTask``
+            checkpoint loads; classifier keys are ignored).
+        weight_bands: the band names a local ``weights_path`` was trained on, in its order
+            (default: the enum's ``meta["bands"]``, or none: then only the count is checked).
+        adapt_bands: keep the pretrained filters of the data's bands by name when the data has
+            a subset of the trained bands or another order (needs band names, see above).
+        normalize: apply the weights' input normalisation (None: when the enum declares one).
+        ignore_keys: more key prefixes of the file to leave out (kept at their init when the
+            model has them).
+        strict: False allows keys missing from the file or unknown to the model (warned).
         norm: ``"group"``, ``"frozen_batch"`` or None (auto); given to timm as ``norm_layer``, so
             it applies to backbones built from BatchNorm blocks (ResNet, ResNeXt, RegNet, ...).
 
@@ -150,16 +187,21 @@ class SpectralEncoder(Encoder):
 
     def __init__(
         self,
-        bands: int,
+        bands: int | Sequence[str],
         backbone: str = "resnet18",
         out_dim: int | None = None,
         weights: Any = None,
         weights_path: str | Path | None = None,
         norm: Norm | None = None,
+        weight_bands: Sequence[str] | None = None,
+        adapt_bands: bool = False,
+        normalize: bool | None = None,
+        ignore_keys: Sequence[str] = (),
+        strict: bool = True,
     ) -> None:
         super().__init__()
-        if weights is not None and weights_path is not None:
-            raise ModfuseError("pass either weights= (torchgeo enum) or weights_path= (local file), not both")
+        self.band_names: list[str] | None = None if isinstance(bands, int) else [str(b) for b in bands]
+        bands = bands if isinstance(bands, int) else len(bands)
         small = backbone == SMALL
         if small and weights is not None:
             raise ModfuseError(
@@ -168,15 +210,25 @@ class SpectralEncoder(Encoder):
             )
         timm = None if small else require("timm", extra="geo")
         weights = resolve_weights(weights)
-        state, source = None, None
+        source = weights_path if weights_path is not None else repr(weights)
+        trained = _trained_bands(weights, weight_bands)
+        index = None  # the trained band of each data band, when the first convolution is cut
+        if trained is not None and self.band_names is not None:  # before the download
+            index = match_bands(self.band_names, trained, source, adapt_bands)
         if weights is not None:
-            _check_enum(weights, bands, backbone)  # before the download
-            state, source = dict(weights.get_state_dict(progress=True)), repr(weights)
-        elif weights_path is not None:
-            state, source = strip_prefix(read_state_dict(weights_path), "backbone."), weights_path
+            _check_enum(weights, bands, backbone, adapt=index is not None)  # before the download
+        state = None
+        if weights_path is not None:
+            state = strip_prefixes(read_state_dict(weights_path), ("model.", "backbone."))
+        elif weights is not None:
+            state = download_state_dict(weights)
         if state is not None:  # before building the backbone
             first = "conv1" if timm is None else timm.models.get_pretrained_cfg_value(backbone, "first_conv") or "conv1"
+            if index is not None:
+                check_in_channels(state, f"{first}.weight", len(trained), source, "bands")
+                state = select_in_channels(state, f"{first}.weight", index)
             check_in_channels(state, f"{first}.weight", bands, source, "bands")
+        self._set_input_normalization(weights, normalize, index, source)
         if norm is None:
             norm = "frozen_batch" if state is not None and has_batch_norm_stats(state) else "group"
         if norm not in ("group", "frozen_batch"):
@@ -196,7 +248,7 @@ class SpectralEncoder(Encoder):
         if norm == "frozen_batch":
             freeze_batch_norm(self.backbone)
         if state is not None:
-            load_into(self.backbone, state, source, ignore=_HEAD_KEYS)
+            load_into(self.backbone, state, source, ignore=(*_HEAD_KEYS, *ignore_keys), strict=strict)
         width = int(self.backbone.num_features)
         self.out_dim = width if out_dim is None else out_dim
         self.proj: nn.Module = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
@@ -207,7 +259,27 @@ class SpectralEncoder(Encoder):
         check_size(x, 1, self.bands, "number of spectral bands")
         x = x.float()
         check_finite(x, "multispectral image")
+        if self.input_mean is not None:
+            x = (x - self.input_mean) / self.input_std
         return self.proj(self.backbone(x))
+
+    def _set_input_normalization(
+        self, weights: Any, normalize: bool | None, index: list[int] | None, source: object
+    ) -> None:
+        """Buffers (1, bands or 1, 1, 1) of the weights' input normalisation, or None."""
+        stats = normalization_of(weights) if weights is not None else None
+        if normalize and stats is None:
+            raise ModfuseError(f"normalize=True, but weights {source} declare no Normalize step in their transforms")
+        self.register_buffer("input_mean", None, persistent=False)
+        self.register_buffer("input_std", None, persistent=False)
+        if stats is None or normalize is False:
+            return
+        mean, std = (torch.tensor(v, dtype=torch.float32) for v in stats)
+        if index is not None and len(mean) > 1:  # per-band statistics follow the kept bands
+            mean, std = mean[index], std[index]
+        # not persistent: they follow from the weights named in the config, like the architecture
+        self.register_buffer("input_mean", mean.reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_std", std.reshape(1, -1, 1, 1), persistent=False)
 
 
 @register("spectral_tokens")

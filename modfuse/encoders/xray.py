@@ -1,10 +1,21 @@
 """X-ray encoder: MONAI DenseNet121 (2D) with optional pretrained weights from a local file, or a
-small CNN preset for CPU runs and tiny test images (``arch="small"``)."""
+small CNN preset for CPU runs and tiny test images (``arch="small"``).
+
+Weight presets (`XRAY_PRESETS`) declare what a family of pretrained weights expects as input.
+``preset="xrv"``: torchxrayvision's DenseNet121 weights were trained on single-channel
+224 x 224 radiographs scaled to [-1024, 1024] (``xrv.datasets.normalize(img, maxval)``),
+while `DicomSource` (and most image pipelines) give [0, 1]: the preset maps the input range
+``input_range`` (default (0, 1)) linearly onto [-1024, 1024] inside the encoder, and leaves out
+the weights' ``op_threshs`` (per-pathology operating points, not a network parameter).
+Resize the images to 224 x 224 in the reader (``DicomSource(spatial_size=(224, 224))``).
+"""
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +35,7 @@ from modfuse.encoders.weights import (
 from modfuse.errors import ModfuseError
 from modfuse.utils.optional import require
 
-__all__ = ["XRayEncoder"]
+__all__ = ["XRAY_PRESETS", "XRayEncoder", "XRayPreset"]
 
 Norm = Literal["group", "frozen_batch"]
 Arch = Literal["densenet121", "small"]
@@ -56,6 +67,31 @@ class _SmallXRayNet(nn.Module):
         return self.class_layers(self.features(x))
 
 
+@dataclass(frozen=True)
+class XRayPreset:
+    """What a family of pretrained X-ray weights expects.
+
+    Attributes:
+        value_range: the (low, high) intensity range the weights were trained on; the
+            encoder maps its ``input_range`` linearly onto it.
+        image_size: the training resolution (documented; resize in the reader).
+        in_channels: image channels of the weights.
+        ignore_keys: state dict keys of such files that are not network parameters.
+    """
+
+    value_range: tuple[float, float]
+    image_size: int
+    in_channels: int = 1
+    ignore_keys: tuple[str, ...] = ()
+
+
+XRAY_PRESETS: dict[str, XRayPreset] = {
+    # torchxrayvision: xrv.datasets.normalize maps [0, maxval] to [-1024, 1024]; 224 x 224, 1 channel
+    "xrv": XRayPreset(value_range=(-1024.0, 1024.0), image_size=224, in_channels=1, ignore_keys=("op_threshs",)),
+}
+"""Weight presets of the ``xray`` encoder (name -> `XRayPreset`)."""
+
+
 def _monai_keys(state: StateDict) -> StateDict:
     return {_TV_KEY.sub(r"\1.layers.\2\3.\4", k): v for k, v in state.items()}
 
@@ -85,6 +121,12 @@ class XRayEncoder(Encoder):
         norm: ``"group"``, ``"frozen_batch"`` or None (auto, see above).
         dropout: dropout inside dense layers (``small``: before the linear head).
         arch: ``"densenet121"`` (default) or ``"small"``.
+        preset: a name in `XRAY_PRESETS` (``"xrv"``: torchxrayvision weights): its input range
+            is applied and its non-parameter keys are ignored (see the module doc).
+        input_range: the (low, high) range of the images given to the encoder, mapped onto the
+            preset's range (default (0, 1), what `DicomSource` returns); only with ``preset``.
+        ignore_keys: more key prefixes of the weights file to leave out.
+        strict: False allows keys missing from the file or unknown to the model (warned).
 
     Shapes:
         input (n, in_channels, H, W) with H, W >= 32 (``small``: >= 8) -> output (n, out_dim).
@@ -98,10 +140,19 @@ class XRayEncoder(Encoder):
         norm: Norm | None = None,
         dropout: float = 0.0,
         arch: Arch = "densenet121",
+        preset: str | None = None,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        ignore_keys: Sequence[str] = (),
+        strict: bool = True,
     ) -> None:
         super().__init__()
         if arch not in _MIN_SIZE:
             raise ModfuseError(f"arch: expected one of {sorted(_MIN_SIZE)}, found {arch!r}")
+        if preset is not None and preset not in XRAY_PRESETS:
+            raise ModfuseError(f"preset: expected one of {sorted(XRAY_PRESETS)}, found {preset!r}")
+        self.preset = XRAY_PRESETS[preset] if preset is not None else None
+        self.scale, self.shift = self._input_map(input_range)
+        ignore = (*_HEAD_KEYS, *ignore_keys, *(self.preset.ignore_keys if self.preset else ()))
         state = _monai_keys(read_state_dict(weights_path)) if weights_path is not None else None
         if state is not None:  # before building the (slow) network
             check_in_channels(state, _FIRST_CONV[arch], in_channels, weights_path, "image channels")
@@ -125,7 +176,7 @@ class XRayEncoder(Encoder):
         if norm == "frozen_batch":
             freeze_batch_norm(self.net)
         if state is not None:
-            load_into(self.net, state, weights_path, ignore=_HEAD_KEYS)
+            load_into(self.net, state, weights_path, ignore=ignore, strict=strict)
 
     def forward(self, x: Tensor) -> Tensor:
         """(n, in_channels, H, W) -> (n, out_dim)."""
@@ -136,4 +187,17 @@ class XRayEncoder(Encoder):
             raise ModfuseError(f"image size: expected at least {least}x{least}, found {tuple(x.shape[2:])}")
         x = x.float()
         check_finite(x, "X-ray image")
+        if self.preset is not None:
+            x = x * self.scale + self.shift
         return self.net(x)
+
+    def _input_map(self, input_range: tuple[float, float]) -> tuple[float, float]:
+        """(scale, shift) mapping ``input_range`` linearly onto the preset's value range."""
+        low, high = (float(v) for v in input_range)
+        if not high > low:
+            raise ModfuseError(f"input_range: expected (low, high) with high > low, found {tuple(input_range)}")
+        if self.preset is None:
+            return 1.0, 0.0
+        lo, hi = self.preset.value_range
+        scale = (hi - lo) / (high - low)
+        return scale, lo - low * scale

@@ -14,10 +14,11 @@ Records are given as a folder (every ``*.hea``), a mapping ``{id: record path}``
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from abc import abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -35,11 +36,14 @@ from modfuse.utils.optional import require
 
 __all__ = [
     "BEAT_SYMBOLS",
+    "LEAD_ALIASES",
     "InvalidLead",
     "WfdbBeatSource",
     "WfdbHeaderSource",
     "WfdbSource",
     "WfdbWindowSource",
+    "filter_signal",
+    "match_leads",
     "parse_header_comments",
     "resample",
 ]
@@ -173,6 +177,87 @@ def check_leads(
     return signal
 
 
+LEAD_ALIASES: dict[str, str] = {"VX": "X", "VY": "Y", "VZ": "Z"}
+"""Lead names that are the same lead (upper case): PTB spells the Frank leads vx, vy, vz.
+Modified leads (MIT-BIH's MLII) are NOT aliased to the standard ones; pass
+``lead_aliases={"MLII": "II"}`` to a reader when that is what you mean."""
+
+
+def _lead_key(name: str, aliases: Mapping[str, str]) -> str:
+    key = re.sub(r"\s+", "", str(name)).upper()
+    return aliases.get(key, key)
+
+
+def match_leads(
+    requested: Sequence[str], available: Sequence[str], aliases: Mapping[str, str] | None = None
+) -> list[str] | None:
+    """The record's name of each requested lead, matched case-insensitively ('II' = 'ii') and
+    through `LEAD_ALIASES` plus ``aliases`` (extra name -> lead, e.g. ``{"MLII": "II"}``).
+
+    Returns:
+        The header's names in the requested order, or None when a lead is not in the record.
+    """
+    table = {**LEAD_ALIASES, **{_lead_key(k, {}): _lead_key(v, {}) for k, v in (aliases or {}).items()}}
+    by_key: dict[str, str] = {}
+    for name in available:
+        by_key.setdefault(_lead_key(name, table), name)
+    found = [by_key.get(_lead_key(r, table)) for r in requested]
+    return None if any(f is None for f in found) else [str(f) for f in found]
+
+
+def filter_signal(
+    signal: np.ndarray, fs: float, bandpass: tuple[float, float] | None = None, notch: float | None = None
+) -> np.ndarray:
+    """Zero-phase filtering of (leads, n) signals with ``scipy.signal``.
+
+    Args:
+        signal: (leads, n) float32.
+        fs: sampling rate in Hz.
+        bandpass: (low, high) cut-offs in Hz of a 4th-order Butterworth band-pass (e.g.
+            (0.5, 40): baseline wander below 0.5 Hz and muscle noise above 40 Hz removed);
+            ``high`` at or above Nyquist makes it a high-pass.
+        notch: powerline frequency in Hz (50 or 60) removed by an IIR notch (Q = 30).
+
+    Returns:
+        (leads, n) float32, filtered forwards and backwards (no phase shift).
+    """
+    if bandpass is None and notch is None:
+        return signal
+    from scipy import signal as sig  # scikit-learn depends on scipy: always installed
+
+    out = signal.astype(np.float64)
+    nyquist = fs / 2
+    if bandpass is not None:
+        low, high = (float(v) for v in bandpass)
+        if not 0 < low < nyquist or high <= low:
+            raise ModfuseError(f"bandpass: expected 0 < low < high with low < {nyquist:g} Hz, found {bandpass}")
+        sos = (
+            sig.butter(4, [low, high], btype="bandpass", fs=fs, output="sos")
+            if high < nyquist
+            else sig.butter(4, low, btype="highpass", fs=fs, output="sos")
+        )
+        out = sig.sosfiltfilt(sos, out, axis=-1)
+    if notch is not None:
+        if not 0 < notch < nyquist:
+            raise ModfuseError(f"notch: expected a frequency below Nyquist ({nyquist:g} Hz), found {notch}")
+        b, a = sig.iirnotch(notch, 30.0, fs=fs)
+        out = sig.filtfilt(b, a, out, axis=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_header(name: str, mtime_ns: int, size: int) -> Any:
+    """``wfdb.rdheader(name)``, parsed once per header version (mtime and size are part of the
+    key): wfdb's parser is slow, and a windowed source reads the same header for every window."""
+    del mtime_ns, size  # only the cache key
+    return _wfdb().rdheader(name)
+
+
 def read_wfdb(
     path: Path,
     sample_id: Hashable,
@@ -180,8 +265,11 @@ def read_wfdb(
     start: int = 0,
     stop: int | None = None,
     invalid_lead: InvalidLead = "error",
+    lead_aliases: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Read samples ``[start, stop)`` of a record: (leads, n) float32 physical units, and fs.
+
+    Lead names are matched with `match_leads()` (case-insensitive, with aliases).
 
     Raises:
         ReadError: header or signal file missing, unreadable, shorter or longer than its header
@@ -193,14 +281,20 @@ def read_wfdb(
     if not Path(name + ".hea").is_file():
         raise ReadError("WFDB header file is missing", path=name + ".hea", sample_id=sample_id)
     try:
-        head = wfdb.rdheader(name)
+        head = _cached_header(name, *_stamp(Path(name + ".hea")))
     except (OSError, ValueError, IndexError) as exc:
         raise ReadError(
             f"cannot read WFDB header: {type(exc).__name__}: {exc}", path=name + ".hea", sample_id=sample_id
         ) from exc
     check_signal_files(head, name, sample_id)
+    wanted = None
+    if leads:
+        wanted = match_leads(leads, list(head.sig_name or []), lead_aliases)
+        if wanted is None:
+            raise ReadError(f"expected leads {list(leads)}, found {head.sig_name}", path=name + ".hea",
+                            sample_id=sample_id)  # fmt: skip
     try:
-        rec = wfdb.rdrecord(name, sampfrom=start, sampto=stop, channel_names=list(leads) if leads else None)
+        rec = wfdb.rdrecord(name, sampfrom=start, sampto=stop, channel_names=wanted)
     except FileNotFoundError as exc:
         raise ReadError(
             f"signal file {Path(exc.filename or '?').name} listed in the header is missing",
@@ -211,7 +305,7 @@ def read_wfdb(
         raise ReadError(
             f"cannot read WFDB record: {type(exc).__name__}: {exc}", path=name, sample_id=sample_id
         ) from exc
-    if leads and list(rec.sig_name or []) != list(leads):  # wfdb skips absent names silently
+    if wanted and list(rec.sig_name or []) != wanted:  # wfdb skips absent names silently
         raise ReadError(
             f"expected leads {list(leads)}, found {head.sig_name}",
             path=name + ".hea",
@@ -272,6 +366,12 @@ class WfdbSource(_WfdbBase):
             record missing and reports it) or ``"zero"`` (kept as zeros); see
             `InvalidLead`. A signal file shorter or longer than its header declares is
             always a `ReadError`.
+        lead_aliases: extra lead synonyms (name -> lead), e.g. ``{"MLII": "II"}``; lead names
+            always match case-insensitively (``"II"`` finds PTB's ``"ii"``), see `match_leads()`.
+        bandpass: optional (low, high) Hz Butterworth band-pass, e.g. (0.5, 40) against baseline
+            wander and muscle noise; notch: optional powerline frequency (50 or 60 Hz) to remove.
+            Both zero-phase (`filter_signal()`, scipy.signal), applied at the record's own rate
+            before resampling; filter over whole records or long spans (edges ring).
 
     Returns from ``load``:
         Tensor (leads, L) float32 in physical units (e.g. mV).
@@ -291,9 +391,13 @@ class WfdbSource(_WfdbBase):
         pattern: str | None = None,
         collate: CollateMode = "auto",
         invalid_lead: InvalidLead = "error",
+        lead_aliases: Mapping[str, str] | None = None,
+        bandpass: tuple[float, float] | None = None,
+        notch: float | None = None,
     ) -> None:
         super().__init__(records, leads, fs, pattern, collate, invalid_lead)
         self.start, self.duration = start, duration
+        self.lead_aliases, self.bandpass, self.notch = dict(lead_aliases or {}), bandpass, notch
         self._native_fs: dict[Hashable, float] = {}  # header rate per record, read once
 
     def read(self, path: Path, sample_id: Hashable) -> torch.Tensor:
@@ -305,7 +409,8 @@ class WfdbSource(_WfdbBase):
             native = self._native_fs[sample_id]
             start = round(self.start * native)
             stop = None if self.duration is None else start + round(self.duration * native)
-        signal, native = read_wfdb(path, sample_id, self.leads, start, stop, self.invalid_lead)
+        signal, native = read_wfdb(path, sample_id, self.leads, start, stop, self.invalid_lead, self.lead_aliases)
+        signal = filter_signal(signal, native, self.bandpass, self.notch)
         return torch.from_numpy(resample(signal, native, self.fs))
 
 

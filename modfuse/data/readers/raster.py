@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from modfuse.utils.optional import require
 __all__ = [
     "SENTINEL2_BANDS",
     "BandStack",
+    "GeoDatasetSource",
     "MultiBandRasterSource",
     "RasterChipSource",
     "band_statistics",
@@ -118,7 +120,11 @@ def stack_bands(
         sample_id: named in errors.
 
     Raises:
-        ReadError: a file cannot be opened, has more than one band, or has another CRS.
+        ReadError: a file cannot be opened, has more than one band, or has no CRS.
+
+    Bands in another CRS than the first file's are reprojected onto the target grid
+    (``rasterio.vrt.WarpedVRT`` with the same ``resampling``; pixels they do not cover are
+    nodata), e.g. Sentinel-2 tiles of two UTM zones, or a DEM in EPSG:4326.
     """
     rasterio = require("rasterio", extra="geo")
     from rasterio.windows import from_bounds
@@ -137,10 +143,14 @@ def stack_bands(
         height, width = round((bounds[3] - bounds[1]) / res), round((bounds[2] - bounds[0]) / res)
         data = np.zeros((len(files), height, width), dtype=np.float32)
         valid = np.ones((len(files), height, width), dtype=bool)
-        for i, src in enumerate(opened):
-            _check_band(src, crs, sample_id)
+        for i, band_file in enumerate(opened):
+            _check_band(band_file, sample_id)
+            fill = nodata if nodata is not None else band_file.nodata
+            # a band in another CRS is warped onto the target grid itself (GDAL warp, same resampling)
+            src = band_file
+            if band_file.crs != crs:
+                src = _warped(band_file, crs, bounds, (height, width), resampling, fill)
             window = from_bounds(*bounds, transform=src.transform)
-            fill = nodata if nodata is not None else src.nodata
             # boundless reads go through a slow VRT in rasterio: only when the grid leaves the file
             inside = window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width + 1e-6
             inside = inside and window.row_off + window.height <= src.height + 1e-6
@@ -156,6 +166,9 @@ def stack_bands(
                     path=files[i],
                     sample_id=sample_id,
                 ) from exc
+            finally:
+                if src is not band_file:
+                    src.close()
             mask = np.ma.getmaskarray(read)
             if nodata is not None:
                 mask |= read.data == nodata
@@ -165,6 +178,19 @@ def stack_bands(
             src.close()
     transform = rasterio.transform.from_bounds(*bounds, width, height)
     return BandStack(data, valid, bands, crs, transform, bounds)
+
+
+def _warped(src: Any, crs: Any, bounds: Bounds, shape: tuple[int, int], resampling: str, fill: float | None) -> Any:
+    """``src`` reprojected onto the target grid (``rasterio.vrt.WarpedVRT``): a (height, width)
+    grid over ``bounds`` in ``crs``; pixels the source does not cover are nodata (``fill``, else 0)."""
+    rasterio = require("rasterio", extra="geo")
+    from rasterio.vrt import WarpedVRT
+
+    height, width = shape
+    return WarpedVRT(
+        src, crs=crs, transform=rasterio.transform.from_bounds(*bounds, width, height), width=width, height=height,
+        resampling=_resampling(resampling), nodata=fill if fill is not None else 0,
+    )  # fmt: skip
 
 
 def _gdal_cause(exc: BaseException) -> str:
@@ -195,11 +221,11 @@ def check_valid_pixels(stack: BandStack, files: Sequence[Path], sample_id: Hasha
     )
 
 
-def _check_band(src: Any, crs: Any, sample_id: Hashable | None) -> None:
+def _check_band(src: Any, sample_id: Hashable | None) -> None:
     if src.count != 1:
         raise ReadError(f"expected a single-band raster, found {src.count} bands", path=src.name, sample_id=sample_id)
-    if src.crs != crs:
-        raise ReadError(f"expected CRS {crs}, found {src.crs}", path=src.name, sample_id=sample_id)
+    if src.crs is None:
+        raise ReadError("expected a georeferenced raster, found no CRS", path=src.name, sample_id=sample_id)
 
 
 def _band_files(scene: str | Path | Mapping[str, Any], bands: Sequence[str], template: str) -> list[Path]:
@@ -352,7 +378,8 @@ class MultiBandRasterSource(_SceneReader):
     Bad input (each a `ReadError` naming the file and the sample; the dataset's
     ``on_error="missing"`` marks the sample's modality missing and reports it): a band without
     one valid pixel (nodata everywhere, a file beside the scene, bounds outside the files), a
-    corrupted or truncated file, a multi-band file, another CRS. A scene with *some* nodata
+    corrupted or truncated file, a multi-band file, a file without CRS (a band in another CRS is
+    reprojected). A scene with *some* nodata
     pixels stays present (nodata pixels read as 0; ``return_mask`` gives the mask).
 
     Returns from ``load``:
@@ -422,6 +449,13 @@ class RasterChipSource(_SceneReader):
         size: chip side in output pixels.
         stride: grid step in pixels (default ``size``: no overlap). Ignored when ``n_random``.
         n_random: draw this many chips at random positions instead of a grid.
+        grid: ``"inside"`` (default): grid chips from the top-left corner, row by row, all
+            inside the scene (a remainder narrower than ``size`` is left out).
+            ``"torchgeo"``: the chips of torchgeo's ``GridGeoSampler(size, stride)`` on the same
+            scene, in its order: from the bottom-left (south-west) corner, row by row
+            northwards, ``ceil((side - size) / stride) + 1`` chips per side, so the last row
+            and column reach past the scene edge (those pixels are nodata, read as 0 as torchgeo
+            does) and the whole scene is covered.
         seed: seed of the random positions (same seed, same chips).
         bands, res, resampling, nodata, template, normalize, return_mask, collate: as in
             `MultiBandRasterSource`.
@@ -445,6 +479,7 @@ class RasterChipSource(_SceneReader):
         stride: int | None = None,
         n_random: int | None = None,
         seed: int = 0,
+        grid: Literal["inside", "torchgeo"] = "inside",
         bands: Sequence[str] = tuple(SENTINEL2_BANDS),
         res: float | None = None,
         resampling: str = "bilinear",
@@ -472,6 +507,9 @@ class RasterChipSource(_SceneReader):
         width = round((self.bounds[2] - self.bounds[0]) / self.res)
         if size > min(height, width):
             raise ModfuseError(f"chip size {size} exceeds the scene grid ({height} x {width} pixels)")
+        if grid not in ("inside", "torchgeo"):
+            raise ModfuseError(f"grid: expected 'inside' or 'torchgeo', found {grid!r}")
+        self.grid = grid
         self.index = self._layout(height, width, stride or size, n_random, seed)
         self.ids = self.index["id"].tolist()
         self._row = {sid: i for i, sid in enumerate(self.ids)}
@@ -481,6 +519,11 @@ class RasterChipSource(_SceneReader):
             rng = np.random.default_rng(seed)
             rows = rng.integers(0, height - self.size + 1, n_random)
             cols = rng.integers(0, width - self.size + 1, n_random)
+        elif self.grid == "torchgeo":  # GridGeoSampler: offsets from the south-west corner, south row first
+            ups = np.arange(math.ceil((height - self.size) / stride) + 1) * stride
+            rights = np.arange(math.ceil((width - self.size) / stride) + 1) * stride
+            rows = np.repeat(height - self.size - ups, len(rights))  # rows counted from the top
+            cols = np.tile(rights, len(ups))
         else:
             grid = np.stack(
                 np.meshgrid(np.arange(0, height - self.size + 1, stride), np.arange(0, width - self.size + 1, stride)),
@@ -488,8 +531,12 @@ class RasterChipSource(_SceneReader):
             ).reshape(-1, 2)
             rows, cols = grid[:, 0], grid[:, 1]
         frame = pd.DataFrame({"row": rows, "col": cols})
-        if n_random is None:  # grid chips in reading order: row by row
+        if n_random is None and self.grid == "inside":  # grid chips in reading order: row by row
             frame = frame.sort_values(["row", "col"], kind="stable").reset_index(drop=True)
+        return self._named(frame)
+
+    def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Add chip ids and centres in CRS units to a (row, col) frame."""
         frame.insert(0, "id", [f"chip{i}" for i in range(len(frame))])
         frame["x"] = self.bounds[0] + (frame["col"] + self.size / 2) * self.res
         frame["y"] = self.bounds[3] - (frame["row"] + self.size / 2) * self.res
@@ -557,3 +604,69 @@ def torchgeo_dataset(
             return method
 
     return BandFiles(paths, res=res, bands=list(bands), transforms=transforms)
+
+
+@register("torchgeo")
+class GeoDatasetSource:
+    """Any torchgeo ``GeoDataset`` + sampler as a modfuse modality: one sample per query.
+
+    The sampler's queries (``GridGeoSampler``, ``RandomGeoSampler``, ...) are drawn once, at
+    construction, so the samples are fixed: ``chip{i}`` is the i-th query, and loading it is
+    ``dataset[query][key]``, exactly what a torchgeo ``DataLoader`` would give for that query
+    (the dataset's own transforms included). Seed a random sampler (its ``generator``) to
+    draw the same chips again.
+
+    Args:
+        dataset: a torchgeo ``GeoDataset`` (``RasterDataset``, ``VectorDataset``, an
+            intersection of both, e.g. from `torchgeo_dataset()`).
+        sampler: a torchgeo ``GeoSampler`` over ``dataset``.
+        key: the sample entry to return (``"image"``; ``"mask"`` for label rasters).
+        prefix: sample ids are ``f"{prefix}{i}"``.
+        collate: default ``"stack"`` (chips of one size).
+
+    Attributes:
+        index: DataFrame (id, xmin, xmax, ymin, ymax, x, y): each query's bounds and centre
+            in the dataset's CRS (for spatial-block splits).
+        crs: the dataset's CRS.
+
+    Returns from ``load``:
+        float32 Tensor, e.g. (C, H, W) for ``"image"``.
+    """
+
+    def __init__(
+        self, dataset: Any, sampler: Any, *, key: str = "image", prefix: str = "chip", collate: CollateMode = "stack"
+    ) -> None:
+        self.dataset, self.key, self.collate = dataset, key, collate
+        self.queries = list(sampler)
+        self.ids = [f"{prefix}{i}" for i in range(len(self.queries))]
+        self._row = {sid: i for i, sid in enumerate(self.ids)}
+        self.crs = getattr(dataset, "crs", None)
+        spans = [(q[0].start, q[0].stop, q[1].start, q[1].stop) for q in self.queries]
+        self.index = pd.DataFrame(spans, columns=["xmin", "xmax", "ymin", "ymax"])
+        self.index.insert(0, "id", self.ids)
+        self.index["x"] = (self.index["xmin"] + self.index["xmax"]) / 2
+        self.index["y"] = (self.index["ymin"] + self.index["ymax"]) / 2
+
+    def query_of(self, sample_id: Hashable) -> Any:
+        """The torchgeo query of a sample (a tuple of x, y, t slices)."""
+        if sample_id not in self._row:
+            raise ModfuseError(f"unknown sample id {sample_id!r}; this source has {len(self.ids)} queries")
+        return self.queries[self._row[sample_id]]
+
+    def has(self, sample_id: Hashable) -> bool:
+        return sample_id in self._row
+
+    def load(self, sample_id: Hashable) -> torch.Tensor:
+        query = self.query_of(sample_id)
+        try:
+            sample = self.dataset[query]
+        except Exception as exc:  # torchgeo raises IndexError / RasterioError for bad queries or files
+            raise ReadError(f"torchgeo dataset failed on query {query}: {type(exc).__name__}: {exc}",
+                            sample_id=sample_id) from exc  # fmt: skip
+        if self.key not in sample:
+            raise ReadError(f"expected key {self.key!r} in the torchgeo sample, found {sorted(sample)}",
+                            sample_id=sample_id)  # fmt: skip
+        return torch.as_tensor(sample[self.key]).float()
+
+    def __len__(self) -> int:
+        return len(self.ids)

@@ -50,6 +50,10 @@ class LegoFuse(nn.Module):
         batch of B samples -> logits (B, num_outputs).
     """
 
+    training_stages = ("blocks", "chain")
+    """How [`modfuse.training.runner.fit`][modfuse.training.runner.fit] trains it: each block alone,
+    then the chain of the trained blocks fine-tuned on paired rows (``fit_fuse``)."""
+
     def __init__(
         self,
         blocks: Sequence[LegoBlock],

@@ -168,6 +168,6 @@ def fuse(blocks: Sequence[LegoBlock], trainable: Trainable = "all", head_merge: 
 
     Example:
         >>> fused = fuse([xray_block, ecg_block], trainable="attention+heads")
-        >>> Trainer(max_epochs=2).fit(FusionTask(fused), datamodule)
+        >>> build_trainer(max_epochs=2).fit(FusionTask(fused), datamodule)  # modfuse.training.runner
     """
     return LegoFuse(blocks, trainable=trainable, head_merge=head_merge)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 
 from modfuse.errors import ModfuseError
@@ -70,7 +70,7 @@ def build_trainer(
     accelerator: str = "auto",
     devices: int | str | Sequence[int] = 1,
     logger: Any = False,
-    enable_checkpointing: bool = False,
+    enable_checkpointing: bool | None = None,
     enable_progress_bar: bool = False,
     enable_model_summary: bool = False,
     **kwargs: Any,
@@ -78,11 +78,14 @@ def build_trainer(
     """The one place a ``lightning.Trainer`` is built (the CLI's comes from LightningCLI and gets
     the same DDP setting through `allow_unused_parameters()`).
 
-    Defaults suit in-process training (no logger, checkpoints, progress bar or summary); every
-    other ``lightning.Trainer`` argument (precision, strategy, limit_val_batches...) passes
+    Defaults suit in-process training (no logger, progress bar or summary; checkpoints only by
+    the ``ModelCheckpoint`` callbacks given, Lightning's default one never); every other
+    ``lightning.Trainer`` argument (precision, strategy, limit_val_batches...) passes
     through. A DDP strategy reduces the gradients of parameters a process left unused (a batch
     without some modality never runs its encoder).
     """
+    if enable_checkpointing is None:
+        enable_checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer = L.Trainer(
         max_epochs=max_epochs,
         callbacks=list(callbacks),

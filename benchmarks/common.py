@@ -6,7 +6,6 @@ import importlib
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 LIBRARIES = ("modfuse", "torch", "lightning", "torchmetrics", "torch_geometric", "rdkit", "numpy", "sklearn")
 
-# Strategies that need more than build(...) + fit (trained per block, then merged)
+# The Lego strategies (their latent shape is a benchmark setting)
 LEGO = ("lego-merge", "lego-fuse")
 
 
@@ -89,20 +88,10 @@ class Fit:
 
 
 def trainer(max_epochs: int, callbacks: Sequence[Any] = (), **kwargs: Any) -> Any:
-    import lightning as L
+    """A CPU trainer from the library's runner (no logger, checkpoints or progress bar)."""
+    from modfuse.training.runner import build_trainer
 
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=bool(callbacks),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        deterministic=False,
-        **kwargs,
-    )
+    return build_trainer(max_epochs, callbacks, accelerator="cpu", deterministic=False, **kwargs)
 
 
 def predict(model: nn.Module, loader: Any) -> np.ndarray:
@@ -132,33 +121,28 @@ def fit(
     patience: int | None = None,
     parts: Sequence[str] = ("test",),
 ) -> Fit:
-    """Train ``model`` with :class:`modfuse.FusionTask` (cosine one-cycle schedule over
-    ``epochs``), stop early when the validation metric has not improved for ``patience`` epochs
-    (None: run all ``epochs``), keep the weights of the best validation epoch when
-    ``select_best``, and predict ``parts``. Only the validation split steers training."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    """Train ``model`` by its own training stages through the library's runner
+    (`modfuse.training.runner.fit`: one FusionTask fit, cosine one-cycle schedule over
+    ``epochs``; for the Lego strategies blocks apart, then the chain), stop a run early when the
+    validation metric has not improved for ``patience`` epochs (None: run all ``epochs``), keep
+    the weights of the best validation epoch when ``select_best``, and predict ``parts``. Only
+    the validation split steers training."""
+    from modfuse.training.runner import fit as run
 
-    from modfuse import FusionTask
-
-    task = FusionTask(model, lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        callbacks = []
-        if select_best:
-            ckpt = ModelCheckpoint(dirpath=tmp, monitor=task.monitor, mode=task.monitor_mode, save_top_k=1)
-            callbacks.append(ckpt)
-        if patience is not None:
-            callbacks.append(EarlyStopping(monitor=task.monitor, mode=task.monitor_mode, patience=patience))
-        tr = trainer(epochs, callbacks, num_sanity_val_steps=0)
-        tr.fit(task, datamodule)
-        best_epoch = None
-        if select_best and ckpt.best_model_path:
-            state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
-            task.load_state_dict(state["state_dict"])
-            best_epoch = int(state.get("epoch", -1))
+    result = run(
+        model,
+        datamodule,
+        max_epochs=epochs,
+        lr=lr,
+        task_kwargs={"weight_decay": weight_decay},
+        trainer_kwargs={"accelerator": "cpu", "deterministic": False, "num_sanity_val_steps": 0},
+        patience=patience,
+        restore_best=select_best,
+    )
     seconds = time.perf_counter() - start
-    preds = {p: predict(task.model, _loader(datamodule, p)) for p in parts}
-    return Fit(task.model, preds, seconds, tr.current_epoch, best_epoch)
+    preds = {p: predict(result.model, _loader(datamodule, p)) for p in parts}
+    return Fit(result.model, preds, seconds, result.epochs or 0, result.best_epoch, {"stages": result.stages})
 
 
 def _loader(datamodule: Any, part: str) -> Any:

@@ -317,7 +317,9 @@ def write(
         "graph encoder layers and pooling chosen on the validation RMSE of random seeds 0 and 1 (early fusion), "
         "the schedule (epochs, patience, lr) likewise (early and sequential fusion); never on a test split",
         f"graph encoder: {graph_impl}, hidden {settings.hidden}; tabular encoder hidden {settings.hidden}; "
-        f"Lego strategies with a {settings.lego_latent[0]}x{settings.lego_latent[1]} latent (l_c x l_d)",
+        f"Lego strategies with a {settings.lego_latent[0]}x{settings.lego_latent[1]} latent (l_c x l_d), trained "
+        "by their own stages (modfuse.training.runner): blocks apart for the same epochs (lego-fuse: then the "
+        "chain fine-tuned, budget chosen on validation)",
         "published rows: the reference values given in the benchmark issue (MPNN, AttentiveFP, D-MPNN), obtained "
         "by their authors on their own random splits; quoted as reference points, not rerun here",
     ]

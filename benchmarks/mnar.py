@@ -188,6 +188,7 @@ def run(job: tuple[str, int, float, str, int]) -> list[dict[str, Any]]:
     from modfuse import FusionTask, MultiModalDataModule
     from modfuse.data.datamodule import split_indices
     from modfuse.robust import mnar
+    from modfuse.training.runner import build_trainer
 
     torch.set_num_threads(1)  # one process per core: intra-op threads only contend
     L.seed_everything(seed, verbose=False)
@@ -206,15 +207,7 @@ def run(job: tuple[str, int, float, str, int]) -> list[dict[str, Any]]:
     }
     model = make_model(strategy, problem, make_encoders(problem, splits["train"]))
     task = FusionTask(model, lr=3e-3)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = build_trainer(epochs, accelerator="cpu", limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(task, tests["train pattern"])
     seconds = time.perf_counter() - start

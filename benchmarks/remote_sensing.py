@@ -247,7 +247,8 @@ def write(
         f"training: FusionTask, AdamW lr {s.lr}, one-cycle schedule over {s.epochs} epochs"
         + (f", stopped early when validation accuracy did not improve for {s.patience} epochs" if s.patience else "")
         + f", batch {s.batch_size}, weights of the best validation epoch; Lego strategies with a "
-        f"{s.lego_latent[0]}x{s.lego_latent[1]} latent (l_c x l_d)"
+        f"{s.lego_latent[0]}x{s.lego_latent[1]} latent (l_c x l_d), trained by their own stages "
+        "(modfuse.training.runner: blocks apart, lego-fuse then the chain fine-tuned with its own modality dropout)"
         + (f"; fusion models with per-sample modality dropout {s.modality_dropout}" if dropout else ""),
         f"ndvi encoder: {ndvi_impl}; elevation encoder: tabular (elevation, slope, relative elevation)",
         "'removed' rows: the same trained model, evaluated with that modality marked absent for every test pixel",

@@ -10,23 +10,22 @@ import copy
 import json
 import os
 import pickle
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import numpy as np
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.strategies import DDPStrategy
 
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.errors import ModfuseError, ReadError
+from modfuse.training.callbacks import AtomicCheckpoint, RandomStates, allow_unused_parameters, save_atomic
+from modfuse.training.runner import build_trainer, stages_of
 from modfuse.training.task import FusionTask
 
 __all__ = ["ModfuseCLI", "check_checkpoint", "checkpoint_path", "report_main", "run_recipe"]
@@ -156,12 +155,48 @@ class ModfuseCLI(LightningCLI):
         root = self.root / "compare" / strategy
         kwargs = compared_trainer_kwargs(self.setting("trainer", {}))
         callbacks = run_callbacks(root, task, self.setting("trainer", {}), 0)
-        trainer = Trainer(**kwargs, default_root_dir=str(root), logger=default_loggers(root), callbacks=callbacks)
-        trainer = allow_unused_parameters(trainer)
-        trainer.fit(task, datamodule=self.datamodule)
+        trainer = build_trainer(**kwargs, default_root_dir=str(root), logger=default_loggers(root), callbacks=callbacks)
+        self.fit_stages(trainer, task)
         metrics = final_metrics(trainer, "val/")
         metrics.update(self.evaluate(trainer, task, best_checkpoint(trainer)))
         return metrics
+
+    def fit(self, model: FusionTask, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        self.fit_stages(self.trainer, model, ckpt_path, kwargs.get("weights_only", True))
+
+    def fit_stages(
+        self, trainer: Trainer, task: FusionTask, ckpt_path: str | None = None, weights_only: bool = True
+    ) -> None:
+        """Train ``task`` by its model's training stages (see [`modfuse.training.runner`][modfuse.training.runner]).
+
+        A one-stage model trains with the recipe's trainer (checkpoints, resume, logs). A staged
+        model (``lego-merge``: blocks apart; ``lego-fuse``: blocks apart, then the chain) runs
+        the runner's stages with the recipe's trainer settings; the recipe's trainer then
+        validates the final model and writes it as ``best.ckpt`` and ``last.ckpt``.
+
+        Raises:
+            ModfuseError: when a staged run is asked to resume (its stages are not resumable).
+        """
+        if stages_of(task.model) == ("model",):
+            trainer.fit(task, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
+            return
+        from modfuse.training.runner import fit
+
+        if ckpt_path is not None:
+            raise ModfuseError(
+                f"--ckpt_path {ckpt_path}: a {type(task.model).__name__} trains in stages "
+                f"({', '.join(stages_of(task.model))}) that cannot resume from a checkpoint; run fit again"
+            )
+        seed = self.setting("seed_everything")  # True: LightningCLI drew one; False: none
+        fit(
+            task,
+            self.datamodule,
+            max_epochs=int(trainer.fit_loop.max_epochs),
+            seed=seed if type(seed) is int else None,
+            trainer_kwargs=stage_trainer_kwargs(self.setting("trainer", {})),
+        )
+        trainer.validate(task, datamodule=self.datamodule, verbose=False, weights_only=True)
+        save_final_checkpoints(trainer, task)
 
     def before_validate(self) -> None:
         self.resolve_eval_checkpoint()
@@ -187,7 +222,7 @@ class ModfuseCLI(LightningCLI):
             use_saved_model(self.model, path)
             config["ckpt_path"] = None
         else:
-            check_checkpoint(path)
+            use_checkpoint_model(self.model, check_checkpoint(path), path)
             config["ckpt_path"] = str(path)
         self.load_weights_only()
 
@@ -263,35 +298,6 @@ def run_callbacks(root: Path, task: Any, trainer_config: dict[str, Any], every_n
     return callbacks
 
 
-class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that writes to a temporary file and renames it into place, so a process
-    killed while saving never leaves a truncated ``last.ckpt`` to resume from."""
-
-    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        partial = os.path.join(os.path.dirname(filepath), f".partial-{os.getpid()}.tmp")
-        super()._save_checkpoint(trainer, partial)
-        if trainer.is_global_zero:
-            os.replace(partial, filepath)
-        trainer.strategy.barrier("modfuse.atomic_checkpoint")
-        self._last_checkpoint_saved = filepath
-
-
-def allow_unused_parameters(trainer: Trainer) -> Trainer:
-    """Let DDP reduce gradients when a process leaves some parameters unused in a step.
-
-    With per-sample missingness, one process's batch may have no row with some modality; that
-    process never runs the modality's encoder, its DDP reducer never sees those gradients,
-    and the other processes wait for them forever (the 2-process hang of issue 6: rank 0's
-    last batch of the epoch had no X-ray). ``find_unused_parameters=True`` makes DDP find and
-    reduce such parameters every step; an explicit setting in the recipe is kept.
-    """
-    strategy = trainer.strategy
-    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
-    if isinstance(strategy, DDPStrategy) and isinstance(ddp_kwargs, dict):
-        ddp_kwargs.setdefault("find_unused_parameters", True)
-    return trainer
-
-
 def compared_trainer_kwargs(trainer_config: dict[str, Any]) -> dict[str, Any]:
     """The recipe's trainer settings for a compared strategy (own logs, checkpoints, callbacks)."""
     skip = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "strategy", "plugins"}
@@ -301,6 +307,60 @@ def compared_trainer_kwargs(trainer_config: dict[str, Any]) -> dict[str, Any]:
     kwargs["strategy"] = strategy if isinstance(strategy, str) else "auto"
     kwargs["enable_model_summary"] = False
     return kwargs
+
+
+def stage_trainer_kwargs(trainer_config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's trainer settings for the trainers of a staged fit (each run sets its own
+    epochs; no logger, checkpoints or progress bar of their own)."""
+    kwargs = compared_trainer_kwargs(trainer_config)
+    for key in ("max_epochs", "enable_progress_bar"):
+        kwargs.pop(key, None)
+    kwargs["enable_progress_bar"] = False
+    return kwargs
+
+
+def save_final_checkpoints(trainer: Trainer, task: FusionTask) -> None:
+    """Write the task's final weights (a staged fit's result) as the recipe checkpoint
+    callback's best and last checkpoint (atomically), so ``test`` and ``--test_after_fit``
+    find them as after a one-stage fit."""
+    callback = trainer.checkpoint_callback
+    if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
+        return
+    folder = Path(callback.dirpath)
+    folder.mkdir(parents=True, exist_ok=True)
+    best = str(folder / f"{callback.filename or 'best'}{callback.FILE_EXTENSION}")
+    save_atomic(trainer, best)
+    callback.best_model_path = best
+    score = trainer.callback_metrics.get(task.monitor)
+    if score is not None:
+        callback.best_model_score = score.detach().clone()
+    if callback.save_last:
+        last = str(folder / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
+        save_atomic(trainer, last)
+        callback.last_model_path = last
+
+
+def use_checkpoint_model(task: FusionTask, checkpoint: dict[str, Any], path: Path) -> None:
+    """Put the checkpoint's own model in ``task`` when the recipe's model trains in stages.
+
+    A staged fit may leave a model of another structure than the recipe builds (``lego-fuse``
+    chains the trained blocks best first, on top of their merge), so its model is rebuilt from
+    the description the checkpoint stores; one-stage models load into the recipe's model.
+
+    Raises:
+        ModfuseError: naming the file when a staged model's checkpoint holds no description.
+    """
+    if stages_of(task.model) == ("model",):
+        return
+    from modfuse.core.io import model_from_config
+    from modfuse.training.task import MODEL_CONFIG_KEY
+
+    if MODEL_CONFIG_KEY not in checkpoint:
+        raise ModfuseError(
+            f"{path}: the checkpoint of a {type(task.model).__name__} (trained in stages) holds no model "
+            "description to rebuild it from; evaluate the saved model instead (modfuse.save -> .safetensors)"
+        )
+    task.model = model_from_config(json.loads(checkpoint[MODEL_CONFIG_KEY]))
 
 
 def best_checkpoint(trainer: Trainer) -> str | None:
@@ -376,46 +436,6 @@ def check_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "state_dict" not in state:
         raise ReadError("expected a Lightning checkpoint (a dict with a 'state_dict')", path=path)
     return state
-
-
-# ---------------------------------------------------------------------------- random states
-class RandomStates(Callback):
-    """Saves and restores the torch / CUDA / NumPy / Python random states with checkpoints.
-
-    Lightning restores the model, optimizer, schedulers and loop counters, and
-    [`MultiModalDataModule`][modfuse.data.MultiModalDataModule] the position in the training order; this adds
-    what a resumed run would otherwise still differ in from an uninterrupted one (dropout
-    masks, random augmentations). In a distributed run, the states of rank 0 are saved.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "rng" in state_dict:
-            set_rng_states(state_dict["rng"])
-
-
-def rng_states() -> dict[str, Any]:
-    """torch, CUDA, NumPy and Python RNG states in a form ``torch.load(weights_only=True)`` reads."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_states(state: dict[str, Any]) -> None:
-    """Restore the states saved by `rng_states()`."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 # ---------------------------------------------------------------------------- results
@@ -526,7 +546,9 @@ def report_main(command: str, argv: Sequence[str], description: str = "") -> int
     if ckpt.suffix == ".safetensors":
         use_saved_model(task, ckpt)
     else:
-        task.load_state_dict(check_checkpoint(ckpt)["state_dict"])
+        state = check_checkpoint(ckpt)
+        use_checkpoint_model(task, state, ckpt)
+        task.load_state_dict(state["state_dict"])
     task.eval()
     datamodule.setup("test")
     out_dir = Path(options.out_dir or cli.root / command)

@@ -199,38 +199,6 @@ def _encoders(spec: Any, data: Mapping[str, Any], rows: np.ndarray) -> dict[str,
 
 
 # ---------------------------------------------------------------------------- training helpers
-class BestWeights:
-    """Keep a real copy (``clone``) of the best weights by a monitored metric, restore at the end.
-
-    A shallow ``state_dict()`` would alias the live tensors, so the "best" weights would be
-    the last ones; the values are cloned.
-    """
-
-    def __new__(cls, monitor: str, mode: str) -> Any:
-        from lightning.pytorch.callbacks import Callback
-
-        class _Best(Callback):
-            def __init__(self) -> None:
-                self.monitor, self.mode = monitor, mode
-                self.best: float | None = None
-                self.state: dict[str, Tensor] | None = None
-
-            def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-                if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-                    return
-                value = float(trainer.callback_metrics[self.monitor])
-                better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
-                if better and np.isfinite(value):
-                    self.best = value
-                    self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-
-            def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-                if self.state is not None:
-                    pl_module.load_state_dict(self.state)
-
-        return _Best()
-
-
 @contextlib.contextmanager
 def _quiet(verbose: bool) -> Iterator[None]:
     """Silence Lightning's info messages and routine warnings unless ``verbose``."""
@@ -414,40 +382,27 @@ class _FusionEstimator(BaseEstimator, ABC):
             "enable_model_summary": False,
         }
 
-    def _train_model(self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool) -> nn.Module:
-        import lightning as L
-        from lightning.pytorch.callbacks import EarlyStopping
+    def _train_model(self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool = True) -> nn.Module:
+        """The model's own training stages through the runner (one procedure per strategy)."""
+        from modfuse.training.runner import fit
 
-        from modfuse.training.task import FusionTask
-
-        task = FusionTask(
-            model, lr=self.lr, weight_decay=self.weight_decay, scheduler="cosine", **self._robust_kwargs()
-        )
-        callbacks = []
-        if has_val:
+        return fit(
+            model,
+            datamodule,
+            max_epochs=self.max_epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            task_kwargs={"weight_decay": self.weight_decay, "scheduler": "cosine", **self._robust_kwargs()},
+            trainer_kwargs=self._trainer_kwargs(),
             # the validation loss is smoother than AUROC/accuracy on a small held-out split
-            callbacks = [EarlyStopping("val/loss", patience=self.patience, mode="min"), BestWeights("val/loss", "min")]
-        kwargs = self._trainer_kwargs()
-        if not has_val:
-            kwargs["limit_val_batches"] = 0
-        trainer = L.Trainer(max_epochs=self.max_epochs, callbacks=callbacks, **kwargs)
-        trainer.fit(task, datamodule=datamodule)
-        return task.model
+            monitor="val/loss",
+            mode="min",
+            patience=self.patience,
+            seed=self.random_state,
+        ).model
 
     def _train_lego(self, model: nn.Module, datamodule: MultiModalDataModule) -> nn.Module:
-        from modfuse.lego.workflow import fit_fuse, fit_merge
-
-        common = {
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.random_state,
-            "trainer_kwargs": {k: v for k, v in self._trainer_kwargs().items() if k != "enable_checkpointing"},
-            "task_kwargs": {"weight_decay": self.weight_decay, **self._robust_kwargs()},
-        }
-        if self.strategy == "lego-merge":
-            return fit_merge(model, datamodule, self.max_epochs, **common)
-        # the blocks were each trained to convergence already: fine-tune the chain gently
-        return fit_fuse(model, datamodule, self.max_epochs, fuse_epochs=5, fuse_lr=self.lr / 3, **common)
+        return self._train_model(model, datamodule)
 
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:

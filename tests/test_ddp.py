@@ -2,7 +2,7 @@
 
 With a tiny learning rate both runs end with (almost) the initial weights, so what is compared
 is the distributed part: each rank reads its shard of the data, the ranks keep in step (no
-hang when one rank's batch lacks a modality, see ``modfuse.cli_recipes.allow_unused_parameters``),
+hang when one rank's batch lacks a modality, see ``modfuse.training.callbacks.allow_unused_parameters``),
 and the validation metrics are synchronised over all validation rows, not one rank's half.
 Tolerance: 0.02 on AUROC and accuracy, 0.01 on the loss.
 """

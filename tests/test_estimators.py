@@ -13,8 +13,9 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from modfuse import FusionClassifier, FusionRegressor, FusionSurvival
 from modfuse.errors import ModfuseError
-from modfuse.estimators import STRATEGIES, BestWeights
+from modfuse.estimators import STRATEGIES
 from modfuse.fusion import available
+from modfuse.training.callbacks import BestWeights
 
 GROUPS = {"mean": slice(0, 10), "se": slice(10, 20), "worst": slice(20, 30)}
 

@@ -50,6 +50,10 @@ class LegoFuse(nn.Module):
         batch of B samples -> logits (B, num_outputs).
     """
 
+    training_stages = ("blocks", "chain")
+    """How [`modfuse.training.runner.fit`][modfuse.training.runner.fit] trains it: each block alone,
+    then the chain of the trained blocks fine-tuned on paired rows (``fit_fuse``)."""
+
     def __init__(
         self,
         blocks: Sequence[LegoBlock],
@@ -164,6 +168,6 @@ def fuse(blocks: Sequence[LegoBlock], trainable: Trainable = "all", head_merge: 
 
     Example:
         >>> fused = fuse([xray_block, ecg_block], trainable="attention+heads")
-        >>> Trainer(max_epochs=2).fit(FusionTask(fused), datamodule)
+        >>> build_trainer(max_epochs=2).fit(FusionTask(fused), datamodule)  # modfuse.training.runner
     """
     return LegoFuse(blocks, trainable=trainable, head_merge=head_merge)

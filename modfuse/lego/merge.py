@@ -282,6 +282,10 @@ class LegoMerge(nn.Module):
         batch of B samples -> `LegoOutput` with ``prediction`` (B, num_outputs).
     """
 
+    training_stages = ("blocks",)
+    """How [`modfuse.training.runner.fit`][modfuse.training.runner.fit] trains it: each block alone
+    (merging itself needs no training)."""
+
     def __init__(
         self,
         blocks: Sequence[LegoBlock],

@@ -13,7 +13,7 @@ Typical use::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -29,7 +29,20 @@ from modfuse.lego.calibration import calibration_callback
 from modfuse.lego.fuse import LegoFuse, Trainable
 from modfuse.lego.merge import HeadMerge, LegoMerge
 
-__all__ = ["fit_block", "fit_blocks", "fit_fuse", "fit_merge", "fit_model", "train_rows"]
+__all__ = [
+    "blocks_stage",
+    "chain_stage",
+    "fit_block",
+    "fit_blocks",
+    "fit_fuse",
+    "fit_merge",
+    "fit_model",
+    "fuse_chain",
+    "train_rows",
+]
+
+if TYPE_CHECKING:
+    from modfuse.training.runner import FitSettings, StageRun
 
 Data = MultiModalDataset | MultiModalDataModule
 
@@ -82,20 +95,6 @@ def _loader(
     )
 
 
-def _trainer(max_epochs: int, trainer_kwargs: Mapping[str, Any] | None) -> L.Trainer:
-    kwargs: dict[str, Any] = {
-        "max_epochs": max_epochs,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "accelerator": "auto",
-        "devices": 1,
-    }
-    kwargs.update(trainer_kwargs or {})
-    return L.Trainer(**kwargs)
-
-
 def fit_model(
     model: nn.Module,
     data: Data,
@@ -108,8 +107,13 @@ def fit_model(
     trainer_kwargs: Mapping[str, Any] | None = None,
     task_kwargs: Mapping[str, Any] | None = None,
     train_transform: Any = None,
+    patience: int | None = None,
+    monitor: str | None = None,
+    mode: Literal["min", "max"] | None = None,
+    restore_best: bool = False,
 ) -> nn.Module:
-    """Train any fusion model with `FusionTask` on chosen rows; returns the model.
+    """Train any fusion model with `FusionTask` on chosen rows (through
+    [`train_task`][modfuse.training.runner.train_task]); returns the model.
 
     Args:
         model: the model (trained in place).
@@ -123,7 +127,13 @@ def fit_model(
         trainer_kwargs: extra ``lightning.Trainer`` arguments (accelerator, devices, callbacks...).
         task_kwargs: extra ``FusionTask`` arguments (weight_decay, scheduler, ...).
         train_transform: applied to each training batch (e.g. ``ModalityDropout(0.3)``).
+        patience: early stopping on the validation rows after this many epochs without
+            improvement (None: never).
+        monitor, mode: the metric early stopping and ``restore_best`` follow (default: the
+            task's main validation metric).
+        restore_best: end with the weights of the best validation epoch.
     """
+    from modfuse.training.runner import FitSettings, train_task
     from modfuse.training.task import FusionTask
 
     dataset, default_rows = _dataset_and_rows(data)
@@ -138,7 +148,15 @@ def fit_model(
     task = FusionTask(model, lr=lr, **dict(task_kwargs or {}))
     train = _loader(dataset, rows, batch_size, True, seed, train_transform)
     val = _loader(dataset, val_rows, batch_size, False, seed) if val_rows is not None and len(val_rows) else None
-    _trainer(max_epochs, trainer_kwargs).fit(task, train, val)
+    settings = FitSettings(
+        max_epochs=max_epochs,
+        trainer_kwargs={"accelerator": "auto", "devices": 1, **dict(trainer_kwargs or {})},
+        monitor=monitor,
+        mode=mode,
+        patience=patience,
+        restore_best=restore_best,
+    )
+    train_task(task, train, val, settings)
     return model.eval()
 
 
@@ -276,11 +294,38 @@ def fit_fuse(
         blocks, are trained in place by the first stage and never touched by the second);
         ``fused.selection`` records the validation scores behind the choice.
     """
-    import copy
-
     given = list(blocks.blocks) if isinstance(blocks, LegoFuse) else list(blocks)
     if max_epochs > 0:
         fit_blocks(given, data, max_epochs, rows, **kwargs)
+    return fuse_chain(
+        blocks,
+        data,
+        fuse_epochs,
+        trainable=trainable,
+        fuse_lr=fuse_lr,
+        order=order,
+        base=base,
+        modality_dropout=modality_dropout,
+        **kwargs,
+    )
+
+
+def fuse_chain(
+    blocks: Sequence[LegoBlock] | LegoFuse,
+    data: Data,
+    fuse_epochs: int = 10,
+    trainable: Trainable | None = None,
+    fuse_lr: float | Sequence[float] | None = None,
+    order: str = "score",
+    base: str = "auto",
+    modality_dropout: float = 0.3,
+    **kwargs: Any,
+) -> LegoFuse:
+    """The second stage of `fit_fuse()`: chain (copies of) trained blocks and fine-tune the
+    chain on paired rows, the budget chosen on validation (arguments as there)."""
+    import copy
+
+    given = list(blocks.blocks) if isinstance(blocks, LegoFuse) else list(blocks)
     if order == "score":
         given = _by_score(given)
     elif order != "given":
@@ -292,6 +337,7 @@ def fit_fuse(
     fused = LegoFuse(given, trainable=train_mode, head_merge=head_merge, base=chosen_base)
     if fuse_epochs <= 0:
         return fused.eval()
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("patience", "monitor", "mode", "restore_best")}
     lr = kwargs.pop("lr", 1e-3)
     lrs = [lr, lr / 3] if fuse_lr is None else ([fuse_lr] if isinstance(fuse_lr, (int, float)) else list(fuse_lr))
     dataset, _ = _dataset_and_rows(data)
@@ -313,6 +359,47 @@ def fit_fuse(
             best, best_score = candidate, score
     best.selection = {"validation": tried, "metric": spec.main_metric[0]}
     return best.eval()
+
+
+# ---------------------------------------------------------------------------- runner stages
+def _stage_kwargs(data: Data, settings: FitSettings) -> dict[str, Any]:
+    """fit_model() arguments of the runner's settings for the Lego stages."""
+    batch = settings.batch_size or (data.batch_size if isinstance(data, MultiModalDataModule) else 32)
+    return {
+        "batch_size": int(batch),
+        "lr": settings.lr,
+        "seed": 0 if settings.seed is None else settings.seed,
+        "trainer_kwargs": dict(settings.trainer_kwargs),
+        "task_kwargs": dict(settings.task_kwargs),
+    }
+
+
+def blocks_stage(model: nn.Module, data: Data, settings: FitSettings) -> StageRun:
+    """The runner's ``"blocks"`` stage: each of ``model.blocks`` trained alone (`fit_blocks()`),
+    with the runner's early stopping and best weights on its own validation rows."""
+    from modfuse.training.runner import StageRun
+
+    fit_blocks(
+        list(model.blocks),
+        data,
+        settings.max_epochs,
+        patience=settings.patience,
+        monitor=settings.monitor,
+        mode=settings.mode,
+        restore_best=settings.restore_best,
+        **_stage_kwargs(data, settings),
+    )
+    return StageRun(model)
+
+
+def chain_stage(model: nn.Module, data: Data, settings: FitSettings) -> StageRun:
+    """The runner's ``"chain"`` stage: `fuse_chain()` of the (trained) blocks of ``model`` for
+    ``settings.fuse_epochs`` epochs at ``settings.fuse_lr`` (default: a third of the blocks' lr)."""
+    from modfuse.training.runner import StageRun
+
+    fuse_lr = settings.lr / 3 if settings.fuse_lr is None else settings.fuse_lr
+    fused = fuse_chain(model, data, settings.fuse_epochs, fuse_lr=fuse_lr, **_stage_kwargs(data, settings))
+    return StageRun(fused)
 
 
 def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:

@@ -10,13 +10,11 @@ modalities with a large gap are the ones the fused model under-uses.
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -102,31 +100,14 @@ def train_specialists(
     Returns:
         subset -> trained `SubsetModel` in eval mode.
     """
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from modfuse.training.task import FusionTask
+    from modfuse.training.runner import fit
 
     base = unwrap_model(model)
+    options = {"accelerator": "cpu", "num_sanity_val_steps": 0, **dict(trainer_kwargs or {})}
     out = {}
     for subset in subsets:
         specialist = SubsetModel(_reset(base), subset)
-        task = FusionTask(specialist, **dict(task_kwargs or {}))
-        options = {
-            "accelerator": "cpu",
-            "devices": 1,
-            "logger": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            **dict(trainer_kwargs or {}),
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            best = ModelCheckpoint(dirpath=tmp, monitor=task.monitor, mode=task.monitor_mode, save_top_k=1)
-            trainer = L.Trainer(max_epochs=max_epochs, callbacks=[best], num_sanity_val_steps=0, **options)
-            trainer.fit(task, datamodule=datamodule)
-            if best.best_model_path:
-                state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-                task.load_state_dict(state["state_dict"])
+        fit(specialist, datamodule, max_epochs=max_epochs, task_kwargs=task_kwargs, trainer_kwargs=options)
         out[tuple(subset)] = specialist.eval()
     return out
 

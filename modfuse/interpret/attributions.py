@@ -21,12 +21,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from modfuse.core.model import prediction_of
+from modfuse.core.model import model_device, prediction_of, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch, PaddedTensor
 from modfuse.errors import ModfuseError
 from modfuse.interpret.shapley import output_column, resolve_task
-from modfuse.robust.evaluate import model_device, unwrap_model
 from modfuse.utils.optional import require
 
 __all__ = [

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from modfuse.core.model import unwrap_model
 from modfuse.data.batch import ModalityBatch, PaddedTensor
 from modfuse.errors import ModfuseError
 from modfuse.interpret.attributions import Attribution, band_importance, feature_attributions, lead_importance
@@ -21,7 +22,7 @@ from modfuse.interpret.plots import (
     plot_waterfall,
 )
 from modfuse.interpret.shapley import modality_shapley
-from modfuse.robust.evaluate import iter_batches, unwrap_model
+from modfuse.robust.evaluate import iter_batches
 
 __all__ = ["explain_report"]
 

@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from modfuse.core.model import prediction_of
+from modfuse.core.model import model_device, prediction_of, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.robust.evaluate import iter_batches, model_device, unwrap_model
+from modfuse.robust.evaluate import iter_batches
 from modfuse.utils.progress import progress
 
 __all__ = ["ShapleyResult", "modality_shapley", "output_column", "resolve_task"]

@@ -25,10 +25,8 @@ __all__ = [
     "evaluate_subsets",
     "iter_batches",
     "modality_subsets",
-    "model_device",
     "subset_name",
     "sweep",
-    "unwrap_model",
 ]
 
 MetricArg = str | Sequence[str] | Metric | Mapping[str, Metric] | None

@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from modfuse.core.model import unwrap_model
 from modfuse.errors import ModfuseError
-from modfuse.robust.evaluate import MetricArg, evaluate_subsets, sweep, unwrap_model
+from modfuse.robust.evaluate import MetricArg, evaluate_subsets, sweep
 
 __all__ = ["main_column", "metric_columns", "plot_subsets", "plot_sweep", "robustness_report"]
 

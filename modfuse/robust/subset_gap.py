@@ -18,11 +18,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from torch import nn
 
-from modfuse.core.model import prediction_of
+from modfuse.core.model import prediction_of, unwrap_model
 from modfuse.core.tasks import by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.robust.evaluate import evaluate_subsets, modality_subsets, subset_name, unwrap_model
+from modfuse.robust.evaluate import evaluate_subsets, modality_subsets, subset_name
 
 __all__ = [
     "SubsetModel",

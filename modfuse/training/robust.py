@@ -124,9 +124,7 @@ class RobustTraining:
         logits = by_task(prediction_of(outputs), self.tasks)
         targets = by_task(batch.target, self.tasks)
         ids = [i for i, r in zip(batch.ids, rows.tolist()) if r]
-        return sum(
-            spec.weight * spec.loss(logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items()
-        )
+        return sum(spec.weight * spec.loss(logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items())
 
     def unimodal_losses(self, model: nn.Module, batch: ModalityBatch, grad: bool) -> dict[str, Tensor]:
         """modality -> the task loss of the model with only that modality, on the samples that have it."""

@@ -190,6 +190,14 @@ def test_merge_validate_writes_the_per_subset_table(cohort, tmp_path, capsys):
     full = report.set_index("subset").loc["a+b+c"]
     assert full["merged"] > full["best block score"] and full["block c"] == pytest.approx(full["best block score"])
     assert "each block alone vs the merged model" in capsys.readouterr().out
+    # --choose-on: per-subset weights chosen on the same labelled rows, saved in the model file
+    chosen = tmp_path / "chosen.safetensors"
+    data = str(tmp_path / "data" / "manifest.csv")
+    assert merge_main([*map(str, paths), "-o", str(chosen), "--choose-on", data, "--validate", data]) == 0
+    assert "chosen on" in capsys.readouterr().out
+    assert {c["subset"] for c in load(chosen).selection} == {"a+b", "a+c", "b+c", "a+b+c"}
+    report = pd.read_csv(tmp_path / "chosen.validation.csv")
+    assert (report["merged - best"] > -1e-3).all()
 
 
 def test_adapt_leaves_the_source_blocks_unchanged_and_never_reads_labels(cohort):
@@ -236,3 +244,103 @@ def test_fuse_starts_as_the_merge_and_keeps_it_when_fine_tuning_does_not_help(co
     batch = cohort["ds"].collate_fn([cohort["ds"][i] for i in rest[600:1200]])
     chosen = roc_auc_score(y, scores(tuned, batch))
     assert chosen == pytest.approx(max(tried.values()), abs=1e-4)
+
+
+def inverted(cohort, rows: np.ndarray):
+    """The cohort's rows with modality c's signal inverted (a block that does not transfer to this
+    site): the product of experts then adds misleading evidence and falls below block c's peers."""
+    X = {m: cohort["X"][m][rows].copy() for m in MODS}
+    y = cohort["y"][rows]
+    X["c"] = (np.random.default_rng(3).normal(size=(len(rows), 1)) + DELTA["c"] * (1 - y[:, None])).astype("float32")
+    ds = MultiModalDataset.from_arrays(X, y)
+    return ds, ds.collate_fn([ds[i] for i in range(len(rows))])
+
+
+def test_merge_chosen_on_validation_is_never_worse_than_its_best_block(cohort, tmp_path):
+    from modfuse.lego import subset_report
+
+    _, val = inverted(cohort, cohort["rest"][:1200])
+    _, test = inverted(cohort, cohort["test"])
+    plain = merge(cohort["blocks"])
+    chosen = merge(cohort["blocks"], validation=[val])
+    report = subset_report(chosen, [test]).set_index("subset")
+    # every subset on unseen rows of the same site: at least its best block (the inverted c is dropped)
+    assert (report["merged - best"] > -0.01).all(), report
+    assert report.loc["a+b+c", "merged"] > report.loc["a+b+c", "best block score"]
+    plain_report = subset_report(plain, [test]).set_index("subset")
+    assert plain_report.loc["a+b+c", "merged - best"] < -0.02  # what the choice fixes
+    full = {c["subset"]: c for c in chosen.selection}["a+b+c"]
+    assert full["chosen"] in ("fitted", "block b") and full["weights"][2] < 0.2 * max(full["weights"][:2])
+    assert set(full["scores"]) == {"block a", "block b", "block c", "merge", "fitted"}
+    # single modalities are their block alone; the choice survives save / load
+    torch.testing.assert_close(
+        torch.as_tensor(scores(chosen, test.with_modalities(["b"]))),
+        torch.as_tensor(scores(plain, test.with_modalities(["b"]))),
+    )
+    back = load(save(chosen, tmp_path / "chosen.safetensors"))
+    assert back.subset_weights_by_name() == chosen.subset_weights_by_name() and back.selection == chosen.selection
+    np.testing.assert_allclose(scores(back, test), scores(chosen, test), rtol=1e-5, atol=1e-6)
+
+
+def test_choosing_on_validation_needs_a_prediction_space_merge(cohort):
+    with pytest.raises(IncompatibleError, match="prediction-space method"):
+        merge(cohort["blocks"], method="harmonic", validation=[cohort["batch"]])
+
+
+def test_platt_targets_keep_a_separable_validation_set_finite():
+    """20 validation rows the block separates perfectly: 0/1 targets push the temperature to 0
+    (probabilities 1 - 1e-9, the weak pull to T = 1 stopped it near 0.5 on 43 rows of breast
+    cancer); Platt's targets (N+ + 1) / (N+ + 2) = 11 / 12 keep it near the identity."""
+    from modfuse.core.tasks import TaskSpec
+    from modfuse.lego.calibration import fit_calibration
+
+    logits = torch.linspace(-3, 3, 20)[:, None]
+    target = (logits[:, 0] > 0).float()
+    cal = fit_calibration(TaskSpec("binary"), logits, target)
+    p = torch.sigmoid(cal.apply(logits))[:, 0]
+    assert cal.temperature[0] > 0.5 and float(p.max()) < 0.99 and float(p.min()) > 0.01
+    # the fit matches Platt's targets on average over each class (rows nearest 0 are the least sure)
+    assert float(p[10:].mean()) == pytest.approx(11 / 12, abs=0.1)
+
+
+def test_poe_divides_by_what_each_block_averages_to_not_by_a_near_zero_label_frequency():
+    """Class 0 is absent from the blocks' rows (label frequency = one pseudo-count) but the
+    blocks still give it some probability; dividing by the label frequency (k - 1) times sent
+    every sample to class 0 (eopatch, after adaptation). The output prior keeps the merge's
+    class-0 rate at the blocks' own."""
+    from modfuse.core.tasks import TaskSpec
+    from modfuse.lego.calibration import fit_calibration
+
+    L.seed_everything(2, verbose=False)
+    spec = TaskSpec("multiclass", 4)
+    x = {m: torch.randn(300, 1) for m in MODS}
+    ds = MultiModalDataset.from_arrays({m: v.numpy() for m, v in x.items()}, np.zeros(300, dtype=int))
+    batch = ds.collate_fn([ds[i] for i in range(300)])
+    target = torch.as_tensor(np.random.default_rng(0).choice([1, 2, 3], size=300))
+    blocks = []
+    for m in MODS:
+        block = small_block(m, task=spec)
+        with torch.no_grad():
+            block.head.linear.bias.copy_(torch.tensor([0.5, 0.0, 0.0, 0.0]))  # class 0 a little likely
+            block.calibration = fit_calibration(spec, block(batch), target)
+        blocks.append(block)
+    assert blocks[0].calibration.prior[0] < 0.01 < blocks[0].calibration.output_prior[0]
+    with torch.no_grad():
+        merged_rate = (merge(blocks)(batch).prediction.argmax(-1) == 0).float().mean()
+        block_rate = max(float((b(batch).argmax(-1) == 0).float().mean()) for b in blocks)
+        stale = [Calibration(**{**b.calibration.to_dict(), "output_prior": []}) for b in blocks]
+        for b, c in zip(blocks, stale):
+            b.calibration = c
+        stale_rate = (merge(blocks)(batch).prediction.argmax(-1) == 0).float().mean()
+    assert merged_rate <= block_rate + 0.1 and stale_rate > 0.9, (merged_rate, block_rate, stale_rate)
+
+
+def test_adapt_remeasures_each_blocks_output_prior_on_the_target_rows(cohort):
+    ds, rest = cohort["ds"], cohort["rest"]
+    adapted = adapt(merge(cohort["blocks"]), ds, method="entropy", epochs=1, rows=rest[:600])
+    batch = ds.collate_fn([ds[i] for i in rest[:600]])
+    for blk, src in zip(adapted.blocks, cohort["blocks"]):
+        with torch.no_grad():
+            want = torch.sigmoid(blk.calibration.apply(blk(batch))).mean(0)
+        assert blk.calibration.output_prior == pytest.approx(want.tolist(), abs=1e-5)
+        assert src.calibration.output_prior != blk.calibration.output_prior  # the source is untouched

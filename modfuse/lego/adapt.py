@@ -17,7 +17,9 @@ overconfident copies of each other). Samples are selected or weighted by:
   variance over the target variance).
 
 Blocks keep their calibration statistics (the loss is on the calibrated outputs, so they stay
-on the scale the statistics describe). The result is a new merged model of the adapted copies;
+on the scale the statistics describe), except the output prior of classification blocks (their
+mean calibrated probability), which is re-measured on the unlabelled target rows after
+adaptation, so the product of experts still divides by what each adapted block averages to. The result is a new merged model of the adapted copies;
 each of its blocks still runs alone. Pseudo-labels are computed once, from the source merge.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +41,7 @@ from modfuse.data.batch import ModalityBatch
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
+from modfuse.lego.calibration import output_prior
 from modfuse.lego.merge import LegoMerge, block_stats
 
 __all__ = ["AdaptMethod", "adapt", "pseudo_labels"]
@@ -209,7 +213,29 @@ def adapt(
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
+    _remeasure_output_priors(student, dataset, rows, device)
     return student.eval()
+
+
+@torch.no_grad()
+def _remeasure_output_priors(student: LegoMerge, dataset: Any, rows: np.ndarray, device: torch.device) -> None:
+    """Each adapted block's mean calibrated probability on the target rows (no label read).
+
+    The product of experts divides by each block's output prior; an adapted block's outputs
+    no longer average to the prior measured before adaptation, and a stale prior biases the
+    merge toward whatever class the adaptation moved it to (a feedback loop over epochs)."""
+    student.eval()
+    loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=256, collate_fn=dataset.collate_fn)
+    outs: list[list[Tensor]] = [[] for _ in student.blocks]
+    for batch in loader:
+        batch = _unlabelled(batch).to(device)
+        for i, blk in enumerate(student.blocks):
+            spectrum, index = blk.latent(batch)
+            if index.numel() and blk.calibration is not None:
+                outs[i].append(blk.calibration.apply(blk.head(spectrum)).cpu())
+    for blk, out in zip(student.blocks, outs):
+        if out and blk.calibration is not None and blk.calibration.output_prior:
+            blk.calibration = replace(blk.calibration, output_prior=output_prior(blk.calibration.kind, torch.cat(out)))
 
 
 def _unlabelled(batch: ModalityBatch) -> ModalityBatch:

@@ -7,7 +7,8 @@ block's own rows only: no other site's data is ever needed.
 
 - classification (binary, multilabel): per-output Platt scaling ``z' = z / T + b``;
   multiclass: one temperature (no bias, so the block's decisions stay its own); fitted by
-  minimising the log-loss of the validation rows (L-BFGS).
+  minimising the log-loss of the validation rows (L-BFGS) against Platt's regularised
+  targets (so a small, perfectly separated validation set gives a finite temperature).
 - regression: the held-out residual variance per output (the predictive spread).
 - survival: the block's mean per-interval hazard logit on its validation rows (its baseline).
 - every kind: the label prior (class frequencies / label rates / mean and variance of the
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from torch import Tensor
 from modfuse.core.tasks import TaskSpec
 from modfuse.errors import ModfuseError
 
-__all__ = ["Calibration", "calibrate", "calibration_callback", "fit_calibration"]
+__all__ = ["Calibration", "calibrate", "calibration_callback", "fit_calibration", "output_prior"]
 
 PRIOR_EPS = 1e-4
 """Probabilities are clipped to [eps, 1 - eps] before taking log-odds of a prior."""
@@ -53,6 +54,13 @@ class Calibration:
         n_prior: rows the label prior comes from.
         score: the block's main validation metric (after calibration), e.g. AUROC or RMSE.
         metric: the name of that metric.
+        output_prior: classification: the block's mean calibrated probability per output on
+            its validation rows (empty: use ``prior``). The product of experts divides by this
+            prior, not by the label frequencies: a block's calibrated probabilities average to
+            it, so the correction cancels exactly what the block adds. With a class that is
+            (almost) absent from the block's rows, the label frequency is ~0 while the block
+            still gives it ~1 %, and dividing by the label frequency inflated that class k - 1
+            times over (eopatch: every pixel after adaptation went to the absent class).
     """
 
     kind: str
@@ -65,6 +73,7 @@ class Calibration:
     n_prior: int
     score: float | None = None
     metric: str | None = None
+    output_prior: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``Calibration(**d)`` rebuilds it)."""
@@ -88,7 +97,9 @@ class Calibration:
     def prior_logits(self, device: torch.device | None = None) -> Tensor:
         """(C,) the prior in the merge's output space: log-odds (binary, multilabel), log
         frequencies (multiclass), the target mean (regression), baseline logits (survival)."""
-        p = torch.tensor(self.prior, dtype=torch.float32, device=device)
+        classify = self.kind in ("binary", "multilabel", "multiclass")
+        p = torch.tensor(self.output_prior if classify and self.output_prior else self.prior, device=device)
+        p = p.float()
         if self.kind in ("binary", "multilabel"):
             p = p.clamp(PRIOR_EPS, 1 - PRIOR_EPS)
             return torch.log(p) - torch.log1p(-p)
@@ -107,12 +118,14 @@ def _platt(logits: Tensor, target: Tensor, per_output: bool, multiclass: bool) -
         [log_t, bias] if not multiclass else [log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe"
     )
 
+    soft = _platt_targets(target, c, multiclass)
+
     def loss_fn() -> Tensor:
         z = logits / log_t.exp() + bias
         if multiclass:
-            loss = torch.nn.functional.cross_entropy(z, target)
+            loss = -(soft * z.log_softmax(-1)).sum(-1).mean()
         else:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, target)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, soft)
         # a weak pull to the identity keeps a tiny or separable validation set from exploding T
         return loss + 1e-3 * (log_t.pow(2).sum() + bias.pow(2).sum())
 
@@ -128,6 +141,19 @@ def _platt(logits: Tensor, target: Tensor, per_output: bool, multiclass: bool) -
     if not (torch.isfinite(t).all() and torch.isfinite(b).all()):
         t, b = torch.ones(c), torch.zeros(c)
     return t, b
+
+
+def _platt_targets(target: Tensor, c: int, multiclass: bool) -> Tensor:
+    """Platt's regularised targets: positives ``(N+ + 1) / (N+ + 2)``, negatives ``1 / (N- + 2)``
+    per output (multiclass: one-hot smoothed by ``C / (n + C)``). On a small validation set that
+    the block separates perfectly, 0/1 targets drive the fitted temperature to 0 (infinitely
+    confident outputs, which then dominate a product of experts); these targets keep it finite."""
+    if multiclass:
+        eps = c / (target.shape[0] + c)
+        return torch.nn.functional.one_hot(target.long(), c).float() * (1 - eps) + eps / c
+    pos = target.sum(0, keepdim=True)
+    neg = target.shape[0] - pos
+    return torch.where(target > 0.5, (pos + 1) / (pos + 2), 1 / (neg + 2))
 
 
 def _prior(spec: TaskSpec, target: Tensor) -> tuple[list[float], list[float]]:
@@ -188,7 +214,18 @@ def fit_calibration(spec: TaskSpec, logits: Tensor, target: Tensor, prior_target
         n_prior=int(n if prior_target is None else prior_target.shape[0]),
     )
     cal.metric, cal.score = _score(spec, cal.apply(logits), target)
+    cal.output_prior = output_prior(spec.kind, cal.apply(logits))
     return cal
+
+
+def output_prior(kind: str, calibrated: Tensor) -> list[float]:
+    """Mean calibrated probability per output (n, C) -> (C,) list; empty for regression and
+    survival. Needs no labels: `modfuse.lego.adapt` re-measures it on unlabelled target rows."""
+    if kind == "multiclass":
+        return calibrated.float().softmax(-1).mean(0).tolist()
+    if kind in ("binary", "multilabel"):
+        return torch.sigmoid(calibrated.float()).mean(0).tolist()
+    return []
 
 
 def _score(spec: TaskSpec, logits: Tensor, target: Tensor) -> tuple[str, float | None]:

@@ -6,6 +6,7 @@ Forms::
     modfuse merge A.ckpt B.ckpt --method precision --option prior_correction=true -o merged.safetensors
     modfuse merge merge.yaml            # blocks, weights, method, head_merge, output
     modfuse merge A.ckpt B.ckpt -o merged.safetensors --validate recipes/esol.yaml
+    modfuse merge A.ckpt B.ckpt -o merged.safetensors --choose-on recipes/esol.yaml
     modfuse adapt merged.safetensors --data prepared/cohort --method agreement -o adapted.safetensors
 
 The yaml form::
@@ -24,6 +25,10 @@ manifest folder / its ``manifest.json`` / its ``manifest.csv``) evaluates, on DA
 validation rows, every non-empty subset of modalities: each block alone versus the merged
 model ([`modfuse.lego.validate.subset_report()`][modfuse.lego.validate.subset_report]); the table is printed and written as CSV
 next to the output (``<output>.validation.csv``, or ``--validate-out``).
+
+``--choose-on DATA`` chooses, on DATA's labelled validation rows, per subset of modalities,
+between each block alone, the merge method as is and validated expert weights
+(`modfuse.lego.merge()` with ``validation=``); the choice is saved in the output file.
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` and rebuilt from the JSON
 model config ``FusionTask`` stores; nothing is unpickled. The output loads with
@@ -77,6 +82,14 @@ def build_merge_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     )
     parser.add_argument("--validate-split", default="val", choices=["train", "val", "test"], help="rows to use")
     parser.add_argument("--validate-out", default=None, help="CSV for the per-subset table")
+    parser.add_argument(
+        "--choose-on",
+        default=None,
+        metavar="DATA",
+        help="labelled paired data (recipe yaml or manifest) whose val rows choose, per subset of modalities, "
+        "each block alone, the merge or validated expert weights, whichever scores best",
+    )
+    parser.add_argument("--choose-metric", default=None, help="metric to choose on (default: the task's main metric)")
     return parser
 
 
@@ -171,6 +184,8 @@ def merge_main(argv: Sequence[str] | None = None) -> int:
             weights=spec["weights"],
             method_options=spec["method_options"],
         )
+        if args.choose_on:
+            merged = _choose(merged, args.choose_on, args.choose_metric)
         save(merged, spec["output"])
         seconds = time.perf_counter() - start
         _summary(merged, spec, seconds)
@@ -239,6 +254,19 @@ def _validate(merged: LegoMerge, data: str, split: str, out: Path) -> None:
     if len(worse):
         print(f"WARNING: the merge is worse than its best block on {len(worse)} subset(s): {list(worse['subset'])}")
     print(f"table written to {out}")
+
+
+def _choose(merged: LegoMerge, data: str, metric: str | None) -> LegoMerge:
+    """The merge with per-subset weights chosen on DATA's validation rows (printed)."""
+    from modfuse.lego.merge import choose_on
+
+    dm = load_datamodule(data)
+    dm.setup()
+    chosen = choose_on(merged, dm.val_dataloader(), metric)
+    print(f"chosen on {data} (val rows), per subset of modalities:")
+    for c in chosen.selection:
+        print(f"  {c['subset']:<24} {c['chosen']:<22} ({c['rows']} rows)")
+    return chosen
 
 
 def _summary(merged: LegoMerge, spec: dict[str, Any], seconds: float) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from modfuse.fusion.base import register
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.methods import BlockStats, default_method, get_method, method_info
 from modfuse.lego.methods import method_options as check_options
+from modfuse.lego.selection import subset_key
 
 __all__ = [
     "HeadMerge",
@@ -26,6 +27,7 @@ __all__ = [
     "block_stats",
     "check_compatible",
     "check_statistics",
+    "choose_on",
     "merge",
     "merge_head_params",
     "resolve_method",
@@ -272,6 +274,11 @@ class LegoMerge(nn.Module):
         head_merge: ``mean`` or ``slerp``.
         weights: one non-negative weight per block (default: uniform).
         method_options: options of the method (its keyword-only parameters).
+        subset_weights: per subset of modalities (key: names sorted and joined by ``+``, see
+            `modfuse.lego.selection.subset_key()`), one weight per block used instead of
+            ``weights`` for the samples whose present modalities are exactly that subset
+            (0: the block is ignored); chosen on validation rows by ``merge(..., validation=...)``.
+        selection: the record of that choice (one dict per subset), kept for reports.
 
     Prediction-space methods skip the merged head: each present block predicts with its own
     head, its output is calibrated (`Calibration`) and the
@@ -293,6 +300,8 @@ class LegoMerge(nn.Module):
         head_merge: HeadMerge = "mean",
         weights: Sequence[float] | None = None,
         method_options: Mapping[str, Any] | None = None,
+        subset_weights: Mapping[str, Sequence[float]] | None = None,
+        selection: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
@@ -310,6 +319,8 @@ class LegoMerge(nn.Module):
             self.method_options = check_options(method, self.method_options)
         self.head_merge: HeadMerge = head_merge
         self.register_buffer("weights", _weights(weights, len(blocks)), persistent=False)
+        self.subset_weights = _subset_table(subset_weights, self.modalities)
+        self.selection = [dict(c) for c in selection or []]
 
     @property
     def resolved_method(self) -> str:
@@ -358,16 +369,31 @@ class LegoMerge(nn.Module):
                 spectra[index, i] = spec.to(spectra.dtype)
                 present[index, i] = True
         empty = ~present.any(dim=1)
-        weights = self.weights.to(device)
+        weights = self.sample_weights(present)
         if empty.any():
             # samples with nothing present: every block's learned latent, all weights
             priors = torch.cat([blk.prior_latent() for blk in self.blocks]).to(spectra.dtype)
             spectra = torch.where(empty[:, None, None, None], priors[None], spectra)
             present = present | empty[:, None]
+            weights = torch.where(empty[:, None], self.weights.to(device)[None], weights)
         method = self.resolved_method
         opts = self._options(method)
-        merged = get_method(method)(spectra, present.to(weights.dtype) * weights, **opts)
+        merged = get_method(method)(spectra, weights, **opts)
         return merged, parts
+
+    def sample_weights(self, present: Tensor) -> Tensor:
+        """(B, N) per-sample block weights from the present mask (B, N): ``weights`` on the
+        present blocks, or the ``subset_weights`` row of the sample's set of present modalities."""
+        weights = present.to(self.weights.dtype) * self.weights.to(present.device)
+        if not self.subset_weights:
+            return weights
+        bits = 2 ** torch.arange(present.shape[1], device=present.device)
+        codes = (present.long() * bits).sum(1)
+        for code in codes.unique().tolist():
+            row = self.subset_weights.get(int(code))
+            if row is not None:
+                weights[codes == code] = row.to(weights)
+        return weights
 
     def _options(self, method: str) -> dict[str, Any]:
         return check_options(method, self.method_options)
@@ -399,12 +425,12 @@ class LegoMerge(nn.Module):
                 outputs[index, i] = blk.calibration.apply(logits).to(outputs.dtype)
                 present[index, i] = True
         empty = ~present.any(dim=1)
+        weights = self.sample_weights(present)
         if empty.any():
             # nothing present: every block reports its prior; the merge returns their mean prior
             outputs = torch.where(empty[:, None, None], stats.prior[None].to(outputs.dtype), outputs)
-            present = present | empty[:, None]
-        weights = self.weights.to(batch.device)
-        merged = info.fn(outputs, present.to(weights.dtype) * weights, stats, **self._options(method))
+            weights = torch.where(empty[:, None], self.weights.to(batch.device)[None], weights)
+        merged = info.fn(outputs, weights, stats, **self._options(method))
         return LegoOutput(prediction=merged, block_logits=block_logits)
 
     def compute_loss(self, outputs: LegoOutput, batch: ModalityBatch) -> Tensor:
@@ -429,17 +455,49 @@ class LegoMerge(nn.Module):
             "method_options": self.method_options,
             "head_merge": self.head_merge,
             "weights": self.weights.tolist(),
+            "subset_weights": self.subset_weights_by_name(),
+            "selection": self.selection,
         }
+
+    def subset_weights_by_name(self) -> dict[str, list[float]]:
+        """``subset_weights`` keyed by subset name (``"ecg+labs"``), as given / saved."""
+        names = {}
+        for code, row in self.subset_weights.items():
+            names[subset_key(m for i, m in enumerate(self.modalities) if code >> i & 1)] = row.tolist()
+        return names
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoMerge:
         """Rebuild (freshly initialised blocks) from `to_config()` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
-        return cls(blocks, config["method"], config["head_merge"], config.get("weights"), config.get("method_options"))
+        return cls(
+            blocks,
+            config["method"],
+            config["head_merge"],
+            config.get("weights"),
+            config.get("method_options"),
+            config.get("subset_weights"),
+            config.get("selection"),
+        )
 
 
 # build("lego-merge", encoders=..., tasks=...) -> fresh blocks merged; fit with workflow.fit_merge
 register("lego-merge")(LegoMerge.from_encoders)
+
+
+def _subset_table(table: Mapping[str, Sequence[float]] | None, modalities: Sequence[str]) -> dict[int, Tensor]:
+    """Subset name -> weights, checked, keyed by the bit code of the subset's present blocks."""
+    out: dict[int, Tensor] = {}
+    for key, row in (table or {}).items():
+        names = [m for m in str(key).split("+") if m]
+        unknown = sorted(set(names) - set(modalities))
+        if unknown or not names:
+            raise ModfuseError(f"subset_weights: subset {key!r} names unknown modalities {unknown}; known {modalities}")
+        w = _weights(row, len(modalities))
+        if any(w[i] > 0 for i, m in enumerate(modalities) if m not in names):
+            raise ModfuseError(f"subset_weights: subset {key!r} gives weight to a block outside it: {list(row)}")
+        out[sum(1 << modalities.index(m) for m in set(names))] = w
+    return out
 
 
 def _fresh_blocks(encoders: Mapping[str, nn.Module] | None, tasks: Any, kwargs: Mapping[str, Any]) -> list[LegoBlock]:
@@ -459,6 +517,8 @@ def merge(
     head_merge: HeadMerge = "mean",
     weights: Sequence[float] | None = None,
     method_options: Mapping[str, Any] | None = None,
+    validation: Iterable[ModalityBatch] | None = None,
+    metric: str | None = None,
 ) -> LegoMerge:
     """Merge trained blocks into one model; no paired data, no training (see `LegoMerge`).
 
@@ -470,6 +530,13 @@ def merge(
         head_merge: ``mean`` (weighted mean of head parameters) or ``slerp`` (latent methods).
         weights: per-block weights (default uniform).
         method_options: the method's options (its keyword-only parameters).
+        validation: optional labelled validation batches with several modalities per sample
+            (a DataLoader): for every subset of modalities, the merge keeps the best on these
+            rows of the block alone, the method as is, and validated expert weights
+            (`modfuse.lego.selection.choose_weights()`), so that on them no subset is worse
+            than its best block. Needs a prediction-space method (the ``auto`` default with
+            calibrated blocks). The record is ``merged.selection``.
+        metric: the validation metric to choose on (default: the task's main metric).
 
     Raises:
         IncompatibleError: a method that needs calibration statistics given uncalibrated
@@ -483,4 +550,39 @@ def merge(
     blocks = list(blocks)
     check_compatible(blocks, "merge")
     check_statistics(blocks, method)
-    return LegoMerge(blocks, method=method, head_merge=head_merge, weights=weights, method_options=method_options)
+    merged = LegoMerge(blocks, method=method, head_merge=head_merge, weights=weights, method_options=method_options)
+    if validation is None:
+        return merged
+    return choose_on(merged, validation, metric)
+
+
+def choose_on(merged: LegoMerge, validation: Iterable[ModalityBatch], metric: str | None = None) -> LegoMerge:
+    """A copy of ``merged`` (same blocks, held not copied) with per-subset weights chosen on
+    labelled ``validation`` batches (see `merge()` and `modfuse.lego.selection`)."""
+    from modfuse.lego.selection import choose_weights
+
+    method = merged.resolved_method
+    if method_info(method).space != "prediction":
+        raise IncompatibleError(
+            f"choosing a merge on validation rows needs a prediction-space method (poe, precision, hazard) and "
+            f"calibrated blocks; the merge uses {method!r}"
+        )
+    blocks = list(merged.blocks)
+    choices = choose_weights(
+        blocks,
+        method,
+        block_stats(blocks),
+        merged.weights,
+        validation,
+        merged.method_options,
+        metric=metric,
+    )
+    return LegoMerge(
+        blocks,
+        method=merged.method,
+        head_merge=merged.head_merge,
+        weights=merged.weights.tolist(),
+        method_options=merged.method_options,
+        subset_weights={c.subset: c.weights for c in choices},
+        selection=[c.to_dict() for c in choices],
+    )

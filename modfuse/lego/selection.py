@@ -1,0 +1,275 @@
+"""Choosing a prediction-space merge on labelled validation rows, per subset of modalities.
+
+The product of experts is Bayes-optimal only when the modalities are conditionally independent
+given the target and each block is calibrated. Real modalities often share information (the
+"mean" and "worst" feature groups of a tumour, a molecule's graph and its descriptors): the
+product then counts the shared evidence twice and can fall below its best block. A merge needs
+no paired data, but a site that has a few labelled rows with several modalities can check it:
+`choose_weights()` evaluates, for every subset S of modalities (the rows having all of S, shown
+with only S present), these weightings of the merge method and keeps the best on the
+validation metric:
+
+- ``"block <m>"``: block m alone (weight 1 on m, 0 on the rest of S): the merge returns that
+  block's calibrated output unchanged;
+- ``"merge"``: the method with the merge's own weights (the product of experts);
+- ``"fitted"``: non-negative exponents ``w_i`` of the experts fitted by minimising the task
+  loss on the rows (a validated weighted product); its score is measured out of fold
+  (k-fold cross-validation on the validation rows), so fitting and choosing never use the same
+  row, and the weights kept are refitted on all rows.
+
+A combination is chosen only when it beats the best single block of S on the validation
+metric; ties go to the block. The chosen weights are a table ``subset -> weights`` that
+`LegoMerge` applies per sample from the sample's present modalities, so a sample seen with one
+modality gets exactly that block's output, and one seen with S gets S's chosen weighting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from modfuse.core.tasks import TaskSpec
+from modfuse.data.batch import ModalityBatch
+from modfuse.errors import ModfuseError
+from modfuse.lego.methods import BlockStats, method_info
+
+__all__ = ["MIN_ROWS", "SubsetChoice", "choose_weights", "subset_key", "validation_outputs"]
+
+MIN_ROWS = 8
+"""Subsets with fewer labelled validation rows than this keep the merge's own weights (too
+few rows to tell the candidates apart)."""
+
+
+def subset_key(modalities: Iterable[str]) -> str:
+    """The table key of a subset: its modality names sorted and joined with ``+``."""
+    return "+".join(sorted(modalities))
+
+
+@dataclass
+class SubsetChoice:
+    """The weighting kept for one subset of modalities.
+
+    Attributes:
+        subset: the subset's key (`subset_key()`).
+        rows: labelled validation rows having every modality of the subset.
+        chosen: ``"merge"``, ``"fitted"`` or ``"block <m>"`` (``"merge (too few rows)"`` when
+            fewer than `MIN_ROWS` rows).
+        weights: one weight per block of the merge (0 outside the subset).
+        scores: validation metric of every candidate (``"fitted"``: out of fold).
+        metric: the metric's name.
+    """
+
+    subset: str
+    rows: int
+    chosen: str
+    weights: list[float]
+    scores: dict[str, float]
+    metric: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("subset", "rows", "chosen", "weights", "scores", "metric")}
+
+
+@torch.no_grad()
+def validation_outputs(blocks: Sequence[Any], batches: Iterable[ModalityBatch]) -> tuple[Tensor, Tensor, Tensor]:
+    """Every block's calibrated output on labelled rows.
+
+    Returns:
+        outputs (n, N, C) (zeros where a block's modality is absent), present (n, N) bool,
+        target (n, ...) of the merge's task.
+    """
+    outs, pres, tgts = [], [], []
+    task = next(iter(blocks[0].tasks))
+    device = next(blocks[0].parameters()).device
+    for blk in blocks:
+        blk.eval()
+    for batch in batches:
+        batch = batch.to(device)
+        target = batch.target
+        if isinstance(target, Mapping):
+            target = target[task] if task in target else next(iter(target.values()))
+        if target is None:
+            raise ModfuseError("choosing a merge on validation rows needs labelled rows; the data have no target")
+        c = next(iter(blocks[0].tasks.values())).num_outputs
+        out = torch.zeros(batch.batch_size, len(blocks), c)
+        present = torch.zeros(batch.batch_size, len(blocks), dtype=torch.bool)
+        for i, blk in enumerate(blocks):
+            spectrum, index = blk.latent(batch)
+            if index.numel():
+                out[index.cpu(), i] = blk.calibration.apply(blk.head(spectrum)).float().cpu()
+                present[index.cpu(), i] = True
+        outs.append(out)
+        pres.append(present)
+        tgts.append(target.cpu())
+    if not outs:
+        raise ModfuseError("choosing a merge on validation rows: the validation data have no rows")
+    return torch.cat(outs), torch.cat(pres), torch.cat(tgts)
+
+
+def _score(spec: TaskSpec, metric: str, pred: Tensor, target: Tensor) -> float:
+    """Metric of predictions (n, C), oriented so that larger is better (RMSE negated); NaN when
+    undefined (one class only)."""
+    if pred.shape[0] < 2:
+        return float("nan")
+    try:
+        metrics = spec.metrics()
+        metrics.update(*spec.metric_inputs(pred, target))
+        value = float(metrics.compute()[metric])
+    except (ValueError, RuntimeError, KeyError):
+        return float("nan")
+    if not math.isfinite(value):
+        return float("nan")
+    return -value if metric in ("rmse", "mse", "mae") else value
+
+
+def _combine(method: str, opts: Mapping[str, Any], outputs: Tensor, weights: Tensor, stats: BlockStats) -> Tensor:
+    """The method's prediction (n, C) with weights (N,) or (n, N) (0: the block is ignored)."""
+    w = weights.expand(outputs.shape[0], -1) if weights.dim() == 1 else weights
+    return method_info(method).fn(outputs, w, stats, **opts)
+
+
+def _fit(
+    spec: TaskSpec,
+    method: str,
+    opts: Mapping[str, Any],
+    outputs: Tensor,
+    target: Tensor,
+    mask: Tensor,
+    stats: BlockStats,
+    init: Tensor,
+) -> Tensor:
+    """Non-negative expert weights (N,) on the blocks of ``mask`` minimising the task loss."""
+    theta = torch.full((int(mask.sum()),), math.log(math.e - 1), requires_grad=True)  # softplus(theta) = 1
+    scale = init[mask].clamp_min(1e-6)
+    opt = torch.optim.LBFGS([theta], lr=0.5, max_iter=60, line_search_fn="strong_wolfe")
+
+    def weights() -> Tensor:
+        w = torch.zeros(mask.shape[0])
+        return w.masked_scatter(mask, torch.nn.functional.softplus(theta) * scale)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        # a weak pull to the product of experts (w = 1) keeps a few rows from driving weights to 0 or infinity
+        loss = (
+            spec.loss(_combine(method, opts, outputs, weights(), stats), target)
+            + 1e-3 * (torch.nn.functional.softplus(theta) - 1).pow(2).sum()
+        )
+        loss.backward()
+        return loss
+
+    try:
+        opt.step(closure)
+    except RuntimeError:
+        return init * mask
+    w = weights().detach()
+    return w if torch.isfinite(w).all() and w.sum() > 0 else init * mask
+
+
+def _out_of_fold(
+    spec: TaskSpec,
+    method: str,
+    opts: Mapping[str, Any],
+    outputs: Tensor,
+    target: Tensor,
+    mask: Tensor,
+    stats: BlockStats,
+    init: Tensor,
+    folds: int,
+    seed: int,
+) -> Tensor:
+    """Predictions (n, C) of fitted weights, each row predicted by weights fitted without it."""
+    n = outputs.shape[0]
+    order = np.random.default_rng(seed).permutation(n)
+    pred = torch.zeros(n, outputs.shape[2])
+    for k in range(folds):
+        test = torch.as_tensor(np.sort(order[k::folds]))
+        train = torch.as_tensor(np.setdiff1d(np.arange(n), test.numpy()))
+        w = _fit(spec, method, opts, outputs[train], target[train], mask, stats, init)
+        pred[test] = _combine(method, opts, outputs[test], w, stats).detach()
+    return pred
+
+
+def choose_weights(
+    blocks: Sequence[Any],
+    method: str,
+    stats: BlockStats,
+    base_weights: Tensor,
+    batches: Iterable[ModalityBatch],
+    method_options: Mapping[str, Any] | None = None,
+    metric: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+) -> list[SubsetChoice]:
+    """Per subset of at least two modalities, the weighting of ``method`` that scores best on
+    labelled validation rows (see the module docstring).
+
+    Args:
+        blocks: the merge's N calibrated blocks.
+        method: a prediction-space method (``poe``, ``precision``, ``hazard`` or registered).
+        stats: the blocks' `BlockStats`.
+        base_weights: (N,) the merge's own block weights (the ``"merge"`` candidate).
+        batches: labelled validation batches with several modalities per sample (a DataLoader).
+        method_options: the method's options.
+        metric: the metric to choose on (a key of ``spec.metrics()``, e.g. ``"f1"``; default
+            the task's main metric).
+        folds: cross-validation folds for the fitted weights.
+        seed: fold assignment seed.
+
+    Returns:
+        one `SubsetChoice` per subset of >= 2 modalities (single modalities always get their
+        block alone).
+    """
+    info = method_info(method)
+    if info.space != "prediction":
+        raise ModfuseError(
+            f"choosing a merge on validation rows needs a prediction-space method, found {method!r} ({info.space})"
+        )
+    (_, spec), *_ = blocks[0].tasks.items()
+    metric = metric or spec.main_metric[0]
+    opts = dict(method_options or {})
+    outputs, present, target = validation_outputs(blocks, batches)
+    target = spec.check_target(target)
+    mods = [b.modality for b in blocks]
+    n = len(blocks)
+    base = base_weights.float().cpu()
+    choices = []
+    for k in range(2, n + 1):
+        for combo in itertools.combinations(range(n), k):
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[list(combo)] = True
+            rows = present[:, mask].all(1).nonzero()[:, 0]
+            key = subset_key(mods[i] for i in combo)
+            if len(rows) < MIN_ROWS:
+                choices.append(SubsetChoice(key, len(rows), "merge (too few rows)", (base * mask).tolist(), {}, metric))
+                continue
+            out, tgt = outputs[rows], target[rows]
+            cands: dict[str, Tensor] = {}
+            for i in combo:
+                cands[f"block {mods[i]}"] = torch.nn.functional.one_hot(torch.tensor(i), n).float()
+            cands["merge"] = base * mask
+            scores = {
+                name: _score(spec, metric, _combine(method, opts, out, w, stats), tgt) for name, w in cands.items()
+            }
+            if spec.kind != "survival":
+                oof = _out_of_fold(spec, method, opts, out, tgt, mask, stats, base, min(folds, len(rows)), seed)
+                scores["fitted"] = _score(spec, metric, oof, tgt)
+            singles = {name: s for name, s in scores.items() if name.startswith("block ")}
+            best_block = max(singles, key=lambda m: -np.inf if math.isnan(singles[m]) else singles[m])
+            chosen = best_block
+            for name in ("merge", "fitted"):
+                s, best = scores.get(name, float("nan")), scores[chosen]
+                if not math.isnan(s) and (math.isnan(best) or s > best):
+                    chosen = name
+            if chosen == "fitted":
+                w = _fit(spec, method, opts, out, tgt, mask, stats, base)
+            else:
+                w = cands[chosen]
+            choices.append(SubsetChoice(key, len(rows), chosen, [float(v) for v in w], scores, metric))
+    return choices

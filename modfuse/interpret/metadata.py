@@ -57,8 +57,8 @@ def modality_info(data: Any, modality: str) -> ModalityInfo:
     """Axis labels of ``modality`` from the reader behind ``data``.
 
     Tabular readers give ``feature_names``; WFDB readers their ``leads`` and ``fs`` (the
-    first record's header when the reader keeps the file's own); DICOM waveforms the lead names
-    of the last read; raster readers their ``bands`` and ``wavelengths``; EOPatch series their
+    first record's header when the reader keeps the file's own); DICOM waveforms their channel
+    names (read from the first file) and ``fs`` when resampled; raster readers their ``bands`` and ``wavelengths``; EOPatch series their
     ``timestamps``.
 
     Args:
@@ -85,12 +85,23 @@ def modality_info(data: Any, modality: str) -> ModalityInfo:
 def _signal_axes(source: Any) -> tuple[list[str] | None, float | None]:
     leads = getattr(source, "leads", None) or getattr(source, "lead_names", None) or None
     fs = getattr(source, "fs", None)
-    if (leads is None or fs is None) and hasattr(source, "header") and getattr(source, "ids", None):
-        for sample_id in source.ids:  # the first sample that has a record
-            if source.path_of(sample_id) is None:
-                continue
-            head = source.header(sample_id)
-            leads = leads or list(head.sig_name or []) or None
-            fs = fs if fs is not None else float(head.fs)
-            break
+    first = _first_with_file(source)
+    if (leads is None or fs is None) and hasattr(source, "header") and first is not None:
+        head = source.header(first)
+        leads = leads or list(head.sig_name or []) or None
+        fs = fs if fs is not None else float(head.fs)
+    if leads is None and hasattr(source, "lead_names") and not hasattr(source, "header") and first is not None:
+        source.load(first)  # a DICOM waveform names its channels once a file is read
+        leads = source.lead_names or None
     return ([str(n) for n in leads] if leads else None), (float(fs) if fs else None)
+
+
+def _first_with_file(source: Any) -> Any:
+    """The first id whose file exists: a record id for WFDB segment sources (their sample ids
+    are ``record:k`` segments), else a sample id."""
+    paths = getattr(source, "paths", None)
+    ids = getattr(source, "record_ids", None) or getattr(source, "ids", [])
+    for sample_id in ids:
+        if paths is None or paths.get(sample_id) is not None:
+            return sample_id
+    return None

@@ -28,6 +28,7 @@ from modfuse.lego.calibration import calibrate as calibrate_block
 from modfuse.lego.calibration import calibration_callback
 from modfuse.lego.fuse import LegoFuse, Trainable
 from modfuse.lego.merge import HeadMerge, LegoMerge
+from modfuse.utils.progress import progress_enabled
 
 __all__ = ["fit_block", "fit_blocks", "fit_fuse", "fit_merge", "fit_model", "train_rows"]
 
@@ -87,7 +88,7 @@ def _trainer(max_epochs: int, trainer_kwargs: Mapping[str, Any] | None) -> L.Tra
         "max_epochs": max_epochs,
         "logger": False,
         "enable_checkpointing": False,
-        "enable_progress_bar": False,
+        "enable_progress_bar": progress_enabled(),  # notebooks and terminals, not CI
         "enable_model_summary": False,
         "accelerator": "auto",
         "devices": 1,

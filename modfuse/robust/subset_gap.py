@@ -25,6 +25,7 @@ from modfuse.errors import ModfuseError
 from modfuse.fusion.base import prediction_of
 from modfuse.robust.evaluate import evaluate_subsets, modality_subsets, subset_name, unwrap_model
 from modfuse.training.spec import by_task
+from modfuse.utils.progress import progress
 
 __all__ = [
     "SubsetModel",
@@ -109,7 +110,7 @@ def train_specialists(
 
     base = unwrap_model(model)
     out = {}
-    for subset in subsets:
+    for subset in progress(subsets, "subset specialists"):
         specialist = SubsetModel(_reset(base), subset)
         task = FusionTask(specialist, **dict(task_kwargs or {}))
         options = {

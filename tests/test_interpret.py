@@ -384,6 +384,10 @@ def test_time_series_attribution_over_real_dates(shared_data) -> None:
     fig = plot_time_attribution(attr.inputs[0], attr.values[0], info.timestamps, valid, ["NDVI"])
     top, bottom = fig.axes
     assert len(bottom.patches) == 68  # one bar per date
+    gap_days = np.diff(info.timestamps.to_numpy()).min() / np.timedelta64(1, "D")
+    assert np.allclose([b.get_width() for b in bottom.patches], 0.8 * gap_days)  # bars in days: visible
+    heights = np.array([b.get_height() for b in bottom.patches])
+    assert np.allclose(heights, attr.values[0].abs().sum(1).numpy(), atol=1e-7)
     observed = top.lines[0]
     assert len(observed.get_xdata()) == int(valid.sum())  # cloudy dates are not drawn as data
     assert top.lines[0].get_label() == "NDVI" and bottom.get_xlabel() == "date"

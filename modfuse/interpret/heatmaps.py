@@ -147,7 +147,9 @@ def plot_time_attribution(
     top.plot(when[~ok], np.full((~ok).sum(), low), "|", color="0.6", label="gap (not observed)")
     top.legend(fontsize=8, loc="best")
     top.set_ylabel("value")
-    width = 0.8 * (np.diff(when).min() if t_len > 1 else 1)
+    step = np.diff(when).min() if t_len > 1 else 1
+    # matplotlib's date axis counts in days: a timedelta bar width must be given in days
+    width = 0.8 * (step / np.timedelta64(1, "D") if isinstance(step, np.timedelta64) else step)
     bottom.bar(when, a.sum(1), width=width, color="tab:red")
     bottom.set_ylabel("|attribution|")
     bottom.set_xlabel("date" if timestamps is not None else "date index")

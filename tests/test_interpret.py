@@ -295,6 +295,16 @@ def test_waterfall_value_labels_stay_inside_the_axes() -> None:
         assert _tick_texts(ax, "y")[0] == "f(no modality)" and _tick_texts(ax, "y")[-1] == "f(all)"
 
 
+def test_feature_importance_names_every_column_despite_missing_cells() -> None:
+    from modfuse.interpret import plot_feature_importance
+
+    values = torch.tensor([[1.0, float("nan"), 3.0], [3.0, 1.0, float("nan")]])  # NaN: a missing cell
+    fig = plot_feature_importance(values, ["age", "troponin", "crp"], title="labs")
+    ax = fig.axes[0]
+    assert _tick_texts(ax, "y") == ["crp", "age", "troponin"]  # sorted, largest first
+    assert [p.get_width() for p in ax.patches] == [3.0, 2.0, 1.0] and ax.get_title() == "labs"
+
+
 def test_band_importance_ticks_are_sentinel2_band_names_and_wavelengths(shared_data) -> None:
     from modfuse.data.readers import RasterChipSource
     from modfuse.interpret import modality_info

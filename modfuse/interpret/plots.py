@@ -92,14 +92,16 @@ def plot_feature_importance(
     """Bar chart of the ``top`` largest feature importances (e.g. mean |attribution| per column).
 
     Args:
-        importance: (F,) values, a Series indexed by feature name, or (n, F) (averaged over n).
+        importance: (F,) values, a Series indexed by feature name, or (n, F) (averaged over n,
+            NaN entries skipped).
         names: feature names when ``importance`` is not a Series.
         top: how many features to show.
         title: the axes title.
     """
     if not isinstance(importance, pd.Series):
-        values = _np(importance)
-        values = values.mean(0) if values.ndim == 2 else values
+        values = _np(importance).astype(np.float64)
+        # NaN attributions come from NaN (missing) cells of partly observed rows: skip them
+        values = np.nanmean(values, 0) if values.ndim == 2 else values
         importance = pd.Series(
             values, index=list(names) if names is not None else [f"x{i}" for i in range(len(values))]
         )

@@ -91,7 +91,9 @@ def trainer(max_epochs: int, callbacks: Sequence[Any] = (), **kwargs: Any) -> An
     """A CPU trainer from the library's runner (no logger, checkpoints or progress bar)."""
     from modfuse.training.runner import build_trainer
 
-    return build_trainer(max_epochs, callbacks, accelerator="cpu", deterministic=False, **kwargs)
+    return build_trainer(
+        max_epochs, callbacks, accelerator="cpu", deterministic=False, enable_progress_bar=False, **kwargs
+    )
 
 
 def predict(model: nn.Module, loader: Any) -> np.ndarray:
@@ -136,7 +138,12 @@ def fit(
         max_epochs=epochs,
         lr=lr,
         task_kwargs={"weight_decay": weight_decay},
-        trainer_kwargs={"accelerator": "cpu", "deterministic": False, "num_sanity_val_steps": 0},
+        trainer_kwargs={
+            "accelerator": "cpu",
+            "deterministic": False,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+        },
         patience=patience,
         restore_best=select_best,
     )

@@ -207,7 +207,7 @@ def run(job: tuple[str, int, float, str, int]) -> list[dict[str, Any]]:
     }
     model = make_model(strategy, problem, make_encoders(problem, splits["train"]))
     task = FusionTask(model, lr=3e-3)
-    trainer = build_trainer(epochs, accelerator="cpu", limit_val_batches=0)
+    trainer = build_trainer(epochs, accelerator="cpu", limit_val_batches=0, enable_progress_bar=False)
     start = time.perf_counter()
     trainer.fit(task, tests["train pattern"])
     seconds = time.perf_counter() - start

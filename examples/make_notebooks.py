@@ -13,7 +13,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = """import os
+SETUP = """%matplotlib inline
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,25 @@ TINY = os.environ.get("MODFUSE_EXAMPLES_TINY") == "1"  # CI runs the notebooks o
 torch.set_num_threads(1 if TINY else max(1, torch.get_num_threads()))
 """
 
+TRAINER = (
+    "trainer = L.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=False,\n"
+    "                    enable_progress_bar=not TINY, enable_model_summary=False)\n"
+)
+
 CLINICAL = [
     new_markdown_cell(
         "# Clinical cohort: X-ray (DICOM) + ECG (WFDB) + labs, with missing modalities\n\n"
         "The synthetic quickstart cohort is written in real file formats (DICOM, WFDB, CSV) and read "
         "back by modfuse's readers. Many patients lack one or two modalities. We train a sequential "
         "(MultiModN-style) fusion model with modality dropout, evaluate it on every subset of "
-        "modalities, and explain each prediction with exact modality Shapley values."
+        "modalities, see how each modality's step moves each patient's risk, and explain the "
+        "predictions with exact modality Shapley values and attributions inside each modality "
+        "(lab columns, ECG leads over seconds, X-ray pixels)."
     ),
-    new_code_cell(SETUP + "N = 80 if TINY else 600\nEPOCHS = 1 if TINY else 15"),
+    new_code_cell(
+        SETUP
+        + "N = 80 if TINY else 600\nEPOCHS = 1 if TINY else 15\nSTEPS = 8 if TINY else 32  # integrated-gradients steps"
+    ),
     new_code_cell(
         "from modfuse.datasets import synthetic_cohort\n\n"
         "cohort = synthetic_cohort(N, seed=0)\n"
@@ -40,7 +51,7 @@ CLINICAL = [
     new_code_cell(
         "from modfuse import MultiModalDataModule\n"
         "from modfuse.robust import ModalityDropout\n\n"
-        "dataset = cohort.dataset()\n"
+        "dataset = cohort.dataset(in_memory=True)  # each file is parsed once, then kept\n"
         "datamodule = MultiModalDataModule(dataset, split='stratified', batch_size=32, seed=0,\n"
         "                                  train_transform=ModalityDropout(0.2, seed=0))\n"
         "dataset.present_matrix().mean()"
@@ -56,187 +67,203 @@ CLINICAL = [
         "    'labs': encoder('tabular', num_features=5, hidden=(32,), out_dim=64),\n"
         "}\n"
         "model = build('sequential', encoders=encoders, tasks='binary', state_dim=64)\n"
-        "task = FusionTask(model, lr=2e-3)\n"
-        "trainer = L.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=False,\n"
-        "                    enable_progress_bar=False, enable_model_summary=False)\n"
-        "trainer.fit(task, datamodule)\n"
+        "task = FusionTask(model, lr=2e-3)\n" + TRAINER + "trainer.fit(task, datamodule)\n"
         "test = trainer.test(task, datamodule, verbose=False)[0]\n"
         "test"
     ),
     new_markdown_cell(
         "## Every subset of modalities\n\nThe same trained model predicts from any non-empty subset: "
-        "here each test patient is evaluated with only the modalities of the subset (among those "
-        "the patient has)."
+        "`evaluate_subsets` evaluates each test patient with only the modalities of the subset "
+        "(among those the patient has)."
     ),
     new_code_cell(
-        "import pandas as pd\n"
-        "from itertools import combinations\n"
-        "from sklearn.metrics import roc_auc_score\n\n"
-        "from modfuse.fusion.base import prediction_of\n\n"
+        "from modfuse.robust import evaluate_subsets\n"
+        "from modfuse.robust.report import plot_subsets\n\n"
         "model.eval()\n"
-        "rows = []\n"
-        "names = model.modalities\n"
-        "for k in range(1, len(names) + 1):\n"
-        "    for subset in combinations(names, k):\n"
-        "        probs, labels = [], []\n"
-        "        with torch.no_grad():\n"
-        "            for batch in datamodule.test_dataloader():\n"
-        "                b = batch.with_modalities(subset)\n"
-        "                probs.append(torch.sigmoid(prediction_of(model(b))[:, 0]))\n"
-        "                labels.append(batch.target)\n"
-        "        p, y = torch.cat(probs).numpy(), torch.cat(labels).numpy()\n"
-        "        auc = roc_auc_score(y, p) if len(set(y.tolist())) == 2 else float('nan')\n"
-        "        rows.append({'modalities': ' + '.join(subset), 'AUROC': auc})\n"
-        "subsets = pd.DataFrame(rows)\n"
-        "subsets"
+        "subsets = evaluate_subsets(model, datamodule)\n"
+        "subsets[['subset', 'auroc', 'n_observed']]"
     ),
+    new_code_cell("plot_subsets(subsets, 'auroc')"),
+    new_markdown_cell(
+        "## How each modality's step moves the prediction\n\nThe sequential model updates a state "
+        "one modality at a time and predicts after every step; `contributions()` gives the change "
+        "of the predicted probability at each step (exactly 0 where the patient lacks the modality)."
+    ),
+    new_code_cell(
+        "from modfuse.interpret import plot_sequential\n\n"
+        "batch = next(iter(datamodule.test_dataloader()))\n"
+        "contributions = model.contributions(batch)\n"
+        "plot_sequential(contributions, samples=batch.ids[:6], ylabel='probability of the outcome')"
+    ),
+    new_code_cell("plot_sequential(contributions, cohort=True, ylabel='probability of the outcome')"),
     new_markdown_cell(
         "## Which modality drove each prediction\n\nExact modality Shapley values (the model runs on "
         "all 2^3 subsets): for each patient they add up to the prediction with all its modalities "
         "minus the prediction with none."
     ),
     new_code_cell(
-        "from modfuse.interpret.plots import plot_cohort, plot_waterfall\n"
-        "from modfuse.interpret.shapley import modality_shapley\n\n"
+        "from modfuse.interpret import modality_shapley, plot_cohort, plot_waterfall\n\n"
         "result = modality_shapley(model, datamodule.test_dataloader())\n"
-        "fig = plot_cohort(result)\n"
-        "result.values.abs().mean()"
+        "plot_cohort(result)"
     ),
-    new_code_cell("fig = plot_waterfall(result, result.values.index[0])"),
+    new_code_cell("plot_waterfall(result, result.values.index[0])"),
+    new_markdown_cell(
+        "## Inside each modality, in the data's own terms\n\nIntegrated gradients (captum) over each "
+        "modality's input; the axes are labelled with what the readers know: the lab columns, the "
+        "ECG lead names and sampling rate, the X-ray pixels."
+    ),
+    new_code_cell(
+        "from modfuse.interpret import (feature_attributions, modality_info, plot_ecg_saliency,\n"
+        "                               plot_feature_importance, plot_pixel_attribution)\n\n"
+        "labs = feature_attributions(model, batch, 'labs', n_steps=STEPS, max_samples=8 if TINY else None)\n"
+        "plot_feature_importance(labs.values.abs(), modality_info(datamodule, 'labs').feature_names,\n"
+        "                        title='labs: mean |attribution| per column')"
+    ),
+    new_code_cell(
+        "ecg = feature_attributions(model, batch, 'ecg', n_steps=STEPS, max_samples=2)\n"
+        "info = modality_info(datamodule, 'ecg')\n"
+        "plot_ecg_saliency(ecg.inputs[0, :3], ecg.values[0, :3], fs=info.fs, lead_names=info.lead_names[:3])"
+    ),
+    new_code_cell(
+        "xray = feature_attributions(model, batch, 'xray', n_steps=STEPS, max_samples=2)\n"
+        "plot_pixel_attribution(xray.inputs[0], xray.values[0], title=f'patient {xray.ids[0]}')"
+    ),
+    new_markdown_cell(
+        "## Robustness\n\n`sweep` removes modalities at random (MCAR) or more often for positive "
+        "patients (MNAR) and plots the metric against the fraction actually removed; `subset_gap` "
+        "trains a specialist on each subset and shows how far the fused model is from it."
+    ),
+    new_code_cell(
+        "from modfuse.robust import sweep\n"
+        "from modfuse.robust.report import plot_sweep\n\n"
+        "curve = sweep(model, datamodule, rates=[0.0, 0.3, 0.6, 0.9], kind=['mcar', 'mnar'],\n"
+        "              seeds=[0] if TINY else [0, 1, 2])\n"
+        "plot_sweep(curve, 'auroc')"
+    ),
+    new_code_cell(
+        "from modfuse.interpret import plot_subset_gap\n"
+        "from modfuse.robust import subset_gap\n\n"
+        "gaps = subset_gap(model, datamodule, max_epochs=EPOCHS,\n"
+        "                  task_kwargs={'lr': 2e-3}, subsets=[('xray',), ('ecg',), ('labs',)])\n"
+        "plot_subset_gap(gaps)"
+    ),
     new_code_cell(
         "gap = (result.values.sum(axis=1) - (result.full - result.base)).abs().max()\n"
         "assert result.values.shape[1] == 3 and gap < 1e-4, gap\n"
         "assert len(subsets) == 7 and 0.0 <= test['test/auroc'] <= 1.0\n"
+        "assert labs.values.shape[1] == 5 and len(gaps) == 3 and curve['missing_fraction'].max() > 0.2\n"
         "print(f'CHECK clinical ok: {len(result.values)} patients explained, additivity gap {gap:.1e}')"
     ),
 ]
 
 GEOSCIENCE = [
     new_markdown_cell(
-        "# Geoscience: Sentinel-2 bands, NDVI time series with cloud gaps, elevation\n\n"
-        "1. Read a real Sentinel-2 L1C scene (13 bands at 10, 20 and 60 m) and cut chips.\n"
-        "2. Per-pixel land cover from an NDVI time series (cloudy dates are gaps, never zero-filled "
-        "into the model as data) fused with elevation, split by spatial blocks.\n"
-        "3. Robustness: more cloud gaps, and a modality removed.\n\n"
-        "The real data are read from `../shared/data` when present; otherwise a small synthetic "
-        "patch with the same layout is generated."
+        "# Geoscience: Sentinel-2 chips, NDVI time series with cloud gaps, elevation\n\n"
+        "1. Chips of a real Sentinel-2 L1C scene (13 bands at 10, 20 and 60 m) read through "
+        "modfuse's raster reader, a small CNN trained on them, and which bands and pixels it uses.\n"
+        "2. Per-pixel land cover of a real EOPatch from an NDVI time series (cloudy dates are gaps, "
+        "never zero-filled into the model) fused with terrain, split by spatial blocks.\n"
+        "3. Robustness to a missing modality, and which dates the model looks at.\n\n"
+        "The data are read from `../shared/data` (or `MODFUSE_SHARED_DATA`)."
     ),
     new_code_cell(
         SETUP + "ROOT = Path.cwd() if (Path.cwd() / 'pyproject.toml').exists() else Path.cwd().parent\n"
         "DATA = Path(os.environ.get('MODFUSE_SHARED_DATA', ROOT.parent / 'shared' / 'data'))\n"
-        "EPOCHS = 2 if TINY else 20\n"
-        "print('real data' if DATA.is_dir() else 'synthetic data', DATA)"
+        "assert DATA.is_dir(), f'this notebook reads the real scenes in {DATA}'\n"
+        "EPOCHS = 3 if TINY else 20"
+    ),
+    new_markdown_cell(
+        "## Sentinel-2 chips through the raster reader\n\nThe scene has no labels, so the chips get a "
+        "*known-answer* label: whether the chip is greener than the median chip (mean NDVI from "
+        "B04 and B08). A model that learnt it should lean on the red and near-infrared bands; "
+        "the band importance below shows whether it does (the tiny CI run trains too briefly to)."
     ),
     new_code_cell(
-        "import rasterio\n"
-        "from rasterio.enums import Resampling\n\n"
-        "scene = DATA / 'sentinel2-l1c'\n"
-        "bands = ['B01', 'B02', 'B03', 'B04', 'B05', 'B06', 'B07', 'B08', 'B8A', 'B09', 'B10', 'B11', 'B12']\n"
-        "if scene.is_dir():\n"
-        "    stack = []\n"
-        "    for b in bands:  # co-register every band on the 20 m grid (516 x 516)\n"
-        "        path = next(scene.glob(f'*{b}*.tif'))\n"
-        "        with rasterio.open(path) as src:\n"
-        "            stack.append(src.read(1, out_shape=(516, 516), resampling=Resampling.bilinear))\n"
-        "    cube = np.stack(stack).astype(np.float32) / 10000.0  # reflectance\n"
-        "else:\n"
-        "    cube = np.random.default_rng(0).uniform(0, 0.4, size=(13, 516, 516)).astype(np.float32)\n"
-        "chip = 64\n"
-        "chips = cube[:, : 516 // chip * chip, : 516 // chip * chip].reshape(13, 516 // chip, chip, 516 // chip, chip)\n"
-        "chips = chips.transpose(1, 3, 0, 2, 4).reshape(-1, 13, chip, chip)\n"
-        "print(cube.shape, '->', chips.shape, 'chips of 13 bands')"
-    ),
-    new_code_cell(
-        "import matplotlib.pyplot as plt\n\n"
-        "rgb = np.clip(cube[[3, 2, 1]].transpose(1, 2, 0) * 3.5, 0, 1)\n"
-        "fig, ax = plt.subplots(figsize=(4, 4))\n"
-        "ax.imshow(rgb); ax.set_title('true colour (B04, B03, B02)'); ax.axis('off');"
-    ),
-    new_markdown_cell("## Land cover from NDVI series + elevation"),
-    new_code_cell(
-        "patch = DATA / 'eopatch-slovenia'\n"
-        "if patch.is_dir():\n"
-        "    ndvi = np.load(patch / 'data' / 'NDVI.npy')[..., 0]\n"
-        "    valid = np.load(patch / 'mask' / 'IS_VALID.npy')[..., 0].astype(bool)\n"
-        "    cloud = np.load(patch / 'mask' / 'CLM.npy')[..., 0].astype(bool)\n"
-        "    dem = np.load(patch / 'data_timeless' / 'DEM.npy')[..., 0]\n"
-        "    lulc = np.load(patch / 'mask_timeless' / 'LULC.npy')[..., 0].astype(int)\n"
-        "    observed = valid & ~cloud\n"
-        "else:  # synthetic patch: two classes with different seasonal NDVI curves, random clouds\n"
-        "    rng = np.random.default_rng(0)\n"
-        "    t, h, w = 40, 60, 60\n"
-        "    lulc = 1 + (np.add.outer(np.arange(h), np.arange(w)) % 30 > 14).astype(int)\n"
-        "    season = np.sin(np.linspace(0, 4 * np.pi, t))[:, None, None]\n"
-        "    ndvi = 0.4 + 0.2 * season * (lulc == 1) + 0.05 * rng.normal(size=(t, h, w))\n"
-        "    dem = 700 + 20 * (lulc == 2) + rng.normal(size=(h, w))\n"
-        "    observed = rng.random((t, h, w)) > 0.4\n"
-        "t, h, w = ndvi.shape\n"
-        "keep = (lulc != 0).reshape(-1)\n"
-        "series = np.where(observed, ndvi, np.nan).reshape(t, -1).T[keep].astype(np.float32)\n"
-        "elevation = dem.reshape(-1, 1)[keep].astype(np.float32)\n"
-        "classes, label = np.unique(lulc.reshape(-1)[keep], return_inverse=True)\n"
-        "rows, cols = np.divmod(np.arange(h * w)[keep], w)\n"
-        "if TINY:  # a 40 x 40 pixel corner\n"
-        "    sel = (rows < 40) & (cols < 40)\n"
-        "    series, elevation, label, rows, cols = series[sel], elevation[sel], label[sel], rows[sel], cols[sel]\n"
-        "print(f'{len(label)} pixels, {t} dates, {100 * np.isnan(series).mean():.0f}% of observations are cloud gaps')"
-    ),
-    new_code_cell(
-        "from modfuse import MultiModalDataModule, MultiModalDataset, TaskSpec\n"
-        "from modfuse.data.datamodule import split_indices\n\n"
-        "blocks = (rows // 10) * 1000 + cols // 10  # 10 x 10 pixel spatial blocks: neighbours stay together\n"
-        "splits = split_indices(len(label), 'group', val_fraction=0.1, test_fraction=0.2, groups=blocks, seed=0)\n"
-        "dataset = MultiModalDataset.from_arrays({'ndvi': series[:, :, None], 'elevation': elevation}, label)\n"
-        "datamodule = MultiModalDataModule(dataset, splits=splits, batch_size=128, seed=0)\n"
-        "{k: len(v) for k, v in splits.items()}"
+        "from modfuse import MultiModalDataModule, MultiModalDataset\n"
+        "from modfuse.data.readers import RasterChipSource\n\n"
+        "chips = RasterChipSource(DATA / 'sentinel2-l1c', size=32, n_random=96 if TINY else 600, seed=0,\n"
+        "                         res=20.0, normalize=True)\n"
+        "raw = RasterChipSource(DATA / 'sentinel2-l1c', size=32, n_random=len(chips), seed=0, res=20.0,\n"
+        "                       bands=['B04', 'B08'])\n"
+        "red_nir = np.stack([raw.load(i).numpy() for i in raw.ids])\n"
+        "ndvi = ((red_nir[:, 1] - red_nir[:, 0]) / (red_nir[:, 1] + red_nir[:, 0] + 1e-6)).mean((1, 2))\n"
+        "green = (ndvi > np.median(ndvi)).astype(np.int64)\n"
+        "chip_data = MultiModalDataset({'s2': chips}, targets=green, ids=chips.ids)\n"
+        "chip_dm = MultiModalDataModule(chip_data, split='stratified', batch_size=32, seed=0)\n"
+        "print(len(chips), 'chips of', len(chips.bands), 'bands; mean NDVI', ndvi.min().round(2), 'to', ndvi.max().round(2))"
     ),
     new_code_cell(
         "import lightning as L\n\n"
-        "from modfuse import FusionTask\n"
+        "from modfuse import FusionTask, TaskSpec\n"
         "from modfuse.encoders import build as encoder\n"
-        "from modfuse.fusion import build\n"
+        "from modfuse.fusion import build\n\n"
+        "chip_model = build('early', encoders={'s2': encoder('spectral', bands=13, backbone='small', out_dim=32)},\n"
+        "                   tasks='binary')\n" + TRAINER + "trainer.fit(FusionTask(chip_model, lr=3e-3), chip_dm)\n"
+        "chip_model.eval()\n"
+        "from modfuse.robust import evaluate\n"
+        "evaluate(chip_model, chip_dm)"
+    ),
+    new_code_cell(
+        "from modfuse.interpret import (band_importance, feature_attributions, modality_info,\n"
+        "                               plot_band_importance, plot_pixel_attribution)\n\n"
+        "chip_batch = next(iter(chip_dm.test_dataloader()))\n"
+        "chip_attr = feature_attributions(chip_model, chip_batch, 's2', max_samples=16, n_steps=16 if TINY else 32)\n"
+        "s2 = modality_info(chip_dm, 's2')\n"
+        "plot_band_importance(band_importance(chip_attr.values), s2.band_names, s2.wavelengths)"
+    ),
+    new_code_cell("plot_pixel_attribution(chip_attr.inputs[0], chip_attr.values[0], s2.band_names)"),
+    new_markdown_cell("## Land cover from NDVI series + terrain"),
+    new_code_cell(
+        "from modfuse.datasets.domains import EOPatchLandCoverDataModule\n\n"
+        "land = EOPatchLandCoverDataModule(DATA / 'eopatch-slovenia', pixel_stride=3 if TINY else 1,\n"
+        "                                  batch_size=128, seed=0)\n"
+        "land.describe()"
+    ),
+    new_code_cell(
         "from modfuse.robust import ModalityDropout\n\n"
-        "datamodule.train_transform = ModalityDropout(0.3, seed=0)\n"
-        "mu, sd = elevation.mean(0), elevation.std(0) + 1e-6\n"
-        "encoders = {\n"
-        "    'ndvi': encoder('timeseries', channels=1, kind='transformer', hidden=32, layers=1, out_dim=32),\n"
-        "    'elevation': encoder('tabular', num_features=1, hidden=(16,), out_dim=32, mean=mu.tolist(), std=sd.tolist()),\n"
-        "}\n"
-        "model = build('early', encoders=encoders, tasks=TaskSpec('multiclass', num_outputs=len(classes)))\n"
-        "trainer = L.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=False,\n"
-        "                    enable_progress_bar=False, enable_model_summary=False)\n"
-        "trainer.fit(FusionTask(model, lr=3e-3), datamodule)"
+        "land.train_transform = ModalityDropout(0.3, seed=0)\n"
+        "land_model = build('early', tasks=TaskSpec('multiclass', num_outputs=len(land.classes)), encoders={\n"
+        "    'series': encoder('timeseries', channels=1, kind='transformer', hidden=32, layers=1, out_dim=32),\n"
+        "    'elevation': encoder('tabular', num_features=3, hidden=(16,), out_dim=32),\n"
+        "})\n" + TRAINER + "trainer.fit(FusionTask(land_model, lr=3e-3), land)\n"
+        "land_model.eval()\n"
+        "evaluate(land_model, land)"
     ),
     new_markdown_cell(
-        "## Robustness to cloud gaps and to a missing modality\n\nExtra clouds are simulated by "
-        "hiding a further fraction of the observed dates of every test pixel; then each modality "
-        "is removed entirely."
+        "## Robustness to a missing modality\n\n`evaluate_subsets` scores the model with each "
+        "modality alone and with both; `sweep` removes modalities at random and plots the score "
+        "against the fraction of (pixel, modality) pairs actually removed."
     ),
     new_code_cell(
-        "import pandas as pd\n"
-        "from sklearn.metrics import f1_score\n\n"
-        "def evaluate(extra_cloud=0.0, keep=('ndvi', 'elevation'), seed=0):\n"
-        "    rng = np.random.default_rng(seed)\n"
-        "    test = splits['test']\n"
-        "    s = series[test].copy()\n"
-        "    s[rng.random(s.shape) < extra_cloud] = np.nan\n"
-        "    ds = MultiModalDataset.from_arrays({'ndvi': s[:, :, None], 'elevation': elevation[test]}, label[test])\n"
-        "    batch = ds.collate_fn([ds[i] for i in range(len(ds))]).with_modalities(keep)\n"
-        "    model.eval()\n"
-        "    with torch.no_grad():\n"
-        "        pred = model(batch).argmax(1).numpy()\n"
-        "    return f1_score(label[test], pred, average='macro'), (pred == label[test]).mean()\n\n"
-        "rows = [dict(setting=f'{int(100 * c)}% extra cloud gaps', **dict(zip(['macro-F1', 'accuracy'], evaluate(c))))\n"
-        "        for c in (0.0, 0.3, 0.6)]\n"
-        "rows += [dict(setting=f'{m} only', **dict(zip(['macro-F1', 'accuracy'], evaluate(keep=(m,)))))\n"
-        "         for m in ('ndvi', 'elevation')]\n"
-        "robustness = pd.DataFrame(rows)\n"
-        "robustness"
+        "from modfuse.robust import evaluate_subsets, sweep\n"
+        "from modfuse.robust.report import plot_subsets, plot_sweep\n\n"
+        "land_subsets = evaluate_subsets(land_model, land, metric=['accuracy', 'f1'])\n"
+        "plot_subsets(land_subsets, 'accuracy')"
     ),
     new_code_cell(
-        "assert len(robustness) == 5 and robustness['accuracy'].between(0, 1).all()\n"
-        "print(f'CHECK geoscience ok: {len(splits[\"test\"])} test pixels, '\n"
-        "      f'accuracy {robustness.accuracy.iloc[0]:.2f} -> {robustness.accuracy.iloc[2]:.2f} with 60% extra gaps')"
+        "land_sweep = sweep(land_model, land, rates=[0.0, 0.3, 0.6, 0.9], kind='mcar',\n"
+        "                   seeds=[0] if TINY else [0, 1, 2], metric='accuracy')\n"
+        "plot_sweep(land_sweep, 'accuracy')"
+    ),
+    new_markdown_cell(
+        "## Which dates the model looks at\n\nIntegrated gradients over the NDVI series of one test "
+        "pixel, on the patch's acquisition dates; cloudy dates are gaps (grey ticks)."
+    ),
+    new_code_cell(
+        "from modfuse.interpret import plot_time_attribution\n\n"
+        "land_batch = next(iter(land.test_dataloader()))\n"
+        "series_attr = feature_attributions(land_model, land_batch, 'series', max_samples=8, n_steps=16 if TINY else 32)\n"
+        "first = land_batch.index('series')[0]\n"
+        "plot_time_attribution(series_attr.inputs[0], series_attr.values[0], modality_info(land, 'series').timestamps,\n"
+        "                      land_batch.inputs['series']['valid'][first], ['NDVI'],\n"
+        "                      title=f'pixel {series_attr.ids[0]}: attribution per date')"
+    ),
+    new_code_cell(
+        "top2 = set(band_importance(chip_attr.values).mean(0).argsort(descending=True)[:4].tolist())\n"
+        "assert len(land_subsets) == 3 and land_subsets['accuracy'].between(0, 1).all()\n"
+        "assert series_attr.values.shape[1:] == (68, 1) and land_sweep['missing_fraction'].max() > 0.2\n"
+        "print(f'CHECK geoscience ok: {len(chips)} chips, {len(land.splits[\"test\"])} test pixels, '\n"
+        "      f'accuracy with both modalities {land_subsets.accuracy.iloc[-1]:.2f}')"
     ),
 ]
 
@@ -245,7 +272,9 @@ MERGING = [
         "# Merging models trained at two sites (Lego merge)\n\n"
         "Two hospitals each hold one modality of their own patients and train a unimodal block "
         "on it; they share only the trained weights. `modfuse.merge` combines the blocks without "
-        "data and without training, and the merged model predicts from either modality or both.\n\n"
+        "data and without training, and the merged model predicts from either modality or both. "
+        "Before deploying, a site checks the merge on its own validation rows: the table that "
+        "`modfuse merge ... --validate DATA` prints.\n\n"
         "Data: the breast cancer fine-needle-aspirate cases (real, shipped with scikit-learn); "
         "the 'mean' and 'worst' measurement groups play the two modalities."
     ),
@@ -266,6 +295,7 @@ MERGING = [
         "len(site_a), len(site_b)"
     ),
     new_code_cell(
+        "import time\n\n"
         "from modfuse import LegoBlock, merge\n"
         "from modfuse.lego.workflow import fit_block\n\n"
         "def block(modality):\n"
@@ -273,37 +303,35 @@ MERGING = [
         "                     latent_shape=(16, 32), depth=1, heads=4)\n\n"
         "block_a = fit_block(block('mean'), datamodule, max_epochs=EPOCHS, rows=site_a)   # at site A\n"
         "block_b = fit_block(block('worst'), datamodule, max_epochs=EPOCHS, rows=site_b)  # at site B\n"
-        "merged = merge([block_a, block_b], method='harmonic')  # no data, no training"
-    ),
-    new_code_cell(
-        "import time\n\n"
-        "import pandas as pd\n"
-        "from sklearn.metrics import roc_auc_score\n\n"
-        "from modfuse.fusion.base import prediction_of\n\n"
-        "def auroc(model, keep):\n"
-        "    model.eval()\n"
-        "    p, t = [], []\n"
-        "    with torch.no_grad():\n"
-        "        for batch in datamodule.test_dataloader():\n"
-        "            p.append(torch.sigmoid(prediction_of(model(batch.with_modalities(keep)))[:, 0]))\n"
-        "            t.append(batch.target)\n"
-        "    return roc_auc_score(torch.cat(t).numpy(), torch.cat(p).numpy())\n\n"
         "start = time.perf_counter()\n"
-        "merge([block_a, block_b])\n"
-        "merge_ms = 1e3 * (time.perf_counter() - start)\n"
-        "table = pd.DataFrame([\n"
-        "    {'model': 'site A block (mean)', 'test AUROC': auroc(block_a, ['mean'])},\n"
-        "    {'model': 'site B block (worst)', 'test AUROC': auroc(block_b, ['worst'])},\n"
-        "    {'model': 'merged, mean only', 'test AUROC': auroc(merged, ['mean'])},\n"
-        "    {'model': 'merged, worst only', 'test AUROC': auroc(merged, ['worst'])},\n"
-        "    {'model': 'merged, both', 'test AUROC': auroc(merged, ['mean', 'worst'])},\n"
-        "])\n"
-        "print(f'merging took {merge_ms:.1f} ms')\n"
-        "table"
+        "merged = merge([block_a, block_b], method='harmonic')  # no data, no training\n"
+        "print(f'merging took {1e3 * (time.perf_counter() - start):.1f} ms')"
+    ),
+    new_markdown_cell(
+        "## The merge validation table\n\n`subset_report` is what `modfuse merge --validate` runs: for "
+        "every subset of modalities, the merged model against each block alone on validation rows "
+        "that have the subset (`merged - best` > 0: the merge helps)."
     ),
     new_code_cell(
-        "assert table['test AUROC'].between(0, 1).all() and merged.modalities == ['mean', 'worst']\n"
-        "print(f\"CHECK merging ok: merged AUROC with both modalities {table['test AUROC'].iloc[-1]:.3f}\")"
+        "from modfuse.lego.validate import subset_report\n\n"
+        "validation = subset_report(merged, datamodule.val_dataloader())\n"
+        "validation"
+    ),
+    new_markdown_cell("## Test AUROC of the merged model on every subset"),
+    new_code_cell(
+        "from modfuse.robust import evaluate_subsets\n"
+        "from modfuse.robust.report import plot_subsets\n\n"
+        "merged_subsets = evaluate_subsets(merged, datamodule, metric='auroc')\n"
+        "plot_subsets(merged_subsets, 'auroc')"
+    ),
+    new_code_cell(
+        "from modfuse.interpret import modality_shapley, plot_cohort\n\n"
+        "plot_cohort(modality_shapley(merged, datamodule.test_dataloader()))"
+    ),
+    new_code_cell(
+        "assert merged_subsets['auroc'].between(0, 1).all() and merged.modalities == ['mean', 'worst']\n"
+        "assert len(validation) == 3 and {'merged', 'merged - best'} <= set(validation.columns)\n"
+        "print(f\"CHECK merging ok: merged AUROC with both modalities {merged_subsets['auroc'].iloc[-1]:.3f}\")"
     ),
 ]
 

@@ -38,6 +38,7 @@ from modfuse.core.tasks import TaskSpec
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
+from modfuse.utils.progress import progress_enabled
 
 __all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival", "align_frames"]
 
@@ -245,7 +246,8 @@ class _FusionEstimator(BaseEstimator, ABC):
         strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
         random_state: seed of the split, the initialisation and the shuffling.
         device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        verbose: show a progress bar and Lightning's messages.
+        verbose: ``True``: a progress bar and Lightning's messages; ``False``: silent; ``None``
+            (default): a progress bar in a notebook or terminal, none in CI (`modfuse.utils.progress`).
         modality_dropout: missingness-aware training, ON by default: per-sample modality
             dropout during training only (a sample always keeps one modality). ``"auto"``
             (the rate validated in ``benchmarks/missing.py``), a rate, a dict modality -> rate,
@@ -269,7 +271,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         strategy_kwargs: dict[str, Any] | None = None,
         random_state: int = 0,
         device: str = "auto",
-        verbose: bool = False,
+        verbose: bool | None = None,
         modality_dropout: float | dict[str, float] | str | None = "auto",
         unimodal_weight: float | str | None = "auto",
         balance: str | None = None,
@@ -327,7 +329,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.task_spec_ = spec
         # kept by reference (not copied) so that subset_gap(X, y) can train its specialists
         self._fit_data = (X, y)
-        with _quiet(self.verbose):
+        with _quiet(bool(self.verbose)):
             self.model_ = self._train(data, target, spec, train, val)
         self.model_.eval()
         return self
@@ -378,7 +380,7 @@ class _FusionEstimator(BaseEstimator, ABC):
             "devices": 1,
             "logger": False,
             "enable_checkpointing": False,
-            "enable_progress_bar": bool(self.verbose),
+            "enable_progress_bar": progress_enabled(self.verbose),
             "enable_model_summary": False,
         }
 
@@ -604,7 +606,7 @@ class FusionSurvival(_FusionEstimator):
         strategy_kwargs: dict[str, Any] | None = None,
         random_state: int = 0,
         device: str = "auto",
-        verbose: bool = False,
+        verbose: bool | None = None,
         modality_dropout: float | dict[str, float] | str | None = "auto",
         unimodal_weight: float | str | None = "auto",
         balance: str | None = None,

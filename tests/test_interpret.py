@@ -271,3 +271,184 @@ def test_explain_report_writes_tables_and_plots(tmp_path) -> None:
     for name in ("shapley_cohort", "waterfall_0", "waterfall_1", "attr_labs", "attr_ecg_saliency", "attr_img_bands"):
         assert mpimg.imread(tmp_path / f"{name}.png").ndim == 3, name
     assert not math.isnan(saved["full"].iloc[0])
+
+
+# ---------------------------------------------------------------------- labels in the user's terms
+def _tick_texts(ax, axis: str = "x") -> list[str]:
+    ticks = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    return [t.get_text() for t in ticks]
+
+
+def test_waterfall_value_labels_stay_inside_the_axes() -> None:
+    model = Interacting()
+    result = modality_shapley(model, random_batch(model.modalities, b=6))
+    for sid in result.values.index:
+        fig = plot_waterfall(result, sid)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        box = ax.get_window_extent()
+        labels = [t for t in ax.texts if t.get_text().strip()]
+        assert len(labels) == len(model.modalities) + 2  # every bar carries its value
+        for text in labels:
+            extent = text.get_window_extent()
+            assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, (sid, text.get_text())
+        assert _tick_texts(ax, "y")[0] == "f(no modality)" and _tick_texts(ax, "y")[-1] == "f(all)"
+
+
+def test_feature_importance_names_every_column_despite_missing_cells() -> None:
+    from modfuse.interpret import plot_feature_importance
+
+    values = torch.tensor([[1.0, float("nan"), 3.0], [3.0, 1.0, float("nan")]])  # NaN: a missing cell
+    fig = plot_feature_importance(values, ["age", "troponin", "crp"], title="labs")
+    ax = fig.axes[0]
+    assert _tick_texts(ax, "y") == ["crp", "age", "troponin"]  # sorted, largest first
+    assert [p.get_width() for p in ax.patches] == [3.0, 2.0, 1.0] and ax.get_title() == "labs"
+
+
+def test_band_importance_ticks_are_sentinel2_band_names_and_wavelengths(shared_data) -> None:
+    from modfuse.data.readers import RasterChipSource
+    from modfuse.interpret import modality_info
+
+    bands = ["B02", "B03", "B04", "B08", "B11"]
+    chips = RasterChipSource(shared_data / "sentinel2-l1c", size=16, n_random=2, seed=0, bands=bands)
+    ds = MultiModalDataset({"s2": chips}, targets=np.array([0, 1]), ids=chips.ids)
+    info = modality_info(ds, "s2")
+    assert info.band_names == bands and info.wavelengths == [492.4, 559.8, 664.6, 832.8, 1613.7]
+    fig = plot_band_importance(torch.arange(5.0), info.band_names, info.wavelengths)
+    ticks = _tick_texts(fig.axes[0])
+    assert ticks == ["B02\n492 nm", "B03\n560 nm", "B04\n665 nm", "B08\n833 nm", "B11\n1614 nm"]
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == [0.0, 1.0, 2.0, 3.0, 4.0]  # one bar per band, in channel order
+    with pytest.raises(ModfuseError, match="4 wavelengths for 5 bands"):
+        plot_band_importance(torch.arange(5.0), bands, info.wavelengths[:4])
+
+
+def test_pixel_heatmap_over_a_real_chip_and_a_grey_xray(shared_data) -> None:
+    from pydicom.data import get_testdata_file
+
+    from modfuse.data.readers import DicomSource, RasterChipSource
+    from modfuse.interpret import plot_pixel_attribution
+
+    bands = ["B02", "B03", "B04", "B08"]
+    chip = RasterChipSource(shared_data / "sentinel2-l1c", size=16, n_random=1, seed=0, bands=bands).load("chip0")
+    attr = torch.zeros(4, 16, 16)
+    attr[3, 2:5, 10:12] = -2.0  # NIR hot spot: the heatmap must put its maximum there
+    attr[0, 8, 8] = 1.0
+    fig = plot_pixel_attribution(chip, attr, bands)
+    left, right = fig.axes[:2]
+    assert left.get_title() == "input (R, G, B = B04, B03, B02)"  # true colour picked by band name
+    heat = right.images[-1].get_array()
+    assert heat.shape == (16, 16) and float(heat.max()) == 1.0
+    assert np.allclose(heat, pixel_map(attr[None])[0].numpy() / 2.0)
+    assert float(heat[8, 8]) == pytest.approx(0.5) and float(heat[0, 0]) == 0.0
+    xray = DicomSource({"ct": get_testdata_file("CT_small.dcm")}).load("ct")
+    grey = plot_pixel_attribution(xray, torch.rand_like(xray.float()))
+    assert grey.axes[0].images[0].get_array().ndim == 2 and grey.axes[0].get_title() == "input"
+    with pytest.raises(ModfuseError, match="expected image"):
+        plot_pixel_attribution(chip, torch.zeros(4, 8, 8))
+
+
+def test_ecg_plot_lead_names_and_seconds_from_a_wfdb_record(shared_data) -> None:
+    from modfuse.data.readers import WfdbWindowSource
+    from modfuse.interpret import modality_info
+
+    src = WfdbWindowSource({"100": shared_data / "ecg-wfdb" / "100"}, window=2.0)
+    info = modality_info(MultiModalDataset({"ecg": src}, targets=np.zeros(len(src)), ids=src.ids), "ecg")
+    assert info.lead_names == ["MLII", "V5"] and info.fs == 360.0
+    signal = src.load("100:0")
+    assert signal.shape == (2, 720)
+    fig = plot_ecg_saliency(signal, torch.rand(2, 720), fs=info.fs, lead_names=info.lead_names)
+    axes = fig.axes
+    assert [ax.get_ylabel() for ax in axes] == ["MLII", "V5"]
+    assert axes[-1].get_xlabel() == "time (s)"
+    line = axes[0].lines[0].get_xdata()
+    assert line[0] == 0.0 and line[-1] == pytest.approx(719 / 360)
+
+
+def test_dicom_waveform_lead_names(shared_data) -> None:
+    from pydicom.data import get_testdata_file
+
+    from modfuse.data.readers import DicomWaveformSource
+    from modfuse.interpret import modality_info
+
+    src = DicomWaveformSource({"e": get_testdata_file("waveform_ecg.dcm")}, fs=500)
+    info = modality_info(MultiModalDataset({"ecg": src}, targets=np.zeros(1), ids=["e"]), "ecg")
+    assert info.lead_names[:3] == ["I", "II", "III"] and len(info.lead_names) == 12 and info.fs == 500.0
+
+
+def test_time_series_attribution_over_real_dates(shared_data) -> None:
+    from modfuse.data.readers import EOPatchSeriesSource
+    from modfuse.interpret import modality_info, plot_time_attribution
+
+    patch = shared_data / "eopatch-slovenia"
+    pixels = [(r, c) for r in range(0, 40, 8) for c in range(0, 40, 8)]
+    series = EOPatchSeriesSource(patch, pixels=pixels)
+    ds = MultiModalDataset({"ndvi": series}, targets=np.arange(len(pixels)) % 2, ids=series.ids)
+    batch = ds.collate_fn([ds[i] for i in range(len(ds))])
+    model = EarlyFusion({"ndvi": build("timeseries", channels=1, hidden=16, layers=1, out_dim=8)}, "binary")
+    attr = feature_attributions(model, batch, "ndvi", n_steps=8)
+    assert attr.values.shape == (len(pixels), 68, 1) and torch.isfinite(attr.values).all()
+    info = modality_info(ds, "ndvi")
+    assert len(info.timestamps) == 68 and str(info.timestamps[0].date()) == "2015-07-11"
+    valid = batch.inputs["ndvi"]["valid"][0]
+    fig = plot_time_attribution(attr.inputs[0], attr.values[0], info.timestamps, valid, ["NDVI"])
+    top, bottom = fig.axes
+    assert len(bottom.patches) == 68  # one bar per date
+    gap_days = np.diff(info.timestamps.to_numpy()).min() / np.timedelta64(1, "D")
+    assert np.allclose([b.get_width() for b in bottom.patches], 0.8 * gap_days)  # bars in days: visible
+    heights = np.array([b.get_height() for b in bottom.patches])
+    assert np.allclose(heights, attr.values[0].abs().sum(1).numpy(), atol=1e-7)
+    observed = top.lines[0]
+    assert len(observed.get_xdata()) == int(valid.sum())  # cloudy dates are not drawn as data
+    assert top.lines[0].get_label() == "NDVI" and bottom.get_xlabel() == "date"
+
+
+def test_sequential_plot_follows_the_contributions() -> None:
+    from modfuse.fusion import build as build_fusion
+    from modfuse.interpret import plot_sequential, prediction_path
+
+    rng = np.random.default_rng(0)
+    X = {"a": rng.normal(size=(30, 3)), "b": rng.normal(size=(30, 2))}
+    X["b"][:5] = np.nan  # the first 5 samples lack b
+    ds = MultiModalDataset.from_arrays(X, rng.integers(0, 2, 30))
+    encoders = {m: build("tabular", num_features=x.shape[1], out_dim=8) for m, x in X.items()}
+    model = build_fusion("sequential", encoders=encoders, tasks="binary", state_dim=8).eval()
+    contributions = model.contributions(ds.collate_fn([ds[i] for i in range(30)]))
+    path = prediction_path(contributions)
+    frame = contributions.to_frame()
+    assert np.allclose(path[:, -1], frame["final"], atol=1e-6) and np.allclose(path[:, 0], frame["initial"])
+    assert np.allclose(path[:5, 2], path[:5, 1])  # absent modality: a flat step
+    per_sample = plot_sequential(contributions, samples=[0, 7])
+    ax = per_sample.axes[0]
+    assert _tick_texts(ax) == ["prior", "a", "b"]
+    assert [line.get_label() for line in ax.get_lines()[::3]] == ["0", "7"]
+    assert np.allclose(ax.get_lines()[0].get_ydata(), path[0])
+    hollow = ax.get_lines()[2]  # sample 0 lacks b: its last point is hollow
+    assert hollow.get_markerfacecolor() == "none" and len(hollow.get_xdata()) == 1
+    cohort = plot_sequential(contributions)  # 30 samples > max_lines: the cohort view
+    bars = cohort.axes[1].patches
+    assert len(bars) == 2 and np.allclose([b.get_height() for b in bars], np.abs(np.diff(path, axis=1)).mean(0))
+
+
+def test_explain_report_uses_reader_names_and_plots_sequential_steps(tmp_path) -> None:
+    from modfuse.datasets import synthetic_cohort
+    from modfuse.datasets.synthetic import LEADS
+    from modfuse.fusion import build as build_fusion
+
+    cohort = synthetic_cohort(24, seed=0, root=tmp_path / "cohort")
+    dm = MultiModalDataModule(cohort.dataset(), split="stratified", batch_size=8, seed=0)
+    encoders = {
+        "xray": build("xray", in_channels=1, out_dim=8),
+        "ecg": build("ecg", leads=12, widths=(8,), blocks=1, out_dim=8),
+        "labs": build("tabular", num_features=5, hidden=(8,), out_dim=8),
+    }
+    model = build_fusion("sequential", encoders=encoders, tasks="binary", state_dim=8)
+    explain_report(model, dm, tmp_path / "out", n_waterfalls=1, max_attr_samples=2, batch_size=8)
+    out = tmp_path / "out"
+    assert pd.read_csv(out / "attr_labs.csv")["feature"].tolist() == ["age", "troponin", "crp", "creatinine", "sex"]
+    assert pd.read_csv(out / "attr_ecg.csv")["lead"].tolist() == list(LEADS)
+    steps = pd.read_csv(out / "sequential_steps.csv")
+    assert steps.columns.tolist() == ["id", "prior", "xray", "ecg", "labs"]
+    for name in ("attr_xray_pixels", "attr_ecg_saliency", "sequential_cohort", "sequential_samples"):
+        assert mpimg.imread(out / f"{name}.png").ndim == 3, name
+    assert not (out / "attr_xray_bands.png").exists()  # one grey band: a heatmap, not a one-bar chart

@@ -30,6 +30,7 @@ from modfuse.utils.optional import require
 
 __all__ = [
     "Attribution",
+    "attributed_values",
     "band_importance",
     "feature_attributions",
     "importance",
@@ -126,12 +127,15 @@ class _ModalityForward(nn.Module):
         original = batch.inputs[modality]
         self.mask = original.mask if isinstance(original, PaddedTensor) else None
         self.pad_dim = original.dim if isinstance(original, PaddedTensor) else None
+        self.keyed = isinstance(original, dict)  # {"x": values, "valid": ..., "t": ...}: x is attributed
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.batch.batch_size
         reps = x.shape[0] // n
         batch = self.batch if reps == 1 else self.batch.select(torch.arange(n, device=x.device).repeat(reps))
         value: Any = x if self.mask is None else PaddedTensor(x, self.mask.repeat(reps, 1), self.pad_dim)
+        if self.keyed:
+            value = {**batch.inputs[self.modality], "x": x}
         batch = ModalityBatch({**batch.inputs, self.modality: value}, batch.present, batch.target, batch.ids)
         logits = by_task(prediction_of(self.model(batch)), self.model.tasks)[self.task]
         out = self.spec.activate(logits)
@@ -149,15 +153,24 @@ def _explained_rows(batch: ModalityBatch, modality: str, max_samples: int | None
     if max_samples is not None:
         index = index[:max_samples]
     rows = batch.select(index)
-    x = rows.inputs[modality]
-    if (
-        not isinstance(x, (Tensor, PaddedTensor))
-        or not (x.values if isinstance(x, PaddedTensor) else x).is_floating_point()
-    ):
+    x = attributed_values(rows.inputs[modality])
+    if x is None:
+        found = type(rows.inputs[modality]).__name__
         raise ModfuseError(
-            f"attributions need a floating-point tensor input, found {type(x).__name__}", modality=modality
+            f"attributions need a floating-point tensor input (or a dict with one under 'x'), found {found}",
+            modality=modality,
         )
     return rows
+
+
+def attributed_values(x: Any) -> Tensor | None:
+    """The float tensor attributions are computed over: the input itself, a padded input's
+    ``values``, or ``x["x"]`` of a dict input (time series ``{"x", "valid", "t"}``); else None."""
+    if isinstance(x, dict):
+        x = x.get("x")
+    if isinstance(x, PaddedTensor):
+        x = x.values
+    return x if isinstance(x, Tensor) and x.is_floating_point() else None
 
 
 def feature_attributions(
@@ -200,8 +213,9 @@ def feature_attributions(
     model = unwrap_model(model)
     task, spec = resolve_task(model, task)
     rows = _explained_rows(batch.to(model_device(model)), modality, max_samples)
-    x = rows.inputs[modality]
-    x = (x.values if isinstance(x, PaddedTensor) else x).float()
+    x = attributed_values(rows.inputs[modality])
+    assert x is not None  # checked by _explained_rows
+    x = x.float()
     was_training = model.training
     model.eval()
     try:

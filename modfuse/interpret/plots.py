@@ -39,16 +39,20 @@ def plot_waterfall(result: ShapleyResult, sample: Hashable | None = None) -> Fig
     base, full = float(result.base.loc[sid]), float(result.full.loc[sid])
     fig = Figure(figsize=(7, 1.2 + 0.45 * len(phi)), layout="constrained")
     ax = fig.add_subplot()
-    start = base
-    labels = ["f(no modality)"]
+    labels = ["f(no modality)", *map(str, phi.index), "f(all)"]
+    starts = base + np.concatenate([[0.0], np.cumsum(phi.to_numpy())[:-1]])
     ax.barh(0, base, color="0.6")
-    for i, (name, value) in enumerate(phi.items(), start=1):
-        ax.barh(i, value, left=start, color="tab:red" if value >= 0 else "tab:blue")
-        ax.text(max(start, start + value), i, f" {value:+.3f}", va="center", fontsize=8)  # right of the bar
-        labels.append(str(name))
-        start += value
+    colors = ["tab:red" if v >= 0 else "tab:blue" for v in phi]
+    ax.barh(range(1, len(phi) + 1), phi.to_numpy(), left=starts, color=colors)
     ax.barh(len(phi) + 1, full, color="0.3")
-    labels.append("f(all)")
+    ends = np.concatenate([[0.0, base, full], starts, starts + phi.to_numpy()])
+    low, high = min(0.0, ends.min()), ends.max()
+    pad = 0.22 * (high - low or 1.0)  # room right of the longest bar for its value label
+    ax.set_xlim(low - (0.05 * (high - low) if low < 0 else 0.0), high + pad)
+    for i, (start, value) in enumerate(zip(starts, phi), start=1):
+        ax.text(max(start, start + value), i, f" {value:+.3f}", va="center", fontsize=8, clip_on=True)
+    for i, value in ((0, base), (len(phi) + 1, full)):
+        ax.text(max(value, 0.0), i, f" {value:.3f}", va="center", fontsize=8, clip_on=True)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel(_value_label(result))
@@ -82,17 +86,22 @@ def plot_cohort(result: ShapleyResult) -> Figure:
     return fig
 
 
-def plot_feature_importance(importance: pd.Series | Any, names: Sequence[str] | None = None, top: int = 20) -> Figure:
+def plot_feature_importance(
+    importance: pd.Series | Any, names: Sequence[str] | None = None, top: int = 20, title: str = "feature importance"
+) -> Figure:
     """Bar chart of the ``top`` largest feature importances (e.g. mean |attribution| per column).
 
     Args:
-        importance: (F,) values, a Series indexed by feature name, or (n, F) (averaged over n).
+        importance: (F,) values, a Series indexed by feature name, or (n, F) (averaged over n,
+            NaN entries skipped).
         names: feature names when ``importance`` is not a Series.
         top: how many features to show.
+        title: the axes title.
     """
     if not isinstance(importance, pd.Series):
-        values = _np(importance)
-        values = values.mean(0) if values.ndim == 2 else values
+        values = _np(importance).astype(np.float64)
+        # NaN attributions come from NaN (missing) cells of partly observed rows: skip them
+        values = np.nanmean(values, 0) if values.ndim == 2 else values
         importance = pd.Series(
             values, index=list(names) if names is not None else [f"x{i}" for i in range(len(values))]
         )
@@ -102,28 +111,43 @@ def plot_feature_importance(importance: pd.Series | Any, names: Sequence[str] | 
     ax.barh(shown.index.astype(str), shown.to_numpy(), color="tab:green")
     ax.invert_yaxis()
     ax.set_xlabel("mean |attribution|")
-    ax.set_title("feature importance")
+    ax.set_title(title)
     return fig
 
 
-def plot_band_importance(importance: Any, band_names: Sequence[str] | None = None) -> Figure:
-    """Bar chart of spectral band importance, bands in their natural order.
+def plot_band_importance(
+    importance: Any,
+    band_names: Sequence[str] | None = None,
+    wavelengths: Sequence[float | None] | None = None,
+    title: str = "spectral band importance",
+) -> Figure:
+    """Bar chart of spectral band importance, bands in channel order.
 
     Args:
         importance: (C,) or (n, C) (averaged over samples), e.g. `band_importance()`.
-        band_names: C band names (default ``band 0``, ...).
+        band_names: C band names (default ``band 0``, ...), the x tick labels.
+        wavelengths: C centre wavelengths in nm (e.g. ``RasterChipSource.wavelengths``),
+            written under each band name (None entries: no wavelength).
+        title: the axes title.
     """
     values = _np(importance)
     values = values.mean(0) if values.ndim == 2 else values
     names = list(band_names) if band_names is not None else [f"band {i}" for i in range(len(values))]
     if len(names) != len(values):
         raise ModfuseError(f"{len(names)} band names for {len(values)} bands")
-    fig = Figure(figsize=(max(4, 0.5 * len(values) + 1), 3.5), layout="constrained")
+    if wavelengths is not None and len(wavelengths) != len(values):
+        raise ModfuseError(f"{len(wavelengths)} wavelengths for {len(values)} bands")
+    fig = Figure(figsize=(max(4, 0.6 * len(values) + 1), 3.8), layout="constrained")
     ax = fig.add_subplot()
-    ax.bar(names, values, color="tab:orange")
+    ax.bar(range(len(values)), values, color="tab:orange")
+    ticks = [
+        f"{n}\n{wavelengths[i]:.0f} nm" if wavelengths is not None and wavelengths[i] is not None else str(n)
+        for i, n in enumerate(names)
+    ]
+    ax.set_xticks(range(len(values)), ticks, fontsize=8)
     ax.set_ylabel("|attribution|")
-    ax.set_title("spectral band importance")
-    ax.tick_params(axis="x", rotation=45)
+    ax.set_xlabel("band (centre wavelength)" if wavelengths is not None else "band")
+    ax.set_title(title)
     return fig
 
 

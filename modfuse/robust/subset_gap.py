@@ -23,6 +23,7 @@ from modfuse.core.tasks import by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.robust.evaluate import evaluate_subsets, modality_subsets, subset_name
+from modfuse.utils.progress import progress
 
 __all__ = [
     "SubsetModel",
@@ -105,7 +106,7 @@ def train_specialists(
     base = unwrap_model(model)
     options = {"accelerator": "cpu", "num_sanity_val_steps": 0, **dict(trainer_kwargs or {})}
     out = {}
-    for subset in subsets:
+    for subset in progress(subsets, "subset specialists"):
         specialist = SubsetModel(_reset(base), subset)
         fit(specialist, datamodule, max_epochs=max_epochs, task_kwargs=task_kwargs, trainer_kwargs=options)
         out[tuple(subset)] = specialist.eval()

@@ -33,6 +33,7 @@ from torch import nn
 from modfuse.errors import ModfuseError
 from modfuse.registry import Registry
 from modfuse.training.callbacks import BestWeights, allow_unused_parameters
+from modfuse.utils.progress import progress_enabled
 
 __all__ = [
     "FUSE_EPOCHS",
@@ -71,19 +72,22 @@ def build_trainer(
     devices: int | str | Sequence[int] = 1,
     logger: Any = False,
     enable_checkpointing: bool | None = None,
-    enable_progress_bar: bool = False,
+    enable_progress_bar: bool | None = None,
     enable_model_summary: bool = False,
     **kwargs: Any,
 ) -> L.Trainer:
     """The one place a ``lightning.Trainer`` is built (the CLI's comes from LightningCLI and gets
     the same DDP setting through `allow_unused_parameters()`).
 
-    Defaults suit in-process training (no logger, progress bar or summary; checkpoints only by
+    Defaults suit in-process training (no logger or summary; a progress bar in notebooks and
+    terminals but not in CI, `progress_enabled()`; checkpoints only by
     the ``ModelCheckpoint`` callbacks given, Lightning's default one never); every other
     ``lightning.Trainer`` argument (precision, strategy, limit_val_batches...) passes
     through. A DDP strategy reduces the gradients of parameters a process left unused (a batch
     without some modality never runs its encoder).
     """
+    if enable_progress_bar is None:
+        enable_progress_bar = progress_enabled()
     if enable_checkpointing is None:
         enable_checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer = L.Trainer(

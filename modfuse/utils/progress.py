@@ -1,5 +1,7 @@
 """One progress bar for every long operation (Shapley values, sweeps, subset evaluation, block
-training loops): rich, like Lightning's ``RichProgressBar`` that the CLI uses.
+training loops): rich, like Lightning's ``RichProgressBar`` that the CLI uses. Training
+(the estimators with ``verbose=None``, `fit_block()` / `fit_model()`, the subset-gap
+specialists) shows Lightning's own bar under the same rule (`progress_enabled()`).
 
 Whether a bar shows: ``verbose=True`` / ``False`` when the caller says so; by default it shows
 in a terminal or a notebook and stays quiet in CI (``CI`` set) or when output is redirected.

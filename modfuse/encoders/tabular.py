@@ -40,6 +40,9 @@ class TabularEncoder(Encoder):
         dropout: dropout probability.
         mean: per-numeric-column means (training statistics), default 0.
         std: per-numeric-column standard deviations, default 1.
+        linear: add a linear path: a linear projection of the standardised inputs (and missing
+            indicators) summed with the MLP's output, so the encoder contains a (weight-decay
+            penalised) linear model as a special case; what small cohorts often need most.
 
     Shapes:
         input (n, num_features) float (NaN allowed) -> output (n, out_dim).
@@ -55,6 +58,7 @@ class TabularEncoder(Encoder):
         dropout: float = 0.1,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         categorical = {int(k): int(v) for k, v in (categorical or {}).items()}
@@ -75,6 +79,7 @@ class TabularEncoder(Encoder):
         width = 2 * n_num + embed_dim * len(self.cat_index)
         self.body = mlp([width, *hidden], dropout)
         self.proj = nn.Linear(hidden[-1] if hidden else width, out_dim)
+        self.linear = nn.Linear(width, out_dim, bias=False) if linear and hidden else None
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,4 +102,6 @@ class TabularEncoder(Encoder):
                     f"categorical column {col}: expected codes 0..{card - 1} or NaN, found {codes.max().item()}"
                 )
             parts.append(emb(codes))
-        return self.proj(self.body(torch.cat(parts, dim=1)))
+        inputs = torch.cat(parts, dim=1)
+        out = self.proj(self.body(inputs))
+        return out if self.linear is None else out + self.linear(inputs)

@@ -79,10 +79,18 @@ class TabularEncoder(Encoder):
         width = 2 * n_num + embed_dim * len(self.cat_index)
         self.body = mlp([width, *hidden], dropout)
         self.proj = nn.Linear(hidden[-1] if hidden else width, out_dim)
+        self.width = width
         self.linear = nn.Linear(width, out_dim, bias=False) if linear and hidden else None
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
+        inputs = self.standardised(x)
+        out = self.proj(self.body(inputs))
+        return out if self.linear is None else out + self.linear(inputs)
+
+    def standardised(self, x: Tensor) -> Tensor:
+        """The MLP's input (n, width): standardised numeric cells (NaN -> 0), their observed
+        indicators and the categorical embeddings."""
         check_ndim(x, 2, "(n, features)")
         check_size(x, 1, self.num_features, "number of table columns")
         x = x.float()
@@ -102,6 +110,4 @@ class TabularEncoder(Encoder):
                     f"categorical column {col}: expected codes 0..{card - 1} or NaN, found {codes.max().item()}"
                 )
             parts.append(emb(codes))
-        inputs = torch.cat(parts, dim=1)
-        out = self.proj(self.body(inputs))
-        return out if self.linear is None else out + self.linear(inputs)
+        return torch.cat(parts, dim=1)

@@ -287,20 +287,24 @@ def run(
         for r, tr, te in folds(data, settings):
             tasks += [(name, m, r, tr, te, settings) for m in methods]
     log(f"small_cohorts: {len(tasks)} fits")
-    rows = []
+    rows: list[dict] = []
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        log(f"{row['dataset']} {row['method']}: {row['score']:.4f} ({row['fit_s']:.0f} s)")
+        # the table after every fit: a run stopped early still leaves what it measured
+        write(pd.DataFrame(rows), sizes, settings, command, out_dir, planned=len(tasks))
+
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs) as pool:
             for row in pool.map(_job, tasks):
-                rows.append(row)
-                log(f"{row['dataset']} {row['method']}: {row['score']:.4f} ({row['fit_s']:.0f} s)")
+                done(row)
     else:
         for task in tasks:
-            rows.append(_job(task))
-            row = rows[-1]
-            log(f"{row['dataset']} {row['method']}: {row['score']:.4f} ({row['fit_s']:.0f} s)")
-    return write(pd.DataFrame(rows), sizes, settings, command, out_dir)
+            done(_job(task))
+    return write(pd.DataFrame(rows), sizes, settings, command, out_dir, planned=len(tasks))
 
 
 def summarise(raw: pd.DataFrame, sizes: dict) -> pd.DataFrame:
@@ -334,9 +338,11 @@ def summarise(raw: pd.DataFrame, sizes: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write(raw: pd.DataFrame, sizes: dict, settings: Settings, command: str, out_dir: Path) -> Path:
+def write(raw: pd.DataFrame, sizes: dict, settings: Settings, command: str, out_dir: Path, planned: int) -> Path:
     described = "; ".join(f"{k} ({sizes[k][0]}, n={sizes[k][1]}, views {sizes[k][2]})" for k in sizes)
     notes = [
+        f"fits finished: {len(raw)} of the {planned} planned"
+        + ("" if len(raw) == planned else " (the run was stopped: rows with fewer folds are incomplete)"),
         f"data sets: {described}",
         "score: accuracy (classification), RMSE (regression, lower is better), Harrell's C-index (survival); "
         "'vs best baseline' / 'vs best strategy': the method's mean minus the best baseline's / the best "

@@ -41,8 +41,8 @@ class TabularEncoder(Encoder):
         mean: per-numeric-column means (training statistics), default 0.
         std: per-numeric-column standard deviations, default 1.
         linear: add a linear path: a linear projection of the standardised inputs (and missing
-            indicators) summed with the MLP's output, so the encoder contains a (weight-decay
-            penalised) linear model as a special case; what small cohorts often need most.
+            indicators) summed with the MLP's output, so the encoder's output holds a (weight-decay
+            penalised) linear function of its inputs, whatever the MLP learns.
 
     Shapes:
         input (n, num_features) float (NaN allowed) -> output (n, out_dim).

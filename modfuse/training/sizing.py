@@ -4,8 +4,10 @@ rate and batch size from the number of training samples and features.
 Why: a fixed ``hidden=[64]`` MLP trained with weight decay 1e-4 on a few hundred patients
 over-fits and loses to a penalised linear model. The rule below shrinks capacity and raises
 regularisation as the cohort gets smaller or the features outnumber the samples, and every
-tabular encoder built from it carries a linear path (see `TabularEncoder(linear=True)`), so a
-fused model contains a penalised linear model as a special case.
+tabular encoder built from it carries a linear path (see `TabularEncoder(linear=True)`): its
+output holds a linear function of its inputs beside the MLP's. (The fusion MLP on top is still
+nonlinear; a wrapper adding a linear term straight to the logits was tried and scored lower on
+validation, 0.808 vs 0.831 on the generated linear problem, so it was not kept.)
 
 The rule (``n`` training samples, ``p`` features of the modality):
 
@@ -18,11 +20,15 @@ The rule (``n`` training samples, ``p`` features of the modality):
   early-stopping signal is updated often enough without over-long epochs on large data.
 
 How it was chosen: the width rule is the usual "a few parameters per sample" bound for an
-MLP whose first layer is shared by all features; the dropout/weight-decay steps were compared
-on the inner validation split of the training folds of ``benchmarks/small_cohorts.py``
-(never on its test folds) at the three values listed, and the larger regulariser kept when
-the validation scores tied. It is a rule, not a search: pass explicit numbers to the
-estimators (or ``strategy="auto"`` for a search of the strategy) to override it.
+MLP whose first layer sees every feature; the dropout / weight-decay / batch-size steps are
+conventional values, NOT the result of a search. The only checks made were on validation
+rows (never a benchmark's test folds): on an inner 70/30 split of a breast-cancer training
+fold, early fusion scored 0.978 with this rule, 0.971 with batch size 64, 0.978 with weight
+decay 1e-2 and 0.978 with robust training off (a logistic regression: 0.985); on a generated
+300-sample linear problem (another seed than the test's) early fusion scored 0.81-0.83 against
+a logistic regression's 0.86. So the rule does not yet close the gap to a penalised linear
+model; ``benchmarks/small_cohorts.py`` measures it. Pass explicit numbers to the estimators
+(or ``strategy="auto"`` to choose the strategy) to override it.
 """
 
 from __future__ import annotations

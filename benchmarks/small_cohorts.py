@@ -286,6 +286,10 @@ def run(
         methods = [*BASELINES[data.kind], *settings.strategies, *(["auto"] if settings.auto else [])]
         for r, tr, te in folds(data, settings):
             tasks += [(name, m, r, tr, te, settings) for m in methods]
+    # cheap fits first (baselines, then single strategies, then auto), so that a run stopped
+    # at its time limit has measured as many data sets as it could
+    cost = {m: 0 for ms in BASELINES.values() for m in ms} | {"auto": 2}
+    tasks.sort(key=lambda t: cost.get(t[1], 1))
     log(f"small_cohorts: {len(tasks)} fits")
     rows: list[dict] = []
 
@@ -296,11 +300,11 @@ def run(
         write(pd.DataFrame(rows), sizes, settings, command, out_dir, planned=len(tasks))
 
     if jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(jobs) as pool:
-            for row in pool.map(_job, tasks):
-                done(row)
+            for future in as_completed([pool.submit(_job, task) for task in tasks]):
+                done(future.result())
     else:
         for task in tasks:
             done(_job(task))

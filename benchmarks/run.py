@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import common
 
-SECTIONS = ("esol", "remote_sensing", "speed", "missing", "lego_quality", "pipeline")
+SECTIONS = ("esol", "remote_sensing", "speed", "missing", "lego_quality", "pipeline", "small_cohorts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import lego_quality
 
             lego_quality.run(lego_quality.QUICK if args.quick else lego_quality.Settings(), command, log, out_dir=out)
+        elif section == "small_cohorts":
+            from benchmarks import small_cohorts
+
+            small_cohorts.run(
+                small_cohorts.QUICK if args.quick else small_cohorts.Settings(),
+                command,
+                log,
+                jobs=args.jobs,
+                out_dir=out,
+            )
         elif section == "pipeline":
             from benchmarks import pipeline
 

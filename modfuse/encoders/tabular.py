@@ -40,6 +40,9 @@ class TabularEncoder(Encoder):
         dropout: dropout probability.
         mean: per-numeric-column means (training statistics), default 0.
         std: per-numeric-column standard deviations, default 1.
+        linear: add a linear path: a linear projection of the standardised inputs (and missing
+            indicators) summed with the MLP's output, so the encoder's output holds a (weight-decay
+            penalised) linear function of its inputs, whatever the MLP learns.
 
     Shapes:
         input (n, num_features) float (NaN allowed) -> output (n, out_dim).
@@ -55,6 +58,7 @@ class TabularEncoder(Encoder):
         dropout: float = 0.1,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         categorical = {int(k): int(v) for k, v in (categorical or {}).items()}
@@ -75,9 +79,18 @@ class TabularEncoder(Encoder):
         width = 2 * n_num + embed_dim * len(self.cat_index)
         self.body = mlp([width, *hidden], dropout)
         self.proj = nn.Linear(hidden[-1] if hidden else width, out_dim)
+        self.width = width
+        self.linear = nn.Linear(width, out_dim, bias=False) if linear and hidden else None
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
+        inputs = self.standardised(x)
+        out = self.proj(self.body(inputs))
+        return out if self.linear is None else out + self.linear(inputs)
+
+    def standardised(self, x: Tensor) -> Tensor:
+        """The MLP's input (n, width): standardised numeric cells (NaN -> 0), their observed
+        indicators and the categorical embeddings."""
         check_ndim(x, 2, "(n, features)")
         check_size(x, 1, self.num_features, "number of table columns")
         x = x.float()
@@ -97,4 +110,4 @@ class TabularEncoder(Encoder):
                     f"categorical column {col}: expected codes 0..{card - 1} or NaN, found {codes.max().item()}"
                 )
             parts.append(emb(codes))
-        return self.proj(self.body(torch.cat(parts, dim=1)))
+        return torch.cat(parts, dim=1)

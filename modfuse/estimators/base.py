@@ -38,14 +38,18 @@ from modfuse.core.tasks import TaskSpec
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
+from modfuse.training.sizing import Sizing, size_for
 from modfuse.utils.progress import progress_enabled
 
 __all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival", "align_frames"]
 
 STRATEGIES = ("lego-merge", "lego-fuse", "sequential", "early", "late", "attention")
+AUTO = "auto"
+"""``strategy="auto"``: the strategy (and robust-training setting) chosen by inner CV, see
+`modfuse.estimators.auto`."""
 LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
 """Lego block size for notebook-scale data (the 64x64 default latent is sized for images)."""
-Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention"]
+Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention", "auto"]
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -136,10 +140,12 @@ def _present_rows(values: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- encoders
-def auto_encoder(values: Any, rows: np.ndarray, modality: str) -> nn.Module:
+def auto_encoder(values: Any, rows: np.ndarray, modality: str, sizing: Sizing | None = None) -> nn.Module:
     """A default encoder for a modality from the shape of its data.
 
-    2-D (n, features): ``tabular`` with the training rows' mean/std; 3-D (n, leads, samples):
+    2-D (n, features): ``tabular`` with the training rows' mean/std, sized by the data
+    (`modfuse.training.sizing.size_for()` of the training rows and columns, unless ``sizing``
+    is given) and with a linear path (a regularised linear projection beside the MLP); 3-D (n, leads, samples):
     ``ecg``; 4-D (n, channels, H, W): ``spectral`` (a small CNN, any channel count); a list of
     PyG graphs: ``graph``.
     """
@@ -156,14 +162,16 @@ def auto_encoder(values: Any, rows: np.ndarray, modality: str) -> nn.Module:
         mean = np.nan_to_num(np.nanmean(train, axis=0)) if len(train) else np.zeros(values.shape[1])
         std = np.nan_to_num(np.nanstd(train, axis=0), nan=1.0) if len(train) else np.ones(values.shape[1])
         std = np.where(std > 1e-8, std, 1.0)
+        sizing = sizing or size_for(len(rows), values.shape[1])
         return build(
             "tabular",
             num_features=values.shape[1],
-            hidden=[64],
-            out_dim=32,
-            dropout=0.1,
+            hidden=list(sizing.hidden),
+            out_dim=sizing.out_dim,
+            dropout=sizing.dropout,
             mean=mean.tolist(),
             std=std.tolist(),
+            linear=True,
         )
     if values.ndim == 3:
         importlib.import_module("modfuse.encoders.ecg")
@@ -234,13 +242,16 @@ class _FusionEstimator(BaseEstimator, ABC):
 
     Args:
         strategy: ``"early"``, ``"late"``, ``"attention"``, ``"sequential"``, ``"lego-fuse"``
-            or ``"lego-merge"`` (blocks trained separately, then merged without paired training).
+            or ``"lego-merge"`` (blocks trained separately, then merged without paired training),
+            or ``"auto"``: chosen with the robust-training setting by inner cross-validation on
+            the training data (``cv_results_``, ``best_strategy_``, ``best_params_``), then refit.
         encoders: ``"auto"`` (chosen from each modality's data shape) or a dict modality ->
             ``nn.Module`` (with ``out_dim``) or ``{"name": "tabular", **kwargs}`` spec.
         max_epochs: upper bound on training epochs (early stopping usually ends sooner).
-        batch_size: samples per batch.
-        lr: peak learning rate of the one-cycle (warm-up + cosine) schedule.
-        weight_decay: AdamW weight decay.
+        batch_size: samples per batch, or ``"auto"`` (sized by the data, see
+            `modfuse.training.sizing`).
+        lr: peak learning rate of the one-cycle (warm-up + cosine) schedule, or ``"auto"``.
+        weight_decay: AdamW weight decay, or ``"auto"`` (larger for small or wide data).
         patience: epochs without improvement of the validation loss before stopping.
         val_fraction: share of the training data held out for early stopping.
         strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
@@ -256,6 +267,14 @@ class _FusionEstimator(BaseEstimator, ABC):
             the fused model, the task's loss); ``"auto"`` (default) or 0 / None to switch off.
         balance: gradient modulation of the encoders during training: ``"ogm-ge"``, ``"agm"``
             or None (default; see [`modfuse.training.robust`][modfuse.training.robust]).
+        n_ensemble: number of models trained with seeds ``random_state + i`` (each its own
+            validation split, initialisation and shuffling) whose logits are averaged.
+        n_jobs: worker processes for the ensemble members and the ``"auto"`` inner-CV fits
+            (joblib; None = 1, in this process). Each worker uses one torch thread.
+        auto_strategies: candidate strategies of ``strategy="auto"`` (default
+            ``("early", "late", "attention")``; the Lego strategies train one block per
+            modality and cost several times more).
+        auto_cv: inner folds of ``strategy="auto"``.
     """
 
     def __init__(
@@ -263,9 +282,9 @@ class _FusionEstimator(BaseEstimator, ABC):
         strategy: Strategy = "early",
         encoders: Any = "auto",
         max_epochs: int = 100,
-        batch_size: int = 32,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-4,
+        batch_size: int | str = "auto",
+        lr: float | str = "auto",
+        weight_decay: float | str = "auto",
         patience: int = 10,
         val_fraction: float = 0.15,
         strategy_kwargs: dict[str, Any] | None = None,
@@ -275,6 +294,10 @@ class _FusionEstimator(BaseEstimator, ABC):
         modality_dropout: float | dict[str, float] | str | None = "auto",
         unimodal_weight: float | str | None = "auto",
         balance: str | None = None,
+        n_ensemble: int = 1,
+        n_jobs: int | None = None,
+        auto_strategies: tuple[str, ...] | None = None,
+        auto_cv: int = 3,
     ) -> None:
         self.strategy = strategy
         self.encoders = encoders
@@ -291,6 +314,10 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.modality_dropout = modality_dropout
         self.unimodal_weight = unimodal_weight
         self.balance = balance
+        self.n_ensemble = n_ensemble
+        self.n_jobs = n_jobs
+        self.auto_strategies = auto_strategies
+        self.auto_cv = auto_cv
 
     def _robust_kwargs(self) -> dict[str, Any]:
         """The FusionTask arguments of missingness-aware training."""
@@ -316,8 +343,13 @@ class _FusionEstimator(BaseEstimator, ABC):
             X: dict modality -> (n, ...) array or DataFrame, list (graphs), or None.
             y: targets: labels (classifier), values (regressor), ``(time, event)`` (survival).
         """
-        if self.strategy not in STRATEGIES:
-            raise ModfuseError(f"unknown strategy {self.strategy!r}; expected one of {list(STRATEGIES)}")
+        chosen: dict[str, Any] = {}
+        if self.strategy == AUTO:
+            from modfuse.estimators.auto import select_strategy
+
+            chosen = select_strategy(self, X, y)  # inner CV on these rows only
+        elif self.strategy not in STRATEGIES:
+            raise ModfuseError(f"unknown strategy {self.strategy!r}; expected one of {[*STRATEGIES, AUTO]}")
         data = _check_X(X)
         self.modalities_ = list(data)
         self.feature_names_ = {m: list(X[m].columns) for m in data if isinstance(X[m], pd.DataFrame)}
@@ -325,14 +357,43 @@ class _FusionEstimator(BaseEstimator, ABC):
         n = _n_rows(data)
         if len(target) != n:
             raise ModfuseError(f"y has {len(target)} rows but X has {n}")
-        train, val = self._split(n, target)
         self.task_spec_ = spec
         # kept by reference (not copied) so that subset_gap(X, y) can train its specialists
         self._fit_data = (X, y)
+        runs = [self._run(chosen, data, i) for i in range(max(int(self.n_ensemble), 1))]
         with _quiet(bool(self.verbose)):
-            self.model_ = self._train(data, target, spec, train, val)
+            if len(runs) == 1:
+                models = [runs[0]._train(data, target, spec, *runs[0]._split(n, target))]
+            else:
+                from modfuse.estimators.auto import train_members
+
+                models = train_members(runs, data, target, spec, self.n_jobs)
+        if len(models) == 1:
+            self.model_ = models[0]
+        else:
+            from modfuse.estimators.auto import SeedEnsemble
+
+            self.model_ = SeedEnsemble(models)
         self.model_.eval()
         return self
+
+    def _run(self, chosen: Mapping[str, Any], data: Mapping[str, Any], member: int) -> _FusionEstimator:
+        """A shallow copy of this estimator holding the settings one training run uses: the
+        strategy chosen by ``"auto"``, the seed ``random_state + member`` and the ``"auto"``
+        optimiser settings resolved by `size_for()` (the user's parameters stay as given, as
+        scikit-learn requires)."""
+        run = copy.copy(self)
+        run.__dict__.update(chosen)
+        run.random_state = self.random_state + member
+        n_train = round(_n_rows(data) * (1 - max(self.val_fraction, 0.0)))
+        widths = [int(np.prod(v.shape[1:])) for v in data.values() if isinstance(v, np.ndarray)]
+        sizing = size_for(n_train, max(widths, default=1))
+        for name in ("batch_size", "lr", "weight_decay"):
+            if isinstance(getattr(run, name), str):
+                if getattr(run, name) != "auto":
+                    raise ModfuseError(f"{name} must be a number or 'auto', found {getattr(run, name)!r}")
+                setattr(run, name, getattr(sizing, name))
+        return run
 
     def _split(self, n: int, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(n)
@@ -418,6 +479,9 @@ class _FusionEstimator(BaseEstimator, ABC):
                 raise ModfuseError(f"columns differ from the ones seen in fit: expected {names[:5]}...", modality=m)
         return MultiModalDataset.from_arrays(_check_X(X, self.modalities_))
 
+    def _predict_batch(self) -> int:
+        return 256 if isinstance(self.batch_size, str) else max(self.batch_size, 256)
+
     @torch.no_grad()
     def _logits(self, X: Mapping[str, Any]) -> Tensor:
         from modfuse.core.model import prediction_of
@@ -427,7 +491,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         _, device = _accelerator(self.device)
         model = self.model_.to(device).eval()
         loader = DataLoader(
-            Subset(dataset, range(len(dataset))), batch_size=max(self.batch_size, 256), collate_fn=dataset.collate_fn
+            Subset(dataset, range(len(dataset))), batch_size=self._predict_batch(), collate_fn=dataset.collate_fn
         )
         out = [by_task(prediction_of(model(batch.to(device))), model.tasks)["y"].float().cpu() for batch in loader]
         return torch.cat(out)
@@ -496,7 +560,7 @@ class _FusionEstimator(BaseEstimator, ABC):
 
         dataset = self._dataset(X)
         _, device = _accelerator(self.device)
-        result = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=max(self.batch_size, 256))
+        result = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=self._predict_batch())
         return result.to_frame()
 
 
@@ -598,9 +662,9 @@ class FusionSurvival(_FusionEstimator):
         encoders: Any = "auto",
         n_intervals: int = 10,
         max_epochs: int = 100,
-        batch_size: int = 32,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-4,
+        batch_size: int | str = "auto",
+        lr: float | str = "auto",
+        weight_decay: float | str = "auto",
         patience: int = 10,
         val_fraction: float = 0.15,
         strategy_kwargs: dict[str, Any] | None = None,
@@ -610,6 +674,10 @@ class FusionSurvival(_FusionEstimator):
         modality_dropout: float | dict[str, float] | str | None = "auto",
         unimodal_weight: float | str | None = "auto",
         balance: str | None = None,
+        n_ensemble: int = 1,
+        n_jobs: int | None = None,
+        auto_strategies: tuple[str, ...] | None = None,
+        auto_cv: int = 3,
     ) -> None:
         super().__init__(
             strategy,
@@ -627,6 +695,10 @@ class FusionSurvival(_FusionEstimator):
             modality_dropout,
             unimodal_weight,
             balance,
+            n_ensemble,
+            n_jobs,
+            auto_strategies,
+            auto_cv,
         )
         self.n_intervals = n_intervals
 

@@ -1,0 +1,207 @@
+"""Model selection and ensembling for the estimators of `modfuse.estimators`.
+
+- ``strategy="auto"``: `select_strategy()` scores every (strategy, robust-training) candidate
+  by inner K-fold cross-validation on the rows given to ``fit`` only, records the table in
+  ``cv_results_`` (scikit-learn's layout: ``params``, ``param_*``, ``split{k}_test_score``,
+  ``mean_test_score``, ``std_test_score``, ``rank_test_score``, ``mean_fit_time``) and returns
+  the best candidate's settings; ``fit`` then refits them on all its rows.
+- ``n_ensemble=k``: `train_members()` trains k runs (seeds ``random_state + i``) and
+  `SeedEnsemble` averages their logits.
+
+The candidates are scored with the estimator's own ``score`` (accuracy, R², C-index).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from modfuse.errors import ModfuseError
+
+if TYPE_CHECKING:
+    from modfuse.core.tasks import TaskSpec
+    from modfuse.estimators.base import _FusionEstimator
+
+__all__ = ["AUTO_STRATEGIES", "ROBUST_SETTINGS", "SeedEnsemble", "select_strategy", "take_rows", "train_members"]
+
+AUTO_STRATEGIES = ("early", "late", "attention")
+"""Default candidates of ``strategy="auto"`` (the Lego strategies cost several times more)."""
+ROBUST_SETTINGS = {
+    "on": {"modality_dropout": "auto", "unimodal_weight": "auto"},
+    "off": {"modality_dropout": None, "unimodal_weight": None},
+}
+"""The robust-training settings ``strategy="auto"`` chooses between."""
+
+
+class SeedEnsemble(nn.Module):
+    """Average of the logits of models trained with different seeds.
+
+    Args:
+        members: fusion models with the same ``modalities`` and ``tasks``.
+
+    Shapes:
+        batch -> ``{task: mean of the members' logits (B, num_outputs)}``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ModfuseError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.modalities = list(members[0].modalities)
+        self.tasks = members[0].tasks
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        from modfuse.core.model import prediction_of
+        from modfuse.core.tasks import by_task
+
+        outs = [by_task(prediction_of(m(batch)), self.tasks) for m in self.members]
+        return {t: torch.stack([o[t].float() for o in outs]).mean(0) for t in self.tasks}
+
+
+def _train_one(run: _FusionEstimator, data: Mapping[str, Any], target: np.ndarray, spec: TaskSpec) -> nn.Module:
+    from modfuse.estimators.base import _n_rows, _quiet
+
+    torch.set_num_threads(1)  # in a worker: the cores are shared by the workers
+    with _quiet(run.verbose):
+        return run._train(data, target, spec, *run._split(_n_rows(data), target))
+
+
+def train_members(
+    runs: Sequence[_FusionEstimator],
+    data: Mapping[str, Any],
+    target: np.ndarray,
+    spec: TaskSpec,
+    n_jobs: int | None,
+) -> list[nn.Module]:
+    """Train one model per run (each with its own seed), in ``n_jobs`` processes."""
+    if not n_jobs or n_jobs == 1:
+        return [run._train(data, target, spec, *run._split(len(target), target)) for run in runs]
+    from joblib import Parallel, delayed
+
+    return list(Parallel(n_jobs=n_jobs)(delayed(_train_one)(run, data, target, spec) for run in runs))
+
+
+# ---------------------------------------------------------------------------- rows
+def take_rows(X: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """The rows ``rows`` (positions) of every modality of ``X`` (arrays, DataFrames, lists, None)."""
+    out: dict[str, Any] = {}
+    for m, v in X.items():
+        if v is None:
+            out[m] = None
+        elif isinstance(v, (pd.DataFrame, pd.Series)):
+            out[m] = v.iloc[rows]
+        elif isinstance(v, list):
+            out[m] = [v[i] for i in rows]
+        else:
+            out[m] = np.asarray(v)[rows]
+    return out
+
+
+def _take_y(y: Any, rows: np.ndarray) -> Any:
+    if isinstance(y, tuple):
+        return tuple(np.asarray(part)[rows] for part in y)
+    if isinstance(y, (pd.Series, pd.DataFrame)):
+        return y.iloc[rows]
+    return np.asarray(y)[rows]
+
+
+# ---------------------------------------------------------------------------- selection
+def _candidates(est: _FusionEstimator) -> list[dict[str, Any]]:
+    from modfuse.estimators import STRATEGIES
+
+    strategies = tuple(est.auto_strategies or AUTO_STRATEGIES)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ModfuseError(f"auto_strategies {unknown} are not strategies; expected some of {list(STRATEGIES)}")
+    return [{"strategy": s, "robust": r} for s in strategies for r in ROBUST_SETTINGS]
+
+
+def _folds(est: _FusionEstimator, X: Mapping[str, Any], y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from modfuse.estimators.base import _aligned_y, _check_X, _n_rows, align_frames
+
+    n = _n_rows(_check_X(X))
+    probe = clone(est)
+    _, target = probe._task(_aligned_y(y, align_frames(X)[1]))
+    labels = probe._stratify(target)
+    k = int(est.auto_cv)
+    if k < 2:
+        raise ModfuseError(f"auto_cv must be >= 2 inner folds, found {est.auto_cv}")
+    if labels is not None and np.bincount(labels).min() >= k:
+        splitter: Any = StratifiedKFold(k, shuffle=True, random_state=est.random_state)
+        return list(splitter.split(np.zeros(n), labels))
+    return list(KFold(k, shuffle=True, random_state=est.random_state).split(np.zeros(n)))
+
+
+def _score_fold(
+    est: _FusionEstimator, params: dict[str, Any], X: Any, y: Any, train: np.ndarray, test: np.ndarray
+) -> tuple[float, float]:
+    from sklearn.base import clone
+
+    if est.n_jobs not in (None, 1):
+        torch.set_num_threads(1)  # in a worker: the cores are shared by the workers
+    model = clone(est).set_params(
+        strategy=params["strategy"], n_ensemble=1, n_jobs=None, **ROBUST_SETTINGS[params["robust"]]
+    )
+    start = time.perf_counter()
+    model.fit(take_rows(X, train), _take_y(y, train))
+    elapsed = time.perf_counter() - start
+    return float(model.score(take_rows(X, test), _take_y(y, test))), elapsed
+
+
+def select_strategy(est: _FusionEstimator, X: Mapping[str, Any], y: Any) -> dict[str, Any]:
+    """Choose the strategy and the robust-training setting of ``est`` by inner CV on ``X, y``.
+
+    Sets ``est.cv_results_``, ``est.best_strategy_``, ``est.best_params_`` and
+    ``est.best_score_``; returns the attribute overrides of the refit (strategy, modality
+    dropout, unimodal weight). Only the rows of ``X, y`` are ever used.
+    """
+    from modfuse.estimators.base import _aligned_y, align_frames
+
+    X, index = align_frames(X)
+    y = _aligned_y(y, index)
+    candidates = _candidates(est)
+    folds = _folds(est, X, y)
+    jobs = [(c, tr, te) for c in candidates for tr, te in folds]
+    if est.n_jobs in (None, 1):
+        results = [_score_fold(est, c, X, y, tr, te) for c, tr, te in jobs]
+    else:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=est.n_jobs)(delayed(_score_fold)(est, c, X, y, tr, te) for c, tr, te in jobs)
+    scores = np.array([s for s, _ in results]).reshape(len(candidates), len(folds))
+    times = np.array([t for _, t in results]).reshape(len(candidates), len(folds))
+    mean = np.nan_to_num(scores.mean(1), nan=-np.inf)
+    # rank 1 = best; ties keep the candidate listed first (the cheaper, simpler strategy)
+    order = sorted(range(len(candidates)), key=lambda i: (-mean[i], i))
+    rank = np.empty(len(candidates), dtype=int)
+    rank[order] = np.arange(1, len(candidates) + 1)
+    results_table: dict[str, Any] = {
+        "params": [dict(c) for c in candidates],
+        "param_strategy": np.array([c["strategy"] for c in candidates], dtype=object),
+        "param_robust": np.array([c["robust"] for c in candidates], dtype=object),
+    }
+    for k in range(len(folds)):
+        results_table[f"split{k}_test_score"] = scores[:, k]
+    results_table.update(
+        mean_test_score=scores.mean(1),
+        std_test_score=scores.std(1),
+        rank_test_score=rank,
+        mean_fit_time=times.mean(1),
+    )
+    best = candidates[order[0]]
+    est.cv_results_ = results_table
+    est.best_params_ = dict(best)
+    est.best_strategy_ = best["strategy"]
+    est.best_score_ = float(scores[order[0]].mean())
+    return {"strategy": best["strategy"], **copy.deepcopy(ROBUST_SETTINGS[best["robust"]])}

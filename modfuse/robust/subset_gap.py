@@ -104,7 +104,13 @@ def train_specialists(
     from modfuse.training.runner import fit
 
     base = unwrap_model(model)
-    options = {"accelerator": "cpu", "num_sanity_val_steps": 0, **dict(trainer_kwargs or {})}
+    # the bar over subsets is the progress shown; a Lightning bar per specialist would nest in it
+    options = {
+        "accelerator": "cpu",
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+        **dict(trainer_kwargs or {}),
+    }
     out = {}
     for subset in progress(subsets, "subset specialists"):
         specialist = SubsetModel(_reset(base), subset)

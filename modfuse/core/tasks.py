@@ -9,6 +9,7 @@ checkpoint path then reads it through `TaskSpec`.
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ def _sample(ids: Sequence[Any] | None, i: int) -> Any:
     return ids[i] if ids else i
 
 
-class TaskKind:
+class TaskKind(ABC):
     """One kind of prediction task. Subclasses set ``main_metric`` and implement the methods.
 
     Every method takes the `TaskSpec` (for its output width and options). Shapes (B = batch):
@@ -58,23 +59,24 @@ class TaskKind:
     """(metric name in `metrics()`, ``"max"`` or ``"min"``): what early stopping monitors."""
 
     def check_spec(self, spec: TaskSpec) -> None:
-        """Raise when ``spec``'s output width or options do not fit this kind."""
+        """Raise when ``spec``'s output width or options do not fit this kind (any fits by default)."""
+        return None
 
+    @abstractmethod
     def check_target(self, spec: TaskSpec, target: Tensor, ids: Sequence[Any] | None, fail: Fail) -> Tensor:
         """The validated target in the form `loss` takes; ``fail(msg)`` builds the error."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, spec: TaskSpec, logits: Tensor, target: Tensor) -> Tensor:
         """Mean loss over the batch for a validated target."""
-        raise NotImplementedError
 
+    @abstractmethod
     def activate(self, spec: TaskSpec, logits: Tensor) -> Tensor:
         """Predictions from logits (probabilities, estimates or risk)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics(self, spec: TaskSpec) -> MetricCollection:
         """torchmetrics for this kind; they take `metric_inputs`."""
-        raise NotImplementedError
 
     def metric_inputs(self, spec: TaskSpec, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """(activated predictions, validated target) in the form `metrics()` expects."""

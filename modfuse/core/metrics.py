@@ -95,6 +95,10 @@ class ConcordanceIndex(Metric):
     higher_is_better = True
     full_state_update = False
 
+    risk: list[Tensor]  # states (lists until synced)
+    time: list[Tensor]
+    event: list[Tensor]
+
     def __init__(self) -> None:
         super().__init__()
         self.add_state("risk", default=[], dist_reduce_fx="cat")

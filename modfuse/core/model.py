@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -43,6 +44,11 @@ class FusionModel(Protocol):
 
     def __call__(self, batch: Any) -> Any: ...
 
+    # every fusion model is an nn.Module; these are the module methods the helpers use
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]: ...
+
 
 def prediction_of(outputs: Any) -> Outputs:
     """The logits inside a model's outputs (the outputs themselves, or their ``.prediction``)."""
@@ -65,7 +71,7 @@ def unwrap_model(model: Any) -> nn.Module:
     return model
 
 
-def model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module | FusionModel) -> torch.device:
     """The device of the model's first parameter or buffer (CPU when it has none)."""
     for t in itertools.chain(model.parameters(), model.buffers()):
         return t.device

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import ItemsView, Sequence, ValuesView
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 import modfuse.core.config  # noqa: F401  (records constructor arguments, so encoders describe themselves)
 from modfuse.errors import ModfuseError
 
-__all__ = ["Encoder", "check_finite", "check_ndim", "check_size"]
+__all__ = ["Encoder", "EncoderDict", "check_finite", "check_ndim", "check_size"]
 
 
 class Encoder(nn.Module):
@@ -28,6 +29,25 @@ class Encoder(nn.Module):
 
     out_dim: int
     out_tokens: int | None = None
+
+
+class EncoderDict(nn.ModuleDict):
+    """modality -> encoder: an ``nn.ModuleDict`` whose items are typed as encoders.
+
+    ``nn.ModuleDict`` types its items as plain modules, so ``enc.out_dim`` reads as
+    ``Tensor | Module`` to a type checker. Fusion models check their encoders declare an
+    integer ``out_dim`` when they are built (``check_encoders``), which is what this view
+    relies on; the state dict and module tree are those of an ordinary ``nn.ModuleDict``.
+    """
+
+    def __getitem__(self, key: str) -> Encoder:
+        return cast(Encoder, super().__getitem__(key))
+
+    def values(self) -> ValuesView[Encoder]:
+        return cast("ValuesView[Encoder]", super().values())
+
+    def items(self) -> ItemsView[str, Encoder]:
+        return cast("ItemsView[str, Encoder]", super().items())
 
 
 def check_finite(x: Tensor, what: str) -> None:

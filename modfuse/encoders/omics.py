@@ -38,6 +38,9 @@ class OmicsEncoder(Encoder):
         input (n, num_features) -> output (n, out_dim).
     """
 
+    mean: Tensor  # buffers: (num_features,)
+    std: Tensor
+
     def __init__(
         self,
         num_features: int,

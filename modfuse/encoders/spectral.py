@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -185,6 +185,9 @@ class SpectralEncoder(Encoder):
         input (n, bands, H, W) -> output (n, out_dim).
     """
 
+    input_mean: Tensor | None  # buffers (1, bands, 1, 1), or None without input normalisation
+    input_std: Tensor | None
+
     def __init__(
         self,
         bands: int | Sequence[str],
@@ -224,7 +227,7 @@ class SpectralEncoder(Encoder):
             state = download_state_dict(weights)
         if state is not None:  # before building the backbone
             first = "conv1" if timm is None else timm.models.get_pretrained_cfg_value(backbone, "first_conv") or "conv1"
-            if index is not None:
+            if index is not None and trained is not None:
                 check_in_channels(state, f"{first}.weight", len(trained), source, "bands")
                 state = select_in_channels(state, f"{first}.weight", index)
             check_in_channels(state, f"{first}.weight", bands, source, "bands")
@@ -249,7 +252,7 @@ class SpectralEncoder(Encoder):
             freeze_batch_norm(self.backbone)
         if state is not None:
             load_into(self.backbone, state, source, ignore=(*_HEAD_KEYS, *ignore_keys), strict=strict)
-        width = int(self.backbone.num_features)
+        width = int(cast(Any, self.backbone).num_features)  # timm models and SmallCNN both define it
         self.out_dim = width if out_dim is None else out_dim
         self.proj: nn.Module = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
 
@@ -259,7 +262,7 @@ class SpectralEncoder(Encoder):
         check_size(x, 1, self.bands, "number of spectral bands")
         x = x.float()
         check_finite(x, "multispectral image")
-        if self.input_mean is not None:
+        if self.input_mean is not None and self.input_std is not None:
             x = (x - self.input_mean) / self.input_std
         return self.proj(self.backbone(x))
 

@@ -48,6 +48,9 @@ class TabularEncoder(Encoder):
         input (n, num_features) float (NaN allowed) -> output (n, out_dim).
     """
 
+    mean: Tensor  # buffers: (numeric columns,)
+    std: Tensor
+
     def __init__(
         self,
         num_features: int,

@@ -68,6 +68,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise ReadError("weights file not found", path=path)
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -283,7 +284,7 @@ def normalization_of(weights: Any) -> tuple[list[float], list[float]] | None:
     encoder). A single value applies to every band.
     """
     transforms = getattr(weights, "transforms", None)
-    steps = list(transforms.modules()) if isinstance(transforms, nn.Module) else [transforms]
+    steps: list[Any] = list(transforms.modules()) if isinstance(transforms, nn.Module) else [transforms]
     steps += list(getattr(transforms, "transforms", []) or [])
     for step in steps:
         if type(step).__name__ == "Normalize" and hasattr(step, "mean") and hasattr(step, "std"):

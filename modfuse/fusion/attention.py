@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch
+from modfuse.encoders.base import EncoderDict
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import Outputs, register
 from modfuse.fusion.early import check_encoders
@@ -57,7 +58,7 @@ class AttentionFusion(nn.Module):
             raise ModfuseError(
                 f"d_model must be divisible by num_heads, found d_model={d_model}, num_heads={num_heads}"
             )
-        self.encoders = nn.ModuleDict(check_encoders(encoders))
+        self.encoders = EncoderDict(check_encoders(encoders))
         self.modalities = list(self.encoders)
         self.tasks = as_task_specs(tasks)
         self.d_model = d_model

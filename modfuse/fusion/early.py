@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch, encode_present
+from modfuse.encoders.base import Encoder, EncoderDict
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import Outputs, register
 from modfuse.fusion.heads import TaskHeads, pool_tokens
@@ -17,8 +18,11 @@ from modfuse.fusion.heads import TaskHeads, pool_tokens
 __all__ = ["EarlyFusion"]
 
 
-def check_encoders(encoders: Mapping[str, nn.Module] | None) -> dict[str, nn.Module]:
-    """Encoders must be a non-empty dict of modules that declare ``out_dim``."""
+def check_encoders(encoders: Mapping[str, nn.Module] | None) -> dict[str, Encoder]:
+    """Encoders must be a non-empty dict of modules that declare an integer ``out_dim``.
+
+    Any module that does meets the `Encoder` convention, so the result is typed as encoders.
+    """
     if not encoders:
         raise ModfuseError("a fusion model needs at least one encoder: encoders={modality: module}")
     for m, enc in encoders.items():
@@ -27,7 +31,7 @@ def check_encoders(encoders: Mapping[str, nn.Module] | None) -> dict[str, nn.Mod
                 f"encoder {type(enc).__name__} does not declare an integer out_dim; wrap it with modfuse.encoders.wrap",
                 modality=m,
             )
-    return dict(encoders)
+    return {m: cast(Encoder, enc) for m, enc in encoders.items()}
 
 
 @register("early")
@@ -54,7 +58,7 @@ class EarlyFusion(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.encoders = nn.ModuleDict(check_encoders(encoders))
+        self.encoders = EncoderDict(check_encoders(encoders))
         self.modalities = list(self.encoders)
         self.tasks = as_task_specs(tasks)
         width = sum(enc.out_dim + 1 for enc in self.encoders.values())

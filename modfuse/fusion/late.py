@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch, encode_present
+from modfuse.encoders.base import EncoderDict
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import Outputs, prediction_of, register
 from modfuse.fusion.early import check_encoders
@@ -40,7 +41,8 @@ def task_loss(tasks: Mapping[str, TaskSpec], logits: Mapping[str, Tensor], batch
     if batch.target is None:
         raise ModfuseError("the batch has no target; training and evaluation need one")
     targets = by_task(batch.target, tasks)
-    return sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in tasks.items())
+    terms = [spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in tasks.items()]
+    return torch.stack(terms).sum()
 
 
 class PriorLogits(nn.Module):
@@ -92,7 +94,7 @@ class LateFusion(nn.Module):
         prior_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.encoders = nn.ModuleDict(check_encoders(encoders))
+        self.encoders = EncoderDict(check_encoders(encoders))
         self.modalities = list(self.encoders)
         self.tasks = as_task_specs(tasks)
         self.heads = nn.ModuleDict(

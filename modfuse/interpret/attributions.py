@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from modfuse.core.model import model_device, prediction_of, unwrap_model
+from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch, PaddedTensor
 from modfuse.errors import ModfuseError
@@ -119,21 +119,22 @@ class _ModalityForward(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, batch: ModalityBatch, modality: str, task: str, spec: TaskSpec, column: Tensor
+        self, model: FusionModel, batch: ModalityBatch, modality: str, task: str, spec: TaskSpec, column: Tensor
     ) -> None:
         super().__init__()
         self.model, self.batch, self.modality = model, batch, modality
         self.task, self.spec, self.column = task, spec, column
         original = batch.inputs[modality]
-        self.mask = original.mask if isinstance(original, PaddedTensor) else None
-        self.pad_dim = original.dim if isinstance(original, PaddedTensor) else None
+        self.padded = original if isinstance(original, PaddedTensor) else None  # its mask and dim are reused
         self.keyed = isinstance(original, dict)  # {"x": values, "valid": ..., "t": ...}: x is attributed
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.batch.batch_size
         reps = x.shape[0] // n
         batch = self.batch if reps == 1 else self.batch.select(torch.arange(n, device=x.device).repeat(reps))
-        value: Any = x if self.mask is None else PaddedTensor(x, self.mask.repeat(reps, 1), self.pad_dim)
+        value: Any = x
+        if self.padded is not None:
+            value = PaddedTensor(x, self.padded.mask.repeat(reps, 1), self.padded.dim)
         if self.keyed:
             value = {**batch.inputs[self.modality], "x": x}
         batch = ModalityBatch({**batch.inputs, self.modality: value}, batch.present, batch.target, batch.ids)

@@ -44,7 +44,7 @@ def _dataset_of(data: Any) -> Any:
 
 def _source_of(data: Any, modality: str) -> Any:
     dataset = _dataset_of(data)
-    source = getattr(dataset, "sources", {}).get(modality) if dataset is not None else None
+    source: Any = getattr(dataset, "sources", {}).get(modality) if dataset is not None else None
     while hasattr(source, "source") and not hasattr(source, "load_signal"):  # MemoizedSource, MaskedSource
         inner = source.source
         if inner is source:

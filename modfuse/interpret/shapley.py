@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from modfuse.core.model import model_device, prediction_of, unwrap_model
+from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
@@ -87,7 +87,7 @@ class ShapleyResult:
         return self.values.abs().mean().sort_values(ascending=False)
 
 
-def resolve_task(model: nn.Module, task: str | None) -> tuple[str, TaskSpec]:
+def resolve_task(model: FusionModel, task: str | None) -> tuple[str, TaskSpec]:
     """The task name and spec to explain (default: the model's first task)."""
     tasks = model.tasks
     if task is None:
@@ -121,7 +121,7 @@ def output_column(spec: TaskSpec, full: Tensor, output: int | None) -> Tensor:
     raise ModfuseError(f"a {spec.kind} task with {full.shape[1]} outputs needs output=<column> to explain")
 
 
-def _value_fn(model: nn.Module, batch: ModalityBatch, task: str, spec: TaskSpec) -> Callable[[Sequence[str]], Tensor]:
+def _value_fn(model: FusionModel, batch: ModalityBatch, task: str, spec: TaskSpec) -> Callable[[Sequence[str]], Tensor]:
     """v(S): activated prediction (B,) or (B, K) with only the modalities in S present."""
 
     def value(subset: Sequence[str]) -> Tensor:
@@ -178,7 +178,7 @@ def _permutation(
 
 @torch.no_grad()
 def _batch_shapley(
-    model: nn.Module,
+    model: FusionModel,
     batch: ModalityBatch,
     task: str,
     spec: TaskSpec,

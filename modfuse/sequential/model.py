@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch
+from modfuse.encoders.base import Encoder
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
 from modfuse.fusion.early import check_encoders
@@ -127,7 +128,7 @@ class StateUpdate(nn.Module):
         present rows (n_present, state_dim) and their batch positions (n_present,).
     """
 
-    def __init__(self, encoder: nn.Module, state_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, encoder: Encoder, state_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
         self.project = nn.Sequential(nn.Linear(encoder.out_dim, state_dim), nn.GELU(), nn.Dropout(dropout))
@@ -212,9 +213,9 @@ class SequentialFusion(nn.Module):
         return order
 
     @property
-    def encoders(self) -> dict[str, nn.Module]:
+    def encoders(self) -> dict[str, Encoder]:
         """modality -> encoder (owned by the state-update modules)."""
-        return {m: u.encoder for m, u in self.updates.items()}
+        return {m: cast(StateUpdate, u).encoder for m, u in self.updates.items()}
 
     # ------------------------------------------------------------------ forward
     def step_order(self, order: Sequence[str] | None = None) -> list[str]:

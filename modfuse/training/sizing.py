@@ -32,9 +32,10 @@ scoring rows, never the test's seed 0; logistic regression 0.855): early / late 
 decay 5e-2, early 0.841 with ``n_ensemble=5`` (so a 5-seed ensemble helps, by 4.5 points, at 5x
 the cost; it is not the default), and 0.796 / 0.643 when early stopping follows AUROC instead of
 the validation loss (kept on the loss); with robust training off AND ``n_ensemble=5``: early
-0.848, late 0.852, within 1 point of the logistic regression (neither is the default). So the rule does not yet close the gap to a penalised
-linear model; ``benchmarks/small_cohorts.py`` measures it. Pass explicit numbers to the estimators
-(or ``strategy="auto"`` to choose the strategy) to override it.
+0.848, late 0.852, within 1 point of the logistic regression (neither is the default). So the
+rule does not yet close the gap to a penalised linear model; ``benchmarks/small_cohorts.py``
+measures it. Pass explicit numbers to the estimators (or ``strategy="auto"`` to choose the
+strategy) to override it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from sklearn.base import clone
 
 from modfuse.encoders.tabular import TabularEncoder
 from modfuse.estimators.auto import SeedEnsemble
-from modfuse.estimators.base import FusionClassifier, _FusionEstimator
+from modfuse.estimators.base import FusionClassifier, FusionSurvival, _FusionEstimator
 from modfuse.training.sizing import size_for
 
 
@@ -132,3 +132,39 @@ def test_unknown_auto_candidates_are_refused(linear: tuple) -> None:
     X, y, _, _ = linear
     with pytest.raises(Exception, match="auto_strategies"):
         FusionClassifier(strategy="auto", auto_strategies=("early", "nope")).fit(X, y)
+
+
+def test_survival_risk_ranks_by_the_closed_intervals_not_the_open_last_one() -> None:
+    from modfuse.core.losses import survival_risk
+
+    # sample 0: lower hazards in every closed interval but a huge open-last-interval logit
+    logits = torch.tensor([[-3.0, -3.0, -3.0, 8.0], [-1.0, -1.0, -1.0, -2.0]])
+    risk = survival_risk(logits)
+    assert risk[0] < risk[1] and ((risk >= 0) & (risk <= 1)).all()
+    survival = torch.cumprod(1 - torch.sigmoid(logits[1, :3]), 0)
+    torch.testing.assert_close(risk[1], 1 - survival.mean())
+    # raising any closed interval's hazard raises the risk
+    assert survival_risk(logits + torch.tensor([0.0, 1.0, 0.0, 0.0]))[1] > risk[1]
+
+
+@pytest.mark.parametrize("strategy", ["late", "early"])
+def test_fused_survival_models_rank_veterans_patients_concordantly(strategy: str) -> None:
+    """scikit-survival's veterans lung-cancer trial (137 patients, 7% censored): late fusion's
+    cumulative-hazard risk ranked held-out patients backwards (C 0.32 on this split, 0.38 in the
+    benchmark); the risk of the closed intervals ranks them like CoxNet (about 0.71)."""
+    sd = pytest.importorskip("sksurv.datasets")
+    from sksurv.column import encode_categorical
+
+    X, y = sd.load_veterans_lung_cancer()
+    clinical = ["Age_in_years", "Prior_therapy", "Treatment", "Months_from_Diagnosis"]
+    views = {
+        "clinical": encode_categorical(X[clinical]).to_numpy(np.float32),
+        "lab": encode_categorical(X.drop(columns=clinical)).to_numpy(np.float32),
+    }
+    time, event = y["Survival_in_days"], y["Status"].astype(int)
+    test = np.random.default_rng(0).permutation(len(time))[:40]
+    train = np.setdiff1d(np.arange(len(time)), test)
+    model = FusionSurvival(strategy=strategy, max_epochs=40, random_state=0, device="cpu")
+    model.fit({k: v[train] for k, v in views.items()}, (time[train], event[train]))
+    c = model.score({k: v[test] for k, v in views.items()}, (time[test], event[test]))
+    assert c > 0.62, c

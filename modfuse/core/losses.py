@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cumulative_hazard", "discrete_time_nll", "survival_bins"]
+__all__ = ["cumulative_hazard", "discrete_time_nll", "survival_bins", "survival_risk"]
 
 
 def survival_bins(time: Tensor, boundaries: Tensor) -> Tensor:
@@ -54,5 +54,28 @@ def discrete_time_nll(logits: Tensor, time: Tensor, event: Tensor, boundaries: T
 
 
 def cumulative_hazard(logits: Tensor) -> Tensor:
-    """Risk score (B,) from hazard logits (B, K): ``sum_k -log(1 - h_k)``; higher is riskier."""
+    """Cumulative hazard (B,) over all K intervals of hazard logits (B, K): ``sum_k -log(1 - h_k)``.
+
+    Not the survival task's risk score (see `survival_risk()`): the open last interval's hazard
+    is fitted only on the longest survivors and dominates this sum.
+    """
     return F.softplus(logits).sum(dim=1)
+
+
+def survival_risk(logits: Tensor) -> Tensor:
+    """Risk score (B,) in [0, 1] from hazard logits (B, K); higher means an earlier event.
+
+    ``1 - mean_{k < K-1} S_k`` with ``S_k = prod_{j <= k} (1 - h_j)``: the expected share of the
+    K-1 closed intervals not survived (a restricted mean survival time in interval units, negated
+    and scaled). The open last interval ``(b[K-2], inf)`` is left out on purpose: with little
+    censoring almost everyone who reaches it has the event there, so its hazard logit is pushed
+    up on the longest survivors' (lowest-risk) features; summed into a cumulative hazard it
+    ranked patients backwards (Harrell's C 0.31 on the veterans training rows for late fusion).
+    Weighting each interval by the chance of being alive in it also keeps a high-risk patient's
+    score from the late intervals, which are extrapolated for them. One interval (K = 1): its
+    hazard ``h_0``.
+    """
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    log_survival = torch.cumsum(-F.softplus(logits[:, :-1]), dim=1)
+    return 1 - log_survival.exp().mean(dim=1)

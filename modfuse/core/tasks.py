@@ -22,7 +22,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from modfuse.core.losses import cumulative_hazard, discrete_time_nll
+from modfuse.core.losses import discrete_time_nll, survival_risk
 from modfuse.core.metrics import ConcordanceIndex
 from modfuse.errors import ModfuseError
 from modfuse.registry import Registry
@@ -244,7 +244,8 @@ class Regression(TaskKind):
 @register_task_kind("survival")
 class Survival(TaskKind):
     """Discrete-time survival. Target (B, 2) holding (time, event); K = num_outputs intervals
-    split at ``spec.boundaries``; prediction: risk (B,) (cumulative hazard)."""
+    split at ``spec.boundaries``; prediction: risk (B,) in [0, 1] (`survival_risk()`: the
+    expected share of the closed intervals not survived)."""
 
     main_metric = ("cindex", "max")
 
@@ -279,7 +280,7 @@ class Survival(TaskKind):
         return discrete_time_nll(logits, target[:, 0], target[:, 1], boundaries)
 
     def activate(self, spec: TaskSpec, logits: Tensor) -> Tensor:
-        return cumulative_hazard(logits)
+        return survival_risk(logits)
 
     def metrics(self, spec: TaskSpec) -> MetricCollection:
         return MetricCollection({"cindex": ConcordanceIndex()})

@@ -252,7 +252,8 @@ class _FusionEstimator(BaseEstimator, ABC):
             `modfuse.training.sizing`).
         lr: peak learning rate of the one-cycle (warm-up + cosine) schedule, or ``"auto"``.
         weight_decay: AdamW weight decay, or ``"auto"`` (larger for small or wide data).
-        patience: epochs without improvement of the validation loss before stopping.
+        patience: epochs without improvement of the validation loss before stopping (the weights
+            of its best epoch are kept).
         val_fraction: share of the training data held out for early stopping.
         strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
         random_state: seed of the split, the initialisation and the shuffling.
@@ -457,7 +458,10 @@ class _FusionEstimator(BaseEstimator, ABC):
             batch_size=self.batch_size,
             task_kwargs={"weight_decay": self.weight_decay, "scheduler": "cosine", **self._robust_kwargs()},
             trainer_kwargs=self._trainer_kwargs(),
-            # the validation loss is smoother than AUROC/accuracy on a small held-out split
+            # the validation loss, not the task's main metric (the runner's default): on the held-out
+            # rows of small data AUROC / C-index are step functions of a few dozen samples and stop
+            # training early (generated 300-row linear problem, seed 7, 1000 test rows: late fusion
+            # 0.643 accuracy monitoring AUROC vs 0.766 monitoring the loss; early 0.796 both)
             monitor="val/loss",
             mode="min",
             patience=self.patience,
@@ -716,7 +720,8 @@ class FusionSurvival(_FusionEstimator):
         return target[:, 1].astype(int) if 0 < target[:, 1].sum() < len(target) - 1 else None
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
-        """Risk score per sample (cumulative hazard over the intervals; higher = earlier event)."""
+        """Risk score per sample in [0, 1] (the expected share of the closed intervals not survived,
+        `modfuse.core.losses.survival_risk`; higher = earlier event)."""
         return self.task_spec_.activate(self._logits(X)).numpy()
 
     def score(self, X: Mapping[str, Any], y: Any) -> float:

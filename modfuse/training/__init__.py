@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modfuse.core.losses import cumulative_hazard, discrete_time_nll
+from modfuse.core.losses import cumulative_hazard, discrete_time_nll, survival_risk
 from modfuse.core.metrics import ConcordanceIndex, concordance_index
 from modfuse.core.tasks import TaskSpec, as_task_specs
 from modfuse.training.task import FusionTask
@@ -15,4 +15,5 @@ __all__ = [
     "concordance_index",
     "cumulative_hazard",
     "discrete_time_nll",
+    "survival_risk",
 ]

@@ -21,12 +21,17 @@ Usage::
     python -m benchmarks.missing --quick                     # small, all data sets
     python -m benchmarks.missing --only breast_cancer digits
     python -m benchmarks.missing --select --only breast_cancer digits
+    python -m benchmarks.missing --merge runs/breast_cancer runs/digits   # one table of several runs
+
+Each run also writes ``missing_run.json`` (its settings, command and wall time) beside its
+CSVs, so that ``--merge`` can state per data set how it was measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import shlex
 import sys
 import time
@@ -53,6 +58,7 @@ CANDIDATES = {
     "drop 0.3 + uni 1.0": {"modality_dropout": 0.3, "unimodal_weight": 1.0},
     "drop 0.3 + uni 0.5 + ogm-ge": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "balance": "ogm-ge"},
     "drop 0.3 + uni 0.5 + agm": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "balance": "agm"},
+    "drop 0.5 + uni 1.0": {"modality_dropout": 0.5, "unimodal_weight": 1.0},
 }
 
 
@@ -69,6 +75,7 @@ class Settings:
     cohort_n: int = 600
     select_strategies: tuple[str, ...] = ("early", "attention", "late")
     select_folds: int = 2
+    candidates: tuple[str, ...] | None = None  # --select: None = every CANDIDATES entry
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -404,10 +411,13 @@ def select(data: Data, settings: Settings, log: Callable[[str], None]) -> pd.Dat
     for fold, (train, _test) in enumerate(folds(data, settings.folds)[: settings.select_folds]):
         inner, val = train_test_split(train, test_size=0.2, random_state=fold, stratify=data.y[train])
         Xtr, Xva, ytr, yva = take(data.X, inner), take(data.X, val), data.y[inner], data.y[val]
-        for strategy, (name, options) in itertools.product(settings.select_strategies, CANDIDATES.items()):
+        chosen = {k: CANDIDATES[k] for k in settings.candidates or CANDIDATES}
+        for strategy, (name, options) in itertools.product(settings.select_strategies, chosen.items()):
             start = time.perf_counter()
             model = estimator(data, strategy, settings, fold, **options).fit(Xtr, ytr)
             per_subset = [score(data, model, restrict(Xva, s), yva) for s in subsets]
+            # test-time MCAR 0.5 on the validation rows (5 seeded draws), the benchmark's target
+            mcar50 = [score(data, model, mcar(Xva, 0.5, 10_000 + 100 * fold + r), yva) for r in range(5)]
             rows.append(
                 {
                     "dataset": data.name,
@@ -417,11 +427,14 @@ def select(data: Data, settings: Settings, log: Callable[[str], None]) -> pd.Dat
                     "val_full": per_subset[-1],
                     "val_mean_subsets": float(np.mean(per_subset)),
                     "val_worst_subset": float(np.min(per_subset)),
+                    "val_mcar50": float(np.mean(mcar50)),
+                    "val_drop50": per_subset[-1] - float(np.mean(mcar50)),
                     "fit_s": time.perf_counter() - start,
                 }
             )
             log(
-                f"select {data.name} fold {fold} {strategy} [{name}]: full {per_subset[-1]:.3f} mean {np.mean(per_subset):.3f}"
+                f"select {data.name} fold {fold} {strategy} [{name}]: full {per_subset[-1]:.3f} "
+                f"mean {np.mean(per_subset):.3f} mcar50 {np.mean(mcar50):.3f}"
             )
     return pd.DataFrame(rows)
 
@@ -461,6 +474,9 @@ def tables(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame, kinds: dict[str, str])
     return out
 
 
+EPS = 1e-9  # in points: a tie up to float rounding (0.96 - 0.94 vs 0.95 - 0.93) meets a target
+
+
 def targets(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     """The issue's targets, per data set and strategy (new default), met or missed."""
     rows = []
@@ -474,15 +490,15 @@ def targets(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame, kinds: dict[str, str]
         worst_gap = 100 * g.groupby("subset")[col].mean().max()
         if classification:
             full_change = 100 * (full["new"] - full["old"]).mean()
-            full_ok = full_change >= -0.3
+            full_ok = full_change >= -0.3 - EPS
         else:
             full_change = 100 * ((full["new"] - full["old"]) / full["old"]).mean()  # + = worse RMSE
-            full_ok = full_change <= 1.0
+            full_ok = full_change <= 1.0 + EPS
         row = {
             "dataset": name,
             "strategy": strategy,
-            "mean gap": f"{mean_gap:.2f} {'✓' if mean_gap <= (0.5 if classification else 3.0) else '✗'}",
-            "worst subset gap": f"{worst_gap:.2f} {'✓' if worst_gap <= (2.0 if classification else 10.0) else '✗'}",
+            "mean gap": f"{mean_gap:.2f} {'✓' if mean_gap <= (0.5 if classification else 3.0) + EPS else '✗'}",
+            "worst subset gap": f"{worst_gap:.2f} {'✓' if worst_gap <= (2.0 if classification else 10.0) + EPS else '✗'}",
             "full: new - old": f"{full_change:+.2f} {'✓' if full_ok else '✗'}",
         }
         ref = mcar_raw[(mcar_raw["dataset"] == name) & (mcar_raw["strategy"] == "sklearn-logreg-late")]
@@ -491,7 +507,7 @@ def targets(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame, kinds: dict[str, str]
             ref_p = ref.pivot_table(index="fold", columns="rate", values="value")
             drop = 100 * (new[0.0] - new[0.5]).mean()
             ref_drop = 100 * (ref_p[0.0] - ref_p[0.5]).mean()
-            row["drop @0.5 vs sklearn"] = f"{drop:.1f} vs {ref_drop:.1f} {'✓' if drop <= ref_drop else '✗'}"
+            row["drop @0.5 vs sklearn"] = f"{drop:.1f} vs {ref_drop:.1f} {'✓' if drop <= ref_drop + EPS else '✗'}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -513,7 +529,7 @@ def run(
         raw = pd.concat([select(d, settings, log) for d in datasets], ignore_index=True)
         summary = (
             raw.groupby(["dataset", "strategy", "candidate"], sort=False)[
-                ["val_full", "val_mean_subsets", "val_worst_subset"]
+                ["val_full", "val_mean_subsets", "val_worst_subset", "val_mcar50", "val_drop50"]
             ]
             .mean()
             .mul(100)
@@ -521,7 +537,9 @@ def run(
             .reset_index()
         )
         overall = (
-            raw.groupby("candidate", sort=False)[["val_full", "val_mean_subsets", "val_worst_subset"]]
+            raw.groupby("candidate", sort=False)[
+                ["val_full", "val_mean_subsets", "val_worst_subset", "val_mcar50", "val_drop50"]
+            ]
             .mean()
             .mul(100)
             .round(2)
@@ -548,8 +566,77 @@ def run(
         done = mcar_raw.groupby(["dataset", "fold"]).ngroups
         return write_tables(mcar_raw, gap_raw, kinds, datasets, skipped, settings, command, out_dir, done, total)
 
-    mcar_raw, gap_raw = run_all(datasets, settings, log, jobs, progress=write)
-    return write(mcar_raw, gap_raw)
+    started = time.perf_counter()
+
+    def write_and_record(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame) -> Path:
+        path = write(mcar_raw, gap_raw)
+        record = {
+            "command": command,
+            "datasets": [d.name for d in datasets],
+            "kinds": kinds,
+            "folds": settings.folds,
+            "max_epochs": settings.max_epochs,
+            "patience": settings.patience,
+            "strategies": strategies_of(settings),
+            "eopatch_pixels": settings.eopatch_pixels,
+            "cohort_n": settings.cohort_n,
+            "jobs": jobs,
+            "wall_s": round(time.perf_counter() - started),
+            "finished": sorted({f"{d} fold {f}" for d, f in zip(mcar_raw["dataset"], mcar_raw["fold"])}),
+            "notes": [f"{d.name}: {d.note}" for d in datasets if d.note],
+        }
+        (out_dir / "missing_run.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+        return path
+
+    mcar_raw, gap_raw = run_all(datasets, settings, log, jobs, progress=write_and_record)
+    return write_and_record(mcar_raw, gap_raw)
+
+
+def merge(run_dirs: Sequence[Path], out_dir: Path, command: str, scope: Sequence[str] = ()) -> Path:
+    """One table of several runs (each a ``--out`` folder with ``missing.csv``,
+    ``missing_subset_gap.csv`` and ``missing_run.json``); each data set's settings come from
+    the run that measured it, stated in the notes."""
+    mcar_parts, gap_parts, notes = [], [], []
+    kinds: dict[str, str] = {}
+    for folder in run_dirs:
+        record = json.loads((folder / "missing_run.json").read_text(encoding="utf-8"))
+        mcar_parts.append(pd.read_csv(folder / "missing.csv"))
+        gap_parts.append(pd.read_csv(folder / "missing_subset_gap.csv"))
+        kinds.update(record["kinds"])
+        names = ", ".join(record["datasets"])
+        notes.append(
+            f"{names}: `{record['command']}` ({record['folds']} folds, max_epochs={record['max_epochs']}, "
+            f"patience={record['patience']}, strategies {', '.join(record['strategies'])}; "
+            f"{len(record['finished'])} (data set, fold) runs finished; {record['wall_s']} s wall)"
+        )
+        notes += record.get("notes", [])
+    mcar_raw = pd.concat(mcar_parts, ignore_index=True)
+    gap_raw = pd.concat(gap_parts, ignore_index=True)
+    shown = {
+        "targets (new default; ✓ met, ✗ missed)": targets(mcar_raw, gap_raw, kinds),
+        **tables(mcar_raw, gap_raw, kinds),
+    }
+    notes += [
+        "old = modality_dropout=None, unimodal_weight=None (the estimators before issue 14); new = the estimators' defaults",
+        "15 % of each training fold held out by the estimators for early stopping",
+        "MCAR p: each present modality of each test row removed with probability p, at least one kept (seeded per fold and rate)",
+        "subset gap: specialist minus fused (accuracy points; relative RMSE in % for regression); specialists are early "
+        "fusion estimators with the same settings trained on the subset's modalities, one per subset and fold, shared by the strategies",
+        "sklearn-logreg-late: StandardScaler + LogisticRegression per modality, log-probabilities averaged over the present modalities",
+        *scope,
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gap_raw.to_csv(out_dir / "missing_subset_gap.csv", index=False)
+    return common.write_results(
+        "missing",
+        "Missing modalities: old setting vs missingness-aware default",
+        shown,
+        mcar_raw,
+        command=command,
+        seeds="folds 0..k-1 of each data set (the fold is the seed)",
+        notes=notes,
+        out_dir=out_dir,
+    )
 
 
 def write_tables(
@@ -603,9 +690,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", nargs="+", default=None)
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--select_folds", type=int, default=None, help="--select: training folds used")
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=None, help="--select: candidates")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one (data set, fold) each)")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs of every estimator")
+    parser.add_argument("--eopatch_pixels", type=int, default=None, help="labelled eopatch pixels sampled")
+    parser.add_argument("--cohort_n", type=int, default=None, help="patients of the synthetic cohort")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, help="run folders to merge into --out")
+    parser.add_argument("--scope", nargs="*", default=(), help="--merge: scope notes to add")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
     if args.only:
@@ -618,6 +710,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, max_epochs=args.epochs)
     if args.select_folds:
         settings = replace(settings, select_folds=args.select_folds)
+    if args.candidates:
+        settings = replace(settings, candidates=tuple(args.candidates))
+    if args.eopatch_pixels:
+        settings = replace(settings, eopatch_pixels=args.eopatch_pixels)
+    if args.cohort_n:
+        settings = replace(settings, cohort_n=args.cohort_n)
     out = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -625,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.missing " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    if args.merge:
+        print(merge(args.merge, args.out or common.RESULTS, command.strip(), args.scope))
+        return 0
     start = time.perf_counter()
 
     def log(msg: str) -> None:

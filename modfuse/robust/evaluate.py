@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics import Metric, MetricCollection
 
-from modfuse.core.model import model_device, prediction_of, unwrap_model
+from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
@@ -37,6 +37,12 @@ for one task of a multi-task model; a name applies to every task that has it), a
 
 
 # ---------------------------------------------------------------------- model and data access
+def as_fusion(model: nn.Module) -> FusionModel:
+    """``model`` seen through the fusion contract (`modalities`, `tasks`), for type checking:
+    an nn.Module's attributes otherwise type as ``Tensor | Module``."""
+    return cast(FusionModel, model)
+
+
 def iter_batches(data: Any, batch_size: int = 64) -> Iterator[ModalityBatch]:
     """Yield `ModalityBatch` objects from any supported data container.
 
@@ -130,7 +136,7 @@ def _metric_collections(tasks: Mapping[str, TaskSpec], metric: MetricArg) -> dic
     for name, spec in tasks.items():
         full = spec.metrics()
         # "auroc" applies to every task that has it; "task/auroc" to that task only
-        keep = {}
+        keep: dict[str, Metric | MetricCollection] = {}
         for w in wanted:
             task_part, _, metric_part = w.rpartition("/")
             if metric_part in full and task_part in ("", name):
@@ -140,7 +146,7 @@ def _metric_collections(tasks: Mapping[str, TaskSpec], metric: MetricArg) -> dic
             out[name] = MetricCollection(keep)
     unknown = [w for w in wanted if w not in used]
     if unknown:
-        available = sorted(_column(n, k, len(tasks)) for n, s in tasks.items() for k in s.metrics().keys())
+        available = sorted(_column(n, str(k), len(tasks)) for n, s in tasks.items() for k in s.metrics().keys())
         raise ModfuseError(f"unknown metric(s) {unknown}; available: {available}")
     return out
 
@@ -154,7 +160,7 @@ def _column(task: str, metric: str, n_tasks: int) -> str:
 def _evaluate(
     model: nn.Module, data: Any, subsets: Sequence[tuple[str, ...]], metric: MetricArg, batch_size: int
 ) -> pd.DataFrame:
-    tasks = model.tasks
+    tasks, modalities = as_fusion(model).tasks, as_fusion(model).modalities
     device = model_device(model)
     metrics = {s: {k: c.to(device) for k, c in _metric_collections(tasks, metric).items()} for s in subsets}
     n = absent = 0
@@ -169,7 +175,7 @@ def _evaluate(
             targets = by_task(batch.target, tasks)
             n += batch.batch_size
             absent += sum(
-                int((~batch.present[m]).sum()) if m in batch.present else batch.batch_size for m in model.modalities
+                int((~batch.present[m]).sum()) if m in batch.present else batch.batch_size for m in modalities
             )
             for s in subsets:
                 logits = by_task(prediction_of(model(batch.with_modalities(s))), tasks)
@@ -189,7 +195,7 @@ def _evaluate(
                 row[_column(k, name, len(tasks))] = float(value.float().mean())
         rows.append({**row, "n": n, "n_observed": observed[s]})
     frame = pd.DataFrame(rows)
-    frame.attrs["missing_fraction"] = absent / (n * len(model.modalities))
+    frame.attrs["missing_fraction"] = absent / (n * len(modalities))
     return frame
 
 
@@ -259,9 +265,11 @@ def _with_missingness(data: Any, mechanism: Any) -> Any:
     if hasattr(data, "test_dataloader") and hasattr(data, "subset"):
         return mechanism.apply(data, parts=("test",))
     if isinstance(data, DataLoader):
-        inner, rows = data.dataset, None
+        inner: Any = data.dataset
+        rows: list[int] | None = None
         if isinstance(inner, Subset) and isinstance(inner.dataset, MultiModalDataset):
-            inner, rows = inner.dataset, list(inner.indices)
+            rows = list(inner.indices)
+            inner = inner.dataset
         if isinstance(inner, MultiModalDataset):
             simulated = mechanism.apply(inner)
             ds = simulated if rows is None else Subset(simulated, rows)

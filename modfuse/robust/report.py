@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from modfuse.core.model import unwrap_model
 from modfuse.errors import ModfuseError
-from modfuse.robust.evaluate import MetricArg, evaluate_subsets, sweep
+from modfuse.robust.evaluate import MetricArg, as_fusion, evaluate_subsets, sweep
 
 __all__ = ["main_column", "metric_columns", "plot_subsets", "plot_sweep", "robustness_report"]
 
@@ -28,7 +28,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 def main_column(model: Any, table: pd.DataFrame) -> str:
     """The column of the first task's main metric (e.g. ``auroc``), else the first metric column."""
-    tasks = unwrap_model(model).tasks
+    tasks = as_fusion(unwrap_model(model)).tasks
     task, spec = next(iter(tasks.items()))
     name = spec.main_metric[0]
     for column in (name, f"{task}/{name}"):

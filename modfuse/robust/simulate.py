@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modfuse.data.collate import CollateMode
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.sources import Source
 from modfuse.errors import ModfuseError
 
 __all__ = ["MaskedSource", "Missingness", "mar", "mcar", "mnar", "simulate"]
@@ -57,8 +59,8 @@ class MaskedSource:
     def __init__(self, source: Any, removed: Iterable[Hashable]) -> None:
         self.source = source
         self.removed = frozenset(removed)
-        self.ids = [i for i in source.ids if i not in self.removed]
-        self.collate = getattr(source, "collate", "auto")
+        self.ids: Sequence[Hashable] = [i for i in source.ids if i not in self.removed]
+        self.collate: CollateMode = getattr(source, "collate", "auto")
 
     def load(self, sample_id: Hashable) -> Any | None:
         if sample_id in self.removed:
@@ -211,7 +213,7 @@ class Missingness:
 
     def _apply_dataset(self, dataset: MultiModalDataset, rows: Sequence[int] | None) -> MultiModalDataset:
         removed = self.removed(dataset, rows)
-        sources = {
+        sources: dict[str, Source] = {
             m: MaskedSource(src, removed.index[removed[m].to_numpy()]) if removed[m].any() else src
             for m, src in dataset.sources.items()
         }
@@ -219,7 +221,7 @@ class Missingness:
             sources,
             targets=dataset.targets,
             ids=dataset.ids,
-            groups=dataset.groups,
+            groups=None if dataset.groups is None else list(dataset.groups),
             on_error=dataset.on_error,
             transforms=dataset.transforms,
         )
@@ -227,12 +229,12 @@ class Missingness:
     def _apply_datamodule(self, dm: Any, parts: Sequence[str] | None) -> Any:
         if dm.splits is None:
             dm.setup()
-        rows = None
+        rows: list[int] | None = None
         if parts is not None:
             unknown = sorted(set(parts) - set(dm.splits))
             if unknown:
                 raise ModfuseError(f"unknown splits {unknown}; the datamodule has {sorted(dm.splits)}")
-            rows = np.concatenate([np.asarray(dm.splits[p], dtype=int) for p in parts])
+            rows = np.concatenate([np.asarray(dm.splits[p], dtype=int) for p in parts]).tolist()
         out = copy.copy(dm)
         out.dataset = self._apply_dataset(dm.dataset, rows)
         return out
@@ -313,7 +315,7 @@ def simulate(kind: str, p: float, **kwargs: Any) -> Missingness:
         raise ModfuseError(f"unknown missingness kind {kind!r}; expected mcar, mar, mnar, mar-flip or mnar-flip")
     if suffix:
         kwargs["flip"] = True
-    makers = {"mcar": mcar, "mar": mar, "mnar": mnar}
+    makers: dict[str, Callable[..., Missingness]] = {"mcar": mcar, "mar": mar, "mnar": mnar}
     if base not in makers:
         raise ModfuseError(f"unknown missingness kind {kind!r}; expected mcar, mar, mnar, mar-flip or mnar-flip")
     return makers[base](p, **kwargs)

@@ -22,7 +22,7 @@ from modfuse.core.model import prediction_of, unwrap_model
 from modfuse.core.tasks import by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
-from modfuse.robust.evaluate import evaluate_subsets, modality_subsets, subset_name
+from modfuse.robust.evaluate import as_fusion, evaluate_subsets, modality_subsets, subset_name
 from modfuse.utils.progress import progress
 
 __all__ = [
@@ -56,11 +56,12 @@ class SubsetModel(nn.Module):
         super().__init__()
         self.inner = unwrap_model(model)
         self.subset = tuple(subset)
-        unknown = set(self.subset) - set(self.inner.modalities)
+        inner = as_fusion(self.inner)
+        unknown = set(self.subset) - set(inner.modalities)
         if not self.subset or unknown:
-            raise ModfuseError(f"subset must be non-empty and drawn from {self.inner.modalities}, found {subset}")
+            raise ModfuseError(f"subset must be non-empty and drawn from {inner.modalities}, found {subset}")
         self.modalities = list(self.subset)
-        self.tasks = self.inner.tasks
+        self.tasks = inner.tasks
 
     def forward(self, batch: ModalityBatch) -> Any:
         return self.inner(batch.with_modalities([m for m in self.subset if m in batch.present]))
@@ -68,8 +69,9 @@ class SubsetModel(nn.Module):
     def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Any:
         from modfuse.fusion.late import task_loss
 
-        if hasattr(self.inner, "compute_loss"):
-            return self.inner.compute_loss(outputs, batch.with_modalities(self.subset))
+        own_loss = getattr(self.inner, "compute_loss", None)
+        if own_loss is not None:
+            return own_loss(outputs, batch.with_modalities(self.subset))
         return task_loss(self.tasks, by_task(prediction_of(outputs), self.tasks), batch)
 
 
@@ -77,8 +79,9 @@ def _reset(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with every sub-module that can re-initialise itself re-initialised."""
     fresh = copy.deepcopy(module)
     for sub in fresh.modules():
-        if sub is not fresh and hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
+        reset = getattr(sub, "reset_parameters", None)
+        if sub is not fresh and callable(reset):
+            reset()
     # a copy of a model in eval mode would train with its dropout off (Lightning keeps modes)
     return fresh.train()
 
@@ -111,7 +114,7 @@ def train_specialists(
         "enable_progress_bar": False,
         **dict(trainer_kwargs or {}),
     }
-    out = {}
+    out: dict[tuple[str, ...], nn.Module] = {}
     for subset in progress(subsets, "subset specialists"):
         specialist = SubsetModel(_reset(base), subset)
         fit(specialist, datamodule, max_epochs=max_epochs, task_kwargs=task_kwargs, trainer_kwargs=options)
@@ -174,13 +177,14 @@ def subset_gap(
         `competition()` of it.
     """
     fused_model = unwrap_model(model)
+    contract = as_fusion(fused_model)
     chosen = (
-        modality_subsets(fused_model.modalities, exact_max, max_subsets, seed)
+        modality_subsets(contract.modalities, exact_max, max_subsets, seed)
         if subsets is None
         else [tuple(s) for s in subsets]
     )
     if metric is None:
-        spec = next(iter(fused_model.tasks.values()))
+        spec = next(iter(contract.tasks.values()))
         metric = spec.main_metric[0]
     fused = evaluate_subsets(fused_model, data, metric, subsets=chosen, batch_size=batch_size)
     column = next(c for c in fused.columns if c == metric or c.endswith(f"/{metric.rpartition('/')[2]}"))
@@ -189,7 +193,7 @@ def subset_gap(
     )
     rows = []
     for s, (_, fused_row) in zip(chosen, fused.iterrows()):
-        alone = unwrap_model(models[s])
+        alone = as_fusion(unwrap_model(models[s]))
         score = evaluate_subsets(
             alone, data, metric, subsets=[tuple(m for m in s if m in alone.modalities)], batch_size=batch_size
         )

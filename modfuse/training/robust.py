@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from modfuse.core.model import prediction_of
-from modfuse.core.tasks import by_task
+from modfuse.core.model import FusionModel, prediction_of
+from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.training.dropout import ModalityDropout
@@ -87,7 +87,7 @@ class RobustTraining:
         seed: int = 0,
     ) -> None:
         self.modalities = list(getattr(model, "modalities", []))
-        self.tasks = model.tasks
+        self.tasks: dict[str, TaskSpec] = cast(FusionModel, model).tasks
         many = len(self.modalities) > 1
         if modality_dropout == "auto":
             modality_dropout = auto_dropout(len(self.modalities))
@@ -124,7 +124,8 @@ class RobustTraining:
         logits = by_task(prediction_of(outputs), self.tasks)
         targets = by_task(batch.target, self.tasks)
         ids = [i for i, r in zip(batch.ids, rows.tolist()) if r]
-        return sum(spec.weight * spec.loss(logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items())
+        terms = [spec.weight * spec.loss(logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items()]
+        return torch.stack(terms).sum()
 
     def unimodal_losses(self, model: nn.Module, batch: ModalityBatch, grad: bool) -> dict[str, Tensor]:
         """modality -> the task loss of the model with only that modality, on the samples that have it."""
@@ -197,8 +198,9 @@ class RobustTraining:
         """
         if not self.balance:
             return
+        encoders = cast(Mapping[str, nn.Module], model.encoders)
         for m, c in self.coefficients.items():
-            for p in model.encoders[m].parameters():
+            for p in encoders[m].parameters():
                 if p.grad is None:
                     continue
                 spread = float(p.grad.std()) if p.grad.numel() > 1 else 0.0

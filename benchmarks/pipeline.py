@@ -205,6 +205,23 @@ def modfuse_dataset(kind: str, root: Path, ids: list[str]) -> Any:
     return MultiModalDataset({kind: source}, ids=ids)
 
 
+class Repeated:
+    """Benchmark-only source for the RSS-vs-N run: ids ``"s000001~k"`` are copies of file
+    ``s000001``, consecutive in the dataset, so the file is decoded once per run of copies and
+    a cache of 20k samples is written from 1000 files without 20k decodes (what is measured is
+    the cache's memory when read, not decoding)."""
+
+    def __init__(self, source: Any, ids: list[str]) -> None:
+        self.source, self.ids, self.collate = source, ids, source.collate
+        self._last: tuple[str, Any] | None = None
+
+    def load(self, sample_id: str) -> Any:
+        name = _file(sample_id)
+        if self._last is None or self._last[0] != name:
+            self._last = (name, self.source.load(name))
+        return self._last[1]
+
+
 def _measure(make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, queue: Any) -> None:
     torch.set_num_threads(1)
     dataset, collate = make()
@@ -291,6 +308,92 @@ def run(
     return frame
 
 
+def _write_measured(kind: str, root: Path, ids: list[str], cache: Path, queue: Any) -> None:
+    """Write the RSS run's cache in a fresh process and report (seconds, peak RSS MiB)."""
+    from modfuse.data import MultiModalDataset
+    from modfuse.data.cache import write_cache
+
+    torch.set_num_threads(1)
+    files = sorted({_file(sid) for sid in ids})
+    source = Repeated(modfuse_dataset(kind, root, files).sources[kind], ids)
+    start = time.perf_counter()
+    write_cache(MultiModalDataset({kind: source}, ids=ids), cache, overwrite=True)
+    queue.put((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def run_rss(
+    n_files: int,
+    sizes: tuple[int, ...],
+    work: Path,
+    out: Path,
+    log: Callable[[str], None],
+    command: str,
+    kinds: tuple[str, ...] = ("dicom", "geotiff"),
+) -> pd.DataFrame:
+    """Peak RSS against N: caches of each size in ``sizes`` (copies of ``n_files`` files)
+    written and read back with 0 and 2 workers; tables of each size through the reader path."""
+    from benchmarks.common import machine, markdown_table
+    from modfuse.data.cache import load_cache
+
+    generate(work / "files", n_files, log)
+    ctx = mp.get_context("fork")
+    rows = []
+    for kind in kinds:
+        for size in sizes:
+            repeat = -(-size // n_files)
+            ids = [f"s{i:06d}" + (f"~{k}" if k else "") for i in range(n_files) for k in range(repeat)][:size]
+            cache = work / f"rss-cache-{kind}-{size}"
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_write_measured, args=(kind, work / "files", ids, cache, queue))
+            proc.start()
+            seconds, write_rss = queue.get()
+            proc.join()
+            row = {"modality": kind, "N": size, "cache write s": seconds, "RSS MiB cache write": write_rss}
+
+            def make_cached(c: Path = cache) -> tuple[Dataset, Any]:
+                ds = load_cache(c)
+                return ds, ds.collate_fn
+
+            for w in (0, 2):
+                rate_, rss = measure(make_cached, w)
+                row[f"cache w={w} samples/s"], row[f"RSS MiB cache w={w}"] = rate_, rss
+            shutil.rmtree(cache, ignore_errors=True)  # 20k DICOMs as float32 are 20 GiB
+            rows.append(row)
+            log(f"rss {kind} N={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
+    for size in sizes:
+        table = work / f"labs-{size}.csv"
+        write_table(table, size)
+        ids = [f"s{i:06d}" for i in range(size)]
+
+        def make_table(t: Path = table, i: list[str] = ids) -> tuple[Dataset, Any]:
+            from modfuse.data import MultiModalDataset
+            from modfuse.data.readers import TabularSource
+
+            ds = MultiModalDataset({"table": TabularSource(t, id="id")}, ids=i)
+            return ds, ds.collate_fn
+
+        rate_, rss = measure(make_table, 0)
+        rows.append({"modality": "table", "N": size, "reader w=0 samples/s": rate_, "RSS MiB reader w=0": rss})
+        log(f"rss table N={size}: {rate_:.0f} samples/s, {rss:.0f} MiB")
+    frame = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = [
+        f"## Peak RSS against N ({' vs '.join(map(str, sizes))} samples)\n",
+        f"Command: `{command}`. Caches of N samples written from {n_files} files per modality (sample",
+        "`s000001~k` is a copy of file `s000001`, decoded once per run of copies: this measures the",
+        "cache, not decoding), each written and read in a fresh process; RSS = peak resident set of",
+        "that process or of one of its workers, MiB. Tables: a generated table of N rows through",
+        "`TabularSource`.\n",
+        markdown_table(frame.round(1)),
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()),
+        "",
+    ]
+    with out.open("a") as fh:
+        fh.write("\n".join(text) + "\n")
+    return frame
+
+
 def ratios(frame: pd.DataFrame) -> pd.DataFrame:
     """The target ratios per modality."""
     return pd.DataFrame(
@@ -339,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--repeat", type=int, default=1, help="read the N files this many times (N x repeat ids)")
     parser.add_argument("--modalities", nargs="+", default=["dicom", "geotiff", "wfdb", "table"])
+    parser.add_argument(
+        "--rss",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: peak RSS of caches (dicom, geotiff) and tables of these sizes, from --n files",
+    )
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
     start = time.perf_counter()
@@ -347,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)
 
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.rss:
+        kinds = tuple(k for k in args.modalities if k in ("dicom", "geotiff"))
+        print(run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds).to_string(index=False))
+        if not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+        return 0
     frame = run(n, args.work, args.out, log, command.strip(), args.repeat, tuple(args.modalities))
     print(frame.to_string(index=False))
     print(ratios(frame).to_string(index=False))

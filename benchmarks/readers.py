@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from benchmarks.common import DATA  # ../shared/data or $MODFUSE_SHARED_DATA
 
 
 def rate(fn: Callable[[Any], Any], items: Sequence[Any], repeats: int = 3) -> float:
@@ -96,7 +95,8 @@ def eopatch_case() -> tuple[str, Callable, Callable, list]:
     from modfuse.data.readers import EOPatchSeriesSource
 
     src = EOPatchSeriesSource(DATA / "eopatch-slovenia")
-    values, valid = src.values, src.valid
+    # the arrays as a plain loop holds them: (T, H, W, C) as the EOPatch files store them
+    values, valid = np.ascontiguousarray(src.values), np.ascontiguousarray(src.valid)
 
     def plain(sid: str) -> dict[str, torch.Tensor]:
         r, c = src._where(sid)

@@ -17,15 +17,19 @@ import torch
 from benchmarks.common import DATA  # ../shared/data or $MODFUSE_SHARED_DATA
 
 
-def rate(fn: Callable[[Any], Any], items: Sequence[Any], repeats: int = 3) -> float:
-    """Best-of-``repeats`` samples per second of ``fn`` over ``items`` (after one warm-up call)."""
-    fn(items[0])
-    best = 0.0
+def rates(fns: Sequence[Callable[[Any], Any]], items: Sequence[Any], repeats: int = 5) -> list[float]:
+    """Best-of-``repeats`` samples per second of each of ``fns`` over ``items``, the passes
+    interleaved (f1, f2, f1, f2, ...) so that a change of load on a shared machine hits both
+    sides of a comparison alike."""
+    for fn in fns:
+        fn(items[0])  # warm-up: lazy imports, first-touch caches
+    best = [0.0] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = max(best, len(items) / (time.perf_counter() - start))
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            for item in items:
+                fn(item)
+            best[k] = max(best[k], len(items) / (time.perf_counter() - start))
     return best
 
 
@@ -139,7 +143,7 @@ def main() -> None:
     rows = []
     for case in (smiles_case, wfdb_case, dicom_case, raster_case, eopatch_case, tabular_case):
         name, reader, plain, ids = case()
-        r, p = rate(reader, ids), rate(plain, ids)
+        r, p = rates([reader, plain], ids)
         rows.append({"reader": name, "reader samples/s": r, "plain loop samples/s": p, "overhead %": 100 * (p / r - 1)})
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     print()

@@ -307,7 +307,7 @@ def run(
         row["RSS MiB reader w=2"] = rss["reader w=2"]
         row["RSS MiB cache w=2"] = rss["cache w=2"]
         rows.append(row)
-        log(f"{kind}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
+        log(f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "modality"))
     frame = pd.DataFrame(rows)
     write_markdown(frame, n * repeat, info, out, command, machine())
     return frame
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="+",
         metavar="N",
-        help="instead: peak RSS of caches (dicom, geotiff) and tables of these sizes, from --n files",
+        help="instead: peak RSS of caches of these sizes (copies of --n files) and of tables of these sizes",
     )
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.rss:
-        kinds = tuple(k for k in args.modalities if k in ("dicom", "geotiff"))
+        kinds = tuple(args.modalities)
         print(run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds).to_string(index=False))
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)

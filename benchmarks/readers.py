@@ -1,5 +1,5 @@
-"""Reader throughput: samples/s through each modfuse reader versus a plain loop over the same
-library call, and DataLoader throughput with 2 workers.
+"""Reader throughput: samples per CPU second through each modfuse reader versus a plain loop
+over the same library call, and DataLoader throughput (wall clock) with 0 and 2 workers.
 
 Run: ``python -m benchmarks.readers`` (needs ../shared/data and the med/geo/graph extras).
 """
@@ -18,18 +18,21 @@ from benchmarks.common import DATA  # ../shared/data or $MODFUSE_SHARED_DATA
 
 
 def rates(fns: Sequence[Callable[[Any], Any]], items: Sequence[Any], repeats: int = 5) -> list[float]:
-    """Best-of-``repeats`` samples per second of each of ``fns`` over ``items``, the passes
-    interleaved (f1, f2, f1, f2, ...) so that a change of load on a shared machine hits both
-    sides of a comparison alike."""
+    """Best-of-``repeats`` samples per CPU second of each of ``fns`` over ``items``.
+
+    CPU time of this process (``time.process_time``: user + system, every thread), not wall
+    time: on a machine shared with other jobs, wall time also counts the time spent waiting
+    for a core, which moved single rows by 30-80 % between runs. The passes are interleaved
+    (f1, f2, f1, f2, ...) so that what load still does hits both sides alike."""
     for fn in fns:
         fn(items[0])  # warm-up: lazy imports, first-touch caches
     best = [0.0] * len(fns)
     for _ in range(repeats):
         for k, fn in enumerate(fns):
-            start = time.perf_counter()
+            start = time.process_time()
             for item in items:
                 fn(item)
-            best[k] = max(best[k], len(items) / (time.perf_counter() - start))
+            best[k] = max(best[k], len(items) / max(time.process_time() - start, 1e-9))
     return best
 
 
@@ -144,7 +147,9 @@ def main() -> None:
     for case in (smiles_case, wfdb_case, dicom_case, raster_case, eopatch_case, tabular_case):
         name, reader, plain, ids = case()
         r, p = rates([reader, plain], ids)
-        rows.append({"reader": name, "reader samples/s": r, "plain loop samples/s": p, "overhead %": 100 * (p / r - 1)})
+        rows.append(
+            {"reader": name, "reader samples/CPU s": r, "plain samples/CPU s": p, "overhead %": 100 * (p / r - 1)}
+        )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     print()
     for workers in (0, 2):

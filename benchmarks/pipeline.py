@@ -93,22 +93,23 @@ def write_chips(folder: Path, n: int) -> None:
 
 
 def write_records(folder: Path, n: int) -> None:
-    import wfdb
-
+    """WFDB records in format 16 (interleaved little-endian int16, gain 1000/mV), written directly:
+    ``wfdb.wrsamp`` takes 0.2-0.5 s per record on the benchmark machine, longer than the whole
+    benchmark can spend on generating 20k records. The files are standard WFDB (header with
+    initial values and checksums); ``wfdb.rdsamp`` reads them."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2)
     t = np.arange(5000) / 500
+    wave = np.sin(2 * np.pi * 1.2 * t)[:, None]
     for i in range(n):
-        signal = np.sin(2 * np.pi * 1.2 * t)[:, None] + 0.05 * rng.standard_normal((5000, 12))
-        wfdb.wrsamp(
-            f"s{i:06d}",
-            fs=500,
-            units=["mV"] * 12,
-            sig_name=LEADS,
-            p_signal=signal,
-            fmt=["16"] * 12,
-            write_dir=str(folder),
-        )
+        digital = np.round(1000 * (wave + 0.05 * rng.standard_normal((5000, 12)))).astype("<i2")
+        name = f"s{i:06d}"
+        (folder / f"{name}.dat").write_bytes(digital.tobytes())  # row-major (5000, 12): frame by frame
+        checksums = (digital.sum(axis=0, dtype=np.int64) + 32768) % 65536 - 32768
+        lines = [f"{name} 12 500 5000"] + [
+            f"{name}.dat 16 1000(0)/mV 16 0 {digital[0, j]} {checksums[j]} 0 {lead}" for j, lead in enumerate(LEADS)
+        ]
+        (folder / f"{name}.hea").write_text("\n".join(lines) + "\n")
 
 
 def write_table(path: Path, n: int) -> None:
@@ -130,17 +131,21 @@ def write_table(path: Path, n: int) -> None:
 
 def generate(root: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Write the four modalities for ``n`` samples under ``root`` (reused when complete)."""
-    done = root / f"complete-{n}"
     compress = 4 if j2k_available() else 0
-    if not done.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        start = time.perf_counter()
-        write_dicoms(root / "dicom", n, compress)
-        write_chips(root / "s2", n)
-        write_records(root / "ecg", n)
-        write_table(root / "labs.csv", n)
-        done.touch()
-        log(f"generated {n} samples per modality in {time.perf_counter() - start:.0f} s")
+    writers = {
+        "dicom": lambda: write_dicoms(root / "dicom", n, compress),
+        "s2": lambda: write_chips(root / "s2", n),
+        "ecg": lambda: write_records(root / "ecg", n),
+        "labs": lambda: write_table(root / "labs.csv", n),
+    }
+    for name, write in writers.items():  # each modality once: an interrupted run keeps the finished ones
+        done = root / f"complete-{name}-{n}"
+        if not done.exists():
+            shutil.rmtree(root / name, ignore_errors=True)
+            start = time.perf_counter()
+            write()
+            done.touch()
+            log(f"generated {n} {name} samples in {time.perf_counter() - start:.0f} s")
     return {"compressed": compress}
 
 
@@ -203,6 +208,23 @@ def modfuse_dataset(kind: str, root: Path, ids: list[str]) -> Any:
     else:
         source = TabularSource(root / "labs.csv", id="id")
     return MultiModalDataset({kind: source}, ids=ids)
+
+
+class Repeated:
+    """Benchmark-only source for the RSS-vs-N run: ids ``"s000001~k"`` are copies of file
+    ``s000001``, consecutive in the dataset, so the file is decoded once per run of copies and
+    a cache of 20k samples is written from 1000 files without 20k decodes (what is measured is
+    the cache's memory when read, not decoding)."""
+
+    def __init__(self, source: Any, ids: list[str]) -> None:
+        self.source, self.ids, self.collate = source, ids, source.collate
+        self._last: tuple[str, Any] | None = None
+
+    def load(self, sample_id: str) -> Any:
+        name = _file(sample_id)
+        if self._last is None or self._last[0] != name:
+            self._last = (name, self.source.load(name))
+        return self._last[1]
 
 
 def _measure(make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, queue: Any) -> None:
@@ -285,9 +307,95 @@ def run(
         row["RSS MiB reader w=2"] = rss["reader w=2"]
         row["RSS MiB cache w=2"] = rss["cache w=2"]
         rows.append(row)
-        log(f"{kind}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
+        log(f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "modality"))
     frame = pd.DataFrame(rows)
     write_markdown(frame, n * repeat, info, out, command, machine())
+    return frame
+
+
+def _write_measured(kind: str, root: Path, ids: list[str], cache: Path, queue: Any) -> None:
+    """Write the RSS run's cache in a fresh process and report (seconds, peak RSS MiB)."""
+    from modfuse.data import MultiModalDataset
+    from modfuse.data.cache import write_cache
+
+    torch.set_num_threads(1)
+    files = sorted({_file(sid) for sid in ids})
+    source = Repeated(modfuse_dataset(kind, root, files).sources[kind], ids)
+    start = time.perf_counter()
+    write_cache(MultiModalDataset({kind: source}, ids=ids), cache, overwrite=True)
+    queue.put((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def run_rss(
+    n_files: int,
+    sizes: tuple[int, ...],
+    work: Path,
+    out: Path,
+    log: Callable[[str], None],
+    command: str,
+    kinds: tuple[str, ...] = ("dicom", "geotiff"),
+) -> pd.DataFrame:
+    """Peak RSS against N: caches of each size in ``sizes`` (copies of ``n_files`` files)
+    written and read back with 0 and 2 workers; tables of each size through the reader path."""
+    from benchmarks.common import machine, markdown_table
+    from modfuse.data.cache import load_cache
+
+    generate(work / "files", n_files, log)
+    ctx = mp.get_context("fork")
+    rows = []
+    for kind in kinds:
+        for size in sizes:
+            repeat = -(-size // n_files)
+            ids = [f"s{i:06d}" + (f"~{k}" if k else "") for i in range(n_files) for k in range(repeat)][:size]
+            cache = work / f"rss-cache-{kind}-{size}"
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_write_measured, args=(kind, work / "files", ids, cache, queue))
+            proc.start()
+            seconds, write_rss = queue.get()
+            proc.join()
+            row = {"modality": kind, "N": size, "cache write s": seconds, "RSS MiB cache write": write_rss}
+
+            def make_cached(c: Path = cache) -> tuple[Dataset, Any]:
+                ds = load_cache(c)
+                return ds, ds.collate_fn
+
+            for w in (0, 2):
+                rate_, rss = measure(make_cached, w)
+                row[f"cache w={w} samples/s"], row[f"RSS MiB cache w={w}"] = rate_, rss
+            shutil.rmtree(cache, ignore_errors=True)  # 20k DICOMs as float32 are 20 GiB
+            rows.append(row)
+            log(f"rss {kind} N={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
+    for size in sizes:
+        table = work / f"labs-{size}.csv"
+        write_table(table, size)
+        ids = [f"s{i:06d}" for i in range(size)]
+
+        def make_table(t: Path = table, i: list[str] = ids) -> tuple[Dataset, Any]:
+            from modfuse.data import MultiModalDataset
+            from modfuse.data.readers import TabularSource
+
+            ds = MultiModalDataset({"table": TabularSource(t, id="id")}, ids=i)
+            return ds, ds.collate_fn
+
+        rate_, rss = measure(make_table, 0)
+        rows.append({"modality": "table", "N": size, "reader w=0 samples/s": rate_, "RSS MiB reader w=0": rss})
+        log(f"rss table N={size}: {rate_:.0f} samples/s, {rss:.0f} MiB")
+    frame = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = [
+        f"## Peak RSS against N ({' vs '.join(map(str, sizes))} samples)\n",
+        f"Command: `{command}`. Caches of N samples written from {n_files} files per modality (sample",
+        "`s000001~k` is a copy of file `s000001`, decoded once per run of copies: this measures the",
+        "cache, not decoding), each written and read in a fresh process; RSS = peak resident set of",
+        "that process or of one of its workers, MiB. Tables: a generated table of N rows through",
+        "`TabularSource`.\n",
+        markdown_table(frame.round(1)),
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()),
+        "",
+    ]
+    with out.open("a") as fh:
+        fh.write("\n".join(text) + "\n")
     return frame
 
 
@@ -339,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--repeat", type=int, default=1, help="read the N files this many times (N x repeat ids)")
     parser.add_argument("--modalities", nargs="+", default=["dicom", "geotiff", "wfdb", "table"])
+    parser.add_argument(
+        "--rss",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: peak RSS of caches of these sizes (copies of --n files) and of tables of these sizes",
+    )
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
     start = time.perf_counter()
@@ -347,6 +462,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)
 
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.rss:
+        kinds = tuple(args.modalities)
+        print(run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds).to_string(index=False))
+        if not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+        return 0
     frame = run(n, args.work, args.out, log, command.strip(), args.repeat, tuple(args.modalities))
     print(frame.to_string(index=False))
     print(ratios(frame).to_string(index=False))

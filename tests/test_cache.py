@@ -83,6 +83,29 @@ def test_round_trip_is_exact_for_every_modality_with_missing_values(mixed, tmp_p
     assert torch.equal(batch.inputs["labs"], raw_batch.inputs["labs"])
 
 
+def test_round_trip_is_exact_for_tables_and_pixel_series(shared_data, tmp_path):
+    import pandas as pd
+
+    from modfuse.data.readers import EOPatchSeriesSource, TabularSchema, TabularSource
+
+    series = EOPatchSeriesSource(shared_data / "eopatch-slovenia", pixels=[(0, 0), (50, 37), (100, 99)])
+    frame = pd.DataFrame({"age": [61.0, np.nan, 45.0], "sex": ["F", None, "M"]}, index=series.ids)
+    table = TabularSource(
+        frame, TabularSchema(numeric=["age"], categorical=["sex"])
+    )  # the second row: every cell missing
+    ds = MultiModalDataset({"pixel": series, "labs": table}, targets=np.array([0.5, 1.5, 2.5]))
+    write_cache(ds, tmp_path / "c", shard_size=2)
+    cached = load_cache(tmp_path / "c")
+    assert cached[1]["inputs"]["labs"] is None and cached.present_matrix().equals(ds.present_matrix())
+    for i in range(3):
+        raw, back = ds[i], cached[i]
+        assert (
+            set(back["inputs"]["pixel"]) == {"x", "valid", "t"} and back["inputs"]["pixel"]["valid"].dtype == torch.bool
+        )
+        assert all(same(raw["inputs"][m], back["inputs"][m]) for m in ds.modalities), raw["id"]
+        assert torch.equal(raw["target"], back["target"])
+
+
 def _present(ds: MultiModalDataset):
     return ds.present_matrix().assign(
         **{m: [ds[i]["inputs"][m] is not None for i in range(len(ds))] for m in ds.modalities}

@@ -127,11 +127,14 @@ def stack_bands(
     nodata), e.g. Sentinel-2 tiles of two UTM zones, or a DEM in EPSG:4326.
     """
     rasterio = require("rasterio", extra="geo")
-    from rasterio.windows import from_bounds
 
     files = [Path(f) for f in files]
     bands = list(bands) if bands is not None else [f.stem for f in files]
     opened = []
+    # one GDAL environment for every band: outside one, rasterio.open sets up and tears down its
+    # own per file, which cost more than reading a 120 x 120 band
+    env = rasterio.Env()
+    env.__enter__()
     try:
         for f in files:
             try:
@@ -150,15 +153,8 @@ def stack_bands(
             src = band_file
             if band_file.crs != crs:
                 src = _warped(band_file, crs, bounds, (height, width), resampling, fill)
-            window = from_bounds(*bounds, transform=src.transform)
-            # boundless reads go through a slow VRT in rasterio: only when the grid leaves the file
-            inside = window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width + 1e-6
-            inside = inside and window.row_off + window.height <= src.height + 1e-6
             try:
-                read = src.read(
-                    1, window=window, out_shape=(height, width), resampling=_resampling(resampling),
-                    boundless=not inside, fill_value=fill if fill is not None else 0, masked=True,
-                )  # fmt: skip
+                read = _read_onto_grid(src, bounds, (height, width), resampling, fill)
             except (rasterio.errors.RasterioError, OSError) as exc:  # e.g. a truncated or corrupted TIFF
                 raise ReadError(
                     f"cannot read band {bands[i]} (corrupted or truncated file?): {type(exc).__name__}: {exc}"
@@ -169,15 +165,35 @@ def stack_bands(
             finally:
                 if src is not band_file:
                     src.close()
-            mask = np.ma.getmaskarray(read)
+            mask, values = np.ma.getmaskarray(read), np.ma.getdata(read)
             if nodata is not None:
-                mask |= read.data == nodata
-            data[i], valid[i] = np.where(mask, 0, read.data), ~mask
+                mask |= values == nodata
+            data[i], valid[i] = np.where(mask, 0, values), ~mask
     finally:
         for src in opened:
             src.close()
+        env.__exit__()
     transform = rasterio.transform.from_bounds(*bounds, width, height)
     return BandStack(data, valid, bands, crs, transform, bounds)
+
+
+def _read_onto_grid(src: Any, bounds: Bounds, shape: tuple[int, int], resampling: str, fill: float | None) -> Any:
+    """Band 1 of ``src`` on the (height, width) grid over ``bounds``: masked where nodata."""
+    from rasterio.enums import MaskFlags
+    from rasterio.windows import from_bounds
+
+    if tuple(src.bounds) == tuple(bounds) and src.shape == shape:
+        # already on the target grid (a chip read whole): a plain read, no window or resampling,
+        # and no mask to read when the file declares every pixel valid
+        return src.read(1, masked=fill is not None or src.mask_flag_enums[0] != [MaskFlags.all_valid])
+    window = from_bounds(*bounds, transform=src.transform)
+    # boundless reads go through a slow VRT in rasterio: only when the grid leaves the file
+    inside = window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width + 1e-6
+    inside = inside and window.row_off + window.height <= src.height + 1e-6
+    return src.read(
+        1, window=window, out_shape=shape, resampling=_resampling(resampling),
+        boundless=not inside, fill_value=fill if fill is not None else 0, masked=True,
+    )  # fmt: skip
 
 
 def _warped(src: Any, crs: Any, bounds: Bounds, shape: tuple[int, int], resampling: str, fill: float | None) -> Any:

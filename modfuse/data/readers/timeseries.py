@@ -146,9 +146,17 @@ class EOPatchSeriesSource(_PixelSource):
                 valid &= array[..., 0].astype(bool)
             elif name in cloud_masks:
                 valid &= array[..., 0] == 0
-        self.values = np.concatenate(bands, axis=-1).astype(np.float32)
-        self.valid = valid & ~np.isnan(self.values).any(-1)
-        self._observed = self.valid.any(axis=0)  # (H, W): pixels with at least one valid date
+        values = np.concatenate(bands, axis=-1).astype(np.float32)
+        valid &= ~np.isnan(values).any(-1)
+        # stored pixel-major (H, W, T, C): one pixel's series is one contiguous slice, where in
+        # the file's (T, H, W, C) layout it is a strided gather that cost more than the rest of
+        # `load`; `values` / `valid` are (T, H, W, ...) views of the same memory
+        self._pixel_x = np.ascontiguousarray(values.transpose(1, 2, 0, 3))
+        self._pixel_valid = np.ascontiguousarray(valid.transpose(1, 2, 0))
+        del values
+        self.values: np.ndarray = self._pixel_x.transpose(2, 0, 1, 3)
+        self.valid: np.ndarray = self._pixel_valid.transpose(2, 0, 1)
+        self._observed = self._pixel_valid.any(axis=-1)  # (H, W): pixels with at least one valid date
         self.timestamps = self._timestamps(root, shape[0])
         days = (self.timestamps - self.timestamps[0]).total_seconds() / 86400.0
         self._days = torch.as_tensor(np.asarray(days, dtype=np.float32))
@@ -173,8 +181,8 @@ class EOPatchSeriesSource(_PixelSource):
         if not self._observed[r, c]:
             return None
         return {
-            "x": torch.from_numpy(self.values[:, r, c].copy()),
-            "valid": torch.from_numpy(self.valid[:, r, c].copy()),
+            "x": torch.from_numpy(self._pixel_x[r, c].copy()),
+            "valid": torch.from_numpy(self._pixel_valid[r, c].copy()),
             "t": self._days,
         }
 

@@ -45,6 +45,9 @@ class LegoFuse(nn.Module):
             starts at zero: before fine-tuning the fuse *is* the merged model, and fine-tuning
             learns a correction from paired data (so, with the budget chosen on validation by
             ``fit_fuse``, it cannot fall below the merge on validation rows).
+        base_subset_weights: the base merge's per-subset weights (`LegoMerge`'s
+            ``subset_weights``, as chosen on validation rows by ``merge(..., validation=...)``),
+            so that the fuse starts from the validated merge; ``fit_fuse`` sets them.
 
     Shapes:
         batch of B samples -> logits (B, num_outputs).
@@ -60,6 +63,7 @@ class LegoFuse(nn.Module):
         trainable: Trainable = "all",
         head_merge: HeadMerge = "mean",
         base: Base = "none",
+        base_subset_weights: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
@@ -84,7 +88,8 @@ class LegoFuse(nn.Module):
         object.__setattr__(self, "base_merge", None)
         if base == "merge":
             # the correction starts at zero
-            object.__setattr__(self, "base_merge", LegoMerge(list(self.blocks), method="auto"))
+            base_merge = LegoMerge(list(self.blocks), method="auto", subset_weights=base_subset_weights)
+            object.__setattr__(self, "base_merge", base_merge)
             with torch.no_grad():
                 self.head.linear.weight.zero_()
                 self.head.linear.bias.zero_()
@@ -145,13 +150,20 @@ class LegoFuse(nn.Module):
             "trainable": self.trainable,
             "head_merge": self.head_merge,
             "base": self.base,
+            "base_subset_weights": self.base_merge.subset_weights_by_name() if self.base_merge is not None else {},
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoFuse:
         """Rebuild (freshly initialised) from `to_config()` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
-        return cls(blocks, config.get("trainable", "all"), config.get("head_merge", "mean"), config.get("base", "none"))
+        return cls(
+            blocks,
+            config.get("trainable", "all"),
+            config.get("head_merge", "mean"),
+            config.get("base", "none"),
+            config.get("base_subset_weights"),
+        )
 
 
 # build("lego-fuse", encoders=..., tasks=...) -> a trainable fuse of fresh blocks

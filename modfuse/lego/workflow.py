@@ -27,7 +27,7 @@ from modfuse.lego.block import LegoBlock
 from modfuse.lego.calibration import calibrate as calibrate_block
 from modfuse.lego.calibration import calibration_callback
 from modfuse.lego.fuse import LegoFuse, Trainable
-from modfuse.lego.merge import HeadMerge, LegoMerge
+from modfuse.lego.merge import HeadMerge, LegoMerge, choose_on
 
 __all__ = [
     "blocks_stage",
@@ -256,6 +256,7 @@ def fit_fuse(
     order: str = "score",
     base: str = "auto",
     modality_dropout: float = 0.3,
+    metric: str | None = None,
     **kwargs: Any,
 ) -> LegoFuse:
     """Train blocks separately, fuse copies of them, fine-tune the fuse on paired rows.
@@ -265,12 +266,15 @@ def fit_fuse(
     - ``order="score"``: blocks are chained best first, by their calibrated validation score
       (``block.calibration.score``); ``"given"`` keeps the order passed in;
     - ``base="auto"``: when every block is calibrated, the fuse starts as the training-free merge
-      (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction);
+      (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction),
+      and with validation rows as the *validated* merge (per subset of modalities, the block
+      alone or the merge, chosen on those rows as ``merge(..., validation=...)`` does);
     - fine-tuning applies [`ModalityDropout`][modfuse.robust.ModalityDropout] (``modality_dropout``) to the
       training batches, so the chain also learns to predict from partial inputs;
     - the budget is chosen on validation: each learning rate of ``fuse_lr`` is tried for
       ``fuse_epochs`` epochs, the best validation epoch of the best rate is kept, and if no
-      epoch beats the fuse before fine-tuning, that untouched fuse is returned.
+      epoch beats the fuse before fine-tuning, that untouched fuse is returned: on validation
+      the result is never worse than where it started.
 
     Args:
         blocks: untrained blocks (they are trained, then copied into the fuse), or a
@@ -287,6 +291,9 @@ def fit_fuse(
         order: ``"score"`` or ``"given"``.
         base: ``"auto"``, ``"merge"`` or ``"none"``.
         modality_dropout: per-modality drop rate of fine-tuning batches (0 disables).
+        metric: the validation metric behind every choice (the base merge's per-subset choice,
+            the learning rate and epoch; a key of the task's metrics, e.g. ``"f1"``; default
+            the task's main metric).
         **kwargs: as in `fit_model()`.
 
     Returns:
@@ -306,6 +313,7 @@ def fit_fuse(
         order=order,
         base=base,
         modality_dropout=modality_dropout,
+        metric=metric,
         **kwargs,
     )
 
@@ -319,6 +327,7 @@ def fuse_chain(
     order: str = "score",
     base: str = "auto",
     modality_dropout: float = 0.3,
+    metric: str | None = None,
     **kwargs: Any,
 ) -> LegoFuse:
     """The second stage of `fit_fuse()`: chain (copies of) trained blocks and fine-tune the
@@ -334,30 +343,42 @@ def fuse_chain(
     chosen_base = ("merge" if calibrated else "none") if base == "auto" else base
     head_merge = blocks.head_merge if isinstance(blocks, LegoFuse) else "mean"
     train_mode = trainable or (blocks.trainable if isinstance(blocks, LegoFuse) else "all")
+    dataset, _ = _dataset_and_rows(data)
+    val = train_rows(data, part="val")
     fused = LegoFuse(given, trainable=train_mode, head_merge=head_merge, base=chosen_base)
+    if fused.base_merge is not None and len(val) and fused.base_merge.space == "prediction":
+        # start from the validated merge: per subset, the block alone unless the merge clearly helps
+        batch_size = int(kwargs.get("batch_size", 256))
+        validated = choose_on(fused.base_merge, _loader(dataset, val, batch_size, False, 0), metric)
+        fused = LegoFuse(
+            given,
+            trainable=train_mode,
+            head_merge=head_merge,
+            base=chosen_base,
+            base_subset_weights=validated.subset_weights_by_name(),
+        )
     if fuse_epochs <= 0:
         return fused.eval()
     kwargs = {k: v for k, v in kwargs.items() if k not in ("patience", "monitor", "mode", "restore_best")}
     lr = kwargs.pop("lr", 1e-3)
     lrs = [lr, lr / 3] if fuse_lr is None else ([fuse_lr] if isinstance(fuse_lr, (int, float)) else list(fuse_lr))
-    dataset, _ = _dataset_and_rows(data)
-    val = train_rows(data, part="val")
     transform = None
     if modality_dropout > 0:
         from modfuse.training.dropout import ModalityDropout
 
         transform = ModalityDropout(modality_dropout, seed=int(kwargs.get("seed", 0)))
     (_, spec), *_ = fused.tasks.items()
-    sign = 1.0 if spec.main_metric[1] == "max" else -1.0
-    best_score = _val_score(fused, dataset, val) if len(val) else -float("inf")
+    metric = metric or spec.main_metric[0]
+    sign = -1.0 if metric in ("rmse", "mse", "mae") else 1.0
+    best_score = _val_score(fused, dataset, val, metric) if len(val) else -float("inf")
     best, tried = fused, {"before fine-tuning": best_score}
     for rate in lrs:
         candidate = copy.deepcopy(fused)
-        score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs)
+        score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs, metric)
         tried[f"lr {rate:g}"] = score
         if len(val) == 0 or sign * score > sign * best_score:
             best, best_score = candidate, score
-    best.selection = {"validation": tried, "metric": spec.main_metric[0]}
+    best.selection = {"validation": tried, "metric": metric}
     return best.eval()
 
 
@@ -415,8 +436,9 @@ def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:
     return sorted(blocks, key=key)
 
 
-def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]) -> float:
-    """The main validation metric of ``model`` on ``rows`` (every row, whatever it has)."""
+def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int], metric: str | None = None) -> float:
+    """The validation ``metric`` (default: the task's main one) of ``model`` on ``rows``
+    (every row, whatever it has)."""
     import torch
 
     from modfuse.core.model import prediction_of
@@ -433,7 +455,12 @@ def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]
                 target = next(iter(target.values()))
             outs.append(out.cpu())
             tgts.append(target.cpu())
-    return main_score(spec, torch.cat(outs), torch.cat(tgts))
+    if metric is None or metric == spec.main_metric[0]:
+        return main_score(spec, torch.cat(outs), torch.cat(tgts))
+    from modfuse.lego.selection import oriented_score
+
+    value = oriented_score(spec, metric, torch.cat(outs), torch.cat(tgts))
+    return -value if metric in ("rmse", "mse", "mae") else value
 
 
 def _fit_best_epoch(
@@ -445,6 +472,7 @@ def _fit_best_epoch(
     transform: Any,
     sign: float,
     kwargs: Mapping[str, Any],
+    metric: str | None = None,
 ) -> float:
     """Fine-tune ``model`` epoch by epoch at ``lr``; keep the best validation epoch's weights."""
     import copy
@@ -457,7 +485,7 @@ def _fit_best_epoch(
     class KeepBest(L.Callback):
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             nonlocal best_state, best
-            score = _val_score(model, dataset, val) if len(val) else float("nan")
+            score = _val_score(model, dataset, val, metric) if len(val) else float("nan")
             model.train()
             if not len(val) or sign * score > sign * best:
                 best, best_state = score, copy.deepcopy(model.state_dict())

@@ -18,7 +18,7 @@ from modfuse.fusion.base import register
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.methods import BlockStats, default_method, get_method, method_info
 from modfuse.lego.methods import method_options as check_options
-from modfuse.lego.selection import subset_key
+from modfuse.lego.selection import Rule, subset_key
 
 __all__ = [
     "HeadMerge",
@@ -519,6 +519,7 @@ def merge(
     method_options: Mapping[str, Any] | None = None,
     validation: Iterable[ModalityBatch] | None = None,
     metric: str | None = None,
+    rule: Rule = "clear",
 ) -> LegoMerge:
     """Merge trained blocks into one model; no paired data, no training (see `LegoMerge`).
 
@@ -537,6 +538,9 @@ def merge(
             than its best block. Needs a prediction-space method (the ``auto`` default with
             calibrated blocks). The record is ``merged.selection``.
         metric: the validation metric to choose on (default: the task's main metric).
+        rule: how much evidence a combination needs over the block (``"clear"``: more than the
+            standard error of the per-row loss gain; ``"metric"``: any metric gain), see
+            `modfuse.lego.selection.choose_weights()`.
 
     Raises:
         IncompatibleError: a method that needs calibration statistics given uncalibrated
@@ -553,10 +557,12 @@ def merge(
     merged = LegoMerge(blocks, method=method, head_merge=head_merge, weights=weights, method_options=method_options)
     if validation is None:
         return merged
-    return choose_on(merged, validation, metric)
+    return choose_on(merged, validation, metric, rule)
 
 
-def choose_on(merged: LegoMerge, validation: Iterable[ModalityBatch], metric: str | None = None) -> LegoMerge:
+def choose_on(
+    merged: LegoMerge, validation: Iterable[ModalityBatch], metric: str | None = None, rule: Rule = "clear"
+) -> LegoMerge:
     """A copy of ``merged`` (same blocks, held not copied) with per-subset weights chosen on
     labelled ``validation`` batches (see `merge()` and `modfuse.lego.selection`)."""
     from modfuse.lego.selection import choose_weights
@@ -576,6 +582,7 @@ def choose_on(merged: LegoMerge, validation: Iterable[ModalityBatch], metric: st
         validation,
         merged.method_options,
         metric=metric,
+        rule=rule,
     )
     return LegoMerge(
         blocks,

@@ -37,7 +37,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from modfuse.lego.methods import BlockStats, method_info
 
 __all__ = [
     "MIN_ROWS",
+    "Rule",
     "SubsetChoice",
     "beats_block",
     "choose_weights",
@@ -59,6 +60,8 @@ __all__ = [
     "subset_key",
     "validation_outputs",
 ]
+
+Rule = Literal["clear", "metric"]
 
 MIN_ROWS = 8
 """Subsets with fewer labelled validation rows than this keep their best block (by the blocks'
@@ -262,6 +265,7 @@ def choose_weights(
     metric: str | None = None,
     folds: int = 5,
     seed: int = 0,
+    rule: Rule = "clear",
 ) -> list[SubsetChoice]:
     """Per subset of at least two modalities, the weighting of ``method`` that scores best on
     labelled validation rows (see the module docstring).
@@ -277,6 +281,10 @@ def choose_weights(
             the task's main metric).
         folds: cross-validation folds for the fitted weights.
         seed: fold assignment seed.
+        rule: ``"clear"`` (default): a combination must also beat the block's per-row loss by
+            more than its standard error, and a subset with too few rows keeps its best block;
+            ``"metric"``: the validation metric alone decides (the merge's own weights on too
+            few rows), the looser rule kept for comparison.
 
     Returns:
         one `SubsetChoice` per subset of >= 2 modalities (single modalities always get their
@@ -302,6 +310,9 @@ def choose_weights(
             mask[list(combo)] = True
             rows = present[:, mask].all(1).nonzero()[:, 0]
             key = subset_key(mods[i] for i in combo)
+            if len(rows) < MIN_ROWS and rule == "metric":
+                choices.append(SubsetChoice(key, len(rows), "merge (too few rows)", (base * mask).tolist(), {}, metric))
+                continue
             if len(rows) < MIN_ROWS:
                 best = _best_by_own_score([blocks[i] for i in combo], spec)
                 i = combo[best]
@@ -324,6 +335,7 @@ def choose_weights(
                     metric,
                     folds,
                     seed,
+                    rule,
                 )
             )
     return choices
@@ -356,6 +368,7 @@ def _choose_subset(
     metric: str,
     folds: int,
     seed: int,
+    rule: Rule = "clear",
 ) -> SubsetChoice:
     """One subset's choice on its rows: outputs (n, N, C) and targets (see the module docstring)."""
     n = base.shape[0]
@@ -379,9 +392,11 @@ def _choose_subset(
         clear, gain, se = beats_block(row_losses(spec.kind, preds[name], tgt), block_loss)
         evidence[name] = [gain, se]
         s, best = scores[name], scores[chosen]
-        if math.isnan(s) or not (math.isnan(best) or s > best) or not clear:
+        if math.isnan(s) or not (math.isnan(best) or s > best):
             continue
-        if main != metric and not mains[name] >= mains[best_block]:
+        if rule == "clear" and not clear:
+            continue
+        if rule == "clear" and main != metric and not mains[name] >= mains[best_block]:
             continue  # never worse than the block on the task's main metric either
         chosen = name
     if chosen == "fitted":

@@ -42,7 +42,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from modfuse.errors import ModfuseError
 from modfuse.lego.calibration import output_prior
 from modfuse.lego.merge import LegoMerge, block_stats
 from modfuse.lego.selection import beats_block
+
+if TYPE_CHECKING:
+    from modfuse.lego.workflow import Rows
 
 __all__ = ["AdaptMethod", "adapt", "pseudo_labels"]
 
@@ -121,17 +124,15 @@ def pseudo_labels(merged: LegoMerge, batch: ModalityBatch, method: AdaptMethod =
     return labels, weight
 
 
-def _rows(data: MultiModalDataset | MultiModalDataModule, rows: Sequence[int] | None) -> tuple[Any, np.ndarray]:
+def _rows(data: MultiModalDataset | MultiModalDataModule, rows: Rows | None) -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
-        data.setup()
-        dataset = data.dataset
-        rows = data.splits["train"] if rows is None else rows
-    elif isinstance(data, MultiModalDataset):
-        dataset = data
-        rows = np.arange(len(data)) if rows is None else rows
-    else:
-        raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
-    return dataset, np.asarray(rows, dtype=int)
+        from modfuse.lego.workflow import prepared  # lazily: workflow imports Lightning
+
+        dataset, splits = prepared(data)
+        return dataset, np.asarray(splits["train"] if rows is None else rows, dtype=int)
+    if isinstance(data, MultiModalDataset):
+        return data, np.asarray(np.arange(len(data)) if rows is None else rows, dtype=int)
+    raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
 
 
 def _loss(kind: str, pred: Tensor, label: Tensor) -> Tensor:
@@ -153,7 +154,7 @@ def adapt(
     epochs: int = 5,
     lr: float = 1e-4,
     batch_size: int = 64,
-    rows: Sequence[int] | None = None,
+    rows: Rows | None = None,
     seed: int = 0,
     check: float = 0.2,
 ) -> LegoMerge:
@@ -207,7 +208,7 @@ def adapt(
             lab, w = pseudo_labels(teacher, batch, method)
             labels.append(lab.cpu())
             weights.append(w.cpu())
-            paired.append(sum(batch.present[m].long() for m in merged.modalities if m in batch.present).cpu() >= 2)
+            paired.append(_present_count(batch, merged.modalities).cpu() >= 2)
     label_all, weight_all, paired_all = torch.cat(labels), torch.cat(weights), torch.cat(paired)
     gen = torch.Generator().manual_seed(seed)
     pool = paired_all.nonzero()[:, 0]
@@ -258,6 +259,14 @@ def adapt(
     return student.eval()
 
 
+def _present_count(batch: ModalityBatch, modalities: Sequence[str]) -> Tensor:
+    """(B,) how many of ``modalities`` each sample of the batch has."""
+    masks = [batch.present[m].long() for m in modalities if m in batch.present]
+    if not masks:
+        return torch.zeros(batch.batch_size, dtype=torch.long, device=batch.device)
+    return torch.stack(masks).sum(0)
+
+
 def _soft(kind: str, fused: Tensor) -> Tensor:
     """A merged prediction (n, C) as the soft label `_loss()` expects."""
     if kind == "multiclass":
@@ -289,7 +298,7 @@ def _check_blocks(
             if src.modality not in batch.present or not others:
                 continue
             label = _soft(spec.kind, teacher(batch.with_modalities(others)).prediction.float())
-            has_others = sum(batch.present[m].long() for m in others) > 0
+            has_others = _present_count(batch, others) > 0
             for blk, out in ((src, src_loss[i]), (new, new_loss[i])):
                 spectrum, index = blk.latent(batch)
                 sel = has_others[index]  # rows with this block and at least one other

@@ -9,10 +9,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
-from modfuse.lego.block import LegoBlock, LegoHead
+from modfuse.lego.block import BlockList, LegoBlock, LegoHead
 from modfuse.lego.merge import HeadMerge, LegoMerge, _fresh_blocks, _weights, check_compatible, merge_head_params
 
 __all__ = ["LegoFuse", "Trainable", "fuse"]
@@ -57,6 +58,12 @@ class LegoFuse(nn.Module):
     """How [`modfuse.training.runner.fit`][modfuse.training.runner.fit] trains it: each block alone,
     then the chain of the trained blocks fine-tuned on paired rows (``fit_fuse``)."""
 
+    blocks: BlockList
+    head: LegoHead
+    tasks: dict[str, TaskSpec]
+    base_merge: LegoMerge | None
+    selection: dict[str, Any]  # set by fit_fuse: the validation scores behind its choice
+
     def __init__(
         self,
         blocks: Sequence[LegoBlock],
@@ -70,7 +77,7 @@ class LegoFuse(nn.Module):
         check_compatible(blocks, "fuse")
         if trainable not in TRAINABLE:
             raise ModfuseError(f"trainable: expected one of {list(TRAINABLE)}, found {trainable!r}")
-        self.blocks = nn.ModuleList(copy.deepcopy(b) for b in blocks)
+        self.blocks = BlockList(copy.deepcopy(b) for b in blocks)
         self.modalities = [b.modality for b in blocks]
         self.tasks = dict(blocks[0].tasks)
         self.trainable: Trainable = trainable

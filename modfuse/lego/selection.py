@@ -385,7 +385,7 @@ def _choose_subset(
     singles = {name: s for name, s in scores.items() if name.startswith("block ")}
     best_block = max(singles, key=lambda m: -np.inf if math.isnan(singles[m]) else singles[m])
     block_loss = row_losses(spec.kind, preds[best_block], tgt)
-    chosen, evidence = best_block, {}
+    chosen, evidence = best_block, dict[str, list[float]]()
     for name in ("merge", "fitted"):
         if name not in preds:
             continue

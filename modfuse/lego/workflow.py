@@ -26,7 +26,7 @@ from modfuse.errors import ModfuseError
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.calibration import calibrate as calibrate_block
 from modfuse.lego.calibration import calibration_callback
-from modfuse.lego.fuse import LegoFuse, Trainable
+from modfuse.lego.fuse import Base, LegoFuse, Trainable
 from modfuse.lego.merge import HeadMerge, LegoMerge, choose_on
 
 __all__ = [
@@ -45,14 +45,24 @@ if TYPE_CHECKING:
     from modfuse.training.runner import FitSettings, StageRun
 
 Data = MultiModalDataset | MultiModalDataModule
+Rows = Sequence[int] | np.ndarray
+"""Row indices: a sequence of ints or an integer array."""
+
+
+def prepared(dm: MultiModalDataModule) -> tuple[MultiModalDataset, dict[str, np.ndarray]]:
+    """A datamodule's data set and splits, after ``setup()``."""
+    dm.setup()
+    if dm.dataset is None or dm.splits is None:
+        raise ModfuseError("the datamodule has no data set or no splits after setup()")
+    return dm.dataset, dm.splits
 
 
 def _dataset_and_rows(data: Data, part: str = "train") -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
-        data.setup()
+        dataset, splits = prepared(data)
         if part == "all":
-            return data.dataset, np.arange(len(data.dataset))
-        return data.dataset, np.asarray(data.splits[part], dtype=int)
+            return dataset, np.arange(len(dataset))
+        return dataset, np.asarray(splits[part], dtype=int)
     if isinstance(data, MultiModalDataset):
         return data, np.arange(len(data)) if part in ("train", "all") else np.arange(0)
     raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
@@ -72,7 +82,7 @@ def train_rows(data: Data, modality: str | None = None, part: str = "train") -> 
 
 def _loader(
     dataset: MultiModalDataset,
-    rows: Sequence[int],
+    rows: Rows,
     batch_size: int,
     shuffle: bool,
     seed: int,
@@ -99,8 +109,8 @@ def fit_model(
     model: nn.Module,
     data: Data,
     max_epochs: int = 10,
-    rows: Sequence[int] | None = None,
-    val_rows: Sequence[int] | None = None,
+    rows: Rows | None = None,
+    val_rows: Rows | None = None,
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
@@ -137,16 +147,16 @@ def fit_model(
     from modfuse.training.task import FusionTask
 
     dataset, default_rows = _dataset_and_rows(data)
-    rows = default_rows if rows is None else np.asarray(rows, dtype=int)
+    fit_rows = default_rows if rows is None else np.asarray(rows, dtype=int)
     if val_rows is None and isinstance(data, MultiModalDataModule):
         val_rows = train_rows(data, part="val")
-    if not len(rows):
+    if not len(fit_rows):
         raise ModfuseError("no training rows")
     L.seed_everything(seed, workers=True, verbose=False)
     # Lightning keeps the train/eval mode modules have when fit starts: set it explicitly
     model.train()
     task = FusionTask(model, lr=lr, **dict(task_kwargs or {}))
-    train = _loader(dataset, rows, batch_size, True, seed, train_transform)
+    train = _loader(dataset, fit_rows, batch_size, True, seed, train_transform)
     val = _loader(dataset, val_rows, batch_size, False, seed) if val_rows is not None and len(val_rows) else None
     settings = FitSettings(
         max_epochs=max_epochs,
@@ -164,8 +174,8 @@ def fit_block(
     block: LegoBlock,
     data: Data,
     max_epochs: int = 10,
-    rows: Sequence[int] | None = None,
-    val_rows: Sequence[int] | None = None,
+    rows: Rows | None = None,
+    val_rows: Rows | None = None,
     calibrate: bool = True,
     **kwargs: Any,
 ) -> LegoBlock:
@@ -181,22 +191,23 @@ def fit_block(
     arguments as in `fit_model()`.
     """
     have = train_rows(data, block.modality)
-    rows = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
-    if not len(rows):
+    own = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
+    if not len(own):
         raise ModfuseError("no training row has this modality", modality=block.modality)
+    own_val: np.ndarray | None = None
     if val_rows is None and isinstance(data, MultiModalDataModule):
-        val_rows = train_rows(data, block.modality, part="val")
+        own_val = train_rows(data, block.modality, part="val")
     elif val_rows is not None:
-        val_rows = np.intersect1d(np.asarray(val_rows, dtype=int), train_rows(data, block.modality, part="all"))
-    if calibrate and val_rows is not None and len(val_rows) >= 2:
+        own_val = np.intersect1d(np.asarray(val_rows, dtype=int), train_rows(data, block.modality, part="all"))
+    if calibrate and own_val is not None and len(own_val) >= 2:
         # every checkpoint written during training carries the calibration of its own weights
         trainer_kwargs = dict(kwargs.pop("trainer_kwargs", None) or {})
         trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), calibration_callback()]
         kwargs["trainer_kwargs"] = trainer_kwargs
-    fit_model(block, data, max_epochs, rows=rows, val_rows=val_rows, **kwargs)
-    if calibrate and val_rows is not None and len(val_rows) >= 2:
+    fit_model(block, data, max_epochs, rows=own, val_rows=own_val, **kwargs)
+    if calibrate and own_val is not None and len(own_val) >= 2:
         # the final weights' statistics; the label prior from all of the block's own rows
-        calibrate_block(block, data, val_rows, prior_rows=np.concatenate([rows, val_rows]))
+        calibrate_block(block, data, own_val, prior_rows=np.concatenate([own, own_val]))
     return block
 
 
@@ -204,7 +215,7 @@ def fit_blocks(
     blocks: Sequence[LegoBlock],
     data: Data,
     max_epochs: int = 10,
-    rows: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[str, Rows] | None = None,
     **kwargs: Any,
 ) -> list[LegoBlock]:
     """Train each block separately on its own modality's present rows (no paired data needed).
@@ -227,7 +238,7 @@ def fit_merge(
     method: str = "auto",
     head_merge: HeadMerge = "mean",
     weights: Sequence[float] | None = None,
-    rows: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[str, Rows] | None = None,
     **kwargs: Any,
 ) -> LegoMerge:
     """Train blocks separately, then merge them (no paired training).
@@ -251,10 +262,10 @@ def fit_fuse(
     max_epochs: int = 10,
     fuse_epochs: int = 10,
     trainable: Trainable | None = None,
-    rows: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[str, Rows] | None = None,
     fuse_lr: float | Sequence[float] | None = None,
     order: str = "score",
-    base: str = "auto",
+    base: Literal["auto", "merge", "none"] = "auto",
     modality_dropout: float = 0.3,
     metric: str | None = None,
     **kwargs: Any,
@@ -325,7 +336,7 @@ def fuse_chain(
     trainable: Trainable | None = None,
     fuse_lr: float | Sequence[float] | None = None,
     order: str = "score",
-    base: str = "auto",
+    base: Literal["auto", "merge", "none"] = "auto",
     modality_dropout: float = 0.3,
     metric: str | None = None,
     **kwargs: Any,
@@ -340,7 +351,9 @@ def fuse_chain(
     elif order != "given":
         raise ModfuseError(f"order: expected 'score' or 'given', found {order!r}")
     calibrated = all(b.calibration is not None for b in given)
-    chosen_base = ("merge" if calibrated else "none") if base == "auto" else base
+    if base not in ("auto", "merge", "none"):
+        raise ModfuseError(f"base: expected 'auto', 'merge' or 'none', found {base!r}")
+    chosen_base: Base = "merge" if base == "merge" or (base == "auto" and calibrated) else "none"
     head_merge = blocks.head_merge if isinstance(blocks, LegoFuse) else "mean"
     train_mode = trainable or (blocks.trainable if isinstance(blocks, LegoFuse) else "all")
     dataset, _ = _dataset_and_rows(data)
@@ -400,6 +413,8 @@ def blocks_stage(model: nn.Module, data: Data, settings: FitSettings) -> StageRu
     with the runner's early stopping and best weights on its own validation rows."""
     from modfuse.training.runner import StageRun
 
+    if not isinstance(model, (LegoMerge, LegoFuse)):
+        raise ModfuseError(f"the 'blocks' stage trains a LegoMerge or LegoFuse, found {type(model).__name__}")
     fit_blocks(
         list(model.blocks),
         data,
@@ -418,6 +433,8 @@ def chain_stage(model: nn.Module, data: Data, settings: FitSettings) -> StageRun
     ``settings.fuse_epochs`` epochs at ``settings.fuse_lr`` (default: a third of the blocks' lr)."""
     from modfuse.training.runner import StageRun
 
+    if not isinstance(model, LegoFuse):
+        raise ModfuseError(f"the 'chain' stage fine-tunes a LegoFuse, found {type(model).__name__}")
     fuse_lr = settings.lr / 3 if settings.fuse_lr is None else settings.fuse_lr
     fused = fuse_chain(model, data, settings.fuse_epochs, fuse_lr=fuse_lr, **_stage_kwargs(data, settings))
     return StageRun(fused)
@@ -436,7 +453,7 @@ def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:
     return sorted(blocks, key=key)
 
 
-def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int], metric: str | None = None) -> float:
+def _val_score(model: LegoFuse, dataset: MultiModalDataset, rows: Rows, metric: str | None = None) -> float:
     """The validation ``metric`` (default: the task's main one) of ``model`` on ``rows``
     (every row, whatever it has)."""
     import torch
@@ -450,6 +467,8 @@ def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]
     with torch.no_grad():
         for batch in _loader(dataset, rows, 256, False, 0):
             out = prediction_of(model(batch))
+            if isinstance(out, Mapping):
+                out = next(iter(out.values()))
             target = batch.target
             if isinstance(target, Mapping):
                 target = next(iter(target.values()))

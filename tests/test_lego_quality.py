@@ -243,7 +243,8 @@ def test_fuse_starts_as_the_merge_and_keeps_it_when_fine_tuning_does_not_help(co
     y = torch.as_tensor(cohort["y"][rest[600:1200]])
     batch = cohort["ds"].collate_fn([cohort["ds"][i] for i in rest[600:1200]])
     chosen = roc_auc_score(y, scores(tuned, batch))
-    assert chosen == pytest.approx(max(tried.values()), abs=1e-4)
+    assert chosen == pytest.approx(tried[tuned.selection["kept"]], abs=1e-4)
+    assert chosen >= tried["before fine-tuning"] - 1e-6  # never below its start on validation
     # the fuse starts from the validated merge (per subset, as merge(..., validation=...) chooses)
     validated = merge(cohort["blocks"], validation=[batch])
 

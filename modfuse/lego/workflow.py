@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from modfuse.data.datamodule import MultiModalDataModule
@@ -285,7 +285,9 @@ def fit_fuse(
     - the budget is chosen on validation: each learning rate of ``fuse_lr`` is tried for
       ``fuse_epochs`` epochs, the best validation epoch of the best rate is kept, and if no
       epoch beats the fuse before fine-tuning, that untouched fuse is returned: on validation
-      the result is never worse than where it started.
+      the result is never worse than where it started. A fine-tuned chain replaces the current
+      choice only on clear evidence (a better metric and a per-row validation loss lower by
+      more than its standard error), as a merge's subset needs over its block.
 
     Args:
         blocks: untrained blocks (they are trained, then copied into the fuse), or a
@@ -384,15 +386,28 @@ def fuse_chain(
     metric = metric or spec.main_metric[0]
     sign = -1.0 if metric in ("rmse", "mse", "mae") else 1.0
     best_score = _val_score(fused, dataset, val, metric) if len(val) else -float("inf")
-    best, tried = fused, {"before fine-tuning": best_score}
+    best, tried, kept = fused, {"before fine-tuning": best_score}, "before fine-tuning"
     for rate in lrs:
         candidate = copy.deepcopy(fused)
         score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs, metric)
         tried[f"lr {rate:g}"] = score
-        if len(val) == 0 or sign * score > sign * best_score:
-            best, best_score = candidate, score
-    best.selection = {"validation": tried, "metric": metric}
+        if len(val) == 0 or (sign * score > sign * best_score and _clearly_better(candidate, best, dataset, val)):
+            best, best_score, kept = candidate, score, f"lr {rate:g}"
+    best.selection = {"validation": tried, "metric": metric, "kept": kept}
     return best.eval()
+
+
+def _clearly_better(model: LegoFuse, than: LegoFuse, dataset: MultiModalDataset, rows: Rows) -> bool:
+    """Whether ``model``'s per-row task loss on validation ``rows`` beats ``than``'s by more
+    than its standard error (`modfuse.lego.selection.beats_block()`), the evidence a subset
+    of a merge needs too: a fine-tuned chain replaces its start only on clear evidence."""
+    from modfuse.lego.selection import beats_block, row_losses
+
+    (_, spec), *_ = model.tasks.items()
+    pred, target = _val_outputs(model, dataset, rows)
+    start, _ = _val_outputs(than, dataset, rows)
+    target = spec.check_target(target)
+    return beats_block(row_losses(spec.kind, pred, target), row_losses(spec.kind, start, target))[0]
 
 
 # ---------------------------------------------------------------------------- runner stages
@@ -456,13 +471,26 @@ def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:
 def _val_score(model: LegoFuse, dataset: MultiModalDataset, rows: Rows, metric: str | None = None) -> float:
     """The validation ``metric`` (default: the task's main one) of ``model`` on ``rows``
     (every row, whatever it has)."""
+
+    from modfuse.lego.validate import main_score
+
+    (_, spec), *_ = model.tasks.items()
+    pred, target = _val_outputs(model, dataset, rows)
+    if metric is None or metric == spec.main_metric[0]:
+        return main_score(spec, pred, target)
+    from modfuse.lego.selection import oriented_score
+
+    value = oriented_score(spec, metric, pred, target)
+    return -value if metric in ("rmse", "mse", "mae") else value
+
+
+def _val_outputs(model: LegoFuse, dataset: MultiModalDataset, rows: Rows) -> tuple[Tensor, Tensor]:
+    """(outputs (n, C), targets) of ``model`` on ``rows`` (every row, whatever it has)."""
     import torch
 
     from modfuse.core.model import prediction_of
-    from modfuse.lego.validate import main_score
 
     model.eval()
-    (_, spec), *_ = model.tasks.items()
     outs, tgts = [], []
     with torch.no_grad():
         for batch in _loader(dataset, rows, 256, False, 0):
@@ -474,12 +502,7 @@ def _val_score(model: LegoFuse, dataset: MultiModalDataset, rows: Rows, metric: 
                 target = next(iter(target.values()))
             outs.append(out.cpu())
             tgts.append(target.cpu())
-    if metric is None or metric == spec.main_metric[0]:
-        return main_score(spec, torch.cat(outs), torch.cat(tgts))
-    from modfuse.lego.selection import oriented_score
-
-    value = oriented_score(spec, metric, torch.cat(outs), torch.cat(tgts))
-    return -value if metric in ("rmse", "mse", "mae") else value
+    return torch.cat(outs), torch.cat(tgts)
 
 
 def _fit_best_epoch(

@@ -204,7 +204,7 @@ def test_adapt_leaves_the_source_blocks_unchanged_and_never_reads_labels(cohort)
     ds, rest = cohort["ds"], cohort["rest"]
     merged = merge(cohort["blocks"])
     before = [{k: v.clone() for k, v in b.state_dict().items()} for b in cohort["blocks"]]
-    adapted = adapt(merged, ds, method="entropy", epochs=1, rows=rest[:600])
+    adapted = adapt(merged, ds, method="entropy", epochs=1, rows=rest[:600], check=0)
     for b, state in zip(cohort["blocks"], before):
         assert all(torch.equal(state[k], v) for k, v in b.state_dict().items())
     changed = [
@@ -213,7 +213,7 @@ def test_adapt_leaves_the_source_blocks_unchanged_and_never_reads_labels(cohort)
     assert all(changed) and adapted.adaptation["used"] == 600
     # the same rows with other labels give the same adapted model: no label is used
     shuffled = MultiModalDataset.from_arrays(cohort["X"], np.random.default_rng(5).permutation(cohort["y"]))
-    again = adapt(merged, shuffled, method="entropy", epochs=1, rows=rest[:600])
+    again = adapt(merged, shuffled, method="entropy", epochs=1, rows=rest[:600], check=0)
     for a, b in zip(adapted.blocks, again.blocks):
         assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     # every adapted block still predicts alone, and agreement filtering drops disagreeing rows
@@ -221,7 +221,7 @@ def test_adapt_leaves_the_source_blocks_unchanged_and_never_reads_labels(cohort)
     assert scores(adapted.blocks[0], single).shape == (N_TEST,)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        filtered = adapt(merged, ds, method="agreement", epochs=1, rows=rest[:600])
+        filtered = adapt(merged, ds, method="agreement", epochs=1, rows=rest[:600], check=0)
     assert 0 < filtered.adaptation["used"] < 600
 
 
@@ -243,7 +243,17 @@ def test_fuse_starts_as_the_merge_and_keeps_it_when_fine_tuning_does_not_help(co
     y = torch.as_tensor(cohort["y"][rest[600:1200]])
     batch = cohort["ds"].collate_fn([cohort["ds"][i] for i in rest[600:1200]])
     chosen = roc_auc_score(y, scores(tuned, batch))
-    assert chosen == pytest.approx(max(tried.values()), abs=1e-4)
+    assert chosen == pytest.approx(tried[tuned.selection["kept"]], abs=1e-4)
+    assert chosen >= tried["before fine-tuning"] - 1e-6  # never below its start on validation
+    # the fuse starts from the validated merge (per subset, as merge(..., validation=...) chooses)
+    validated = merge(cohort["blocks"], validation=[batch])
+
+    def named(m):  # subset -> {modality: weight} (the chain reorders the blocks)
+        return {k: dict(zip(m.modalities, w)) for k, w in m.subset_weights_by_name().items()}
+
+    assert named(tuned.base_merge) == named(validated)
+    start = LegoFuse(cohort["blocks"], base="merge", base_subset_weights=validated.subset_weights_by_name())
+    assert tried["before fine-tuning"] == pytest.approx(roc_auc_score(y, scores(start, batch)), abs=1e-6)
 
 
 def inverted(cohort, rows: np.ndarray):
@@ -337,10 +347,44 @@ def test_poe_divides_by_what_each_block_averages_to_not_by_a_near_zero_label_fre
 
 def test_adapt_remeasures_each_blocks_output_prior_on_the_target_rows(cohort):
     ds, rest = cohort["ds"], cohort["rest"]
-    adapted = adapt(merge(cohort["blocks"]), ds, method="entropy", epochs=1, rows=rest[:600])
+    adapted = adapt(merge(cohort["blocks"]), ds, method="entropy", epochs=1, rows=rest[:600], check=0)
     batch = ds.collate_fn([ds[i] for i in rest[:600]])
     for blk, src in zip(adapted.blocks, cohort["blocks"]):
         with torch.no_grad():
             want = torch.sigmoid(blk.calibration.apply(blk(batch))).mean(0)
         assert blk.calibration.output_prior == pytest.approx(want.tolist(), abs=1e-5)
         assert src.calibration.output_prior != blk.calibration.output_prior  # the source is untouched
+
+
+def test_a_merge_is_chosen_over_its_block_only_on_clear_evidence(cohort):
+    from modfuse.lego.selection import beats_block
+
+    block = torch.as_tensor(np.random.default_rng(0).exponential(size=200))
+    noise = torch.tensor([0.5, -0.5], dtype=block.dtype).repeat(100)  # per-row spread 0.5: se 0.035
+    assert not beats_block(block - 0.01 + noise, block)[0]  # a mean gain of 0.01 is noise
+    clear, gain, se = beats_block(block - 0.2 + noise, block)
+    assert clear and gain > se > 0
+    # 6 labelled rows: too few to trust any combination; each subset keeps its best block by the
+    # blocks' own validation scores (c separates best, DELTA), never the untested merge
+    few = cohort["ds"].collate_fn([cohort["ds"][i] for i in cohort["rest"][:6]])
+    chosen = merge(cohort["blocks"], validation=[few])
+    for c in chosen.selection:
+        best = "c" if "c" in c["subset"] else "b"
+        assert c["chosen"] == f"block {best} (too few rows)", c
+    torch.testing.assert_close(
+        chosen(cohort["batch"]).prediction, cohort["blocks"][2].calibration.apply(cohort["blocks"][2](cohort["batch"]))
+    )
+
+
+def test_adapt_keeps_the_source_blocks_when_the_label_free_check_fails(cohort):
+    ds, rest = cohort["ds"], cohort["rest"]
+    merged = merge(cohort["blocks"])
+    # a learning rate that wrecks the blocks: the held-out check (no label) must restore them all
+    wrecked = adapt(merged, ds, method="entropy", epochs=2, lr=0.5, rows=rest[:600])
+    check = wrecked.adaptation["check"]
+    assert set(check) == set(MODS) and not any(v["kept"] for v in check.values()), check
+    assert wrecked.adaptation["checked"] == 120 and wrecked.adaptation["used"] == 480
+    np.testing.assert_allclose(scores(wrecked, cohort["batch"]), scores(merged, cohort["batch"]), rtol=1e-5, atol=1e-6)
+    unchecked = adapt(merged, ds, method="entropy", epochs=2, lr=0.5, rows=rest[:600], check=0)
+    y = cohort["y"][cohort["test"]]
+    assert roc_auc_score(y, scores(unchecked, cohort["batch"])) < roc_auc_score(y, scores(wrecked, cohort["batch"]))

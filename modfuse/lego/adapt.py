@@ -19,8 +19,21 @@ overconfident copies of each other). Samples are selected or weighted by:
 Blocks keep their calibration statistics (the loss is on the calibrated outputs, so they stay
 on the scale the statistics describe), except the output prior of classification blocks (their
 mean calibrated probability), which is re-measured on the unlabelled target rows after
-adaptation, so the product of experts still divides by what each adapted block averages to. The result is a new merged model of the adapted copies;
-each of its blocks still runs alone. Pseudo-labels are computed once, from the source merge.
+adaptation, so the product of experts still divides by what each adapted block averages to.
+
+Adaptation can also hurt (the blocks learn each other's errors, and the precision merge of
+regression then counts the shared evidence twice: ESOL and digits got slightly worse). So a
+share of the paired target rows (``check``) is held out, and each adapted block is kept only
+when, on those rows, it predicts the fused prediction of the *other* blocks (the merge with
+its own modality removed, still no label) better than the source block did, by more than the
+standard error of the paired per-row differences; otherwise the source block is kept. The
+others' fusion is a label-free proxy of the target: when its error is independent of the
+block's modality given the target (the merge's own assumption), the expected loss against it
+ranks two versions of the block as the expected loss against the true label does (exactly
+for the squared error). With no block kept, the result predicts as the unadapted merge.
+
+The result is a new merged model of the adapted copies; each of its blocks still runs alone.
+Pseudo-labels are computed once, from the source merge.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +56,10 @@ from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 from modfuse.lego.calibration import output_prior
 from modfuse.lego.merge import LegoMerge, block_stats
+from modfuse.lego.selection import beats_block
+
+if TYPE_CHECKING:
+    from modfuse.lego.workflow import Rows
 
 __all__ = ["AdaptMethod", "adapt", "pseudo_labels"]
 
@@ -107,17 +124,15 @@ def pseudo_labels(merged: LegoMerge, batch: ModalityBatch, method: AdaptMethod =
     return labels, weight
 
 
-def _rows(data: MultiModalDataset | MultiModalDataModule, rows: Sequence[int] | None) -> tuple[Any, np.ndarray]:
+def _rows(data: MultiModalDataset | MultiModalDataModule, rows: Rows | None) -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
-        data.setup()
-        dataset = data.dataset
-        rows = data.splits["train"] if rows is None else rows
-    elif isinstance(data, MultiModalDataset):
-        dataset = data
-        rows = np.arange(len(data)) if rows is None else rows
-    else:
-        raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
-    return dataset, np.asarray(rows, dtype=int)
+        from modfuse.lego.workflow import prepared  # lazily: workflow imports Lightning
+
+        dataset, splits = prepared(data)
+        return dataset, np.asarray(splits["train"] if rows is None else rows, dtype=int)
+    if isinstance(data, MultiModalDataset):
+        return data, np.asarray(np.arange(len(data)) if rows is None else rows, dtype=int)
+    raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
 
 
 def _loss(kind: str, pred: Tensor, label: Tensor) -> Tensor:
@@ -139,8 +154,9 @@ def adapt(
     epochs: int = 5,
     lr: float = 1e-4,
     batch_size: int = 64,
-    rows: Sequence[int] | None = None,
+    rows: Rows | None = None,
     seed: int = 0,
+    check: float = 0.2,
 ) -> LegoMerge:
     """Adapt a merged model to unlabelled paired target data with its own fused pseudo-labels.
 
@@ -156,10 +172,16 @@ def adapt(
         lr: AdamW learning rate of the block copies.
         batch_size: batch size.
         rows: target rows (default: the datamodule's train split / the whole dataset).
-        seed: shuffling seed.
+        seed: shuffling and hold-out seed.
+        check: share of the paired target rows held out (never trained on) to check each
+            adapted block without labels (see the module docstring); 0 keeps every adapted
+            block unchecked.
 
     Returns:
-        a new LegoMerge (same method, options, weights) of adapted copies of the blocks.
+        a new LegoMerge (same method, options, weights) of adapted copies of the blocks (the
+        source copy for a block whose check failed); ``.adaptation`` records the rows used
+        and, per modality, the check's mean loss gain, its standard error and whether the
+        adapted block was kept.
 
     Shapes:
         the returned model maps a batch of B samples to predictions (B, num_outputs), like
@@ -170,23 +192,40 @@ def adapt(
     (_, spec), *_ = merged.tasks.items()
     if spec.kind not in KINDS:
         raise ModfuseError(f"adapt supports {list(KINDS)} tasks, found {spec.kind!r}")
-    if epochs < 0 or lr <= 0:
-        raise ModfuseError(f"adapt: expected epochs >= 0 and lr > 0, found epochs={epochs}, lr={lr}")
+    if epochs < 0 or lr <= 0 or not 0 <= check < 1:
+        raise ModfuseError(
+            f"adapt: expected epochs >= 0, lr > 0 and 0 <= check < 1, found epochs={epochs}, lr={lr}, check={check}"
+        )
     dataset, rows = _rows(unlabeled_paired_data, rows)
     teacher = merged.eval()
     device = next(merged.parameters()).device
     # pseudo-labels once, from the source merge, in row order
-    labels, weights = [], []
+    labels, weights, paired = [], [], []
     loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=256, collate_fn=dataset.collate_fn)
     with torch.no_grad():
         for batch in loader:
-            lab, w = pseudo_labels(teacher, _unlabelled(batch).to(device), method)
+            batch = _unlabelled(batch).to(device)
+            lab, w = pseudo_labels(teacher, batch, method)
             labels.append(lab.cpu())
             weights.append(w.cpu())
-    label_all, weight_all = torch.cat(labels), torch.cat(weights)
+            paired.append(_present_count(batch, merged.modalities).cpu() >= 2)
+    label_all, weight_all, paired_all = torch.cat(labels), torch.cat(weights), torch.cat(paired)
+    gen = torch.Generator().manual_seed(seed)
+    pool = paired_all.nonzero()[:, 0]
+    held = pool[torch.randperm(len(pool), generator=gen)[: round(check * len(pool))]]
+    if len(held) < 2:
+        held = held[:0]
+    train = weight_all > 0
+    train[held] = False
     student = copy.deepcopy(merged)
-    used = (weight_all > 0).nonzero()[:, 0]
-    student.adaptation = {"method": method, "rows": len(rows), "used": len(used), "epochs": epochs}
+    used = train.nonzero()[:, 0]
+    student.adaptation = {
+        "method": method,
+        "rows": len(rows),
+        "used": len(used),
+        "epochs": epochs,
+        "checked": len(held),
+    }
     if len(used) == 0 or epochs == 0:
         return student.eval()
     params = [p for p in student.blocks.parameters() if p.requires_grad]
@@ -213,12 +252,80 @@ def adapt(
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
-    _remeasure_output_priors(student, dataset, rows, device)
+    keep = [True] * len(student.blocks)
+    if len(held):
+        keep = _check_blocks(teacher, student, dataset, rows[held.numpy()], device)
+    _remeasure_output_priors(student, dataset, rows, device, keep)
     return student.eval()
 
 
+def _present_count(batch: ModalityBatch, modalities: Sequence[str]) -> Tensor:
+    """(B,) how many of ``modalities`` each sample of the batch has."""
+    masks = [batch.present[m].long() for m in modalities if m in batch.present]
+    if not masks:
+        return torch.zeros(batch.batch_size, dtype=torch.long, device=batch.device)
+    return torch.stack(masks).sum(0)
+
+
+def _soft(kind: str, fused: Tensor) -> Tensor:
+    """A merged prediction (n, C) as the soft label `_loss()` expects."""
+    if kind == "multiclass":
+        return fused.softmax(-1)
+    if kind in ("binary", "multilabel"):
+        p = torch.sigmoid(fused).clamp(1e-6, 1 - 1e-6)
+        return p[:, 0] if kind == "binary" else p
+    return fused[:, 0] if fused.shape[1] == 1 else fused
+
+
 @torch.no_grad()
-def _remeasure_output_priors(student: LegoMerge, dataset: Any, rows: np.ndarray, device: torch.device) -> None:
+def _check_blocks(
+    teacher: LegoMerge, student: LegoMerge, dataset: Any, rows: np.ndarray, device: torch.device
+) -> list[bool]:
+    """Per block, whether its adapted copy is kept: on the held-out ``rows`` (no label read), the
+    adapted block's loss against the teacher's fusion of the other present modalities must beat
+    the source block's by more than its standard error; a failed block is restored to the
+    source copy (weights and calibration). Records the check in ``student.adaptation``."""
+    (_, spec), *_ = teacher.tasks.items()
+    teacher.eval()
+    student.eval()
+    src_loss: list[list[Tensor]] = [[] for _ in teacher.blocks]
+    new_loss: list[list[Tensor]] = [[] for _ in teacher.blocks]
+    loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=256, collate_fn=dataset.collate_fn)
+    for batch in loader:
+        batch = _unlabelled(batch).to(device)
+        for i, (src, new) in enumerate(zip(teacher.blocks, student.blocks)):
+            others = [m for m in teacher.modalities if m != src.modality and m in batch.present]
+            if src.modality not in batch.present or not others:
+                continue
+            label = _soft(spec.kind, teacher(batch.with_modalities(others)).prediction.float())
+            has_others = _present_count(batch, others) > 0
+            for blk, out in ((src, src_loss[i]), (new, new_loss[i])):
+                spectrum, index = blk.latent(batch)
+                sel = has_others[index]  # rows with this block and at least one other
+                if not sel.any():
+                    continue
+                pred = blk.head(spectrum[sel])
+                if blk.calibration is not None:
+                    pred = blk.calibration.apply(pred)
+                out.append(_loss(spec.kind, pred.float(), label.index_select(0, index[sel])).cpu())
+    keep, report = [], {}
+    for i, (src, new) in enumerate(zip(teacher.blocks, student.blocks)):
+        a = torch.cat(src_loss[i]) if src_loss[i] else None
+        b = torch.cat(new_loss[i]) if new_loss[i] else None
+        clear, gain, se = beats_block(b, a) if a is not None and b is not None else (False, float("nan"), float("nan"))
+        keep.append(clear)
+        report[src.modality] = {"gain": gain, "se": se, "kept": clear}
+        if not clear:
+            new.load_state_dict(src.state_dict())
+            new.calibration = src.calibration
+    student.adaptation["check"] = report
+    return keep
+
+
+@torch.no_grad()
+def _remeasure_output_priors(
+    student: LegoMerge, dataset: Any, rows: np.ndarray, device: torch.device, keep: Sequence[bool]
+) -> None:
     """Each adapted block's mean calibrated probability on the target rows (no label read).
 
     The product of experts divides by each block's output prior; an adapted block's outputs
@@ -233,8 +340,8 @@ def _remeasure_output_priors(student: LegoMerge, dataset: Any, rows: np.ndarray,
             spectrum, index = blk.latent(batch)
             if index.numel() and blk.calibration is not None:
                 outs[i].append(blk.calibration.apply(blk.head(spectrum)).cpu())
-    for blk, out in zip(student.blocks, outs):
-        if out and blk.calibration is not None and blk.calibration.output_prior:
+    for blk, out, kept in zip(student.blocks, outs, keep):
+        if kept and out and blk.calibration is not None and blk.calibration.output_prior:
             blk.calibration = replace(blk.calibration, output_prior=output_prior(blk.calibration.kind, torch.cat(out)))
 
 

@@ -10,8 +10,8 @@ attention costs O(l_c x n_tokens) memory: linear in the input length.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
 from modfuse.lego.calibration import Calibration
 
-__all__ = ["LegoBlock", "LegoHead"]
+__all__ = ["BlockList", "LegoBlock", "LegoHead"]
 
 
 class CrossAttention(nn.Module):
@@ -336,3 +336,14 @@ class LegoBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"modality={self.modality!r}, latent_shape={self.latent_shape}, depth={len(self.rounds)}"
+
+
+class BlockList(nn.ModuleList):
+    """The `nn.ModuleList` of a merge or fuse, typed as holding `LegoBlock`s (iterating or
+    indexing it gives blocks, so their calibration, tasks and heads type-check)."""
+
+    def __iter__(self) -> Iterator[LegoBlock]:
+        return cast(Iterator[LegoBlock], super().__iter__())
+
+    def __getitem__(self, idx: int) -> LegoBlock:  # type: ignore[override]  # slices unused here
+        return cast(LegoBlock, super().__getitem__(idx))

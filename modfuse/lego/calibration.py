@@ -21,9 +21,9 @@ The result is a `Calibration` stored on ``block.calibration``; it is part of
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,12 @@ from torch import Tensor
 
 from modfuse.core.tasks import TaskSpec
 from modfuse.errors import ModfuseError
+
+if TYPE_CHECKING:
+    from modfuse.data.datamodule import MultiModalDataModule
+    from modfuse.data.dataset import MultiModalDataset
+    from modfuse.lego.block import LegoBlock
+    from modfuse.lego.workflow import Rows
 
 __all__ = ["Calibration", "calibrate", "calibration_callback", "fit_calibration", "output_prior"]
 
@@ -240,7 +246,7 @@ def _score(spec: TaskSpec, logits: Tensor, target: Tensor) -> tuple[str, float |
 
 
 @torch.no_grad()
-def block_outputs(block: torch.nn.Module, loader: Any) -> tuple[Tensor, Tensor]:
+def block_outputs(block: LegoBlock, loader: Any) -> tuple[Tensor, Tensor]:
     """(raw logits of the rows that have the block's modality, their targets) over a loader."""
     was = block.training
     block.eval()
@@ -264,10 +270,10 @@ def block_outputs(block: torch.nn.Module, loader: Any) -> tuple[Tensor, Tensor]:
 
 
 def calibrate(
-    block: torch.nn.Module,
-    data: Any,
-    rows: Sequence[int],
-    prior_rows: Sequence[int] | None = None,
+    block: LegoBlock,
+    data: MultiModalDataset | MultiModalDataModule,
+    rows: Rows,
+    prior_rows: Rows | None = None,
     batch_size: int = 256,
 ) -> Calibration:
     """Measure ``block``'s calibration on its validation ``rows`` and store it on the block.
@@ -285,8 +291,9 @@ def calibrate(
     from torch.utils.data import DataLoader, Subset
 
     from modfuse.data.datamodule import MultiModalDataModule
+    from modfuse.lego.workflow import prepared
 
-    dataset = data.dataset if isinstance(data, MultiModalDataModule) else data
+    dataset = prepared(data)[0] if isinstance(data, MultiModalDataModule) else data
     loader = DataLoader(Subset(dataset, [int(r) for r in rows]), batch_size=batch_size, collate_fn=dataset.collate_fn)
     logits, target = block_outputs(block, loader)
     (_, spec), *_ = block.tasks.items()

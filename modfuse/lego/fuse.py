@@ -9,10 +9,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
-from modfuse.lego.block import LegoBlock, LegoHead
+from modfuse.lego.block import BlockList, LegoBlock, LegoHead
 from modfuse.lego.merge import HeadMerge, LegoMerge, _fresh_blocks, _weights, check_compatible, merge_head_params
 
 __all__ = ["LegoFuse", "Trainable", "fuse"]
@@ -45,6 +46,9 @@ class LegoFuse(nn.Module):
             starts at zero: before fine-tuning the fuse *is* the merged model, and fine-tuning
             learns a correction from paired data (so, with the budget chosen on validation by
             ``fit_fuse``, it cannot fall below the merge on validation rows).
+        base_subset_weights: the base merge's per-subset weights (`LegoMerge`'s
+            ``subset_weights``, as chosen on validation rows by ``merge(..., validation=...)``),
+            so that the fuse starts from the validated merge; ``fit_fuse`` sets them.
 
     Shapes:
         batch of B samples -> logits (B, num_outputs).
@@ -54,19 +58,26 @@ class LegoFuse(nn.Module):
     """How [`modfuse.training.runner.fit`][modfuse.training.runner.fit] trains it: each block alone,
     then the chain of the trained blocks fine-tuned on paired rows (``fit_fuse``)."""
 
+    blocks: BlockList
+    head: LegoHead
+    tasks: dict[str, TaskSpec]
+    base_merge: LegoMerge | None
+    selection: dict[str, Any]  # set by fit_fuse: the validation scores behind its choice
+
     def __init__(
         self,
         blocks: Sequence[LegoBlock],
         trainable: Trainable = "all",
         head_merge: HeadMerge = "mean",
         base: Base = "none",
+        base_subset_weights: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
         check_compatible(blocks, "fuse")
         if trainable not in TRAINABLE:
             raise ModfuseError(f"trainable: expected one of {list(TRAINABLE)}, found {trainable!r}")
-        self.blocks = nn.ModuleList(copy.deepcopy(b) for b in blocks)
+        self.blocks = BlockList(copy.deepcopy(b) for b in blocks)
         self.modalities = [b.modality for b in blocks]
         self.tasks = dict(blocks[0].tasks)
         self.trainable: Trainable = trainable
@@ -84,7 +95,8 @@ class LegoFuse(nn.Module):
         object.__setattr__(self, "base_merge", None)
         if base == "merge":
             # the correction starts at zero
-            object.__setattr__(self, "base_merge", LegoMerge(list(self.blocks), method="auto"))
+            base_merge = LegoMerge(list(self.blocks), method="auto", subset_weights=base_subset_weights)
+            object.__setattr__(self, "base_merge", base_merge)
             with torch.no_grad():
                 self.head.linear.weight.zero_()
                 self.head.linear.bias.zero_()
@@ -145,13 +157,20 @@ class LegoFuse(nn.Module):
             "trainable": self.trainable,
             "head_merge": self.head_merge,
             "base": self.base,
+            "base_subset_weights": self.base_merge.subset_weights_by_name() if self.base_merge is not None else {},
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LegoFuse:
         """Rebuild (freshly initialised) from `to_config()` output."""
         blocks = [LegoBlock.from_config(c) for c in config["blocks"]]
-        return cls(blocks, config.get("trainable", "all"), config.get("head_merge", "mean"), config.get("base", "none"))
+        return cls(
+            blocks,
+            config.get("trainable", "all"),
+            config.get("head_merge", "mean"),
+            config.get("base", "none"),
+            config.get("base_subset_weights"),
+        )
 
 
 # build("lego-fuse", encoders=..., tasks=...) -> a trainable fuse of fresh blocks

@@ -15,10 +15,11 @@ from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import IncompatibleError, ModfuseError
 from modfuse.fusion.base import register
-from modfuse.lego.block import LegoBlock
+from modfuse.lego.block import BlockList, LegoBlock
+from modfuse.lego.calibration import Calibration
 from modfuse.lego.methods import BlockStats, default_method, get_method, method_info
 from modfuse.lego.methods import method_options as check_options
-from modfuse.lego.selection import subset_key
+from modfuse.lego.selection import Rule, subset_key
 
 __all__ = [
     "HeadMerge",
@@ -141,7 +142,7 @@ def check_statistics(blocks: Sequence[LegoBlock], method: str) -> None:
             UserWarning,
             stacklevel=3,
         )
-    cal = [(i, b.calibration) for i, b in enumerate(blocks) if getattr(b, "calibration", None) is not None]
+    cal = [(i, c) for i, b in enumerate(blocks) if (c := getattr(b, "calibration", None)) is not None]
     for i, ci in cal:
         for j, cj in cal:
             if j > i and _prior_gap(kind, ci, cj) > PRIOR_TOLERANCE:
@@ -154,19 +155,24 @@ def check_statistics(blocks: Sequence[LegoBlock], method: str) -> None:
                 )
 
 
+def _calibration(block: LegoBlock) -> Calibration:
+    """The block's calibration statistics; a prediction-space merge cannot run without them."""
+    if block.calibration is None:
+        raise IncompatibleError(
+            f"block {block.modality!r} has no calibration statistics; a prediction-space merge needs them "
+            "(see modfuse.lego.calibrate)",
+            modality=block.modality,
+        )
+    return block.calibration
+
+
 def block_stats(blocks: Sequence[LegoBlock], device: torch.device | None = None) -> BlockStats:
     """The blocks' calibration statistics stacked for a prediction method (N, C)."""
     kind = next(iter(blocks[0].tasks.values())).kind
     c = next(iter(blocks[0].tasks.values())).num_outputs
     priors, spreads, pvars = [], [], []
     for b in blocks:
-        cal = b.calibration
-        if cal is None:
-            raise IncompatibleError(
-                f"block {b.modality!r} has no calibration statistics; a prediction-space merge needs them "
-                "(see modfuse.lego.calibrate)",
-                modality=b.modality,
-            )
+        cal = _calibration(b)
         priors.append(cal.prior_logits(device))
         spreads.append(torch.tensor(cal.spread or [1.0] * c, device=device))
         pvars.append(torch.tensor(cal.prior_var or [1.0] * c, device=device))
@@ -293,6 +299,11 @@ class LegoMerge(nn.Module):
     """How [`modfuse.training.runner.fit`][modfuse.training.runner.fit] trains it: each block alone
     (merging itself needs no training)."""
 
+    blocks: BlockList
+    weights: Tensor  # (N,) buffer
+    tasks: dict[str, TaskSpec]
+    adaptation: dict[str, Any]  # set by modfuse.lego.adapt
+
     def __init__(
         self,
         blocks: Sequence[LegoBlock],
@@ -310,7 +321,7 @@ class LegoMerge(nn.Module):
             method_info(method)  # fail early on an unknown name
         if head_merge not in ("mean", "slerp"):
             raise ModfuseError(f"head_merge: expected 'mean' or 'slerp', found {head_merge!r}")
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = BlockList(blocks)
         self.modalities = [b.modality for b in blocks]
         self.tasks = _task_of(blocks)
         self.method = method
@@ -422,7 +433,7 @@ class LegoMerge(nn.Module):
             logits = blk.head(spec_i)
             block_logits.append((logits, index))
             if index.numel():
-                outputs[index, i] = blk.calibration.apply(logits).to(outputs.dtype)
+                outputs[index, i] = _calibration(blk).apply(logits).to(outputs.dtype)
                 present[index, i] = True
         empty = ~present.any(dim=1)
         weights = self.sample_weights(present)
@@ -439,7 +450,9 @@ class LegoMerge(nn.Module):
             raise ModfuseError("the batch has no target; training needs one")
         (name, spec), *_ = self.tasks.items()
         target = by_task(batch.target, self.tasks)[name]
-        total = outputs.prediction.sum() * 0.0  # keeps the graph when no block has rows
+        pred = outputs.prediction
+        anchor = pred if isinstance(pred, Tensor) else next(iter(pred.values()))
+        total = anchor.sum() * 0.0  # keeps the graph when no block has rows
         for logits, index in outputs.block_logits:
             if index.numel():
                 ids = [batch.ids[i] for i in index.tolist()]
@@ -519,6 +532,7 @@ def merge(
     method_options: Mapping[str, Any] | None = None,
     validation: Iterable[ModalityBatch] | None = None,
     metric: str | None = None,
+    rule: Rule = "clear",
 ) -> LegoMerge:
     """Merge trained blocks into one model; no paired data, no training (see `LegoMerge`).
 
@@ -537,6 +551,9 @@ def merge(
             than its best block. Needs a prediction-space method (the ``auto`` default with
             calibrated blocks). The record is ``merged.selection``.
         metric: the validation metric to choose on (default: the task's main metric).
+        rule: how much evidence a combination needs over the block (``"clear"``: more than the
+            standard error of the per-row loss gain; ``"metric"``: any metric gain), see
+            `modfuse.lego.selection.choose_weights()`.
 
     Raises:
         IncompatibleError: a method that needs calibration statistics given uncalibrated
@@ -553,10 +570,12 @@ def merge(
     merged = LegoMerge(blocks, method=method, head_merge=head_merge, weights=weights, method_options=method_options)
     if validation is None:
         return merged
-    return choose_on(merged, validation, metric)
+    return choose_on(merged, validation, metric, rule)
 
 
-def choose_on(merged: LegoMerge, validation: Iterable[ModalityBatch], metric: str | None = None) -> LegoMerge:
+def choose_on(
+    merged: LegoMerge, validation: Iterable[ModalityBatch], metric: str | None = None, rule: Rule = "clear"
+) -> LegoMerge:
     """A copy of ``merged`` (same blocks, held not copied) with per-subset weights chosen on
     labelled ``validation`` batches (see `merge()` and `modfuse.lego.selection`)."""
     from modfuse.lego.selection import choose_weights
@@ -576,6 +595,7 @@ def choose_on(merged: LegoMerge, validation: Iterable[ModalityBatch], metric: st
         validation,
         merged.method_options,
         metric=metric,
+        rule=rule,
     )
     return LegoMerge(
         blocks,

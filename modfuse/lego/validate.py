@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,10 @@ from torch import Tensor, nn
 from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
+
+if TYPE_CHECKING:
+    from modfuse.lego.fuse import LegoFuse
+    from modfuse.lego.merge import LegoMerge
 
 __all__ = ["main_score", "subset_report"]
 
@@ -57,7 +61,7 @@ def _target(batch: ModalityBatch, task: str) -> Tensor:
 
 @torch.no_grad()
 def subset_report(
-    merged: nn.Module, batches: Sequence[ModalityBatch] | Any, subsets: Sequence[Sequence[str]] | None = None
+    merged: LegoMerge | LegoFuse, batches: Sequence[ModalityBatch] | Any, subsets: Sequence[Sequence[str]] | None = None
 ) -> pd.DataFrame:
     """Per subset of modalities: rows, the merged model's score, each block's score alone.
 

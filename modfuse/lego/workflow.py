@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from modfuse.data.datamodule import MultiModalDataModule
@@ -26,8 +26,8 @@ from modfuse.errors import ModfuseError
 from modfuse.lego.block import LegoBlock
 from modfuse.lego.calibration import calibrate as calibrate_block
 from modfuse.lego.calibration import calibration_callback
-from modfuse.lego.fuse import LegoFuse, Trainable
-from modfuse.lego.merge import HeadMerge, LegoMerge
+from modfuse.lego.fuse import Base, LegoFuse, Trainable
+from modfuse.lego.merge import HeadMerge, LegoMerge, choose_on
 
 __all__ = [
     "blocks_stage",
@@ -45,14 +45,24 @@ if TYPE_CHECKING:
     from modfuse.training.runner import FitSettings, StageRun
 
 Data = MultiModalDataset | MultiModalDataModule
+Rows = Sequence[int] | np.ndarray
+"""Row indices: a sequence of ints or an integer array."""
+
+
+def prepared(dm: MultiModalDataModule) -> tuple[MultiModalDataset, dict[str, np.ndarray]]:
+    """A datamodule's data set and splits, after ``setup()``."""
+    dm.setup()
+    if dm.dataset is None or dm.splits is None:
+        raise ModfuseError("the datamodule has no data set or no splits after setup()")
+    return dm.dataset, dm.splits
 
 
 def _dataset_and_rows(data: Data, part: str = "train") -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
-        data.setup()
+        dataset, splits = prepared(data)
         if part == "all":
-            return data.dataset, np.arange(len(data.dataset))
-        return data.dataset, np.asarray(data.splits[part], dtype=int)
+            return dataset, np.arange(len(dataset))
+        return dataset, np.asarray(splits[part], dtype=int)
     if isinstance(data, MultiModalDataset):
         return data, np.arange(len(data)) if part in ("train", "all") else np.arange(0)
     raise ModfuseError(f"expected a MultiModalDataset or MultiModalDataModule, found {type(data).__name__}")
@@ -72,7 +82,7 @@ def train_rows(data: Data, modality: str | None = None, part: str = "train") -> 
 
 def _loader(
     dataset: MultiModalDataset,
-    rows: Sequence[int],
+    rows: Rows,
     batch_size: int,
     shuffle: bool,
     seed: int,
@@ -99,8 +109,8 @@ def fit_model(
     model: nn.Module,
     data: Data,
     max_epochs: int = 10,
-    rows: Sequence[int] | None = None,
-    val_rows: Sequence[int] | None = None,
+    rows: Rows | None = None,
+    val_rows: Rows | None = None,
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
@@ -137,16 +147,16 @@ def fit_model(
     from modfuse.training.task import FusionTask
 
     dataset, default_rows = _dataset_and_rows(data)
-    rows = default_rows if rows is None else np.asarray(rows, dtype=int)
+    fit_rows = default_rows if rows is None else np.asarray(rows, dtype=int)
     if val_rows is None and isinstance(data, MultiModalDataModule):
         val_rows = train_rows(data, part="val")
-    if not len(rows):
+    if not len(fit_rows):
         raise ModfuseError("no training rows")
     L.seed_everything(seed, workers=True, verbose=False)
     # Lightning keeps the train/eval mode modules have when fit starts: set it explicitly
     model.train()
     task = FusionTask(model, lr=lr, **dict(task_kwargs or {}))
-    train = _loader(dataset, rows, batch_size, True, seed, train_transform)
+    train = _loader(dataset, fit_rows, batch_size, True, seed, train_transform)
     val = _loader(dataset, val_rows, batch_size, False, seed) if val_rows is not None and len(val_rows) else None
     settings = FitSettings(
         max_epochs=max_epochs,
@@ -164,8 +174,8 @@ def fit_block(
     block: LegoBlock,
     data: Data,
     max_epochs: int = 10,
-    rows: Sequence[int] | None = None,
-    val_rows: Sequence[int] | None = None,
+    rows: Rows | None = None,
+    val_rows: Rows | None = None,
     calibrate: bool = True,
     **kwargs: Any,
 ) -> LegoBlock:
@@ -181,22 +191,23 @@ def fit_block(
     arguments as in `fit_model()`.
     """
     have = train_rows(data, block.modality)
-    rows = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
-    if not len(rows):
+    own = have if rows is None else np.intersect1d(np.asarray(rows, dtype=int), have)
+    if not len(own):
         raise ModfuseError("no training row has this modality", modality=block.modality)
+    own_val: np.ndarray | None = None
     if val_rows is None and isinstance(data, MultiModalDataModule):
-        val_rows = train_rows(data, block.modality, part="val")
+        own_val = train_rows(data, block.modality, part="val")
     elif val_rows is not None:
-        val_rows = np.intersect1d(np.asarray(val_rows, dtype=int), train_rows(data, block.modality, part="all"))
-    if calibrate and val_rows is not None and len(val_rows) >= 2:
+        own_val = np.intersect1d(np.asarray(val_rows, dtype=int), train_rows(data, block.modality, part="all"))
+    if calibrate and own_val is not None and len(own_val) >= 2:
         # every checkpoint written during training carries the calibration of its own weights
         trainer_kwargs = dict(kwargs.pop("trainer_kwargs", None) or {})
         trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), calibration_callback()]
         kwargs["trainer_kwargs"] = trainer_kwargs
-    fit_model(block, data, max_epochs, rows=rows, val_rows=val_rows, **kwargs)
-    if calibrate and val_rows is not None and len(val_rows) >= 2:
+    fit_model(block, data, max_epochs, rows=own, val_rows=own_val, **kwargs)
+    if calibrate and own_val is not None and len(own_val) >= 2:
         # the final weights' statistics; the label prior from all of the block's own rows
-        calibrate_block(block, data, val_rows, prior_rows=np.concatenate([rows, val_rows]))
+        calibrate_block(block, data, own_val, prior_rows=np.concatenate([own, own_val]))
     return block
 
 
@@ -204,7 +215,7 @@ def fit_blocks(
     blocks: Sequence[LegoBlock],
     data: Data,
     max_epochs: int = 10,
-    rows: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[str, Rows] | None = None,
     **kwargs: Any,
 ) -> list[LegoBlock]:
     """Train each block separately on its own modality's present rows (no paired data needed).
@@ -227,7 +238,7 @@ def fit_merge(
     method: str = "auto",
     head_merge: HeadMerge = "mean",
     weights: Sequence[float] | None = None,
-    rows: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[str, Rows] | None = None,
     **kwargs: Any,
 ) -> LegoMerge:
     """Train blocks separately, then merge them (no paired training).
@@ -251,11 +262,12 @@ def fit_fuse(
     max_epochs: int = 10,
     fuse_epochs: int = 10,
     trainable: Trainable | None = None,
-    rows: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[str, Rows] | None = None,
     fuse_lr: float | Sequence[float] | None = None,
     order: str = "score",
-    base: str = "auto",
+    base: Literal["auto", "merge", "none"] = "auto",
     modality_dropout: float = 0.3,
+    metric: str | None = None,
     **kwargs: Any,
 ) -> LegoFuse:
     """Train blocks separately, fuse copies of them, fine-tune the fuse on paired rows.
@@ -265,12 +277,17 @@ def fit_fuse(
     - ``order="score"``: blocks are chained best first, by their calibrated validation score
       (``block.calibration.score``); ``"given"`` keeps the order passed in;
     - ``base="auto"``: when every block is calibrated, the fuse starts as the training-free merge
-      (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction);
+      (``LegoFuse(base="merge")``: product of experts plus a zero-initialised chain correction),
+      and with validation rows as the *validated* merge (per subset of modalities, the block
+      alone or the merge, chosen on those rows as ``merge(..., validation=...)`` does);
     - fine-tuning applies [`ModalityDropout`][modfuse.robust.ModalityDropout] (``modality_dropout``) to the
       training batches, so the chain also learns to predict from partial inputs;
     - the budget is chosen on validation: each learning rate of ``fuse_lr`` is tried for
       ``fuse_epochs`` epochs, the best validation epoch of the best rate is kept, and if no
-      epoch beats the fuse before fine-tuning, that untouched fuse is returned.
+      epoch beats the fuse before fine-tuning, that untouched fuse is returned: on validation
+      the result is never worse than where it started. A fine-tuned chain replaces the current
+      choice only on clear evidence (a better metric and a per-row validation loss lower by
+      more than its standard error), as a merge's subset needs over its block.
 
     Args:
         blocks: untrained blocks (they are trained, then copied into the fuse), or a
@@ -287,6 +304,9 @@ def fit_fuse(
         order: ``"score"`` or ``"given"``.
         base: ``"auto"``, ``"merge"`` or ``"none"``.
         modality_dropout: per-modality drop rate of fine-tuning batches (0 disables).
+        metric: the validation metric behind every choice (the base merge's per-subset choice,
+            the learning rate and epoch; a key of the task's metrics, e.g. ``"f1"``; default
+            the task's main metric).
         **kwargs: as in `fit_model()`.
 
     Returns:
@@ -306,6 +326,7 @@ def fit_fuse(
         order=order,
         base=base,
         modality_dropout=modality_dropout,
+        metric=metric,
         **kwargs,
     )
 
@@ -317,8 +338,9 @@ def fuse_chain(
     trainable: Trainable | None = None,
     fuse_lr: float | Sequence[float] | None = None,
     order: str = "score",
-    base: str = "auto",
+    base: Literal["auto", "merge", "none"] = "auto",
     modality_dropout: float = 0.3,
+    metric: str | None = None,
     **kwargs: Any,
 ) -> LegoFuse:
     """The second stage of `fit_fuse()`: chain (copies of) trained blocks and fine-tune the
@@ -331,34 +353,61 @@ def fuse_chain(
     elif order != "given":
         raise ModfuseError(f"order: expected 'score' or 'given', found {order!r}")
     calibrated = all(b.calibration is not None for b in given)
-    chosen_base = ("merge" if calibrated else "none") if base == "auto" else base
+    if base not in ("auto", "merge", "none"):
+        raise ModfuseError(f"base: expected 'auto', 'merge' or 'none', found {base!r}")
+    chosen_base: Base = "merge" if base == "merge" or (base == "auto" and calibrated) else "none"
     head_merge = blocks.head_merge if isinstance(blocks, LegoFuse) else "mean"
     train_mode = trainable or (blocks.trainable if isinstance(blocks, LegoFuse) else "all")
+    dataset, _ = _dataset_and_rows(data)
+    val = train_rows(data, part="val")
     fused = LegoFuse(given, trainable=train_mode, head_merge=head_merge, base=chosen_base)
+    if fused.base_merge is not None and len(val) and fused.base_merge.space == "prediction":
+        # start from the validated merge: per subset, the block alone unless the merge clearly helps
+        batch_size = int(kwargs.get("batch_size", 256))
+        validated = choose_on(fused.base_merge, _loader(dataset, val, batch_size, False, 0), metric)
+        fused = LegoFuse(
+            given,
+            trainable=train_mode,
+            head_merge=head_merge,
+            base=chosen_base,
+            base_subset_weights=validated.subset_weights_by_name(),
+        )
     if fuse_epochs <= 0:
         return fused.eval()
     kwargs = {k: v for k, v in kwargs.items() if k not in ("patience", "monitor", "mode", "restore_best")}
     lr = kwargs.pop("lr", 1e-3)
     lrs = [lr, lr / 3] if fuse_lr is None else ([fuse_lr] if isinstance(fuse_lr, (int, float)) else list(fuse_lr))
-    dataset, _ = _dataset_and_rows(data)
-    val = train_rows(data, part="val")
     transform = None
     if modality_dropout > 0:
         from modfuse.training.dropout import ModalityDropout
 
         transform = ModalityDropout(modality_dropout, seed=int(kwargs.get("seed", 0)))
     (_, spec), *_ = fused.tasks.items()
-    sign = 1.0 if spec.main_metric[1] == "max" else -1.0
-    best_score = _val_score(fused, dataset, val) if len(val) else -float("inf")
-    best, tried = fused, {"before fine-tuning": best_score}
+    metric = metric or spec.main_metric[0]
+    sign = -1.0 if metric in ("rmse", "mse", "mae") else 1.0
+    best_score = _val_score(fused, dataset, val, metric) if len(val) else -float("inf")
+    best, tried, kept = fused, {"before fine-tuning": best_score}, "before fine-tuning"
     for rate in lrs:
         candidate = copy.deepcopy(fused)
-        score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs)
+        score = _fit_best_epoch(candidate, data, fuse_epochs, val, rate, transform, sign, kwargs, metric)
         tried[f"lr {rate:g}"] = score
-        if len(val) == 0 or sign * score > sign * best_score:
-            best, best_score = candidate, score
-    best.selection = {"validation": tried, "metric": spec.main_metric[0]}
+        if len(val) == 0 or (sign * score > sign * best_score and _clearly_better(candidate, best, dataset, val)):
+            best, best_score, kept = candidate, score, f"lr {rate:g}"
+    best.selection = {"validation": tried, "metric": metric, "kept": kept}
     return best.eval()
+
+
+def _clearly_better(model: LegoFuse, than: LegoFuse, dataset: MultiModalDataset, rows: Rows) -> bool:
+    """Whether ``model``'s per-row task loss on validation ``rows`` beats ``than``'s by more
+    than its standard error (`modfuse.lego.selection.beats_block()`), the evidence a subset
+    of a merge needs too: a fine-tuned chain replaces its start only on clear evidence."""
+    from modfuse.lego.selection import beats_block, row_losses
+
+    (_, spec), *_ = model.tasks.items()
+    pred, target = _val_outputs(model, dataset, rows)
+    start, _ = _val_outputs(than, dataset, rows)
+    target = spec.check_target(target)
+    return beats_block(row_losses(spec.kind, pred, target), row_losses(spec.kind, start, target))[0]
 
 
 # ---------------------------------------------------------------------------- runner stages
@@ -379,6 +428,8 @@ def blocks_stage(model: nn.Module, data: Data, settings: FitSettings) -> StageRu
     with the runner's early stopping and best weights on its own validation rows."""
     from modfuse.training.runner import StageRun
 
+    if not isinstance(model, (LegoMerge, LegoFuse)):
+        raise ModfuseError(f"the 'blocks' stage trains a LegoMerge or LegoFuse, found {type(model).__name__}")
     fit_blocks(
         list(model.blocks),
         data,
@@ -397,6 +448,8 @@ def chain_stage(model: nn.Module, data: Data, settings: FitSettings) -> StageRun
     ``settings.fuse_epochs`` epochs at ``settings.fuse_lr`` (default: a third of the blocks' lr)."""
     from modfuse.training.runner import StageRun
 
+    if not isinstance(model, LegoFuse):
+        raise ModfuseError(f"the 'chain' stage fine-tunes a LegoFuse, found {type(model).__name__}")
     fuse_lr = settings.lr / 3 if settings.fuse_lr is None else settings.fuse_lr
     fused = fuse_chain(model, data, settings.fuse_epochs, fuse_lr=fuse_lr, **_stage_kwargs(data, settings))
     return StageRun(fused)
@@ -415,25 +468,41 @@ def _by_score(blocks: Sequence[LegoBlock]) -> list[LegoBlock]:
     return sorted(blocks, key=key)
 
 
-def _val_score(model: nn.Module, dataset: MultiModalDataset, rows: Sequence[int]) -> float:
-    """The main validation metric of ``model`` on ``rows`` (every row, whatever it has)."""
+def _val_score(model: LegoFuse, dataset: MultiModalDataset, rows: Rows, metric: str | None = None) -> float:
+    """The validation ``metric`` (default: the task's main one) of ``model`` on ``rows``
+    (every row, whatever it has)."""
+
+    from modfuse.lego.validate import main_score
+
+    (_, spec), *_ = model.tasks.items()
+    pred, target = _val_outputs(model, dataset, rows)
+    if metric is None or metric == spec.main_metric[0]:
+        return main_score(spec, pred, target)
+    from modfuse.lego.selection import oriented_score
+
+    value = oriented_score(spec, metric, pred, target)
+    return -value if metric in ("rmse", "mse", "mae") else value
+
+
+def _val_outputs(model: LegoFuse, dataset: MultiModalDataset, rows: Rows) -> tuple[Tensor, Tensor]:
+    """(outputs (n, C), targets) of ``model`` on ``rows`` (every row, whatever it has)."""
     import torch
 
     from modfuse.core.model import prediction_of
-    from modfuse.lego.validate import main_score
 
     model.eval()
-    (_, spec), *_ = model.tasks.items()
     outs, tgts = [], []
     with torch.no_grad():
         for batch in _loader(dataset, rows, 256, False, 0):
             out = prediction_of(model(batch))
+            if isinstance(out, Mapping):
+                out = next(iter(out.values()))
             target = batch.target
             if isinstance(target, Mapping):
                 target = next(iter(target.values()))
             outs.append(out.cpu())
             tgts.append(target.cpu())
-    return main_score(spec, torch.cat(outs), torch.cat(tgts))
+    return torch.cat(outs), torch.cat(tgts)
 
 
 def _fit_best_epoch(
@@ -445,6 +514,7 @@ def _fit_best_epoch(
     transform: Any,
     sign: float,
     kwargs: Mapping[str, Any],
+    metric: str | None = None,
 ) -> float:
     """Fine-tune ``model`` epoch by epoch at ``lr``; keep the best validation epoch's weights."""
     import copy
@@ -457,7 +527,7 @@ def _fit_best_epoch(
     class KeepBest(L.Callback):
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             nonlocal best_state, best
-            score = _val_score(model, dataset, val) if len(val) else float("nan")
+            score = _val_score(model, dataset, val, metric) if len(val) else float("nan")
             model.train()
             if not len(val) or sign * score > sign * best:
                 best, best_state = score, copy.deepcopy(model.state_dict())

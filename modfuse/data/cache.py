@@ -59,8 +59,9 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from modfuse.data.collate import CollateMode
-from modfuse.data.datamodule import MultiModalDataModule, SplitKind
+from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.splits import SplitKind
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = [

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.splits import SplitKind, check_disjoint_groups, split_indices
 from modfuse.data.transforms import EpochTagged, SampleTransforms, TransformedDataset
 from modfuse.errors import ModfuseError
 
@@ -30,76 +30,7 @@ __all__ = [
     "EpochSampler",
     "MultiModalDataModule",
     "ReportingDataLoader",
-    "split_indices",
 ]
-
-SplitKind = Literal["random", "stratified", "group"]
-
-
-def split_indices(
-    n: int,
-    kind: SplitKind = "random",
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    labels: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Seeded train/val/test indices.
-
-    Args:
-        n: number of samples.
-        kind: ``random``; ``stratified`` (keeps label proportions, needs ``labels``); ``group``
-            (no group, e.g. patient or site or spatial block, in two partitions; needs ``groups``).
-        val_fraction, test_fraction: fractions of all samples (of all groups for ``group``).
-        labels: (n,) labels for stratification.
-        groups: (n,) group ids.
-        seed: random seed; the same seed gives the same split.
-
-    Returns:
-        ``{"train": idx, "val": idx, "test": idx}`` (sorted int arrays; val/test may be empty
-        when their fraction is 0).
-    """
-    idx = np.arange(n)
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ModfuseError(
-            f"fractions must be in [0, 1) with a sum < 1, found val={val_fraction}, test={test_fraction}"
-        )
-
-    def cut(pool: np.ndarray, frac: float, rs: int) -> tuple[np.ndarray, np.ndarray]:
-        if frac <= 0:
-            return pool, pool[:0]
-        if kind == "group":
-            if groups is None:
-                raise ModfuseError("a group split needs groups (patient, site or block id per sample)")
-            gss = GroupShuffleSplit(n_splits=1, test_size=frac, random_state=rs)
-            a, b = next(gss.split(pool, groups=groups[pool]))
-            return pool[a], pool[b]
-        strat = None
-        if kind == "stratified":
-            if labels is None:
-                raise ModfuseError("a stratified split needs labels")
-            strat = labels[pool]
-        return tuple(train_test_split(pool, test_size=frac, random_state=rs, stratify=strat))  # type: ignore[return-value]
-
-    rest, test = cut(idx, test_fraction, seed)
-    train, val = cut(rest, val_fraction / (1 - test_fraction), seed + 1)
-    out = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-    if kind == "group":
-        check_disjoint_groups(out, groups)
-    return out
-
-
-def check_disjoint_groups(splits: Mapping[str, np.ndarray], groups: np.ndarray | None) -> None:
-    """Refuse a split that puts one group in two partitions."""
-    if groups is None:
-        return
-    seen: dict[Any, str] = {}
-    for part, idx in splits.items():
-        for g in np.unique(groups[idx]).tolist():
-            if g in seen and seen[g] != part:
-                raise ModfuseError(f"group {g!r} is in both the {seen[g]!r} and {part!r} partitions (leakage)")
-            seen[g] = part
 
 
 class MultiModalDataModule(LightningDataModule):

@@ -21,21 +21,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from modfuse.data.datamodule import MultiModalDataModule, check_disjoint_groups, split_indices
+from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.sources import ArraySource
-from modfuse.datasets.manifest import Standardize
+from modfuse.data.splits import check_disjoint_groups, split_indices
+from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["EOPatchLandCoverDataModule", "MoleculeCSVDataModule", "terrain_features"]
-
-
-def _standardizer(values: np.ndarray) -> Standardize:
-    """Column statistics of the training rows (NaN ignored; a constant column keeps std 1)."""
-    with np.errstate(all="ignore"):
-        mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else np.zeros(values.shape[1])
-        std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0) if len(values) else np.ones(values.shape[1])
-    return Standardize(mean, std)
 
 
 # ---------------------------------------------------------------------------------- remote sensing
@@ -178,7 +171,9 @@ class EOPatchLandCoverDataModule(MultiModalDataModule):
         self.given_splits = split_indices(
             len(ids), "group", self.val_fraction, self.test_fraction, groups=groups, seed=self.seed
         )
-        transforms = {"elevation": _standardizer(elevation[self.given_splits["train"]])} if self.standardize else None
+        transforms = (
+            {"elevation": Standardizer.fit(elevation, rows=self.given_splits["train"])} if self.standardize else None
+        )
         sources = {"series": series, "elevation": ArraySource(elevation, ids, collate="stack")}
         return MultiModalDataset(sources, targets=target, ids=ids, groups=groups, transforms=transforms)
 
@@ -314,7 +309,7 @@ class MoleculeCSVDataModule(MultiModalDataModule):
 
     def build_dataset(self) -> MultiModalDataset:
         from modfuse.data.readers.molecules import SmilesSource
-        from modfuse.datasets.splits import murcko_scaffolds, scaffold_split
+        from modfuse.data.splits import murcko_scaffolds, scaffold_split
 
         frame = self._read()
         ids: list[Hashable] = (
@@ -346,7 +341,7 @@ class MoleculeCSVDataModule(MultiModalDataModule):
             values = frame[self.descriptors].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
             sources["descriptors"] = ArraySource(values, ids, collate="stack")
             if self.standardize:
-                transforms = {"descriptors": _standardizer(values[parts["train"]])}
+                transforms = {"descriptors": Standardizer.fit(values, rows=parts["train"])}
         check_disjoint_groups(parts, groups)
         self.given_splits = parts
         return MultiModalDataset(sources, targets=target, ids=ids, groups=groups, transforms=transforms)

@@ -25,14 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 
 from modfuse.core.tasks import TaskSpec, check_targets
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.readers.tabular import short_rows
 from modfuse.data.sources import ArraySource, Source
-from modfuse.datasets.splits import read_split, split_frame
+from modfuse.data.splits import read_split, split_frame
+from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = [
@@ -587,23 +587,6 @@ def _check_loaded(manifest: Manifest) -> None:
 
 
 # ---------------------------------------------------------------------------------- datamodule
-class Standardize:
-    """Standardise a feature vector with training statistics (NaN stays NaN: it means missing).
-
-    Args:
-        mean: (F,) training means.
-        std: (F,) training standard deviations (zeros are treated as 1).
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.as_tensor(np.asarray(mean, dtype=np.float32))
-        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
-        self.std = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 class ManifestDataModule(MultiModalDataModule):
     """A `MultiModalDataModule` over a prepared manifest and one of its fixed splits.
 
@@ -660,19 +643,15 @@ class ManifestDataModule(MultiModalDataModule):
             with_groups=self.manifest.split_is_grouped(self.split_name),
         )
 
-    def _standardizers(self, train_rows: np.ndarray) -> dict[str, Standardize]:
+    def _standardizers(self, train_rows: np.ndarray) -> dict[str, Standardizer]:
         assert self.manifest is not None
         out = {}
         for m, spec in self.manifest.modalities.items():
             if spec.kind != "columns" or (self.modalities is not None and m not in self.modalities):
                 continue
             values = self.manifest.table[spec.columns].iloc[train_rows].to_numpy(dtype=np.float64, na_value=np.nan)
-            with np.errstate(all="ignore"):
-                mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else np.zeros(values.shape[1])
-                std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0) if len(values) else np.ones(values.shape[1])
             codes = np.isin(spec.columns, spec.categorical)  # category codes stay codes
-            mean[codes], std[codes] = 0.0, 1.0
-            out[m] = Standardize(mean, std)
+            out[m] = Standardizer.fit(values, keep=codes)
         return out
 
     def task_specs(self) -> dict[str, TaskSpec]:

@@ -50,8 +50,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modfuse.data.datamodule import MultiModalDataModule, SplitKind
+from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.splits import SplitKind
 from modfuse.errors import ModfuseError
 from modfuse.utils.cache import cache_dir
 from modfuse.utils.optional import require

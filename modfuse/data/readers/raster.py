@@ -30,6 +30,7 @@ import torch
 
 from modfuse.data.collate import CollateMode
 from modfuse.data.readers import register
+from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
 from modfuse.utils.cache import cache_dir
 from modfuse.utils.optional import require
@@ -305,10 +306,9 @@ def band_statistics(
             pass
     stack = stack_bands(files, bands, res=res, resampling=resampling, nodata=nodata)
     stats = {}
-    for b, values, ok in zip(bands, stack.data, stack.valid):
-        v = values[ok].astype(np.float64)
-        std = float(v.std()) if v.size > 1 else 1.0
-        stats[b] = {"mean": float(v.mean()) if v.size else 0.0, "std": std if std > 0 else 1.0}
+    for b, values, ok in zip(bands, stack.data, stack.valid):  # band by band: one band's pixels in memory
+        fitted = Standardizer.fit(values[ok])
+        stats[b] = {"mean": float(fitted.mean[0]), "std": float(fitted.std[0])}
     _write_atomically(cached, json.dumps(stats, indent=1))
     return stats
 

@@ -27,10 +27,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from modfuse.data.splits import group_split
 from modfuse.datasets.collections._common import find_file, read_table, require_columns
 from modfuse.datasets.manifest import ModalitySpec, TargetSpec, write_manifest
 from modfuse.datasets.preparation import register
-from modfuse.datasets.splits import group_split
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["CHEXPERT_LABELS", "DEFAULT_LAB_ITEMS", "prepare_chexpert", "prepare_mimic_cxr"]

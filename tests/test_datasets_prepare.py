@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modfuse.data.datamodules.manifest import ManifestDataModule
 from modfuse.data.splits import (
     check_disjoint_groups,
     group_split,
@@ -21,7 +22,7 @@ from modfuse.data.splits import (
     write_split,
 )
 from modfuse.datasets import prepare as prepare_mod
-from modfuse.datasets.manifest import ManifestDataModule, ModalitySpec, read_manifest, write_manifest
+from modfuse.datasets.manifest import ModalitySpec, read_manifest, write_manifest
 from modfuse.datasets.preparation import available, prepare
 from modfuse.errors import ModfuseError, ReadError
 

@@ -11,7 +11,8 @@ The table holds the sample id, the group id used for splitting (patient, block, 
 the label columns, one path column or one set of value columns per modality, and one explicit
 ``has_<modality>`` column per modality (missingness is never implied by a fill value).
 `read_manifest()` loads it back; `Manifest.to_dataset()` builds the
-[`MultiModalDataset`][modfuse.data.MultiModalDataset]; `ManifestDataModule` does both for recipes.
+[`MultiModalDataset`][modfuse.data.MultiModalDataset];
+[`ManifestDataModule`][modfuse.data.datamodules.manifest.ManifestDataModule] does both for recipes.
 """
 
 from __future__ import annotations
@@ -27,19 +28,17 @@ import numpy as np
 import pandas as pd
 
 from modfuse.core.tasks import TaskSpec, check_targets
-from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.readers.tabular import short_rows
 from modfuse.data.sources import ArraySource, Source
 from modfuse.data.splits import read_split, split_frame
-from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
+from modfuse.utils.moved import moved_names
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "Manifest",
-    "ManifestDataModule",
     "ModalitySpec",
     "TargetSpec",
     "read_manifest",
@@ -489,17 +488,16 @@ def _check_reader_name(spec: ModalitySpec, field: str) -> None:
 def _reader_factory(spec: ModalitySpec, field: str, build: bool = True) -> Any:
     """The reader class a ``path``/``value`` modality names (looked up, never imported by name)."""
     from modfuse.data import readers
-    from modfuse.datasets.collections._readers import OWN_READERS
+    from modfuse.data.readers.images import LEGACY_NAMES
 
     name = spec.reader
+    if isinstance(name, str):
+        name = LEGACY_NAMES.get(name, name)  # the reader strings of older manifests
     if isinstance(name, str) and name in readers.available():
         return readers.get(name) if build else None
-    if isinstance(name, str) and name in OWN_READERS:
-        return OWN_READERS[name]
     raise ModfuseError(
-        f"manifest field {field}: {name!r} is not a reader name. A manifest describes data, never code: "
-        f"it names a registered reader ({', '.join(readers.available())}) or one of modfuse's own reader "
-        f"classes ({', '.join(sorted(OWN_READERS))}); nothing it names is imported"
+        f"manifest field {field}: {spec.reader!r} is not a reader name. A manifest describes data, never code: "
+        f"it names a registered reader ({', '.join(readers.available())}); nothing it names is imported"
     )
 
 
@@ -586,76 +584,5 @@ def _check_loaded(manifest: Manifest) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------- datamodule
-class ManifestDataModule(MultiModalDataModule):
-    """A `MultiModalDataModule` over a prepared manifest and one of its fixed splits.
-
-    Args:
-        manifest: the folder written by ``prepare`` (or its ``manifest.json``).
-        split_name: which fixed split to use (default: the manifest's default split).
-        modalities: the modalities to load (default: all).
-        root: data folder override for ``path`` modalities.
-        standardize: standardise ``columns`` modalities with statistics of the training
-            partition only (never val/test, which would leak).
-        on_error: bad-file policy (``"raise"`` or ``"missing"``).
-        batch_size, num_workers, pin_memory, seed, train_transform: as in
-            `MultiModalDataModule`.
-    """
-
-    def __init__(
-        self,
-        manifest: str | Path,
-        split_name: str | None = None,
-        modalities: Sequence[str] | None = None,
-        root: str | Path | None = None,
-        standardize: bool = True,
-        on_error: Literal["raise", "missing"] = "raise",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        seed: int = 0,
-        train_transform: Callable[[Any], Any] | None = None,
-    ) -> None:
-        super().__init__(
-            dataset=None,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            seed=seed,
-            train_transform=train_transform,
-        )
-        self.manifest_path = Path(manifest)
-        self.split_name = split_name
-        self.modalities = None if modalities is None else list(modalities)
-        self.root = root
-        self.standardize = standardize
-        self.on_error = on_error
-        self.manifest: Manifest | None = None
-
-    def build_dataset(self) -> MultiModalDataset:
-        self.manifest = read_manifest(self.manifest_path, self.root)
-        self.given_splits = self.manifest.split(self.split_name)
-        transforms = self._standardizers(self.given_splits["train"]) if self.standardize else None
-        return self.manifest.to_dataset(
-            self.modalities,
-            on_error=self.on_error,
-            transforms=transforms,
-            with_groups=self.manifest.split_is_grouped(self.split_name),
-        )
-
-    def _standardizers(self, train_rows: np.ndarray) -> dict[str, Standardizer]:
-        assert self.manifest is not None
-        out = {}
-        for m, spec in self.manifest.modalities.items():
-            if spec.kind != "columns" or (self.modalities is not None and m not in self.modalities):
-                continue
-            values = self.manifest.table[spec.columns].iloc[train_rows].to_numpy(dtype=np.float64, na_value=np.nan)
-            codes = np.isin(spec.columns, spec.categorical)  # category codes stay codes
-            out[m] = Standardizer.fit(values, keep=codes)
-        return out
-
-    def task_specs(self) -> dict[str, TaskSpec]:
-        """The manifest's tasks (reads the manifest if needed)."""
-        if self.manifest is None:
-            self.manifest = read_manifest(self.manifest_path, self.root)
-        return self.manifest.task_specs()
+# the datamodule over a manifest moved to the datamodules; its old class path keeps working
+__getattr__ = moved_names(__name__, {"ManifestDataModule": "modfuse.data.datamodules.manifest"})

@@ -209,7 +209,7 @@ def prepare_eurosat(
             "s2": ModalitySpec(
                 "path",
                 ["path"],
-                reader="modfuse.datasets.collections._readers.GeoTiffSource",
+                reader="geotiff",
                 options={"bands": 13, "scale": 10000.0},
                 description="13 Sentinel-2 L1C bands, reflectance",
             ),

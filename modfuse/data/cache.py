@@ -475,7 +475,14 @@ class ShardEpochSampler(DistributedSampler):
         self.shards = np.asarray(shards, dtype=np.int64)
         if num_replicas is None and not torch.distributed.is_initialized():
             num_replicas, rank = 1, 0  # one process (DistributedSampler would ask the process group)
-        super().__init__(range(len(self.shards)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        # DistributedSampler only takes len() of its dataset: the shard positions stand in for it
+        super().__init__(
+            range(len(self.shards)),  # type: ignore[arg-type]  # torch types the argument Dataset; any Sized works
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+        )
         self.batch_size, self.resume, self.num_workers = batch_size, resume, num_workers
         self._explicit_epoch = False
 

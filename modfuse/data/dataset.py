@@ -50,7 +50,7 @@ class MultiModalDataset(Dataset):
         sources: Mapping[str, Source],
         targets: Any = None,
         ids: Sequence[Hashable] | None = None,
-        groups: Sequence[Hashable] | None = None,
+        groups: Sequence[Hashable] | np.ndarray | None = None,
         on_error: OnError = "raise",
         transforms: Mapping[str, Callable[[Any], Any]] | None = None,
     ) -> None:
@@ -85,7 +85,7 @@ class MultiModalDataset(Dataset):
         data: Mapping[str, Any],
         y: Any = None,
         ids: Sequence[Hashable] | None = None,
-        groups: Sequence[Hashable] | None = None,
+        groups: Sequence[Hashable] | np.ndarray | None = None,
     ) -> MultiModalDataset:
         """Build a dataset from in-memory arrays, one per modality.
 

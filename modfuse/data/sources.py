@@ -35,8 +35,12 @@ class Source(Protocol):
     ``on_error`` policy to it.
     """
 
-    ids: Sequence[Hashable]
-    collate: CollateMode
+    # read-only members: a source may hold them as plain attributes of any narrower type (a list)
+    @property
+    def ids(self) -> Sequence[Hashable]: ...
+
+    @property
+    def collate(self) -> CollateMode: ...
 
     def load(self, sample_id: Hashable) -> Any | None: ...
 
@@ -61,7 +65,7 @@ def _missing_rows(values: Any) -> np.ndarray | None:
     flat = values.reshape(len(values), -1)
     if values.dtype.kind != "f" or flat.shape[1] == 0:
         return np.zeros(len(values), dtype=bool)
-    return np.isnan(flat).all(axis=1)
+    return np.asarray(np.isnan(flat).all(axis=1))
 
 
 class ArraySource:

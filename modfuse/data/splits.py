@@ -192,10 +192,10 @@ def murcko_scaffolds(smiles: Sequence[str], include_chirality: bool = False) -> 
     from modfuse.utils.optional import require
 
     require("rdkit", "graph")
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
-    RDLogger.DisableLog("rdApp.*")  # parse failures are reported through the group name
+    rdBase.DisableLog("rdApp.*")  # parse failures are reported through the group name
     out = []
     for s in smiles:
         mol = Chem.MolFromSmiles(str(s)) if isinstance(s, str) and s.strip() else None

@@ -78,7 +78,8 @@ class MultiModalDataModule(LightningDataModule):
         self.eval_transforms = dict(eval_transforms or {})
         self.dataset = dataset
         self.split = split
-        self.given_splits = splits
+        # subclasses may set index arrays here (build_dataset): any sequence of row positions
+        self.given_splits: Mapping[str, Sequence[int] | np.ndarray] | None = splits
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.batch_size = batch_size
@@ -114,11 +115,13 @@ class MultiModalDataModule(LightningDataModule):
         """The samples of ``part``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``."""
         if self.splits is None:
             self.setup()
+        dataset, splits = self.dataset, self.splits
+        assert dataset is not None and splits is not None  # setup() sets both
         if part == "all":
-            return Subset(self.dataset, list(range(len(self.dataset))))
-        if part not in self.splits:
-            raise ModfuseError(f"split: expected one of {[*self.splits, 'all']}, found {part!r}")
-        return Subset(self.dataset, self.splits[part].tolist())
+            return Subset(dataset, list(range(len(dataset))))
+        if part not in splits:
+            raise ModfuseError(f"split: expected one of {[*splits, 'all']}, found {part!r}")
+        return Subset(dataset, splits[part].tolist())
 
     def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None) -> DataLoader:
         subset: Any = self.subset(part)
@@ -128,6 +131,7 @@ class MultiModalDataModule(LightningDataModule):
             subset = TransformedDataset(subset, per_sample, self.seed if part == "train" else None)
             if part == "train" and sampler is not None:
                 sampler = EpochTagged(sampler)
+        assert self.dataset is not None  # subset() ran setup()
         collate = self.dataset.collate_fn
         if part == "train" and self.train_transform is not None:
             transform = self.train_transform
@@ -200,7 +204,8 @@ class MultiModalDataModule(LightningDataModule):
         if trainer is None or trainer.state.fn != "fit":
             return {}
         try:
-            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            # Lightning types ``current`` as the base tracker; a batch progress holds a _ProcessedTracker
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
         except AttributeError:  # a Lightning version without this progress counter
             return {}
         epoch, total = int(trainer.current_epoch), trainer.num_training_batches
@@ -226,7 +231,8 @@ class ReportingDataLoader(DataLoader):
     (through any ``Subset``), in the main process. Same arguments as ``DataLoader``.
     """
 
-    def __iter__(self) -> Iterator[Any]:
+    # torch types DataLoader.__iter__ as its own iterator class; this one is a generator over it
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         report = _dataset_of(self.dataset)
         for batch in super().__iter__():
             errors = getattr(batch, "errors", None)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from modfuse.data.datamodules.base import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
-from modfuse.data.sources import ArraySource
+from modfuse.data.sources import ArraySource, Source
 from modfuse.data.splits import split_indices
 from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
@@ -167,15 +167,18 @@ class EOPatchLandCoverDataModule(MultiModalDataModule):
         transforms = (
             {"elevation": Standardizer.fit(elevation, rows=self.given_splits["train"])} if self.standardize else None
         )
-        sources = {"series": series, "elevation": ArraySource(elevation, ids, collate="stack")}
+        sources: dict[str, Source] = {"series": series, "elevation": ArraySource(elevation, ids, collate="stack")}
         return MultiModalDataset(sources, targets=target, ids=ids, groups=groups, transforms=transforms)
 
     def describe(self) -> dict[str, Any]:
         """Pixels, class counts (by label value), share of cloud-free dates, split sizes."""
         if self.dataset is None:
             self.setup()
+        from modfuse.data.readers.timeseries import EOPatchSeriesSource
+
         assert self.dataset is not None and self.labels is not None and self.splits is not None
         series = self.dataset.sources["series"]
+        assert isinstance(series, EOPatchSeriesSource) and self.dataset.groups is not None  # built so
         idx = series.index
         valid = series.valid[:, idx["row"].to_numpy(), idx["col"].to_numpy()]
         return {

@@ -91,7 +91,7 @@ class ImageSource(FileSource):
             with Image.open(path) as img:
                 grey = img.convert("L")
                 if self.size is not None:
-                    grey = grey.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                    grey = grey.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                 data = np.asarray(grey, dtype=np.float32) / 255.0
         except UnidentifiedImageError as exc:
             raise ReadError(f"not an image file: {exc}", path=path, sample_id=sample_id) from exc

@@ -140,11 +140,11 @@ def graph_encoder_factory(settings: Settings) -> tuple[Callable[[], nn.Module], 
 
 
 def splits_for(smiles: list[str], n: int, kind: str, seed: int) -> dict[str, np.ndarray]:
-    from modfuse.data.datamodule import split_indices
+    from modfuse.data.splits import split_indices
 
     if kind == "random":
         return split_indices(n, "random", val_fraction=0.1, test_fraction=0.1, seed=seed)
-    from modfuse.datasets.splits import scaffold_split
+    from modfuse.data.splits import scaffold_split
 
     return scaffold_split(smiles, val_fraction=0.1, test_fraction=0.1, seed=None)[0]
 
@@ -174,6 +174,7 @@ def _data() -> tuple[list[Any], np.ndarray, np.ndarray, list[str], list[str]]:
 def fit_one(settings: Settings, split_kind: str, seed: int, label: str, strategy: str, kwargs: dict[str, Any]) -> dict:
     """Train and test one model on one split; returns its result row (never raises)."""
     from modfuse import MultiModalDataModule
+    from modfuse.data.transforms import Standardizer
     from modfuse.encoders import build as build_encoder
 
     common.quiet()
@@ -182,9 +183,9 @@ def fit_one(settings: Settings, split_kind: str, seed: int, label: str, strategy
     make_graph, graph_impl = graph_encoder_factory(settings)
     idx = splits_for(smiles, len(y), split_kind, seed)
     tr = idx["train"]
-    mu, sd = float(y[tr].mean()), float(y[tr].std())
-    t_mean, t_std = table[tr].mean(0), table[tr].std(0) + 1e-6
-    ds = esol_dataset(graphs, table, (y - mu) / sd)
+    target = Standardizer.fit(y, rows=tr)
+    table_stats = Standardizer.fit(table, rows=tr).to_dict()
+    ds = esol_dataset(graphs, table, target.transform(y))
     common.seed_all(seed)
     dm = MultiModalDataModule(ds, splits=idx, batch_size=settings.batch_size, seed=seed)
 
@@ -196,8 +197,7 @@ def fit_one(settings: Settings, split_kind: str, seed: int, label: str, strategy
                 num_features=table.shape[1],
                 hidden=(settings.hidden,),
                 out_dim=settings.hidden,
-                mean=t_mean.tolist(),
-                std=t_std.tolist(),
+                **table_stats,
             ),
         }
 
@@ -208,7 +208,7 @@ def fit_one(settings: Settings, split_kind: str, seed: int, label: str, strategy
         result = common.fit(model, dm, epochs=settings.epochs, lr=settings.lr, patience=settings.patience)
     except Exception as exc:  # a strategy that fails is reported, not hidden
         return dict(split=split_kind, seed=seed, model=label, rmse=np.nan, error=f"{type(exc).__name__}: {exc}"[:200])
-    pred = result.predictions["test"] * sd + mu
+    pred = target.inverse(result.predictions["test"])
     return dict(
         split=split_kind,
         seed=seed,

@@ -83,7 +83,7 @@ class Problem:
 
 # ---------------------------------------------------------------------------- data sets
 def _random_splits(n: int, seed: int, val: float = 0.15, test: float = 0.2, y: np.ndarray | None = None) -> dict:
-    from modfuse.data.datamodule import split_indices
+    from modfuse.data.splits import split_indices
 
     kind = "stratified" if y is not None else "random"
     kw = {"labels": y} if y is not None else {}
@@ -91,11 +91,11 @@ def _random_splits(n: int, seed: int, val: float = 0.15, test: float = 0.2, y: n
 
 
 def _tabular(d: int, hidden: int, x: np.ndarray) -> Callable[[], nn.Module]:
+    from modfuse.data.transforms import Standardizer
     from modfuse.encoders import build
 
-    mean = np.nan_to_num(np.nanmean(x, 0)).tolist()
-    std = (np.nan_to_num(np.nanstd(x, 0), nan=1.0) + 1e-3).tolist()
-    return lambda: build("tabular", num_features=d, hidden=(hidden,), out_dim=hidden, mean=mean, std=std, dropout=0.0)
+    stats = Standardizer.fit(x).to_dict()
+    return lambda: build("tabular", num_features=d, hidden=(hidden,), out_dim=hidden, dropout=0.0, **stats)
 
 
 def digits_views(which: str = "quadrants") -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -149,11 +149,13 @@ def breast(seed: int, s: Settings) -> Problem:
 def esol(seed: int, s: Settings) -> Problem:
     from benchmarks import esol as esol_bench
     from modfuse.core.tasks import TaskSpec
+    from modfuse.data.transforms import Standardizer
 
     graphs, table, y, smiles, _ = esol_bench.load()
     splits = esol_bench.splits_for(smiles, len(y), "random", seed)
-    mu, sd = float(y[splits["train"]].mean()), float(y[splits["train"]].std())
-    ds = esol_bench.esol_dataset(graphs, table, ((y - mu) / sd).astype("float32"))
+    target = Standardizer.fit(y, rows=splits["train"])
+    sd = float(target.std[0])
+    ds = esol_bench.esol_dataset(graphs, table, target.transform(y).astype("float32"))
     graph_factory, _ = esol_bench.graph_encoder_factory(replace(esol_bench.Settings(), hidden=2 * s.hidden))
     enc = {"graph": graph_factory, "table": _tabular(table.shape[1], 2 * s.hidden, table[splits["train"]])}
     return Problem("esol", ds, TaskSpec("regression"), enc, splits, "rmse", y_scale=sd)

@@ -82,6 +82,7 @@ class Problem:
 def load_esol() -> Problem:
     """ESOL: descriptor table + SMILES graph; target the measured log solubility (standardised)."""
     from modfuse.data.readers.molecules import smiles_to_graph
+    from modfuse.data.transforms import Standardizer
     from modfuse.datasets.collections.moleculenet import CONFIGS
 
     frame = pd.read_csv(SHARED / "esol" / "delaney-processed.csv")
@@ -91,14 +92,15 @@ def load_esol() -> Problem:
     y = frame["measured log solubility in mols per litre"].to_numpy(np.float64)
     graphs = [smiles_to_graph(s.strip(), sample_id=i) for i, s in enumerate(frame["smiles"])]
     desc = frame[desc_cols].to_numpy(np.float32)
+    target = Standardizer.fit(y)  # a change of units only (RMSE is reported times y_scale)
     return Problem(
         name="esol",
         data={"desc": desc, "graph": graphs},
-        y=((y - y.mean()) / y.std()).astype(np.float32),
+        y=target.transform(y).astype(np.float32),
         kind="regression",
         removed="graph",
         metric="rmse",
-        y_scale=float(y.std()),
+        y_scale=float(target.std[0]),
         order=["desc", "graph"],
         tabular={"desc": len(desc_cols)},
         epochs=20,
@@ -144,6 +146,7 @@ def dataset(problem: Problem) -> Any:
 def make_encoders(problem: Problem, train: np.ndarray) -> dict[str, Any]:
     """Small encoders; tabular columns are standardised with the training split's statistics."""
     from modfuse.data.readers.molecules import ATOM_FEATURES, BOND_FEATURES
+    from modfuse.data.transforms import Standardizer
     from modfuse.encoders import build
 
     encoders: dict[str, Any] = {}
@@ -155,8 +158,7 @@ def make_encoders(problem: Problem, train: np.ndarray) -> dict[str, Any]:
                 num_features=problem.tabular[m],
                 hidden=(32,),
                 out_dim=32,
-                mean=np.nanmean(cols, 0).tolist(),
-                std=np.nanstd(cols, 0).tolist(),
+                **Standardizer.fit(cols).to_dict(),
             )
         else:
             encoders[m] = build(
@@ -186,7 +188,7 @@ def run(job: tuple[str, int, float, str, int]) -> list[dict[str, Any]]:
     import torch
 
     from modfuse import FusionTask, MultiModalDataModule
-    from modfuse.data.datamodule import split_indices
+    from modfuse.data.splits import split_indices
     from modfuse.robust import mnar
     from modfuse.training.runner import build_trainer
 

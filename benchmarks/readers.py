@@ -114,13 +114,14 @@ def eopatch_case() -> tuple[str, Callable, Callable, list]:
 
 def tabular_case() -> tuple[str, Callable, Callable, list]:
     from modfuse.data.readers import TabularSchema, TabularSource
+    from modfuse.data.transforms import Standardizer
 
     frame = pd.read_csv(DATA / "esol" / "delaney-processed.csv")
     cols = ["Minimum Degree", "Molecular Weight", "Number of H-Bond Donors", "Number of Rings"]
     src = TabularSource(frame, TabularSchema(numeric=cols))
     values = frame[cols].to_numpy(np.float32)
-    mean, std = values.mean(0), values.std(0)
-    return "tabular row", src.load, lambda i: torch.from_numpy((values[i] - mean) / std), src.ids
+    scaler = Standardizer.fit(values)
+    return "tabular row", src.load, lambda i: torch.from_numpy(scaler.transform(values[i])), src.ids
 
 
 def loader_rate(workers: int) -> float:

@@ -86,11 +86,11 @@ def load() -> dict[str, Any]:
 def block_split(data: dict[str, Any], block: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Spatial-block split (val 10%, test 20% of the blocks)."""
     try:
-        from modfuse.datasets.splits import spatial_block_split
+        from modfuse.data.splits import spatial_block_split
 
         return spatial_block_split(data["cols"], data["rows"], block, val_fraction=0.1, test_fraction=0.2, seed=seed)
     except ImportError:  # the datasets helpers are not there: the datamodule's group split does the same
-        from modfuse.data.datamodule import split_indices
+        from modfuse.data.splits import split_indices
 
         blocks = (data["rows"] // block) * 1000 + data["cols"] // block
         return split_indices(len(blocks), "group", 0.1, 0.2, groups=blocks, seed=seed), blocks
@@ -99,18 +99,15 @@ def block_split(data: dict[str, Any], block: int, seed: int) -> tuple[dict[str, 
 def encoder_factories(
     data: dict[str, Any], train: np.ndarray, hidden: int
 ) -> tuple[dict[str, Callable[[], nn.Module]], str]:
+    from modfuse.data.transforms import Standardizer
     from modfuse.encoders import build
 
     t = data["ndvi"].shape[1]
-    mean_e, std_e = data["elevation"][train].mean(0), data["elevation"][train].std(0) + 1e-6
-    obs = data["ndvi"][train]
-    mean_n = np.nan_to_num(np.nanmean(obs, axis=0), nan=0.0)
-    std_n = np.nan_to_num(np.nanstd(obs, axis=0), nan=1.0) + 1e-3
+    elevation_stats = Standardizer.fit(data["elevation"], rows=train).to_dict()
+    ndvi_stats = Standardizer.fit(data["ndvi"], rows=train).to_dict()  # cloud gaps (NaN) are ignored
 
     def elevation() -> nn.Module:
-        return build(
-            "tabular", num_features=3, hidden=(hidden,), out_dim=hidden, mean=mean_e.tolist(), std=std_e.tolist()
-        )
+        return build("tabular", num_features=3, hidden=(hidden,), out_dim=hidden, **elevation_stats)
 
     def ndvi_tabular() -> nn.Module:
         return build(
@@ -118,8 +115,7 @@ def encoder_factories(
             num_features=t,
             hidden=(2 * hidden, hidden),
             out_dim=hidden,
-            mean=mean_n.tolist(),
-            std=std_n.tolist(),
+            **ndvi_stats,
         )
 
     return {"ndvi": ndvi_tabular, "elevation": elevation}, "tabular (NaN-aware: gap -> 0 + missing indicator per date)"

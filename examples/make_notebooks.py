@@ -214,7 +214,7 @@ GEOSCIENCE = [
     new_code_cell("plot_pixel_attribution(chip_attr.inputs[0], chip_attr.values[0], s2.band_names)"),
     new_markdown_cell("## Land cover from NDVI series + terrain"),
     new_code_cell(
-        "from modfuse.datasets.domains import EOPatchLandCoverDataModule\n\n"
+        "from modfuse.data.datamodules import EOPatchLandCoverDataModule\n\n"
         "land = EOPatchLandCoverDataModule(DATA / 'eopatch-slovenia', pixel_stride=3 if TINY else 1,\n"
         "                                  batch_size=128, seed=0)\n"
         "land.describe()"

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ModalityBatch": "modfuse.data.batch",
     "MultiModalDataset": "modfuse.data.dataset",
-    "MultiModalDataModule": "modfuse.data.datamodule",
+    "MultiModalDataModule": "modfuse.data.datamodules.base",
     "FusionTask": "modfuse.training.task",
     "TaskSpec": "modfuse.core.tasks",
     "ModfuseError": "modfuse.errors",

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from modfuse import MultiModalDataModule, MultiModalDataset
-from modfuse.data.datamodule import check_disjoint_groups, split_indices
 from modfuse.data.sources import ArraySource
+from modfuse.data.splits import check_disjoint_groups, split_indices
 from modfuse.errors import ModfuseError, ReadError
 
 

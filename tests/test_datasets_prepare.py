@@ -11,11 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modfuse.data.datamodule import check_disjoint_groups
-from modfuse.datasets import prepare as prepare_mod
-from modfuse.datasets.manifest import ManifestDataModule, ModalitySpec, read_manifest, write_manifest
-from modfuse.datasets.preparation import available, prepare
-from modfuse.datasets.splits import (
+from modfuse.data.datamodules.manifest import ManifestDataModule
+from modfuse.data.splits import (
+    check_disjoint_groups,
     group_split,
     multilabel_stratified_split,
     read_split,
@@ -23,6 +21,9 @@ from modfuse.datasets.splits import (
     spatial_block_split,
     write_split,
 )
+from modfuse.datasets import prepare as prepare_mod
+from modfuse.datasets.manifest import ModalitySpec, read_manifest, write_manifest
+from modfuse.datasets.preparation import available, prepare
 from modfuse.errors import ModfuseError, ReadError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

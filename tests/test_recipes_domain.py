@@ -1,6 +1,6 @@
 """The domain recipes (recipes/remote_sensing.yaml, recipes/molecules.yaml) driven through the real
 ``modfuse fit`` CLI for one tiny epoch on the real files under ../shared/data, their datamodules
-(modfuse.datasets.domains), and the small CPU presets of the X-ray and spectral encoders."""
+(modfuse.data.datamodules.eopatch, modfuse.data.datamodules.molecules), and the small CPU presets of the X-ray and spectral encoders."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from modfuse.datasets.domains import EOPatchLandCoverDataModule, MoleculeCSVDataModule, terrain_features
+from modfuse.data.datamodules.eopatch import EOPatchLandCoverDataModule, terrain_features
+from modfuse.data.datamodules.molecules import MoleculeCSVDataModule
 from modfuse.errors import ModfuseError, ReadError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -105,6 +105,70 @@ def test_manifest_writer_refuses_a_reader_that_is_not_a_reader_name(tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
+def _toy_manifest_args() -> dict:
+    table = pd.DataFrame({"id": ["a", "b", "c"], "x": [1.0, 2.0, np.nan], "smiles": ["C", "CC", "CCC"], "y": [0, 1, 0]})
+    return dict(
+        table=table,
+        name="toy",
+        modalities={"x": ModalitySpec("columns", ["x"]), "mol": ModalitySpec("value", ["smiles"], reader="smiles")},
+        targets={"y": TargetSpec("binary", ["y"])},
+        splits={"s": {"train": np.array([0, 1]), "val": np.array([], int), "test": np.array([2])}},
+        group_column=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": ""}, "name"),
+        ({"table_format": "xlsx"}, "table_format"),
+        ({"ungrouped_splits": "s"}, "ungrouped_splits"),
+        ({"default_split": "other"}, "default split"),
+        ({"splits": {"s": {"train": np.array([0]), "holdout": np.array([1])}}}, "partitions"),
+        ({"splits": {"s": {"train": np.array([0, 7])}}}, "outside"),
+        ({"modalities": {"mol": {"kind": "value", "columns": ["smiles"], "readr": "smiles"}}}, "modalities.mol"),
+        ({"targets": {"y": TargetSpec("binary", ["nope"])}}, "lacks columns"),
+        ({"excluded_columns": {"x": "leaks the label"}}, "excluded_columns"),
+        ({"info": {"when": object()}}, "JSON"),
+        ({"extra": "mixed"}, "cannot be written as parquet"),
+    ],
+)
+def test_manifest_writer_checks_every_argument_before_writing_anything(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    """A bad argument raises and leaves no folder or file: not the output, not its parents."""
+    kwargs = _toy_manifest_args()
+    if change.pop("extra", None):  # a column pyarrow cannot store (numbers and strings mixed)
+        kwargs["table"] = kwargs["table"].assign(note=[1, "two", 3.0])
+    kwargs.update(change)
+    out = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(ModfuseError, match=message):
+        write_manifest(out=out, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manifest_writer_removes_the_folder_it_made_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modfuse.datasets import manifest as manifest_module
+
+    real, calls = manifest_module._atomic, []
+
+    def failing(path: Path, write) -> None:  # the split file is written, then the disk is "full"
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, write)
+
+    monkeypatch.setattr(manifest_module, "_atomic", failing)
+    with pytest.raises(OSError, match="No space"):
+        write_manifest(out=tmp_path / "new" / "out", **_toy_manifest_args())
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    path = write_manifest(out=tmp_path / "new" / "out", **_toy_manifest_args())  # the same call succeeds
+    assert read_manifest(path).ids == ["a", "b", "c"]
+
+
 def test_manifest_own_reader_class_still_loads(tmp_path: Path) -> None:
     ds = read_manifest(image_manifest(tmp_path)).to_dataset()
     assert ds[1]["inputs"]["image"].shape == (1, 8, 8)

@@ -299,7 +299,8 @@ def encode_present(encoder: torch.nn.Module, batch: ModalityBatch, modality: str
 def _no_rows(encoder: torch.nn.Module, device: torch.device) -> Tensor:
     """Zero-row output of the declared shape: encoders are never called on an empty input."""
     tokens = getattr(encoder, "out_tokens", None)
-    shape = (0, encoder.out_dim) if tokens is None else (0, tokens, encoder.out_dim)
+    out_dim: int = int(encoder.out_dim)  # type: ignore[arg-type]  # every encoder's int; nn.Module types attributes Tensor | Module
+    shape = (0, out_dim) if tokens is None else (0, int(tokens), out_dim)
     return torch.zeros(shape, device=device)
 
 

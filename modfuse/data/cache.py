@@ -6,7 +6,7 @@ windows, a SMILES string as a PyG graph, a table row as an array: whatever the s
 ``load`` returns) and stores the values in shards; `load_cache()` returns a
 ``MultiModalDataset`` whose sources are `CachedSource` objects reading those shards, so
 the datamodule, collate and samplers work unchanged. `CachedDataModule` trains from a
-cache folder (the recipe key: ``data: {class_path: modfuse.data.cache.CachedDataModule,
+cache folder (the recipe key: ``data: {class_path: modfuse.data.datamodules.cached.CachedDataModule,
 init_args: {cache_dir: DIR}}``) and `ShardEpochSampler` reads it in shard order, each
 DDP rank (and each DataLoader worker) its own run of whole shards.
 
@@ -59,15 +59,14 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from modfuse.data.collate import CollateMode
-from modfuse.data.datamodule import MultiModalDataModule, SplitKind
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError, ReadError
+from modfuse.utils.moved import moved_names
 
 __all__ = [
     "FORMAT",
     "CacheReport",
     "CacheStore",
-    "CachedDataModule",
     "CachedSource",
     "ShardEpochSampler",
     "load_cache",
@@ -451,7 +450,7 @@ class ShardEpochSampler(DistributedSampler):
     rank, with ``num_workers > 1``, the rank's batches are split into one contiguous run per
     worker and interleaved so that the DataLoader's worker ``w`` (which gets batches
     ``w, w + W, ...``) reads run ``w``. ``resume`` works as in
-    [`EpochSampler`][modfuse.data.datamodule.EpochSampler]: a pending ``(epoch, batches to skip)``
+    [`EpochSampler`][modfuse.data.datamodules.base.EpochSampler]: a pending ``(epoch, batches to skip)``
     starts the iteration part-way into that epoch.
 
     Args:
@@ -476,7 +475,14 @@ class ShardEpochSampler(DistributedSampler):
         self.shards = np.asarray(shards, dtype=np.int64)
         if num_replicas is None and not torch.distributed.is_initialized():
             num_replicas, rank = 1, 0  # one process (DistributedSampler would ask the process group)
-        super().__init__(range(len(self.shards)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        # DistributedSampler only takes len() of its dataset: the shard positions stand in for it
+        super().__init__(
+            range(len(self.shards)),  # type: ignore[arg-type]  # torch types the argument Dataset; any Sized works
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+        )
         self.batch_size, self.resume, self.num_workers = batch_size, resume, num_workers
         self._explicit_epoch = False
 
@@ -526,52 +532,6 @@ def _per_worker(order: list[int], batch_size: int, workers: int) -> list[int]:
     return out + (tail or [])
 
 
-class CachedDataModule(MultiModalDataModule):
-    """Train from a cache folder written by `write_cache()` / ``modfuse prepare-cache``.
-
-    The splits saved with the cache (those of the recipe's datamodule) are used unless
-    ``splits`` is given; without saved splits the usual seeded split applies. Training batches
-    come in shard order (`ShardEpochSampler`): each DDP rank and DataLoader worker reads
-    its own shards, and a checkpoint taken mid-epoch resumes at the same place (the
-    datamodule's ``state_dict``).
-
-    Args:
-        cache_dir: the cache folder.
-        split: split kind when the cache has no saved splits (see ``MultiModalDataModule``).
-        splits: explicit splits, overriding the saved ones.
-        val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed, train_transform: as
-            in [`MultiModalDataModule`][modfuse.data.MultiModalDataModule].
-    """
-
-    def __init__(
-        self,
-        cache_dir: str,
-        split: SplitKind = "stratified",
-        splits: Mapping[str, Sequence[int]] | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        seed: int = 0,
-        train_transform: Callable[[Any], Any] | None = None,
-    ) -> None:
-        super().__init__(
-            None, split, splits, val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed, train_transform
-        )
-        self.cache_dir = cache_dir
-
-    def build_dataset(self) -> MultiModalDataset:
-        dataset = load_cache(self.cache_dir)
-        if self.given_splits is None and dataset.cache.splits:  # type: ignore[attr-defined]
-            self.given_splits = dataset.cache.splits  # type: ignore[attr-defined]
-        return dataset
-
-    def train_dataloader(self) -> DataLoader:
-        subset = self.subset("train")
-        shards = self.dataset.cache.shard_of(subset.indices)  # type: ignore[union-attr]
-        distributed = self._distributed_sampler_kwargs() or {}
-        sampler = ShardEpochSampler(
-            shards, self.seed, self.batch_size, self._take_resume_point, num_workers=self.num_workers, **distributed
-        )
-        return self._loader("train", shuffle=False, sampler=sampler)
+# the datamodule moved to the datamodules; its old class path (written by ``modfuse prepare-cache``
+# and the docs) keeps working
+__getattr__ = moved_names(__name__, {"CachedDataModule": "modfuse.data.datamodules.cached"})

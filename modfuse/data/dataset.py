@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from modfuse.data.batch import ModalityBatch
 from modfuse.data.collate import CollateMode, collate_samples
-from modfuse.data.sources import ArraySource, Source
+from modfuse.data.sources import ArraySource, Source, has_value
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["MultiModalDataset"]
@@ -50,7 +50,7 @@ class MultiModalDataset(Dataset):
         sources: Mapping[str, Source],
         targets: Any = None,
         ids: Sequence[Hashable] | None = None,
-        groups: Sequence[Hashable] | None = None,
+        groups: Sequence[Hashable] | np.ndarray | None = None,
         on_error: OnError = "raise",
         transforms: Mapping[str, Callable[[Any], Any]] | None = None,
     ) -> None:
@@ -85,7 +85,7 @@ class MultiModalDataset(Dataset):
         data: Mapping[str, Any],
         y: Any = None,
         ids: Sequence[Hashable] | None = None,
-        groups: Sequence[Hashable] | None = None,
+        groups: Sequence[Hashable] | np.ndarray | None = None,
     ) -> MultiModalDataset:
         """Build a dataset from in-memory arrays, one per modality.
 
@@ -199,7 +199,7 @@ class MultiModalDataset(Dataset):
         File problems found only at load time are not reflected; see `read_errors`."""
         return pd.DataFrame(
             {
-                m: [sid in self._source_ids[m] and _cheap_present(src, sid) for sid in self.ids]
+                m: [sid in self._source_ids[m] and has_value(src, sid) for sid in self.ids]
                 for m, src in self.sources.items()
             },
             index=pd.Index(self.ids, name="id"),
@@ -232,19 +232,6 @@ class MultiModalDataset(Dataset):
             return None
         arr = next(iter(self.targets.values())) if isinstance(self.targets, dict) else self.targets
         return arr if arr.ndim == 1 else arr[:, 0]
-
-
-def _cheap_present(src: Source, sample_id: Hashable) -> bool:
-    """Whether ``src`` has a value for ``sample_id``, from what it knows without reading a file:
-    its ``has`` method, or a file path that is not None (file-backed readers)."""
-    has = getattr(src, "has", None)
-    if callable(has):
-        return bool(has(sample_id))
-    for lookup in ("path_of", "smiles_of"):  # file-backed readers, SMILES strings
-        entry = getattr(src, lookup, None)
-        if callable(entry):
-            return entry(sample_id) is not None
-    return True
 
 
 def _check_ids(ids: list[Hashable], source_ids: Mapping[str, set[Hashable]]) -> None:

@@ -1,8 +1,10 @@
-"""Per-modality sources that [`MultiModalDataset`][modfuse.data.MultiModalDataset] joins on sample id."""
+"""Per-modality sources that [`MultiModalDataset`][modfuse.data.MultiModalDataset] joins on sample id:
+the `Source` protocol, the in-memory `ArraySource`, and the wrappers of any source
+(`MemoizedSource`: values kept after their first read; `MaskedSource`: some samples hidden)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 from modfuse.data.collate import CollateMode
 from modfuse.errors import ModfuseError
 
-__all__ = ["ArraySource", "Source", "row_is_missing"]
+__all__ = ["ArraySource", "MaskedSource", "MemoizedSource", "Source", "has_value", "row_is_missing"]
 
 
 @runtime_checkable
@@ -33,8 +35,12 @@ class Source(Protocol):
     ``on_error`` policy to it.
     """
 
-    ids: Sequence[Hashable]
-    collate: CollateMode
+    # read-only members: a source may hold them as plain attributes of any narrower type (a list)
+    @property
+    def ids(self) -> Sequence[Hashable]: ...
+
+    @property
+    def collate(self) -> CollateMode: ...
 
     def load(self, sample_id: Hashable) -> Any | None: ...
 
@@ -59,7 +65,7 @@ def _missing_rows(values: Any) -> np.ndarray | None:
     flat = values.reshape(len(values), -1)
     if values.dtype.kind != "f" or flat.shape[1] == 0:
         return np.zeros(len(values), dtype=bool)
-    return np.isnan(flat).all(axis=1)
+    return np.asarray(np.isnan(flat).all(axis=1))
 
 
 class ArraySource:
@@ -117,6 +123,75 @@ class ArraySource:
         if isinstance(row, torch.Tensor) and row.is_floating_point():
             return row.float()
         return row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def has_value(src: Any, sample_id: Hashable) -> bool:
+    """Whether ``src`` has a value for ``sample_id``, from what it knows without reading a file:
+    its ``has`` method, or a file path that is not None (file-backed readers)."""
+    has = getattr(src, "has", None)
+    if callable(has):
+        return bool(has(sample_id))
+    for lookup in ("path_of", "smiles_of"):  # file-backed readers, SMILES strings
+        entry = getattr(src, lookup, None)
+        if callable(entry):
+            return entry(sample_id) is not None
+    return True
+
+
+# ---------------------------------------------------------------------------- wrappers
+class MemoizedSource:
+    """A reader whose values are read once (by the reader itself) and then kept in memory.
+
+    Implements the `Source` protocol. A read error is not kept: the next ``load`` of that
+    sample reads (and fails) again.
+
+    Args:
+        source: the wrapped source.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.ids = source.ids
+        self.collate = getattr(source, "collate", "auto")
+        self.values: dict[Any, Any] = {}
+
+    def has(self, sample_id: Any) -> bool:
+        """The wrapped reader's answer (see `MultiModalDataset.present_matrix()`)."""
+        return has_value(self.source, sample_id)
+
+    def load(self, sample_id: Any) -> Any | None:
+        if sample_id not in self.values:
+            self.values[sample_id] = self.source.load(sample_id)
+        return self.values[sample_id]
+
+
+class MaskedSource:
+    """A source with some samples hidden: they are reported missing.
+
+    Args:
+        source: the wrapped source.
+        removed: the sample ids whose value this source no longer provides.
+    """
+
+    def __init__(self, source: Any, removed: Iterable[Hashable]) -> None:
+        self.source = source
+        self.removed = frozenset(removed)
+        self.ids: Sequence[Hashable] = [i for i in source.ids if i not in self.removed]
+        self.collate: CollateMode = getattr(source, "collate", "auto")
+
+    def load(self, sample_id: Hashable) -> Any | None:
+        if sample_id in self.removed:
+            return None
+        return self.source.load(sample_id)
+
+    def __getattr__(self, name: str) -> Any:
+        # feature names, band metadata, ... of the wrapped reader stay visible
+        if name == "source":
+            raise AttributeError(name)
+        return getattr(self.source, name)
 
     def __len__(self) -> int:
         return len(self.ids)

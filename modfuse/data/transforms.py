@@ -1,4 +1,5 @@
-"""Per-modality, per-sample transforms with a training variant and an evaluation variant.
+"""Per-modality, per-sample transforms (a training variant and an evaluation variant) and the
+one standardisation of the library, `Standardizer`.
 
 `MultiModalDataModule(train_transforms=..., eval_transforms=...)` applies, to each loaded
 sample and each modality named, a callable: the training one to training samples only
@@ -20,18 +21,23 @@ Example:
     >>> aug = Compose([RandFlipd(keys="image", prob=0.5, spatial_axis=1),
     ...                RandRotated(keys="image", range_x=0.3, prob=0.5)])
     >>> dm = MultiModalDataModule(ds, train_transforms={"ct": aug})
+
+`Standardizer` is what every part of modfuse that standardises features uses (the datamodules
+over manifests and domain files, the tabular and raster readers' statistics, the estimators'
+automatic encoders and targets, the benchmarks): statistics are fitted on training rows only
+and one rule decides a zero or undefined spread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochTagged", "SampleTransforms", "TransformedDataset", "call_transform"]
+__all__ = ["EpochTagged", "SampleTransforms", "Standardizer", "TransformedDataset", "call_transform"]
 
 SampleTransforms = Mapping[str, Callable[[Any], Any]]
 """modality -> callable applied to that modality's value of one sample."""
@@ -160,3 +166,128 @@ class EpochTagged(Sampler):
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+
+# ---------------------------------------------------------------------------- standardisation
+SPREAD_FLOOR = 1e-8
+"""A spread at or below ``SPREAD_FLOOR * max(1, |mean|)`` counts as zero (float rounding of a
+constant column leaves ~1e-17, which would blow the column up instead of centring it)."""
+
+
+class Standardizer:
+    """Per-column standardisation ``(x - mean) / std`` with statistics of training rows only.
+
+    The rule, the same everywhere in modfuse:
+
+    - statistics come from the rows given to `fit` (the training partition: validation and test
+      rows never contribute, which would leak), per column, over its finite cells only (NaN and
+      inf cells, i.e. missing or bad values, are ignored);
+    - ``mean`` is their mean (0 for a column with no finite cell);
+    - ``std`` is their population standard deviation (ddof=0); a spread that is zero (at or
+      below ``SPREAD_FLOOR * max(1, |mean|)``) or not finite (fewer than one finite cell)
+      becomes 1, so a constant column turns into 0-centred constants instead of dividing by
+      zero;
+    - ``keep`` columns (e.g. integer category codes) get mean 0 and std 1: they pass unchanged.
+
+    `transform` leaves NaN as NaN (it means missing to the encoders). `to_dict` / `from_dict`
+    give plain lists, for configs, JSON caches and encoder arguments.
+
+    Args:
+        mean: (F,) column means.
+        std: (F,) column standard deviations; the spread rule is applied to them too.
+
+    Example:
+        >>> s = Standardizer.fit(values, rows=splits["train"])   # values (n, F)
+        >>> z = s.transform(values)                               # (n, F), NaN kept
+        >>> build("tabular", num_features=F, **s.to_dict())
+    """
+
+    def __init__(self, mean: Any, std: Any) -> None:
+        mean_a = np.atleast_1d(np.asarray(mean, dtype=np.float64))
+        std_a = np.atleast_1d(np.asarray(std, dtype=np.float64))
+        if mean_a.shape != std_a.shape or mean_a.ndim != 1:
+            raise ValueError(f"mean and std must be (F,) of one length, found shapes {mean_a.shape} and {std_a.shape}")
+        self.mean = np.where(np.isfinite(mean_a), mean_a, 0.0)
+        floor = SPREAD_FLOOR * np.maximum(1.0, np.abs(self.mean))
+        self.std = np.where(np.isfinite(std_a) & (std_a > floor), std_a, 1.0)
+        self._torch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def fit(cls, values: Any, rows: Any = None, keep: Any = None) -> Standardizer:
+        """Statistics of ``values[rows]`` by the rule above.
+
+        Args:
+            values: (n, F) array-like (a tensor or DataFrame too); (n,) is one column.
+            rows: the training rows (indices or a boolean mask); None = every row.
+            keep: columns left unchanged (indices or a (F,) boolean mask), e.g. category codes.
+        """
+        data = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
+        x = np.asarray(data, dtype=np.float64)
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:]))) if x.ndim != 2 else x  # (n,) is one column
+        if rows is not None:
+            x = x[np.asarray(rows)]
+        finite = np.isfinite(x)
+        count = finite.sum(axis=0)
+        safe = np.where(finite, x, 0.0)
+        mean = safe.sum(axis=0) / np.maximum(count, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(finite, (safe - mean) ** 2, 0.0).sum(axis=0) / count
+        std = np.sqrt(var)  # NaN where a column has no finite cell: the rule makes it 1
+        if keep is not None:
+            kept = np.zeros(x.shape[1], dtype=bool)
+            kept[np.asarray(keep)] = True
+            mean[kept], std[kept] = 0.0, 1.0
+        return cls(mean, std)
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def _as(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._torch is None:
+            self._torch = (
+                torch.as_tensor(self.mean, dtype=torch.float32),
+                torch.as_tensor(self.std, dtype=torch.float32),
+            )
+        mean, std = self._torch
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return mean.to(x.device, dtype), std.to(x.device, dtype)
+
+    @overload
+    def transform(self, x: np.ndarray) -> np.ndarray: ...
+    @overload
+    def transform(self, x: torch.Tensor) -> torch.Tensor: ...
+    def transform(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``(x - mean) / std`` over the last axis ((..., F), a tensor or an array; NaN stays NaN)."""
+        if isinstance(x, torch.Tensor):
+            mean, std = self._as(x)
+            return (x - mean) / std
+        a = np.asarray(x)
+        out = (a - self.mean) / self.std
+        return out.astype(a.dtype) if np.issubdtype(a.dtype, np.floating) else out
+
+    __call__ = transform
+
+    @overload
+    def inverse(self, z: np.ndarray) -> np.ndarray: ...
+    @overload
+    def inverse(self, z: torch.Tensor) -> torch.Tensor: ...
+    def inverse(self, z: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``z * std + mean``: values back in the original units (e.g. regression predictions)."""
+        if isinstance(z, torch.Tensor):
+            mean, std = self._as(z)
+            return z * std + mean
+        a = np.asarray(z)
+        out = a * self.std + self.mean
+        return out.astype(a.dtype) if np.issubdtype(a.dtype, np.floating) else out
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``: plain lists (JSON, configs, ``build("tabular", ...)``)."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> Standardizer:
+        """The inverse of `to_dict`."""
+        return cls(state["mean"], state["std"])
+
+    def __repr__(self) -> str:
+        return f"Standardizer(features={len(self)})"

@@ -11,35 +11,36 @@ The table holds the sample id, the group id used for splitting (patient, block, 
 the label columns, one path column or one set of value columns per modality, and one explicit
 ``has_<modality>`` column per modality (missingness is never implied by a fill value).
 `read_manifest()` loads it back; `Manifest.to_dataset()` builds the
-[`MultiModalDataset`][modfuse.data.MultiModalDataset]; `ManifestDataModule` does both for recipes.
+[`MultiModalDataset`][modfuse.data.MultiModalDataset];
+[`ManifestDataModule`][modfuse.data.datamodules.manifest.ManifestDataModule] does both for recipes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from modfuse.core.tasks import TaskSpec, check_targets
-from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.readers.tabular import short_rows
 from modfuse.data.sources import ArraySource, Source
-from modfuse.datasets.splits import read_split, split_frame
+from modfuse.data.splits import PARTITIONS, read_split, split_frame
 from modfuse.errors import ModfuseError, ReadError
+from modfuse.utils.moved import moved_names
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "Manifest",
-    "ManifestDataModule",
     "ModalitySpec",
     "TargetSpec",
     "read_manifest",
@@ -49,6 +50,7 @@ __all__ = [
 FORMAT = "modfuse-manifest"
 VERSION = 1
 ModalityKind = Literal["columns", "path", "value"]
+SpecT = TypeVar("SpecT", "ModalitySpec", "TargetSpec")
 
 
 @dataclass
@@ -118,8 +120,16 @@ def has_column(modality: str) -> str:
     return f"has_{modality}"
 
 
-def _as_spec(value: ModalitySpec | Mapping[str, Any], cls: type) -> Any:
-    return value if isinstance(value, cls) else cls(**value)
+def _as_spec(value: Any, cls: type[SpecT], where: str) -> SpecT:
+    """``value`` as a ``cls`` (a spec or its dict form); a bad form raises naming ``where``."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ModfuseError(f"{where}: expected a {cls.__name__} or its dict form, found {type(value).__name__}")
+    try:
+        return cls(**value)
+    except TypeError as exc:  # an unknown or missing key
+        raise ModfuseError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -146,6 +156,12 @@ def write_manifest(
     any of its cells is observed, a ``path``/``value`` modality when its cell is not empty),
     unless the table already has them, in which case they must agree with the data.
 
+    Every argument is checked, and every file is rendered in memory (the table, the split files,
+    ``manifest.json``), before anything is written: a bad argument raises `ModfuseError` and
+    leaves no folder or file behind. The files are then written atomically, ``manifest.json``
+    last (its presence marks a complete folder); a folder this call created is removed again if
+    writing fails (e.g. a full disk).
+
     Args:
         table: one row per sample.
         out: output folder (created).
@@ -164,35 +180,33 @@ def write_manifest(
         table_format: ``parquet`` (default) or ``csv``.
         info: extra provenance written verbatim (licence, version, options used).
     """
+    # every check runs, and every file is rendered, before the first byte is written: a bad
+    # argument leaves no half-written folder
     out = Path(out)
-    mods = {m: _as_spec(s, ModalitySpec) for m, s in modalities.items()}
-    tasks = {t: _as_spec(s, TargetSpec) for t, s in targets.items()}
-    # every check runs before the first byte is written: a bad argument leaves no half-written folder
+    _check_arguments(table, out, name, modalities, targets, splits, ungrouped_splits, table_format, excluded_columns)
+    mods = {m: _as_spec(s, ModalitySpec, f"modalities.{m}") for m, s in modalities.items()}
+    tasks = {t: _as_spec(s, TargetSpec, f"targets.{t}") for t, s in targets.items()}
     for m, spec in mods.items():
         _check_reader_name(spec, f"modalities.{m}.reader")
+    leaky = sorted({c for s in mods.values() for c in s.columns} & set(excluded_columns or {}))
+    if leaky:
+        raise ModfuseError(f"columns {leaky} are in excluded_columns and must not be modality columns")
     table = _checked_table(table, mods, tasks, id_column, group_column)
-    if not splits:
-        raise ModfuseError("a manifest needs at least one fixed split")
     default_split = default_split or next(iter(splits))
     if default_split not in splits:
         raise ModfuseError(f"default split {default_split!r} is not one of {sorted(splits)}")
-    if table_format not in ("parquet", "csv"):
-        raise ModfuseError(f"table_format must be 'parquet' or 'csv', found {table_format!r}")
-    unknown = sorted(set(ungrouped_splits) - set(splits))
-    if unknown:
-        raise ModfuseError(f"ungrouped_splits names unknown splits {unknown}; the splits are {sorted(splits)}")
-    if out.exists() and not out.is_dir():
-        raise ModfuseError(f"the manifest output {out} exists and is not a folder")
     table_name = f"manifest.{table_format}"
-    split_files, split_tables = {}, {}
+    split_files: dict[str, dict[str, Any]] = {}
+    split_texts: dict[str, str] = {}
     for split_name, parts in splits.items():
         grouped = group_column is not None and split_name not in ungrouped_splits
         split_files[split_name] = {"file": f"splits/{split_name}.csv", "grouped": grouped}
-        groups = table[group_column].to_numpy(dtype=object) if grouped else None
+        groups = table[group_column].to_numpy(dtype=object) if grouped and group_column else None
         try:
-            split_tables[split_name] = split_frame(parts, table[id_column].tolist(), groups)
+            split_texts[split_name] = split_frame(parts, table[id_column].tolist(), groups).to_csv(index=False)
         except ModfuseError as exc:
             raise ModfuseError(f"split {split_name!r}: {exc}") from exc
+    table_bytes = _render_table(table, table_format)
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -209,23 +223,98 @@ def write_manifest(
         "num_samples": len(table),
         "info": dict(info or {}),
     }
-    text = json.dumps(doc, indent=2, default=_json_default) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    if table_format == "parquet":
-        _atomic(out / table_name, lambda p: table.to_parquet(p, index=False))
-    else:
-        _atomic(out / table_name, lambda p: table.to_csv(p, index=False))
-    for split_name, frame in split_tables.items():
-        target = out / split_files[split_name]["file"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(target, lambda p, f=frame: f.to_csv(p, index=False))
-    # manifest.json last: its presence marks a complete folder
-    path = out / "manifest.json"
-    _atomic(path, lambda p: p.write_text(text))
+    try:
+        text = json.dumps(doc, indent=2, default=_json_default) + "\n"
+    except (TypeError, ValueError) as exc:  # e.g. an info value with no JSON form
+        raise ModfuseError(f"the manifest description cannot be written as JSON: {exc}") from None
+    files = {table_name: table_bytes, **{f["file"]: split_texts[s].encode() for s, f in split_files.items()}}
+    return _write_folder(out, files, text.encode())
+
+
+def _check_arguments(
+    table: Any,
+    out: Path,
+    name: Any,
+    modalities: Any,
+    targets: Any,
+    splits: Any,
+    ungrouped_splits: Any,
+    table_format: Any,
+    excluded_columns: Any,
+) -> None:
+    """The checks of `write_manifest()` that need no spec or column (types, names, formats)."""
+    if not isinstance(table, pd.DataFrame):
+        raise ModfuseError(f"table: expected a pandas DataFrame, found {type(table).__name__}")
+    if not isinstance(name, str) or not name.strip():
+        raise ModfuseError(f"name: expected a non-empty string, found {name!r}")
+    for field_name, value in (("modalities", modalities), ("targets", targets), ("splits", splits)):
+        if not isinstance(value, Mapping):
+            raise ModfuseError(f"{field_name}: expected a mapping, found {type(value).__name__}")
+    if not modalities or not splits:
+        raise ModfuseError("a manifest needs at least one modality and one fixed split")
+    for split_name, parts in splits.items():
+        if not isinstance(parts, Mapping) or "train" not in parts or set(parts) - set(PARTITIONS):
+            found = sorted(parts) if isinstance(parts, Mapping) else type(parts).__name__
+            raise ModfuseError(
+                f"split {split_name!r}: expected partitions {list(PARTITIONS)} with 'train', found {found}"
+            )
+        if "/" in str(split_name) or str(split_name).startswith("."):
+            raise ModfuseError(f"split name {split_name!r} must be a plain file name (it names splits/<name>.csv)")
+    if isinstance(ungrouped_splits, str):
+        raise ModfuseError(f"ungrouped_splits: expected a list of split names, found the string {ungrouped_splits!r}")
+    unknown = sorted(set(ungrouped_splits) - set(splits))
+    if unknown:
+        raise ModfuseError(f"ungrouped_splits names unknown splits {unknown}; the splits are {sorted(splits)}")
+    if table_format not in ("parquet", "csv"):
+        raise ModfuseError(f"table_format must be 'parquet' or 'csv', found {table_format!r}")
+    if excluded_columns is not None and not isinstance(excluded_columns, Mapping):
+        raise ModfuseError(
+            f"excluded_columns: expected a mapping column -> reason, found {type(excluded_columns).__name__}"
+        )
+    if out.exists() and not out.is_dir():
+        raise ModfuseError(f"the manifest output {out} exists and is not a folder")
+
+
+def _render_table(table: pd.DataFrame, table_format: str) -> bytes:
+    """The table file's bytes (rendered before anything is written: a column pyarrow cannot
+    store, such as one mixing numbers and strings, fails here and names itself)."""
+    buffer = io.BytesIO()
+    try:
+        if table_format == "parquet":
+            table.to_parquet(buffer, index=False)
+        else:
+            buffer.write(table.to_csv(index=False).encode())
+    except (TypeError, ValueError, ImportError) as exc:  # pyarrow's errors subclass these
+        raise ModfuseError(
+            f"the manifest table cannot be written as {table_format}: {type(exc).__name__}: {exc}"
+        ) from None
+    return buffer.getvalue()
+
+
+def _write_folder(out: Path, files: Mapping[str, bytes], manifest_json: bytes) -> Path:
+    """Write ``files`` (relative path -> bytes) and then ``manifest.json`` into ``out``, each
+    atomically; a folder created here is removed again when a write fails."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        for relative, data in files.items():
+            target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+
+            def write(p: Path, d: bytes = data) -> None:
+                p.write_bytes(d)
+
+            _atomic(target, write)
+        # manifest.json last: its presence marks a complete folder
+        path = out / "manifest.json"
+        _atomic(path, lambda p: p.write_bytes(manifest_json))
+    except BaseException:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)  # the outermost folder this call made
+        raise
     return path
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` through a temporary sibling renamed into place (never a truncated file)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
@@ -489,17 +578,16 @@ def _check_reader_name(spec: ModalitySpec, field: str) -> None:
 def _reader_factory(spec: ModalitySpec, field: str, build: bool = True) -> Any:
     """The reader class a ``path``/``value`` modality names (looked up, never imported by name)."""
     from modfuse.data import readers
-    from modfuse.datasets.collections._readers import OWN_READERS
+    from modfuse.data.readers.images import LEGACY_NAMES
 
     name = spec.reader
+    if isinstance(name, str):
+        name = LEGACY_NAMES.get(name, name)  # the reader strings of older manifests
     if isinstance(name, str) and name in readers.available():
         return readers.get(name) if build else None
-    if isinstance(name, str) and name in OWN_READERS:
-        return OWN_READERS[name]
     raise ModfuseError(
-        f"manifest field {field}: {name!r} is not a reader name. A manifest describes data, never code: "
-        f"it names a registered reader ({', '.join(readers.available())}) or one of modfuse's own reader "
-        f"classes ({', '.join(sorted(OWN_READERS))}); nothing it names is imported"
+        f"manifest field {field}: {spec.reader!r} is not a reader name. A manifest describes data, never code: "
+        f"it names a registered reader ({', '.join(readers.available())}); nothing it names is imported"
     )
 
 
@@ -586,97 +674,5 @@ def _check_loaded(manifest: Manifest) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------- datamodule
-class Standardize:
-    """Standardise a feature vector with training statistics (NaN stays NaN: it means missing).
-
-    Args:
-        mean: (F,) training means.
-        std: (F,) training standard deviations (zeros are treated as 1).
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.as_tensor(np.asarray(mean, dtype=np.float32))
-        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
-        self.std = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class ManifestDataModule(MultiModalDataModule):
-    """A `MultiModalDataModule` over a prepared manifest and one of its fixed splits.
-
-    Args:
-        manifest: the folder written by ``prepare`` (or its ``manifest.json``).
-        split_name: which fixed split to use (default: the manifest's default split).
-        modalities: the modalities to load (default: all).
-        root: data folder override for ``path`` modalities.
-        standardize: standardise ``columns`` modalities with statistics of the training
-            partition only (never val/test, which would leak).
-        on_error: bad-file policy (``"raise"`` or ``"missing"``).
-        batch_size, num_workers, pin_memory, seed, train_transform: as in
-            `MultiModalDataModule`.
-    """
-
-    def __init__(
-        self,
-        manifest: str | Path,
-        split_name: str | None = None,
-        modalities: Sequence[str] | None = None,
-        root: str | Path | None = None,
-        standardize: bool = True,
-        on_error: Literal["raise", "missing"] = "raise",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        seed: int = 0,
-        train_transform: Callable[[Any], Any] | None = None,
-    ) -> None:
-        super().__init__(
-            dataset=None,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            seed=seed,
-            train_transform=train_transform,
-        )
-        self.manifest_path = Path(manifest)
-        self.split_name = split_name
-        self.modalities = None if modalities is None else list(modalities)
-        self.root = root
-        self.standardize = standardize
-        self.on_error = on_error
-        self.manifest: Manifest | None = None
-
-    def build_dataset(self) -> MultiModalDataset:
-        self.manifest = read_manifest(self.manifest_path, self.root)
-        self.given_splits = self.manifest.split(self.split_name)
-        transforms = self._standardizers(self.given_splits["train"]) if self.standardize else None
-        return self.manifest.to_dataset(
-            self.modalities,
-            on_error=self.on_error,
-            transforms=transforms,
-            with_groups=self.manifest.split_is_grouped(self.split_name),
-        )
-
-    def _standardizers(self, train_rows: np.ndarray) -> dict[str, Standardize]:
-        assert self.manifest is not None
-        out = {}
-        for m, spec in self.manifest.modalities.items():
-            if spec.kind != "columns" or (self.modalities is not None and m not in self.modalities):
-                continue
-            values = self.manifest.table[spec.columns].iloc[train_rows].to_numpy(dtype=np.float64, na_value=np.nan)
-            with np.errstate(all="ignore"):
-                mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else np.zeros(values.shape[1])
-                std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0) if len(values) else np.ones(values.shape[1])
-            codes = np.isin(spec.columns, spec.categorical)  # category codes stay codes
-            mean[codes], std[codes] = 0.0, 1.0
-            out[m] = Standardize(mean, std)
-        return out
-
-    def task_specs(self) -> dict[str, TaskSpec]:
-        """The manifest's tasks (reads the manifest if needed)."""
-        if self.manifest is None:
-            self.manifest = read_manifest(self.manifest_path, self.root)
-        return self.manifest.task_specs()
+# the datamodule over a manifest moved to the datamodules; its old class path keeps working
+__getattr__ = moved_names(__name__, {"ManifestDataModule": "modfuse.data.datamodules.manifest"})

@@ -45,15 +45,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from modfuse.data.datamodule import MultiModalDataModule, SplitKind
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.sources import MemoizedSource
 from modfuse.errors import ModfuseError
 from modfuse.utils.cache import cache_dir
+from modfuse.utils.moved import moved_names
 from modfuse.utils.optional import require
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "LEADS",
     "MemoizedSource",
     "SyntheticCohort",
-    "SyntheticCohortDataModule",
     "synthetic_cohort",
 ]
 
@@ -134,31 +133,6 @@ class SyntheticCohort:
             sources = {m: MemoizedSource(src) for m, src in sources.items()}
         labels = self.table["label"].to_numpy(dtype=np.int64)
         return MultiModalDataset(sources, targets=labels, ids=ids, on_error=on_error)  # type: ignore[arg-type]
-
-
-class MemoizedSource:
-    """A reader whose values are read once (by the reader itself) and then kept in memory.
-
-    Implements the [`modfuse.data.sources.Source`][modfuse.data.sources.Source] protocol. A read error is not kept: the
-    next ``load`` of that sample reads (and fails) again.
-    """
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.ids = source.ids
-        self.collate = getattr(source, "collate", "auto")
-        self.values: dict[Any, Any] = {}
-
-    def has(self, sample_id: Any) -> bool:
-        """The wrapped reader's answer (see `MultiModalDataset.present_matrix()`)."""
-        from modfuse.data.dataset import _cheap_present
-
-        return _cheap_present(self.source, sample_id)
-
-    def load(self, sample_id: Any) -> Any | None:
-        if sample_id not in self.values:
-            self.values[sample_id] = self.source.load(sample_id)
-        return self.values[sample_id]
 
 
 def synthetic_cohort(
@@ -340,9 +314,9 @@ def write_dicom(path: Path, pixels: np.ndarray, patient_id: str, age: int) -> No
     """Write ``pixels`` as a minimal valid DX (digital radiography) DICOM file."""
     pydicom = require("pydicom", "med")
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    sop_class = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage - For Presentation
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -419,65 +393,5 @@ def labs_table(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return labs[table["has_labs"].to_numpy()]
 
 
-# ---------------------------------------------------------------------------- datamodule
-class SyntheticCohortDataModule(MultiModalDataModule):
-    """The synthetic cohort as a datamodule (for recipes: ``class_path`` this class).
-
-    Args:
-        n: number of patients.
-        cohort_seed: the generator's seed (the split seed is ``seed``).
-        missing: base missing rates (see `synthetic_cohort()`).
-        root: where to write the cohort (default: the user cache).
-        on_error: bad-input policy of the dataset.
-        in_memory: keep each sample in memory after its first read through the readers (the
-            files are still read by the real DICOM/WFDB/CSV readers, once).
-        split, val_fraction, test_fraction, batch_size, num_workers, pin_memory, seed: as in
-            [`MultiModalDataModule`][modfuse.data.MultiModalDataModule].
-    """
-
-    def __init__(
-        self,
-        n: int = 600,
-        cohort_seed: int = 0,
-        missing: dict[str, float] | float | None = None,
-        root: str | None = None,
-        on_error: str = "raise",
-        in_memory: bool = True,
-        split: SplitKind = "stratified",
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.2,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            None,
-            split=split,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            seed=seed,
-        )
-        self.n, self.cohort_seed, self.root, self.on_error = n, cohort_seed, root, on_error
-        self.in_memory = in_memory
-        self.missing: MissingArg = DEFAULT_MISSING if missing is None else missing
-
-    def cohort(self) -> SyntheticCohort:
-        """The cohort on disk (generated on first use)."""
-        return synthetic_cohort(self.n, self.cohort_seed, self.missing, self.root)
-
-    def prepare_data(self) -> None:
-        self.cohort()
-
-    def build_dataset(self) -> MultiModalDataset:
-        return self.cohort().dataset(on_error=self.on_error, in_memory=self.in_memory)
-
-    def describe(self) -> dict[str, Any]:
-        """Share of patients with each modality, and of positive labels."""
-        table = self.cohort().table
-        return {"n": len(table), "positive": float(table["label"].mean())} | {
-            f"has_{m}": float(table[f"has_{m}"].mean()) for m in MODALITIES
-        }
+# the datamodule moved to the datamodules; its old class path (the recipes') keeps working
+__getattr__ = moved_names(__name__, {"SyntheticCohortDataModule": "modfuse.data.datamodules.synthetic"})

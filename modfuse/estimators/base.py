@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Subset
 from modfuse.core.tasks import TaskSpec
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError
 from modfuse.training.sizing import Sizing, size_for
 from modfuse.utils.progress import progress_enabled
@@ -159,9 +160,7 @@ def auto_encoder(values: Any, rows: np.ndarray, modality: str, sizing: Sizing | 
         return build("graph", in_dim=int(first.num_node_features), out_dim=64)
     train = values[rows][_present_rows(values[rows])]
     if values.ndim == 2:
-        mean = np.nan_to_num(np.nanmean(train, axis=0)) if len(train) else np.zeros(values.shape[1])
-        std = np.nan_to_num(np.nanstd(train, axis=0), nan=1.0) if len(train) else np.ones(values.shape[1])
-        std = np.where(std > 1e-8, std, 1.0)
+        stats = Standardizer.fit(train)
         sizing = sizing or size_for(len(rows), values.shape[1])
         return build(
             "tabular",
@@ -169,8 +168,7 @@ def auto_encoder(values: Any, rows: np.ndarray, modality: str, sizing: Sizing | 
             hidden=list(sizing.hidden),
             out_dim=sizing.out_dim,
             dropout=sizing.dropout,
-            mean=mean.tolist(),
-            std=std.tolist(),
+            **stats.to_dict(),
             linear=True,
         )
     if values.ndim == 3:
@@ -631,8 +629,9 @@ class FusionRegressor(RegressorMixin, _FusionEstimator):
         y = np.asarray(y, dtype=np.float32)
         if y.ndim not in (1, 2) or not np.isfinite(y).all():
             raise ModfuseError(f"expected finite targets of shape (n,) or (n, k), found shape {y.shape}")
-        self.y_mean_, self.y_std_ = y.mean(axis=0), y.std(axis=0)
-        self.y_std_ = np.where(self.y_std_ > 0, self.y_std_, 1.0)
+        scaler = Standardizer.fit(y)  # float32 statistics: predictions keep the dtype of y
+        self.y_mean_ = scaler.mean.reshape(y.shape[1:]).astype(np.float32)
+        self.y_std_ = scaler.std.reshape(y.shape[1:]).astype(np.float32)
         outputs = 1 if y.ndim == 1 else y.shape[1]
         return TaskSpec("regression", outputs), ((y - self.y_mean_) / self.y_std_).astype(np.float32)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,43 +38,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modfuse.data.collate import CollateMode
 from modfuse.data.dataset import MultiModalDataset
-from modfuse.data.sources import Source
+from modfuse.data.sources import MaskedSource, Source
 from modfuse.errors import ModfuseError
 
 __all__ = ["MaskedSource", "Missingness", "mar", "mcar", "mnar", "simulate"]
 
 Kind = Literal["mcar", "mar", "mnar"]
-
-
-class MaskedSource:
-    """A source with some samples hidden: they are reported missing.
-
-    Args:
-        source: the wrapped source.
-        removed: the sample ids whose value this source no longer provides.
-    """
-
-    def __init__(self, source: Any, removed: Iterable[Hashable]) -> None:
-        self.source = source
-        self.removed = frozenset(removed)
-        self.ids: Sequence[Hashable] = [i for i in source.ids if i not in self.removed]
-        self.collate: CollateMode = getattr(source, "collate", "auto")
-
-    def load(self, sample_id: Hashable) -> Any | None:
-        if sample_id in self.removed:
-            return None
-        return self.source.load(sample_id)
-
-    def __getattr__(self, name: str) -> Any:
-        # feature names, band metadata, ... of the wrapped reader stay visible
-        if name == "source":
-            raise AttributeError(name)
-        return getattr(self.source, name)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 @dataclass(frozen=True)

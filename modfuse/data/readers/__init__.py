@@ -36,7 +36,9 @@ __all__ = [
     "EOPatchSeriesSource",
     "EOPatchTimelessSource",
     "GeoDatasetSource",
+    "GeoTiffSource",
     "GraphSource",
+    "ImageSource",
     "MultiBandRasterSource",
     "RasterChipSource",
     "SmilesSource",
@@ -72,6 +74,8 @@ _BUILTIN = {
     "eopatch-series": "modfuse.data.readers.timeseries",
     "eopatch-elevation": "modfuse.data.readers.timeseries",
     "eopatch-timeless": "modfuse.data.readers.timeseries",
+    "geotiff": "modfuse.data.readers.images",
+    "image": "modfuse.data.readers.images",
 }
 
 READERS: Registry[Any] = Registry("reader", group="modfuse.readers", lazy=_BUILTIN)
@@ -99,6 +103,8 @@ _EXPORTS = {
     "EOPatchSeriesSource": "timeseries",
     "EOPatchElevationSource": "timeseries",
     "EOPatchTimelessSource": "timeseries",
+    "GeoTiffSource": "images",
+    "ImageSource": "images",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import pandas as pd
 
@@ -15,7 +15,7 @@ from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["FileSource", "PathsLike", "resolve_paths"]
 
-PathsLike = (
+PathsLike: TypeAlias = (
     str
     | os.PathLike[str]
     | Mapping[Hashable, "str | os.PathLike[str] | None"]
@@ -87,7 +87,8 @@ class FileSource:
         collate: collate mode of this modality.
     """
 
-    library_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, ValueError)
+    # per instance where a library is imported lazily (pydicom: its errors are known once loaded)
+    library_errors: tuple[type[BaseException], ...] = (OSError, ValueError)
     default_pattern: ClassVar[str] = "*"
     strip_suffix: ClassVar[bool] = True
 

@@ -127,9 +127,9 @@ def _bond_columns(bond: Any) -> list[int]:
 def _parse(smiles: str, sample_id: Hashable | None, path: Any) -> Any:
     """RDKit mol from SMILES, or a ReadError saying why (syntax or chemistry problem)."""
     Chem = require("rdkit.Chem", extra="graph")
-    from rdkit import RDLogger
+    from rdkit import rdBase
 
-    RDLogger.DisableLog("rdApp.*")  # the problem goes into our error, not onto stderr
+    rdBase.DisableLog("rdApp.*")  # the problem goes into our error, not onto stderr
     try:
         mol = Chem.MolFromSmiles(smiles, sanitize=False)
         if mol is None:
@@ -144,7 +144,7 @@ def _parse(smiles: str, sample_id: Hashable | None, path: Any) -> Any:
             raise ReadError(f"invalid SMILES {smiles!r}: {detail}", path=path, sample_id=sample_id)
         Chem.SanitizeMol(mol)
     finally:
-        RDLogger.EnableLog("rdApp.*")
+        rdBase.EnableLog("rdApp.*")
     if mol.GetNumAtoms() == 0:
         raise ReadError(f"SMILES {smiles!r} has no atoms", path=path, sample_id=sample_id)
     return mol

@@ -307,7 +307,7 @@ def read_wfdb(
         ) from exc
     if wanted and list(rec.sig_name or []) != wanted:  # wfdb skips absent names silently
         raise ReadError(
-            f"expected leads {list(leads)}, found {head.sig_name}",
+            f"expected leads {list(leads or wanted)}, found {head.sig_name}",
             path=name + ".hea",
             sample_id=sample_id,
         )
@@ -319,7 +319,7 @@ class _WfdbBase(FileSource):
     """Record lookup shared by the WFDB sources (ids from ``*.hea`` names)."""
 
     default_pattern: ClassVar[str] = "*.hea"
-    library_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, ValueError, IndexError)
+    library_errors: tuple[type[BaseException], ...] = (OSError, ValueError, IndexError)
 
     def __init__(
         self,
@@ -455,6 +455,7 @@ class _SegmentSource(_WfdbBase):
         except KeyError:
             raise ModfuseError(f"unknown segment id {sample_id!r}; this source has {len(self.ids)}") from None
         path = self.paths[row["record"]]
+        assert path is not None  # segments are only cut from records that have a file
         try:
             signal, native = read_wfdb(
                 path, sample_id, self.leads, int(row["start"]), int(row["stop"]), self.invalid_lead
@@ -553,7 +554,9 @@ class WfdbBeatSource(_SegmentSource):
 
     def _segments(self, record_id: Hashable) -> list[tuple[Any, ...]]:
         head = self.header(record_id)
-        name = record_base(self.paths[record_id])
+        path = self.paths[record_id]
+        assert path is not None  # segments are only cut from records that have a file
+        name = record_base(path)
         try:
             ann = _wfdb().rdann(name, self.extension)
         except (OSError, ValueError) as exc:

@@ -30,6 +30,7 @@ import torch
 
 from modfuse.data.collate import CollateMode
 from modfuse.data.readers import register
+from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
 from modfuse.utils.cache import cache_dir
 from modfuse.utils.optional import require
@@ -128,15 +129,15 @@ def stack_bands(
     """
     rasterio = require("rasterio", extra="geo")
 
-    files = [Path(f) for f in files]
-    bands = list(bands) if bands is not None else [f.stem for f in files]
+    paths = [Path(f) for f in files]
+    bands = list(bands) if bands is not None else [f.stem for f in paths]
     opened = []
     # one GDAL environment for every band: outside one, rasterio.open sets up and tears down its
     # own per file, which cost more than reading a 120 x 120 band
     env = rasterio.Env()
     env.__enter__()
     try:
-        for f in files:
+        for f in paths:
             try:
                 opened.append(rasterio.open(f))
             except (rasterio.errors.RasterioIOError, OSError) as exc:
@@ -144,8 +145,8 @@ def stack_bands(
         crs, bounds = opened[0].crs, bounds or tuple(opened[0].bounds)
         res = res or min(min(s.res) for s in opened)
         height, width = round((bounds[3] - bounds[1]) / res), round((bounds[2] - bounds[0]) / res)
-        data = np.zeros((len(files), height, width), dtype=np.float32)
-        valid = np.ones((len(files), height, width), dtype=bool)
+        data = np.zeros((len(paths), height, width), dtype=np.float32)
+        valid = np.ones((len(paths), height, width), dtype=bool)
         for i, band_file in enumerate(opened):
             _check_band(band_file, sample_id)
             fill = nodata if nodata is not None else band_file.nodata
@@ -159,7 +160,7 @@ def stack_bands(
                 raise ReadError(
                     f"cannot read band {bands[i]} (corrupted or truncated file?): {type(exc).__name__}: {exc}"
                     f"{_gdal_cause(exc)}",
-                    path=files[i],
+                    path=paths[i],
                     sample_id=sample_id,
                 ) from exc
             finally:
@@ -309,9 +310,9 @@ def band_statistics(
     Returns:
         ``{band: {"mean": m, "std": s}}``.
     """
-    files = [Path(f) for f in files]
-    bands = list(bands) if bands is not None else [f.stem for f in files]
-    cached = cache_dir("stats", root=cache_root) / f"bands-{_stats_key(files, bands, res, resampling, nodata)}.json"
+    paths = [Path(f) for f in files]
+    bands = list(bands) if bands is not None else [f.stem for f in paths]
+    cached = cache_dir("stats", root=cache_root) / f"bands-{_stats_key(paths, bands, res, resampling, nodata)}.json"
     if cached.is_file():
         try:
             stats = json.loads(cached.read_text())
@@ -319,12 +320,11 @@ def band_statistics(
                 return stats
         except (OSError, ValueError):  # unreadable (e.g. left half-written by an older version): recompute
             pass
-    stack = stack_bands(files, bands, res=res, resampling=resampling, nodata=nodata)
+    stack = stack_bands(paths, bands, res=res, resampling=resampling, nodata=nodata)
     stats = {}
-    for b, values, ok in zip(bands, stack.data, stack.valid):
-        v = values[ok].astype(np.float64)
-        std = float(v.std()) if v.size > 1 else 1.0
-        stats[b] = {"mean": float(v.mean()) if v.size else 0.0, "std": std if std > 0 else 1.0}
+    for b, values, ok in zip(bands, stack.data, stack.valid):  # band by band: one band's pixels in memory
+        fitted = Standardizer.fit(values[ok])
+        stats[b] = {"mean": float(fitted.mean[0]), "std": float(fitted.std[0])}
     _write_atomically(cached, json.dumps(stats, indent=1))
     return stats
 
@@ -421,7 +421,9 @@ class MultiBandRasterSource(_SceneReader):
         collate: CollateMode = "auto",
     ) -> None:
         super().__init__(bands, res, resampling, nodata, template, normalize, return_mask, collate)
-        self.scenes = {Path(scenes).name: scenes} if isinstance(scenes, (str, Path)) else dict(scenes)
+        self.scenes: dict[Hashable, Any] = (
+            {Path(scenes).name: scenes} if isinstance(scenes, (str, Path)) else dict(scenes)
+        )
         self.ids = list(self.scenes)
 
     def files(self, sample_id: Hashable) -> list[Path]:
@@ -518,7 +520,7 @@ class RasterChipSource(_SceneReader):
                         self.crs, self.bounds = src.crs, tuple(src.bounds)
             except (rasterio.errors.RasterioIOError, OSError) as exc:
                 raise ReadError(f"cannot open raster: {exc}", path=f) from exc
-        self.res = float(res if res is not None else min(resolutions))
+        self.res: float = float(res if res is not None else min(resolutions))  # the chips' grid: always set
         height = round((self.bounds[3] - self.bounds[1]) / self.res)
         width = round((self.bounds[2] - self.bounds[0]) / self.res)
         if size > min(height, width):
@@ -609,7 +611,9 @@ def torchgeo_dataset(
     regex = re.escape(head).replace(r"\*", ".*") + r"(?P<band>" + "|".join(map(re.escape, bands)) + ")"
     regex += re.escape(tail).replace(r"\*", ".*") + "$"
 
-    class BandFiles(datasets.RasterDataset):
+    raster_dataset: Any = datasets.RasterDataset  # imported at run time: torchgeo is optional
+
+    class BandFiles(raster_dataset):
         filename_glob = glob
         filename_regex = regex
         separate_files = True

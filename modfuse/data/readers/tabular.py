@@ -33,6 +33,7 @@ import torch
 
 from modfuse.data.collate import CollateMode
 from modfuse.data.readers import register
+from modfuse.data.transforms import Standardizer
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["TabularPreprocessor", "TabularSchema", "TabularSource", "read_table"]
@@ -98,15 +99,27 @@ class TabularSchema:
         return cls(numeric=numeric, categorical=categorical, id=id, target=target)
 
 
-def read_table(table: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """A DataFrame from a CSV / Parquet path (by suffix) or an existing DataFrame."""
+def read_table(table: str | os.PathLike[str] | pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
+    """A DataFrame from a table file, or an existing DataFrame as it is.
+
+    Parquet (``.parquet``, ``.pq``) or delimited text by suffix: ``.tsv`` and ``.txt`` are
+    tab-separated unless ``sep`` is given, anything else comma-separated. ``kwargs`` go to
+    ``pandas.read_csv`` (``usecols``, ``index_col``, ``na_values``, ...) or, for Parquet,
+    ``columns`` to ``pandas.read_parquet``.
+
+    Raises:
+        ReadError: naming the file, for a file pandas cannot read.
+    """
     if isinstance(table, pd.DataFrame):
         return table
     path = Path(table)
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path, columns=kwargs.get("columns"))
+        kwargs.setdefault("sep", "\t" if suffix in (".tsv", ".txt") else ",")
+        kwargs.setdefault("low_memory", False)  # one dtype per column, not one per chunk
+        return pd.read_csv(path, **kwargs)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ReadError(f"cannot read the table: {type(exc).__name__}: {exc}", path=path) from exc
 
@@ -119,7 +132,7 @@ def short_rows(path: Path | None) -> dict[int, str]:
     """
     if path is None or path.suffix.lower() not in (".csv", ".tsv", ".txt"):
         return {}
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","  # as read_table
     out: dict[int, str] = {}
     with path.open(newline="") as handle:
         rows = (r for r in csv.reader(handle, delimiter=delimiter) if r)  # pandas skips blank lines
@@ -164,15 +177,19 @@ class TabularPreprocessor:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, schema: TabularSchema) -> TabularPreprocessor:
-        """Statistics of ``frame`` (NaN and inf cells ignored; a constant column gets std 1)."""
+        """Statistics of ``frame`` (by the rule of `Standardizer`: NaN and inf cells ignored, a constant column gets std 1)."""
         _check_columns(frame, schema.features, None)
-        mean, std = {}, {}
-        for col in schema.numeric:
-            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-            values = values[np.isfinite(values)]
-            mean[col] = float(values.mean()) if values.size else 0.0
-            spread = float(values.std()) if values.size > 1 else 0.0
-            std[col] = spread if spread > 0 else 1.0  # a constant column would divide by zero
+        numeric = (
+            np.stack(
+                [pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64) for col in schema.numeric],
+                axis=1,
+            )
+            if schema.numeric
+            else np.zeros((len(frame), 0))
+        )
+        fitted = Standardizer.fit(numeric)
+        mean = dict(zip(schema.numeric, fitted.mean.tolist()))
+        std = dict(zip(schema.numeric, fitted.std.tolist()))
         categories = {
             col: sorted({k for k in map(_category_key, frame[col].tolist()) if k is not None})
             for col in schema.categorical

@@ -45,7 +45,9 @@ def load_feature(root: Path, name: str, ndim: int) -> np.ndarray:
 class _PixelSource:
     """Pixel ids, positions and map coordinates shared by the EOPatch sources."""
 
-    def __init__(self, root: str | Path, height: int, width: int, pixels: Sequence[tuple[int, int]] | None) -> None:
+    def __init__(
+        self, root: str | Path, height: int, width: int, pixels: Sequence[tuple[int, int]] | np.ndarray | None
+    ) -> None:
         self.root = Path(root)
         if pixels is None:
             rows, cols = np.divmod(np.arange(height * width), width)
@@ -128,7 +130,7 @@ class EOPatchSeriesSource(_PixelSource):
         *,
         valid_masks: Sequence[str] = ("mask/IS_VALID",),
         cloud_masks: Sequence[str] = ("mask/CLM",),
-        pixels: Sequence[tuple[int, int]] | None = None,
+        pixels: Sequence[tuple[int, int]] | np.ndarray | None = None,
         collate: CollateMode = "auto",
     ) -> None:
         root = Path(root)
@@ -156,7 +158,7 @@ class EOPatchSeriesSource(_PixelSource):
         del values
         self.values: np.ndarray = self._pixel_x.transpose(2, 0, 1, 3)
         self.valid: np.ndarray = self._pixel_valid.transpose(2, 0, 1)
-        self._observed = self._pixel_valid.any(axis=-1)  # (H, W): pixels with at least one valid date
+        self._observed = np.asarray(self._pixel_valid.any(axis=-1))  # (H, W): pixels with at least one valid date
         self.timestamps = self._timestamps(root, shape[0])
         days = (self.timestamps - self.timestamps[0]).total_seconds() / 86400.0
         self._days = torch.as_tensor(np.asarray(days, dtype=np.float32))
@@ -206,7 +208,7 @@ class EOPatchTimelessSource(_PixelSource):
         root: str | Path,
         features: Sequence[str] = ("data_timeless/DEM",),
         *,
-        pixels: Sequence[tuple[int, int]] | None = None,
+        pixels: Sequence[tuple[int, int]] | np.ndarray | None = None,
         collate: CollateMode = "stack",
     ) -> None:
         root = Path(root)
@@ -217,7 +219,8 @@ class EOPatchTimelessSource(_PixelSource):
         self.values = np.concatenate(layers, axis=-1).astype(np.float32)
         self.feature_names = list(features)
         self.collate = collate
-        super().__init__(root, *self.values.shape[:2], pixels)
+        height, width = self.values.shape[:2]
+        super().__init__(root, height, width, pixels)
 
     def load(self, sample_id: Hashable) -> torch.Tensor | None:
         r, c = self._where(sample_id)

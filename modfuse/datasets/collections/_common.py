@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from modfuse.errors import ReadError
 
-__all__ = ["find_file", "read_table", "relative", "require_columns"]
+__all__ = ["find_file", "relative", "require_columns"]
 
 
 def find_file(root: Path, names: Sequence[str], what: str) -> Path:
@@ -29,17 +28,6 @@ def find_file(root: Path, names: Sequence[str], what: str) -> Path:
         if candidate.is_file():
             return candidate
     raise ReadError(f"expected {what} at one of {list(names)} (the provider's layout), found none", path=root)
-
-
-def read_table(path: Path, **kwargs: Any) -> pd.DataFrame:
-    """Read a CSV/TSV (by suffix) or Parquet table; errors name the file."""
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        sep = "\t" if path.suffix in (".tsv", ".txt") and "sep" not in kwargs else kwargs.pop("sep", ",")
-        return pd.read_csv(path, sep=sep, low_memory=False, **kwargs)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ReadError(f"cannot read table: {exc}", path=path) from exc
 
 
 def require_columns(table: pd.DataFrame, columns: Iterable[str], path: Path | str) -> None:

@@ -27,10 +27,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from modfuse.datasets.collections._common import find_file, read_table, require_columns
+from modfuse.data.readers.tabular import read_table
+from modfuse.data.splits import group_split
+from modfuse.datasets.collections._common import find_file, require_columns
 from modfuse.datasets.manifest import ModalitySpec, TargetSpec, write_manifest
 from modfuse.datasets.preparation import register
-from modfuse.datasets.splits import group_split
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["CHEXPERT_LABELS", "DEFAULT_LAB_ITEMS", "prepare_chexpert", "prepare_mimic_cxr"]
@@ -62,7 +63,7 @@ DEFAULT_LAB_ITEMS: dict[int, str] = {
     50882: "bicarbonate",
 }
 """MIMIC-IV ``itemid`` -> column name of the default laboratory panel."""
-IMAGE_READER = "modfuse.datasets.collections._readers.ImageSource"
+IMAGE_READER = "image"
 Uncertain = Literal["zeros", "ones"]
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modfuse.data.datamodule import split_indices
-from modfuse.datasets.collections._common import find_file, read_table, require_columns
+from modfuse.data.readers.tabular import read_table
+from modfuse.data.splits import murcko_scaffolds, scaffold_split, split_indices
+from modfuse.datasets.collections._common import find_file, require_columns
 from modfuse.datasets.manifest import ModalitySpec, TargetSpec, write_manifest
 from modfuse.datasets.preparation import register
-from modfuse.datasets.splits import murcko_scaffolds, scaffold_split
 from modfuse.errors import ModfuseError, ReadError
 
 __all__ = ["CONFIGS", "MoleculeNetConfig", "prepare_moleculenet"]

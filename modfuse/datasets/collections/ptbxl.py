@@ -23,10 +23,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from modfuse.datasets.collections._common import find_file, read_table, require_columns
+from modfuse.data.readers.tabular import read_table
+from modfuse.data.splits import fold_split
+from modfuse.datasets.collections._common import find_file, require_columns
 from modfuse.datasets.manifest import ModalitySpec, TargetSpec, write_manifest
 from modfuse.datasets.preparation import register
-from modfuse.datasets.splits import fold_split
 from modfuse.errors import ReadError
 
 __all__ = ["SUPERCLASSES", "prepare_ptbxl"]

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modfuse.data.splits import spatial_block_split
 from modfuse.datasets.collections._common import relative
 from modfuse.datasets.manifest import ModalitySpec, TargetSpec, write_manifest
 from modfuse.datasets.preparation import register
-from modfuse.datasets.splits import spatial_block_split
 from modfuse.errors import ReadError
 from modfuse.utils.optional import require
 
@@ -209,7 +209,7 @@ def prepare_eurosat(
             "s2": ModalitySpec(
                 "path",
                 ["path"],
-                reader="modfuse.datasets.collections._readers.GeoTiffSource",
+                reader="geotiff",
                 options={"bands": 13, "scale": 10000.0},
                 description="13 Sentinel-2 L1C bands, reflectance",
             ),

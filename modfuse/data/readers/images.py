@@ -1,26 +1,37 @@
-"""Two small file readers the collections need beyond [`modfuse.data.readers`][modfuse.data.readers]: a
-multi-band GeoTIFF per sample (EuroSAT-MS chips) and a greyscale JPEG/PNG per sample
-(MIMIC-CXR-JPG, CheXpert). Manifests name them by class path, e.g.
-``"reader": "modfuse.datasets.collections._readers.GeoTiffSource"``; only the paths listed in
-`OWN_READERS` are accepted (a manifest is data: it never names code to import)."""
+"""Per-sample image files: a multi-band GeoTIFF (EuroSAT-MS chips; reader ``geotiff``) and a
+greyscale JPEG/PNG (MIMIC-CXR-JPG, CheXpert; reader ``image``).
+
+Manifests written before these readers were registered name them by their old class paths
+(``modfuse.datasets.collections._readers.GeoTiffSource``, ``...ImageSource``); `LEGACY_NAMES`
+maps those strings to the registry names, so such manifests keep loading (the strings are
+looked up, never imported).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from modfuse.data.collate import CollateMode
+from modfuse.data.readers import register
 from modfuse.data.readers._base import FileSource, PathsLike
 from modfuse.errors import ReadError
 from modfuse.utils.optional import require
 
-__all__ = ["OWN_READERS", "GeoTiffSource", "ImageSource", "reader_class"]
+__all__ = ["LEGACY_NAMES", "GeoTiffSource", "ImageSource"]
+
+LEGACY_NAMES = {
+    "modfuse.datasets.collections._readers.GeoTiffSource": "geotiff",
+    "modfuse.datasets.collections._readers.ImageSource": "image",
+}
+"""Reader strings of older manifests -> the registry name that reads them now."""
 
 
+@register("geotiff")
 class GeoTiffSource(FileSource):
     """One multi-band raster file per sample (all bands of the file, in file order).
 
@@ -54,6 +65,7 @@ class GeoTiffSource(FileSource):
         return torch.from_numpy(data / self.scale)
 
 
+@register("image")
 class ImageSource(FileSource):
     """One greyscale image (JPEG, PNG) per sample, scaled to [0, 1].
 
@@ -79,31 +91,8 @@ class ImageSource(FileSource):
             with Image.open(path) as img:
                 grey = img.convert("L")
                 if self.size is not None:
-                    grey = grey.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                    grey = grey.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                 data = np.asarray(grey, dtype=np.float32) / 255.0
         except UnidentifiedImageError as exc:
             raise ReadError(f"not an image file: {exc}", path=path, sample_id=sample_id) from exc
         return torch.from_numpy(data)[None]
-
-
-OWN_READERS: dict[str, type] = {
-    f"{__name__}.GeoTiffSource": GeoTiffSource,
-    f"{__name__}.ImageSource": ImageSource,
-}
-"""The class paths a manifest may name besides the reader registry's names: modfuse's own
-readers, looked up in this table (nothing named by a manifest is ever imported)."""
-
-
-def reader_class(name: str) -> Any:
-    """One of modfuse's own reader classes by its ``module.Class`` path (see `OWN_READERS`).
-
-    Raises:
-        ReadError: for any other name; nothing is imported.
-    """
-    try:
-        return OWN_READERS[name]
-    except KeyError:
-        raise ReadError(
-            f"reader {name!r} is not one of modfuse's own reader classes {sorted(OWN_READERS)}; "
-            "a manifest names a registered reader (modfuse.data.readers.available()) or one of these"
-        ) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -15,7 +15,8 @@ __all__ = ["STRATEGIES", "FusionModel", "Outputs", "available", "build", "predic
 
 # the built-in strategies, imported on first use so that importing modfuse.fusion stays cheap
 # and free of cycles; packages add theirs through the "modfuse.fusion" entry-point group
-STRATEGIES: Registry[type[nn.Module]] = Registry(
+# a strategy is a model class or a factory building one (the Lego strategies: from_encoders)
+STRATEGIES: Registry[Callable[..., nn.Module]] = Registry(
     "fusion strategy",
     group="modfuse.fusion",
     lazy={

@@ -148,6 +148,8 @@ def test_bad_single_table_inputs_name_the_column_and_the_modality(cancer: tuple)
     mixed = X.assign(grade=["high", 2.0] * 20)
     with pytest.raises(ModfuseError, match=r"modality 'm'.*column 'grade'.*float values"):
         FusionClassifier(modalities={"m": ["grade"]}).fit(mixed, y)
+    with pytest.raises(ModfuseError, match=r"y is indexed by other sample ids.*\['p0'"):
+        FusionClassifier(modalities=groups).fit(X, y.set_axis([f"q{i}" for i in range(40)]))
     with pytest.raises(ModfuseError, match="X is already a dict"):
         FusionClassifier(modalities=groups).fit({"mean": X[groups["mean"]]}, y)
     with pytest.raises(ModfuseError, match=r"expected a list of columns"):
@@ -185,3 +187,13 @@ def test_scikit_learn_estimator_checks(check: object) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check(type(FusionClassifier()).__name__, FusionClassifier(max_epochs=1, val_fraction=0))  # type: ignore[operator]
+
+
+def test_the_estimators_keep_their_documented_import_paths() -> None:
+    import modfuse
+    from modfuse.estimators import FusionClassifier as from_package
+    from modfuse.estimators.base import FusionClassifier as from_base
+    from modfuse.estimators.base import FusionSurvival as survival_from_base
+
+    assert modfuse.FusionClassifier is from_package is from_base is FusionClassifier
+    assert survival_from_base is FusionSurvival

@@ -187,6 +187,14 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.auto_cv = auto_cv
         self.modalities = modalities
 
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: NaN cells (missing values / modalities) and categorical
+        DataFrame columns are accepted."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        return tags
+
     def _robust_kwargs(self) -> dict[str, Any]:
         """The FusionTask arguments of missingness-aware training."""
         return {
@@ -451,3 +459,22 @@ class _FusionEstimator(BaseEstimator, ABC):
         frame = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=self._predict_batch()).to_frame()
         frame.index = ids
         return frame
+
+
+# where the estimators lived before the package was split by concern (documented as
+# ``modfuse.estimators.base.FusionClassifier`` etc.): resolved lazily, the modules import this one
+_MOVED = {
+    "FusionClassifier": "modfuse.estimators.classifier",
+    "FusionRegressor": "modfuse.estimators.regressor",
+    "FusionSurvival": "modfuse.estimators.survival",
+    "survival_target": "modfuse.estimators.survival",
+    "align_frames": "modfuse.estimators.inputs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,7 +75,9 @@ def auto_encoder(
     if values.ndim == 2:
         categorical = dict(categorical or {})
         numeric = [i for i in range(values.shape[1]) if i not in categorical]
-        train = values[rows][_present(values[rows])][:, numeric]
+        train = values[rows][_present(values[rows])]
+        if categorical:  # codes are embedded, not standardised (no copy otherwise: same float sums)
+            train = train[:, numeric]
         mean = np.nan_to_num(np.nanmean(train, axis=0)) if len(train) else np.zeros(len(numeric))
         std = np.nan_to_num(np.nanstd(train, axis=0), nan=1.0) if len(train) else np.ones(len(numeric))
         std = np.where(std > 1e-8, std, 1.0)

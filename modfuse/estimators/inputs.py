@@ -34,7 +34,7 @@ from torch import Tensor
 
 from modfuse.errors import ModfuseError
 
-__all__ = ["SINGLE_MODALITY", "InputLayout", "align_frames", "aligned_y", "n_rows", "present_rows", "take_rows"]
+__all__ = ["SINGLE_MODALITY", "InputLayout", "align_frames", "aligned_y", "n_rows", "take_rows"]
 
 SINGLE_MODALITY = "features"
 """The modality name of a single table given without ``modalities=``."""
@@ -97,14 +97,6 @@ def aligned_y(y: Any, index: pd.Index | None) -> Any:
 def n_rows(data: Mapping[str, Any]) -> int:
     """Rows of the first modality that is not None."""
     return next(len(v) for v in data.values() if v is not None)
-
-
-def present_rows(values: Any) -> np.ndarray:
-    """Bool (n,): rows that are not missing (not None, not all-NaN)."""
-    if isinstance(values, list):
-        return np.array([v is not None for v in values])
-    flat = values.reshape(len(values), -1)
-    return ~np.isnan(flat).all(axis=1)
 
 
 def take_rows(X: Any, rows: np.ndarray) -> Any:

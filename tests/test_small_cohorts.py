@@ -9,8 +9,9 @@ import torch
 from sklearn.base import clone
 
 from modfuse.encoders.tabular import TabularEncoder
+from modfuse.estimators import FusionClassifier, FusionSurvival
 from modfuse.estimators.auto import SeedEnsemble
-from modfuse.estimators.base import FusionClassifier, FusionSurvival, _FusionEstimator
+from modfuse.estimators.base import _FusionEstimator
 from modfuse.training.sizing import size_for
 
 
@@ -84,9 +85,9 @@ def auto_fit() -> tuple:
     seen: list[tuple[str, set[str]]] = []
     original = _FusionEstimator.fit
 
-    def recording_fit(self: _FusionEstimator, X: dict, y: object) -> _FusionEstimator:
+    def recording_fit(self: _FusionEstimator, X: dict, y: object, **kwargs: object) -> _FusionEstimator:
         seen.append((self.strategy, set(X["a"].index)))
-        return original(self, X, y)
+        return original(self, X, y, **kwargs)  # type: ignore[arg-type]
 
     _FusionEstimator.fit = recording_fit  # type: ignore[method-assign]
     try:

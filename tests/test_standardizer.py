@@ -69,14 +69,15 @@ def test_tabular_preprocessor_and_estimator_encoder_follow_the_rule() -> None:
 
     from modfuse.data.readers.tabular import TabularPreprocessor, TabularSchema
     from modfuse.data.transforms import Standardizer
-    from modfuse.estimators.base import auto_encoder
+    from modfuse.encoders.auto import auto_encoder
+    from modfuse.training.sizing import size_for
 
     frame = pd.DataFrame({"a": [1.0, 3.0, np.nan, "x"], "b": [2.0, 2.0, 2.0, 2.0]})
     pre = TabularPreprocessor.fit(frame, TabularSchema(numeric=["a", "b"]))
     assert pre.mean == {"a": 2.0, "b": 2.0} and pre.std == {"a": 1.0, "b": 1.0}
 
     values = np.array([[1.0, 2.0], [3.0, 2.0], [np.nan, 2.0], [50.0, 9.0]], dtype=np.float32)
-    encoder = auto_encoder(values, np.array([0, 1, 2]), "labs")
+    encoder = auto_encoder(values, np.array([0, 1, 2]), "labs", size_for)
     expected = Standardizer.fit(values, rows=[0, 1, 2])
     np.testing.assert_allclose(encoder.mean.numpy(), expected.mean, rtol=1e-6)
     np.testing.assert_allclose(encoder.std.numpy(), expected.std, rtol=1e-6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from modfuse.errors import ModfuseError
+from modfuse.estimators.inputs import InputLayout, align_frames, aligned_y, n_rows, take_rows
 
 if TYPE_CHECKING:
+    from modfuse.core.model import FusionModel
     from modfuse.core.tasks import TaskSpec
     from modfuse.estimators.base import _FusionEstimator
 
@@ -33,7 +35,7 @@ __all__ = ["AUTO_STRATEGIES", "ROBUST_SETTINGS", "SeedEnsemble", "select_strateg
 
 AUTO_STRATEGIES = ("early", "late", "attention")
 """Default candidates of ``strategy="auto"`` (the Lego strategies cost several times more)."""
-ROBUST_SETTINGS = {
+ROBUST_SETTINGS: dict[str, dict[str, Any]] = {
     "on": {"modality_dropout": "auto", "unimodal_weight": "auto"},
     "off": {"modality_dropout": None, "unimodal_weight": None},
 }
@@ -55,8 +57,9 @@ class SeedEnsemble(nn.Module):
         if not members:
             raise ModfuseError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
-        self.modalities = list(members[0].modalities)
-        self.tasks = members[0].tasks
+        first = cast("FusionModel", members[0])
+        self.modalities = list(first.modalities)
+        self.tasks: dict[str, TaskSpec] = first.tasks
 
     def forward(self, batch: Any) -> dict[str, Tensor]:
         from modfuse.core.model import prediction_of
@@ -66,17 +69,17 @@ class SeedEnsemble(nn.Module):
         return {t: torch.stack([o[t].float() for o in outs]).mean(0) for t in self.tasks}
 
 
-def _train_one(run: _FusionEstimator, data: Mapping[str, Any], target: np.ndarray, spec: TaskSpec) -> nn.Module:
-    from modfuse.estimators.base import _n_rows, _quiet
+def _train_one(run: _FusionEstimator, data: dict[str, Any], target: np.ndarray, spec: TaskSpec) -> nn.Module:
+    from modfuse.estimators.base import _quiet
 
     torch.set_num_threads(1)  # in a worker: the cores are shared by the workers
-    with _quiet(run.verbose):
-        return run._train(data, target, spec, *run._split(_n_rows(data), target))
+    with _quiet(bool(run.verbose)):
+        return run._train(data, target, spec, *run._split(n_rows(data), target))
 
 
 def train_members(
     runs: Sequence[_FusionEstimator],
-    data: Mapping[str, Any],
+    data: dict[str, Any],
     target: np.ndarray,
     spec: TaskSpec,
     n_jobs: int | None,
@@ -90,21 +93,6 @@ def train_members(
 
 
 # ---------------------------------------------------------------------------- rows
-def take_rows(X: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
-    """The rows ``rows`` (positions) of every modality of ``X`` (arrays, DataFrames, lists, None)."""
-    out: dict[str, Any] = {}
-    for m, v in X.items():
-        if v is None:
-            out[m] = None
-        elif isinstance(v, (pd.DataFrame, pd.Series)):
-            out[m] = v.iloc[rows]
-        elif isinstance(v, list):
-            out[m] = [v[i] for i in rows]
-        else:
-            out[m] = np.asarray(v)[rows]
-    return out
-
-
 def _take_y(y: Any, rows: np.ndarray) -> Any:
     if isinstance(y, tuple):
         return tuple(np.asarray(part)[rows] for part in y)
@@ -124,15 +112,16 @@ def _candidates(est: _FusionEstimator) -> list[dict[str, Any]]:
     return [{"strategy": s, "robust": r} for s in strategies for r in ROBUST_SETTINGS]
 
 
-def _folds(est: _FusionEstimator, X: Mapping[str, Any], y: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(
+    est: _FusionEstimator, X: Any, y: Any, modalities: Mapping[str, Any] | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.base import clone
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from modfuse.estimators.base import _aligned_y, _check_X, _n_rows, align_frames
-
-    n = _n_rows(_check_X(X))
+    data, index = InputLayout.fit(X, modalities).transform(X)
+    n = n_rows(data)
     probe = clone(est)
-    _, target = probe._task(_aligned_y(y, align_frames(X)[1]))
+    _, target = probe._task(aligned_y(y, index))
     labels = probe._stratify(target)
     k = int(est.auto_cv)
     if k < 2:
@@ -144,7 +133,13 @@ def _folds(est: _FusionEstimator, X: Mapping[str, Any], y: Any) -> list[tuple[np
 
 
 def _score_fold(
-    est: _FusionEstimator, params: dict[str, Any], X: Any, y: Any, train: np.ndarray, test: np.ndarray
+    est: _FusionEstimator,
+    params: dict[str, Any],
+    X: Any,
+    y: Any,
+    modalities: Mapping[str, Any] | None,
+    train: np.ndarray,
+    test: np.ndarray,
 ) -> tuple[float, float]:
     from sklearn.base import clone
 
@@ -154,31 +149,37 @@ def _score_fold(
         strategy=params["strategy"], n_ensemble=1, n_jobs=None, **ROBUST_SETTINGS[params["robust"]]
     )
     start = time.perf_counter()
-    model.fit(take_rows(X, train), _take_y(y, train))
+    model.fit(take_rows(X, train), _take_y(y, train), modalities=modalities)
     elapsed = time.perf_counter() - start
     return float(model.score(take_rows(X, test), _take_y(y, test))), elapsed
 
 
-def select_strategy(est: _FusionEstimator, X: Mapping[str, Any], y: Any) -> dict[str, Any]:
-    """Choose the strategy and the robust-training setting of ``est`` by inner CV on ``X, y``.
+def select_strategy(
+    est: _FusionEstimator, X: Any, y: Any, modalities: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Choose the strategy and the robust-training setting of ``est`` by inner CV on ``X, y``
+    (``X`` in any input form; ``modalities``: the column groups of a single-table ``X``).
 
     Sets ``est.cv_results_``, ``est.best_strategy_``, ``est.best_params_`` and
     ``est.best_score_``; returns the attribute overrides of the refit (strategy, modality
     dropout, unimodal weight). Only the rows of ``X, y`` are ever used.
     """
-    from modfuse.estimators.base import _aligned_y, align_frames
-
-    X, index = align_frames(X)
-    y = _aligned_y(y, index)
+    if isinstance(X, Mapping):
+        X, index = align_frames(X)
+        y = aligned_y(y, index)
+    elif isinstance(X, pd.DataFrame):
+        y = aligned_y(y, X.index)
     candidates = _candidates(est)
-    folds = _folds(est, X, y)
+    folds = _folds(est, X, y, modalities)
     jobs = [(c, tr, te) for c in candidates for tr, te in folds]
     if est.n_jobs in (None, 1):
-        results = [_score_fold(est, c, X, y, tr, te) for c, tr, te in jobs]
+        results = [_score_fold(est, c, X, y, modalities, tr, te) for c, tr, te in jobs]
     else:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=est.n_jobs)(delayed(_score_fold)(est, c, X, y, tr, te) for c, tr, te in jobs)
+        results = Parallel(n_jobs=est.n_jobs)(
+            delayed(_score_fold)(est, c, X, y, modalities, tr, te) for c, tr, te in jobs
+        )
     scores = np.array([s for s, _ in results]).reshape(len(candidates), len(folds))
     times = np.array([t for _, t in results]).reshape(len(candidates), len(folds))
     mean = np.nan_to_num(scores.mean(1), nan=-np.inf)

@@ -1,35 +1,35 @@
-"""Scikit-learn style estimators for notebooks: ``FusionClassifier``, ``FusionRegressor``,
-``FusionSurvival``.
+"""The shared estimator of `modfuse.estimators`: fit / predict machinery over modfuse models.
 
-``X`` is a dict ``{modality: array | DataFrame | list | None}`` with one row per sample; a
-row of NaN (or a ``None`` entry, or ``None`` for the whole modality) means the modality is
-missing for that sample. DataFrames are aligned by their index (sample ids), never by row
-position: the rows follow the first DataFrame's order, and indexes that hold different ids are
-refused (see `align_frames()`). A missing label (NaN) is refused. Every strategy of `modfuse.fusion` works, and the estimators
-are compatible with ``sklearn.base.clone``, ``get_params`` and ``set_params``.
+``X`` is a dict ``{modality: array | DataFrame | list | None}``, one DataFrame or (n, p) array
+plus ``modalities={name: [columns...]}``, or one table alone (one modality); see
+`modfuse.estimators.inputs`. A row of NaN (or a ``None`` entry, or ``None`` for the whole
+modality) means the modality is missing for that sample. DataFrames are aligned by their index
+(sample ids), never by row position (see `align_frames()`). A missing label (NaN) is refused.
+Every strategy of `modfuse.fusion` works, and the estimators are scikit-learn estimators
+(``clone``, ``get_params`` / ``set_params``, ``cross_val_score``, ``GridSearchCV``, ``Pipeline``).
 
 Example:
     >>> clf = FusionClassifier(strategy="late").fit({"labs": X_labs, "ecg": X_ecg}, y)
     >>> clf.predict_proba({"labs": X_labs_new, "ecg": None})   # ECG missing for everyone
     >>> clf.explain({"labs": X_labs_new, "ecg": X_ecg_new})    # modality Shapley values
+    >>> cross_val_score(FusionClassifier(modalities={"labs": ["age", "sex"], "ecg": ecg_cols}), frame, y)
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.metrics import r2_score
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
@@ -37,12 +37,16 @@ from torch.utils.data import DataLoader, Subset
 from modfuse.core.tasks import TaskSpec
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
-from modfuse.data.transforms import Standardizer
+from modfuse.encoders.auto import build_encoders
 from modfuse.errors import ModfuseError
-from modfuse.training.sizing import Sizing, size_for
+from modfuse.estimators.inputs import InputLayout, aligned_y, n_rows
+from modfuse.training.sizing import size_for
 from modfuse.utils.progress import progress_enabled
 
-__all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival", "align_frames"]
+if TYPE_CHECKING:
+    from modfuse.core.model import FusionModel
+
+__all__ = ["STRATEGIES", "NotFittedModelError"]
 
 STRATEGIES = ("lego-merge", "lego-fuse", "sequential", "early", "late", "attention")
 AUTO = "auto"
@@ -53,156 +57,8 @@ LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
 Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention", "auto"]
 
 
-# ---------------------------------------------------------------------------- inputs
-def _as_modality(values: Any, modality: str) -> Any:
-    """A modality's rows as a float array (tables, signals, images) or a list (graphs)."""
-    if values is None or isinstance(values, list):
-        return values
-    if isinstance(values, pd.DataFrame):
-        bad = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
-        if bad:
-            raise ModfuseError(f"non-numeric columns {bad[:5]}: encode categories as numbers first", modality=modality)
-        return values.to_numpy(dtype=np.float32, na_value=np.nan)
-    array = values.numpy() if isinstance(values, Tensor) else np.asarray(values)
-    if array.dtype.kind not in "biuf":
-        raise ModfuseError(f"expected numeric values, found dtype {array.dtype}", modality=modality)
-    if array.ndim < 2:
-        raise ModfuseError(f"expected rows of features (n, ...), found shape {array.shape}", modality=modality)
-    return array.astype(np.float32)
-
-
-def align_frames(X: Mapping[str, Any]) -> tuple[dict[str, Any], pd.Index | None]:
-    """Align the DataFrames of ``X`` by their index (sample ids), never by row position.
-
-    The row order is the first DataFrame's; another DataFrame whose index holds the same ids
-    in another order is reordered to it. Indexes that differ as sets, or that repeat an id, are
-    refused (rows of different patients would be fused). Arrays, lists and ``y`` are positional:
-    they follow the first DataFrame's order.
-
-    Returns:
-        (X with its DataFrames in one row order, that order's index or None without DataFrames).
-    """
-    frames = {m: v for m, v in X.items() if isinstance(v, pd.DataFrame)}
-    if len(frames) < 2:
-        return dict(X), next(iter(frames.values())).index if frames else None
-    (first, ref), *others = frames.items()
-    out = dict(X)
-    for m, frame in [(first, ref), *others]:
-        if frame.index.has_duplicates:
-            dup = frame.index[frame.index.duplicated()].unique().tolist()
-            raise ModfuseError(
-                f"the DataFrame's index repeats sample ids {dup[:5]}: rows cannot be aligned", modality=m
-            )
-    for m, frame in others:
-        if frame.index.equals(ref.index):
-            continue
-        only_ref, only_here = ref.index.difference(frame.index), frame.index.difference(ref.index)
-        if len(only_ref) or len(only_here):
-            raise ModfuseError(
-                f"the DataFrames of {first!r} and {m!r} are indexed by different samples "
-                f"({len(only_ref)} ids only in {first!r}, e.g. {only_ref[:5].tolist()}; {len(only_here)} only in "
-                f"{m!r}, e.g. {only_here[:5].tolist()}). DataFrames are aligned by index: give every modality "
-                "the same ids (a missing modality is a row of NaN)",
-                modality=m,
-            )
-        out[m] = frame.reindex(ref.index)  # same ids in another order: follow the first DataFrame
-    return out, ref.index
-
-
-def _check_X(X: Any, modalities: list[str] | None = None) -> dict[str, Any]:
-    if not isinstance(X, Mapping) or not X:
-        raise ModfuseError("X must be a non-empty dict {modality: array | DataFrame | None}")
-    X, _ = align_frames(X)
-    data = {str(m): _as_modality(v, str(m)) for m, v in X.items()}
-    if modalities is not None:
-        unknown = sorted(set(data) - set(modalities))
-        if unknown:
-            raise ModfuseError(f"unknown modalities {unknown}; the model was fitted on {modalities}")
-        # a modality left out at prediction time is missing for every sample
-        data = {m: data.get(m) for m in modalities}
-    lengths = {m: len(v) for m, v in data.items() if v is not None}
-    if not lengths:
-        raise ModfuseError("every modality of X is None: there is nothing to learn from or predict with")
-    if len(set(lengths.values())) > 1:
-        raise ModfuseError(f"modalities have different numbers of rows: {lengths}")
-    return data
-
-
-def _n_rows(data: Mapping[str, Any]) -> int:
-    return next(len(v) for v in data.values() if v is not None)
-
-
-def _present_rows(values: Any) -> np.ndarray:
-    """Bool (n,): rows that are not missing (not None, not all-NaN)."""
-    if isinstance(values, list):
-        return np.array([v is not None for v in values])
-    flat = values.reshape(len(values), -1)
-    return ~np.isnan(flat).all(axis=1)
-
-
-# ---------------------------------------------------------------------------- encoders
-def auto_encoder(values: Any, rows: np.ndarray, modality: str, sizing: Sizing | None = None) -> nn.Module:
-    """A default encoder for a modality from the shape of its data.
-
-    2-D (n, features): ``tabular`` with the training rows' mean/std, sized by the data
-    (`modfuse.training.sizing.size_for()` of the training rows and columns, unless ``sizing``
-    is given) and with a linear path (a regularised linear projection beside the MLP); 3-D (n, leads, samples):
-    ``ecg``; 4-D (n, channels, H, W): ``spectral`` (a small CNN, any channel count); a list of
-    PyG graphs: ``graph``.
-    """
-    from modfuse.encoders import build
-
-    if isinstance(values, list):
-        first = next((v for v in values if v is not None), None)
-        if first is None or not hasattr(first, "edge_index"):
-            raise ModfuseError("a list modality must hold PyG graphs (Data objects) or None", modality=modality)
-        importlib.import_module("modfuse.encoders.graph")
-        return build("graph", in_dim=int(first.num_node_features), out_dim=64)
-    train = values[rows][_present_rows(values[rows])]
-    if values.ndim == 2:
-        stats = Standardizer.fit(train)
-        sizing = sizing or size_for(len(rows), values.shape[1])
-        return build(
-            "tabular",
-            num_features=values.shape[1],
-            hidden=list(sizing.hidden),
-            out_dim=sizing.out_dim,
-            dropout=sizing.dropout,
-            **stats.to_dict(),
-            linear=True,
-        )
-    if values.ndim == 3:
-        importlib.import_module("modfuse.encoders.ecg")
-        return build("ecg", leads=values.shape[1], widths=[16, 32, 64], blocks=1, out_dim=64)
-    if values.ndim == 4:
-        importlib.import_module("modfuse.encoders.spectral")
-        return build("spectral", bands=values.shape[1], out_dim=64)
-    raise ModfuseError(f"no automatic encoder for data of shape {values.shape}; pass encoders=...", modality=modality)
-
-
-def _encoders(spec: Any, data: Mapping[str, Any], rows: np.ndarray) -> dict[str, nn.Module]:
-    from modfuse.encoders import build
-
-    if spec == "auto" or spec is None:
-        spec = {}
-    if not isinstance(spec, Mapping):
-        raise ModfuseError(f"encoders must be 'auto' or a dict modality -> module / spec, found {spec!r}")
-    out: dict[str, nn.Module] = {}
-    for m, values in data.items():
-        given = spec.get(m, "auto")
-        if isinstance(given, nn.Module):
-            out[m] = copy.deepcopy(given)  # fit() must not train the user's object in place
-        elif isinstance(given, Mapping):
-            kwargs = dict(given)
-            name = kwargs.pop("name")
-            with contextlib.suppress(ModuleNotFoundError):
-                importlib.import_module(f"modfuse.encoders.{name}")
-            out[m] = build(name, **kwargs)
-        elif values is None:
-            raise ModfuseError("no data to choose an automatic encoder from; pass encoders={...}", modality=m)
-        else:
-            out[m] = auto_encoder(values, rows, m)
-    return out
+class NotFittedModelError(ModfuseError, NotFittedError):
+    """An estimator used before ``fit`` (scikit-learn's ``NotFittedError`` as well)."""
 
 
 # ---------------------------------------------------------------------------- training helpers
@@ -274,6 +130,18 @@ class _FusionEstimator(BaseEstimator, ABC):
             ``("early", "late", "attention")``; the Lego strategies train one block per
             modality and cost several times more).
         auto_cv: inner folds of ``strategy="auto"``.
+        modalities: when ``X`` is one DataFrame or (n, p) array: dict modality -> its columns
+            (labels of the DataFrame, positions of the array); columns left out are not used.
+            None: ``X`` is a dict modality -> data, or one table used as one modality. A
+            parameter (not only a ``fit`` argument) so that ``cross_val_score``,
+            ``GridSearchCV`` and ``Pipeline`` pass it on; ``fit(..., modalities=...)``
+            overrides it.
+
+    Attributes (after ``fit``):
+        model_: the trained fusion model.
+        modalities_: the modality names, in order.
+        n_features_in_, feature_names_in_: the columns of ``X`` when it is one table (the
+            names only for a DataFrame with string column labels).
     """
 
     def __init__(
@@ -297,6 +165,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         n_jobs: int | None = None,
         auto_strategies: tuple[str, ...] | None = None,
         auto_cv: int = 3,
+        modalities: Mapping[str, Any] | None = None,
     ) -> None:
         self.strategy = strategy
         self.encoders = encoders
@@ -317,6 +186,15 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.n_jobs = n_jobs
         self.auto_strategies = auto_strategies
         self.auto_cv = auto_cv
+        self.modalities = modalities
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: NaN cells (missing values / modalities) and categorical
+        DataFrame columns are accepted."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        return tags
 
     def _robust_kwargs(self) -> dict[str, Any]:
         """The FusionTask arguments of missingness-aware training."""
@@ -335,25 +213,33 @@ class _FusionEstimator(BaseEstimator, ABC):
         return None
 
     # ------------------------------------------------------------ fit
-    def fit(self, X: Mapping[str, Any], y: Any) -> _FusionEstimator:
-        """Train on ``X`` (dict modality -> rows; NaN rows / None = missing) and ``y``.
+    def fit(self, X: Any, y: Any, modalities: Mapping[str, Any] | None = None) -> _FusionEstimator:
+        """Train on ``X`` (NaN rows / None = missing) and ``y``.
 
         Args:
-            X: dict modality -> (n, ...) array or DataFrame, list (graphs), or None.
+            X: dict modality -> (n, ...) array or DataFrame, list (graphs), or None; or one
+                DataFrame / (n, p) array (with ``modalities``, else one modality).
             y: targets: labels (classifier), values (regressor), ``(time, event)`` (survival).
+            modalities: dict modality -> columns of a single-table ``X`` (default: the
+                ``modalities`` parameter).
         """
+        modalities = modalities if modalities is not None else self.modalities
         chosen: dict[str, Any] = {}
         if self.strategy == AUTO:
             from modfuse.estimators.auto import select_strategy
 
-            chosen = select_strategy(self, X, y)  # inner CV on these rows only
+            chosen = select_strategy(self, X, y, modalities)  # inner CV on these rows only
         elif self.strategy not in STRATEGIES:
             raise ModfuseError(f"unknown strategy {self.strategy!r}; expected one of {[*STRATEGIES, AUTO]}")
-        data = _check_X(X)
+        self.layout_ = InputLayout.fit(X, modalities)
+        data, index = self.layout_.transform(X)
         self.modalities_ = list(data)
-        self.feature_names_ = {m: list(X[m].columns) for m in data if isinstance(X[m], pd.DataFrame)}
-        spec, target = self._task(_aligned_y(y, align_frames(X)[1]))
-        n = _n_rows(data)
+        if self.layout_.n_features is not None:
+            self.n_features_in_ = self.layout_.n_features
+        if self.layout_.feature_names is not None:
+            self.feature_names_in_ = np.asarray(self.layout_.feature_names, dtype=object)
+        spec, target = self._task(aligned_y(y, index))
+        n = n_rows(data)
         if len(target) != n:
             raise ModfuseError(f"y has {len(target)} rows but X has {n}")
         self.task_spec_ = spec
@@ -384,7 +270,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         run = copy.copy(self)
         run.__dict__.update(chosen)
         run.random_state = self.random_state + member
-        n_train = round(_n_rows(data) * (1 - max(self.val_fraction, 0.0)))
+        n_train = round(n_rows(data) * (1 - max(self.val_fraction, 0.0)))
         widths = [int(np.prod(v.shape[1:])) for v in data.values() if isinstance(v, np.ndarray)]
         sizing = size_for(n_train, max(widths, default=1))
         for name in ("batch_size", "lr", "weight_decay"):
@@ -420,11 +306,12 @@ class _FusionEstimator(BaseEstimator, ABC):
         dataset = MultiModalDataset.from_arrays(data, target)
         datamodule = MultiModalDataModule(
             dataset,
-            splits={"train": train, "val": val, "test": val},
-            batch_size=self.batch_size,
+            splits={"train": train.tolist(), "val": val.tolist(), "test": val.tolist()},
+            batch_size=int(self.batch_size),  # a number here: _run() resolved "auto"
             seed=self.random_state,
         )
-        encoders = _encoders(self.encoders, data, train)
+        categorical = {m: self.layout_.categorical(m) for m in data}
+        encoders = build_encoders(self.encoders, data, train, size_for, categorical)
         kwargs = dict(self.strategy_kwargs or {})
         if self.strategy.startswith("lego-"):
             kwargs = {**LEGO_DEFAULTS, **kwargs}
@@ -452,8 +339,8 @@ class _FusionEstimator(BaseEstimator, ABC):
             model,
             datamodule,
             max_epochs=self.max_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
+            lr=float(self.lr),  # numbers here: _run() resolved "auto"
+            batch_size=int(self.batch_size),
             task_kwargs={"weight_decay": self.weight_decay, "scheduler": "cosine", **self._robust_kwargs()},
             trainer_kwargs=self._trainer_kwargs(),
             # the validation loss, not the task's main metric (the runner's default): on the held-out
@@ -472,42 +359,43 @@ class _FusionEstimator(BaseEstimator, ABC):
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise ModfuseError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+            raise NotFittedModelError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
 
-    def _dataset(self, X: Mapping[str, Any]) -> MultiModalDataset:
+    def _inputs(self, X: Any, modalities: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], pd.Index]:
+        """``X`` read as in ``fit``: ({modality: data | None}, the sample ids)."""
         self._check_fitted()
-        for m, names in self.feature_names_.items():
-            if isinstance(X.get(m), pd.DataFrame) and list(X[m].columns) != names:
-                raise ModfuseError(f"columns differ from the ones seen in fit: expected {names[:5]}...", modality=m)
-        return MultiModalDataset.from_arrays(_check_X(X, self.modalities_))
+        data, index = self.layout_.transform(X, modalities)
+        return data, self.layout_.ids(index, n_rows(data))
 
     def _predict_batch(self) -> int:
         return 256 if isinstance(self.batch_size, str) else max(self.batch_size, 256)
 
     @torch.no_grad()
-    def _logits(self, X: Mapping[str, Any]) -> Tensor:
+    def _logits(self, data: Mapping[str, Any]) -> Tensor:
+        """(n, outputs) logits of the model on the modality data ``data``."""
         from modfuse.core.model import prediction_of
         from modfuse.core.tasks import by_task
 
-        dataset = self._dataset(X)
+        dataset = MultiModalDataset.from_arrays(data)
         _, device = _accelerator(self.device)
         model = self.model_.to(device).eval()
         loader = DataLoader(
             Subset(dataset, range(len(dataset))), batch_size=self._predict_batch(), collate_fn=dataset.collate_fn
         )
-        out = [by_task(prediction_of(model(batch.to(device))), model.tasks)["y"].float().cpu() for batch in loader]
+        tasks = cast("FusionModel", model).tasks
+        out = [by_task(prediction_of(model(batch.to(device))), tasks)["y"].float().cpu() for batch in loader]
         return torch.cat(out)
 
+    @abstractmethod
     def _encode_target(self, y: Any) -> np.ndarray:
         """``y`` in the form the model was trained on (class codes, standardised values...)."""
-        return survival_target(y)
 
     def subset_gap(
         self,
-        X: Mapping[str, Any],
+        X: Any,
         y: Any,
         specialists: str | Mapping[Any, Any] = "train",
-        X_train: Mapping[str, Any] | None = None,
+        X_train: Any = None,
         y_train: Any = None,
         metric: str | None = None,
     ) -> pd.DataFrame:
@@ -536,231 +424,61 @@ class _FusionEstimator(BaseEstimator, ABC):
         self._check_fitted()
         default = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse", "survival": "cindex"}
         metric = metric or default.get(self.task_spec_.kind)
-        dataset = MultiModalDataset.from_arrays(_check_X(X, self.modalities_), self._encode_target(y))
+        data, index = self.layout_.transform(X)
+        dataset = MultiModalDataset.from_arrays(data, self._encode_target(aligned_y(y, index)))
+        chosen: Any = specialists
         if isinstance(specialists, str) and specialists == "train":
             X_fit, y_fit = (X_train, y_train) if X_train is not None else self._fit_data
+            groups = self.layout_.groups
 
             def fitted(subset: tuple[str, ...]) -> nn.Module:
-                return clone(self).fit({m: X_fit[m] for m in subset}, y_fit).model_
+                if self.layout_.form == "dict":
+                    return clone(self).set_params(modalities=None).fit({m: X_fit[m] for m in subset}, y_fit).model_
+                return clone(self).fit(X_fit, y_fit, modalities={m: groups[m] for m in subset}).model_
 
-            specialists = fitted
+            chosen = fitted
         elif isinstance(specialists, Mapping):
-            specialists = {k: getattr(v, "model_", v) for k, v in specialists.items()}
+            chosen = {k: getattr(v, "model_", v) for k, v in specialists.items()}
         _, device = _accelerator(self.device)
-        return subset_gap(self.model_.to(device).eval(), dataset, specialists, metric=metric)
+        return subset_gap(self.model_.to(device).eval(), dataset, chosen, metric=metric)
 
-    def explain(self, X: Mapping[str, Any]) -> pd.DataFrame:
+    def explain(self, X: Any, modalities: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Exact modality Shapley values per sample (Monte Carlo above 8 modalities).
 
+        Args:
+            X: as in ``fit`` (``modalities``: as in ``fit``; default the fitted grouping).
+
         Returns:
-            DataFrame indexed by row position: one column per modality (its contribution to
+            DataFrame indexed by the sample ids (the index of ``X``'s DataFrames; row
+            positions 0..n-1 for arrays): one column per modality (its contribution to
             the prediction: probability of the positive / predicted class, estimate or risk),
             ``base`` (prediction with no modality), ``full`` (with all present modalities;
             ``base`` + the row's values = ``full``) and ``output``.
         """
         from modfuse.interpret import modality_shapley
 
-        dataset = self._dataset(X)
+        data, ids = self._inputs(X, modalities)
         _, device = _accelerator(self.device)
-        result = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=self._predict_batch())
-        return result.to_frame()
+        dataset = MultiModalDataset.from_arrays(data)
+        frame = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=self._predict_batch()).to_frame()
+        frame.index = ids
+        return frame
 
 
-class FusionClassifier(ClassifierMixin, _FusionEstimator):
-    """Multimodal classifier (binary or multiclass) with per-sample missing modalities.
-
-    Arguments are those of the shared estimator: ``strategy``, ``encoders``, ``max_epochs``,
-    ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``val_fraction``,
-    ``strategy_kwargs``, ``random_state``, ``device``, ``verbose`` (see the module docstring
-    and `_FusionEstimator`).
-
-    Attributes:
-        classes_: the class labels seen in ``fit``.
-        model_: the trained fusion model.
-    """
-
-    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
-        names = list(y.index) if isinstance(y, pd.Series) else None
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ModfuseError(f"expected labels of shape (n,), found {y.shape}")
-        empty = np.flatnonzero(pd.isna(y))
-        if len(empty):
-            first = [names[i] for i in empty[:5]] if names is not None else empty[:5].tolist()
-            raise ModfuseError(
-                f"y has {len(empty)} missing labels (NaN/None), e.g. at samples {first}; a missing label is not a "
-                "class: drop those samples (their modalities may still be missing, their label may not)"
-            )
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ModfuseError(f"a classifier needs at least two classes, found {list(self.classes_)}")
-        k = len(self.classes_)
-        return (TaskSpec("binary") if k == 2 else TaskSpec("multiclass", k)), codes.astype(np.int64)
-
-    def _encode_target(self, y: Any) -> np.ndarray:
-        y = np.asarray(y)
-        codes = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
-        unseen = sorted(set(y[self.classes_[codes] != y].tolist()))
-        if unseen:
-            raise ModfuseError(f"labels {unseen[:5]} were not seen in fit (classes: {list(self.classes_)})")
-        return codes.astype(np.int64)
-
-    def _stratify(self, target: np.ndarray) -> np.ndarray | None:
-        counts = np.bincount(target)
-        return target if counts.min() >= 2 else None
-
-    def predict_proba(self, X: Mapping[str, Any]) -> np.ndarray:
-        """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
-        logits = self._logits(X)  # checks that the model is fitted
-        p = self.task_spec_.activate(logits).numpy()
-        return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
-
-    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
-        """Most probable class per sample."""
-        proba = self.predict_proba(X)  # checks that the model is fitted
-        return self.classes_[proba.argmax(axis=1)]
+# where the estimators lived before the package was split by concern (documented as
+# ``modfuse.estimators.base.FusionClassifier`` etc.): resolved lazily, the modules import this one
+_MOVED = {
+    "FusionClassifier": "modfuse.estimators.classifier",
+    "FusionRegressor": "modfuse.estimators.regressor",
+    "FusionSurvival": "modfuse.estimators.survival",
+    "survival_target": "modfuse.estimators.survival",
+    "align_frames": "modfuse.estimators.inputs",
+}
 
 
-class FusionRegressor(RegressorMixin, _FusionEstimator):
-    """Multimodal regressor (one target or several); targets are standardised for training
-    and predictions are returned in the original units. ``score`` is R²."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
-        y = np.asarray(y, dtype=np.float32)
-        if y.ndim not in (1, 2) or not np.isfinite(y).all():
-            raise ModfuseError(f"expected finite targets of shape (n,) or (n, k), found shape {y.shape}")
-        scaler = Standardizer.fit(y)  # float32 statistics: predictions keep the dtype of y
-        self.y_mean_ = scaler.mean.reshape(y.shape[1:]).astype(np.float32)
-        self.y_std_ = scaler.std.reshape(y.shape[1:]).astype(np.float32)
-        outputs = 1 if y.ndim == 1 else y.shape[1]
-        return TaskSpec("regression", outputs), ((y - self.y_mean_) / self.y_std_).astype(np.float32)
-
-    def _encode_target(self, y: Any) -> np.ndarray:
-        return ((np.asarray(y, dtype=np.float32) - self.y_mean_) / self.y_std_).astype(np.float32)
-
-    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
-        """Estimates (n,) or (n, k) in the units of ``y``."""
-        z = self.task_spec_.activate(self._logits(X)).numpy()
-        return z * self.y_std_ + self.y_mean_
-
-    def score(self, X: Mapping[str, Any], y: Any, sample_weight: Any = None) -> float:
-        return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
-
-
-class FusionSurvival(_FusionEstimator):
-    """Multimodal discrete-time survival model (hazard per interval, censoring aware).
-
-    ``y`` is ``(time, event)`` (two arrays), an (n, 2) array, or a structured array with a
-    boolean event field and a time field (scikit-survival's layout). The interval boundaries
-    are the quantiles of the observed event times.
-
-    Args:
-        n_intervals: number of discrete time intervals K (K-1 boundaries).
-        other arguments: as in `FusionClassifier`.
-    """
-
-    def __init__(
-        self,
-        strategy: Strategy = "early",
-        encoders: Any = "auto",
-        n_intervals: int = 10,
-        max_epochs: int = 100,
-        batch_size: int | str = "auto",
-        lr: float | str = "auto",
-        weight_decay: float | str = "auto",
-        patience: int = 10,
-        val_fraction: float = 0.15,
-        strategy_kwargs: dict[str, Any] | None = None,
-        random_state: int = 0,
-        device: str = "auto",
-        verbose: bool | None = None,
-        modality_dropout: float | dict[str, float] | str | None = "auto",
-        unimodal_weight: float | str | None = "auto",
-        balance: str | None = None,
-        n_ensemble: int = 1,
-        n_jobs: int | None = None,
-        auto_strategies: tuple[str, ...] | None = None,
-        auto_cv: int = 3,
-    ) -> None:
-        super().__init__(
-            strategy,
-            encoders,
-            max_epochs,
-            batch_size,
-            lr,
-            weight_decay,
-            patience,
-            val_fraction,
-            strategy_kwargs,
-            random_state,
-            device,
-            verbose,
-            modality_dropout,
-            unimodal_weight,
-            balance,
-            n_ensemble,
-            n_jobs,
-            auto_strategies,
-            auto_cv,
-        )
-        self.n_intervals = n_intervals
-
-    def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
-        target = survival_target(y)
-        events = target[target[:, 1] > 0, 0]
-        if len(events) < 2:
-            raise ModfuseError(f"survival needs at least 2 observed events, found {len(events)}")
-        qs = np.quantile(events, np.linspace(0, 1, self.n_intervals + 1)[1:-1])
-        boundaries = tuple(float(b) for b in np.unique(qs))
-        self.boundaries_ = boundaries
-        return TaskSpec("survival", len(boundaries) + 1, boundaries), target
-
-    def _stratify(self, target: np.ndarray) -> np.ndarray | None:
-        return target[:, 1].astype(int) if 0 < target[:, 1].sum() < len(target) - 1 else None
-
-    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
-        """Risk score per sample in [0, 1] (the expected share of the closed intervals not survived,
-        `modfuse.core.losses.survival_risk`; higher = earlier event)."""
-        return self.task_spec_.activate(self._logits(X)).numpy()
-
-    def score(self, X: Mapping[str, Any], y: Any) -> float:
-        """Harrell's concordance index of the predicted risk."""
-        from modfuse.core.metrics import concordance_index
-
-        target = torch.as_tensor(survival_target(y))
-        return float(concordance_index(torch.as_tensor(self.predict(X)), target[:, 0], target[:, 1]))
-
-
-def _aligned_y(y: Any, index: pd.Index | None) -> Any:
-    """``y`` in the row order of X's DataFrames when it is a Series/DataFrame indexed by the same
-    ids (a default 0..n-1 index is positional); refused when its ids differ from X's."""
-    if index is None or not isinstance(y, (pd.Series, pd.DataFrame)) or y.index.equals(index):
-        return y
-    if isinstance(y.index, pd.RangeIndex) and not isinstance(index, pd.RangeIndex):
-        return y  # positional labels beside id-indexed DataFrames
-    if y.index.has_duplicates or len(y.index.symmetric_difference(index)):
-        raise ModfuseError(
-            f"y is indexed by other sample ids than X's DataFrames (e.g. {index.difference(y.index)[:5].tolist()} "
-            f"only in X, {y.index.difference(index)[:5].tolist()} only in y): align them by id first"
-        )
-    return y.reindex(index)
-
-
-def survival_target(y: Any) -> np.ndarray:
-    """(n, 2) float array of (time, event) from the accepted ``y`` layouts."""
-    if isinstance(y, np.ndarray) and y.dtype.names:
-        names = y.dtype.names
-        event = next((n for n in names if y.dtype[n].kind == "b"), names[0])
-        time = next(n for n in names if n != event)
-        out = np.stack([y[time].astype(np.float64), y[event].astype(np.float64)], axis=1)
-    elif isinstance(y, tuple) and len(y) == 2:
-        out = np.stack([np.asarray(y[0], dtype=np.float64), np.asarray(y[1], dtype=np.float64)], axis=1)
-    else:
-        out = np.asarray(y, dtype=np.float64)
-    if out.ndim != 2 or out.shape[1] != 2:
-        raise ModfuseError(
-            f"survival y must be (time, event), an (n, 2) array or a structured array, found {out.shape}"
-        )
-    if not np.isfinite(out).all() or (out[:, 0] < 0).any() or not np.isin(out[:, 1], (0, 1)).all():
-        raise ModfuseError("survival y: times must be finite and >= 0, events 0/1")
-    return out.astype(np.float32)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -126,9 +126,7 @@ def pseudo_labels(merged: LegoMerge, batch: ModalityBatch, method: AdaptMethod =
 
 def _rows(data: MultiModalDataset | MultiModalDataModule, rows: Rows | None) -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
-        from modfuse.lego.workflow import prepared  # lazily: workflow imports Lightning
-
-        dataset, splits = prepared(data)
+        dataset, splits = data.prepared()
         return dataset, np.asarray(splits["train"] if rows is None else rows, dtype=int)
     if isinstance(data, MultiModalDataset):
         return data, np.asarray(np.arange(len(data)) if rows is None else rows, dtype=int)

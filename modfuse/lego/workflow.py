@@ -49,17 +49,9 @@ Rows = Sequence[int] | np.ndarray
 """Row indices: a sequence of ints or an integer array."""
 
 
-def prepared(dm: MultiModalDataModule) -> tuple[MultiModalDataset, dict[str, np.ndarray]]:
-    """A datamodule's data set and splits, after ``setup()``."""
-    dm.setup()
-    if dm.dataset is None or dm.splits is None:
-        raise ModfuseError("the datamodule has no data set or no splits after setup()")
-    return dm.dataset, dm.splits
-
-
 def _dataset_and_rows(data: Data, part: str = "train") -> tuple[MultiModalDataset, np.ndarray]:
     if isinstance(data, MultiModalDataModule):
-        dataset, splits = prepared(data)
+        dataset, splits = data.prepared()
         if part == "all":
             return dataset, np.arange(len(dataset))
         return dataset, np.asarray(splits[part], dtype=int)

@@ -111,6 +111,13 @@ class MultiModalDataModule(LightningDataModule):
             len(self.dataset), kind, self.val_fraction, self.test_fraction, labels, self.dataset.groups, self.seed
         )
 
+    def prepared(self) -> tuple[MultiModalDataset, dict[str, np.ndarray]]:
+        """``setup()``, then the data set and its splits (part name -> row indices)."""
+        self.setup()
+        if self.dataset is None or self.splits is None:
+            raise ModfuseError("the datamodule has no data set or no splits after setup()")
+        return self.dataset, self.splits
+
     def subset(self, part: str) -> Subset:
         """The samples of ``part``: ``"train"``, ``"val"``, ``"test"`` or ``"all"``."""
         if self.splits is None:

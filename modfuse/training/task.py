@@ -17,6 +17,8 @@ from modfuse.core.model import prediction_of
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task, check_targets
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError, ReadError
+from modfuse.training.optim import build_lr_scheduler, build_optimizer, check_lr_scheduler, check_optimizer
+from modfuse.utils.lightning_compat import attached_trainer, is_last_batch, logs_this_step
 
 __all__ = ["FusionTask"]
 
@@ -56,9 +58,12 @@ class FusionTask(LightningModule):
             (``"binary"``), a TaskSpec, or a dict name -> TaskSpec.
         lr: learning rate.
         weight_decay: AdamW weight decay.
-        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``.
-        scheduler: ``"cosine"`` (per step, over the whole run), ``"plateau"`` (on the monitor)
-            or None.
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``, or any ``torch.optim`` optimizer as
+            ``{"class_path": ..., "init_args": {...}}`` (see [`modfuse.training.optim`][modfuse.training.optim];
+            ``lr`` and ``weight_decay`` are this task's).
+        scheduler: ``"cosine"`` (per step, over the whole run), ``"plateau"`` (on the monitor),
+            None, or any torch scheduler as ``{"class_path": ..., "init_args": {...}}`` (stepped
+            per epoch).
         monitor: metric the plateau scheduler and checkpoint callbacks follow (default: the
             main validation metric of the first task, e.g. ``"val/auroc"``).
         modality_dropout: missingness-aware training (training steps only, never validation,
@@ -77,8 +82,8 @@ class FusionTask(LightningModule):
         tasks: str | TaskSpec | Mapping[str, Any] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
-        scheduler: Literal["cosine", "plateau"] | None = "cosine",
+        optimizer: Literal["adamw", "adam", "sgd"] | dict[str, Any] = "adamw",
+        scheduler: Literal["cosine", "plateau"] | dict[str, Any] | None = "cosine",
         monitor: str | None = None,
         modality_dropout: float | Mapping[str, float] | Literal["auto"] | None = None,
         unimodal_weight: float | Literal["auto"] | None = None,
@@ -86,6 +91,10 @@ class FusionTask(LightningModule):
         balance_alpha: float = 0.5,
     ) -> None:
         super().__init__()
+        if isinstance(optimizer, Mapping):  # a bad description fails here, naming the argument
+            optimizer = check_optimizer(optimizer, "optimizer")
+        if isinstance(scheduler, Mapping):
+            scheduler = check_lr_scheduler(scheduler, "scheduler")
         self.save_hyperparameters(ignore=["model", "tasks"])
         self.model = model
         self.configure_models()
@@ -119,7 +128,7 @@ class FusionTask(LightningModule):
         """Check the datamodule's targets against the tasks before the first step, so a bad
         label (NaN, a multilabel 2, an event code 3) is an error naming the task and the sample
         instead of a NaN or wrong loss. Lightning sets the datamodule up before this hook."""
-        dataset = getattr(getattr(self._trainer, "datamodule", None), "dataset", None)
+        dataset = getattr(getattr(attached_trainer(self), "datamodule", None), "dataset", None)
         targets = getattr(dataset, "targets", None)
         if stage != "predict" and targets is not None:
             check_targets(targets, self.tasks, getattr(dataset, "ids", None))
@@ -142,7 +151,11 @@ class FusionTask(LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ModfuseError("the model has no trainable parameters")
-        if hp.optimizer == "adamw":
+        if isinstance(hp.optimizer, Mapping):
+            opt = build_optimizer(
+                hp.optimizer, params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params)
+            )
+        elif hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params))
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params))
@@ -150,6 +163,8 @@ class FusionTask(LightningModule):
             opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay, momentum=0.9)
         if hp.scheduler is None:
             return opt
+        if isinstance(hp.scheduler, Mapping):
+            return {"optimizer": opt, "lr_scheduler": build_lr_scheduler(hp.scheduler, opt, self.monitor)}
         if hp.scheduler == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
             if total < 3:  # no room for a warm-up and an annealing phase: a constant rate
@@ -166,7 +181,7 @@ class FusionTask(LightningModule):
         unscale the gradients before clipping them, which a fused optimizer does inside its step."""
         from lightning.pytorch.plugins.precision import MixedPrecision
 
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and trainer.gradient_clip_val and isinstance(trainer.precision_plugin, MixedPrecision):
             return None
         return can_fuse(params)
@@ -182,7 +197,7 @@ class FusionTask(LightningModule):
         The warm-up already ran, so only the annealing phase is re-planned: it now ends at the
         new last step (the learning rate follows the stretched cosine from the resumed step on).
         """
-        if self._trainer is None:
+        if attached_trainer(self) is None:
             return
         total = int(self.trainer.estimated_stepping_batches)
         for config in self.trainer.lr_scheduler_configs:
@@ -329,15 +344,13 @@ class FusionTask(LightningModule):
         ``trainer.callback_metrics["train/loss"]`` at epoch end is the last batch's loss, as
         before). The progress bar therefore shows the loss of the latest logged step.
         """
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None:
             return True
-        try:
-            if trainer._logger_connector.should_update_logs:
-                return True
-            return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-        except AttributeError:  # a Lightning version without these internals: log every step
+        logs, last = logs_this_step(trainer), is_last_batch(trainer)
+        if logs is None or last is None:  # a Lightning version without these internals: log every step
             return True
+        return logs or last
 
     def training_step(self, batch: ModalityBatch, batch_idx: int) -> Tensor:
         if self.robust is not None:

@@ -1,4 +1,5 @@
-"""``modfuse merge``: merge trained blocks from checkpoints into one shareable model file.
+"""``modfuse merge`` and ``modfuse adapt``: merge trained blocks from checkpoints into one shareable
+model file, and adapt a merged model to unlabelled paired data.
 
 Forms::
 
@@ -244,8 +245,8 @@ def _validate(merged: LegoMerge, data: str, split: str, out: Path) -> None:
 
     dm = load_datamodule(data)
     dm.setup()
-    loader = {"train": lambda: dm._loader("train", shuffle=False), "val": dm.val_dataloader, "test": dm.test_dataloader}
-    report = subset_report(merged, loader[split]())
+    dm.predict_split = split  # the split's rows in order, unaugmented
+    report = subset_report(merged, dm.predict_dataloader())
     out.parent.mkdir(parents=True, exist_ok=True)
     report.to_csv(out, index=False)
     print(f"\nvalidation on {data} ({split} rows): each block alone vs the merged model, per subset")
@@ -338,7 +339,3 @@ def adapt_main(argv: Sequence[str] | None = None) -> int:
         f"  wall time  : {time.perf_counter() - start:.2f} s"
     )
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(merge_main())

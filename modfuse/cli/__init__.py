@@ -41,6 +41,16 @@ Recipe keys beyond LightningCLI's (all optional):
   [`MultiModalDataModule`][modfuse.data.MultiModalDataModule] keeps in its checkpoint state, and the random
   number generators are part of the checkpoint, so the resumed run matches an uninterrupted
   one).
+- ``optimizer:`` / ``lr_scheduler:``: LightningCLI's keys (``class_path`` + ``init_args``, or a
+  class name, e.g. ``optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.001}}``,
+  ``lr_scheduler: {class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args:
+  {T_max: 20}}``); they replace the task's optimizer / scheduler (a scheduler steps once per
+  epoch) and are checked before anything trains, with an error naming the key.
+
+``fit`` ends with a table (and ``metrics.json``) of the best checkpoint's validation metrics
+(re-evaluated, not the last epoch's), with its path, epoch and monitored metric. A Lego recipe
+(trained in stages) writes a stage checkpoint after each stage and resumes from it with
+``--ckpt_path last`` (see [`modfuse.cli.stages`][modfuse.cli.stages]).
 
 Checkpoints are loaded with ``torch.load(weights_only=True)`` (no arbitrary unpickling).
 

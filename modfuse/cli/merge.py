@@ -43,9 +43,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from torch import Tensor
 
 from modfuse.errors import ModfuseError
 from modfuse.lego.block import LegoBlock
@@ -280,7 +281,7 @@ def _summary(merged: LegoMerge, spec: dict[str, Any], seconds: float) -> None:
         f"  latent     : {merged.blocks[0].latent_shape}",
         f"  method     : {merged.resolved_method} ({merged.space} space; requested {merged.method}; "
         f"options {merged.method_options}; head merge: {merged.head_merge})",
-        f"  weights    : {[round(w, 4) for w in merged.weights.tolist()]}",
+        f"  weights    : {[round(float(w), 4) for w in cast(Tensor, merged.weights)]}",
         f"  parameters : {n_params:,}",
         f"  wall time  : {seconds:.2f} s",
     ]
@@ -331,7 +332,7 @@ def adapt_main(argv: Sequence[str] | None = None) -> int:
     except ModfuseError as exc:
         print(f"modfuse adapt: error: {exc}", file=sys.stderr)
         return 2
-    info = adapted.adaptation
+    info = cast(dict[str, Any], adapted.adaptation)
     print(
         f"adapted {len(adapted.blocks)} blocks ({', '.join(adapted.modalities)}) -> {args.output}\n"
         f"  method     : {info['method']} ({info['used']} of {info['rows']} unlabelled rows used, "

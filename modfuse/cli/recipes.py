@@ -13,7 +13,7 @@ import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import Trainer
@@ -64,6 +64,7 @@ class ModfuseCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self.random_states = RandomStates()
+        self.stages_done = StagesDone()  # a staged fit's stages, recorded in its checkpoints
         self.initial_encoders: dict[str, torch.nn.Module] | None = None
         super().__init__(
             FusionTask,
@@ -123,7 +124,12 @@ class ModfuseCLI(LightningCLI):
             trainer_config,
             self.setting("checkpoint_every_n_steps", 0),
         )
-        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), *callbacks, self.random_states, StagesDone()]
+        kwargs["callbacks"] = [
+            *(trainer_config.get("callbacks") or []),
+            *callbacks,
+            self.random_states,
+            self.stages_done,
+        ]
         return allow_unused_parameters(super().instantiate_trainer(**kwargs))
 
     # ------------------------------------------------------------ subcommand hooks
@@ -225,8 +231,7 @@ class ModfuseCLI(LightningCLI):
         }
         callback = trainer.checkpoint_callback
         folder = Path(callback.dirpath) if isinstance(callback, ModelCheckpoint) and callback.dirpath else None
-        record = next(c for c in trainer.callbacks if isinstance(c, StagesDone))
-        record.done = run_stages(
+        self.stages_done.done = run_stages(
             task,
             self.datamodule,
             fit_kwargs=fit_kwargs,
@@ -307,7 +312,7 @@ class ModfuseCLI(LightningCLI):
         )
         if self.trainer.is_global_zero and outputs:
             path = self.root / "predictions.csv"
-            frame = predictions_frame(outputs)
+            frame = predictions_frame(cast(list[dict[str, Any]], outputs))
             with_labels_and_presence(frame, self.datamodule.dataset, list(model.tasks)).to_csv(path, index=False)
             print(f"wrote {path} ({len(frame)} samples of the {self.datamodule.predict_split!r} split)")
 

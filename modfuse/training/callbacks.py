@@ -8,7 +8,7 @@ import math
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -122,7 +122,7 @@ class RandomStates(Callback):
 
 def rng_states() -> dict[str, Any]:
     """torch, CUDA, NumPy and Python RNG states in a form ``torch.load(weights_only=True)`` reads."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

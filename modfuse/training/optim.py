@@ -35,6 +35,7 @@ SCHEDULER_BASES = (LRScheduler, ReduceLROnPlateau)
 
 def _resolve(spec: Any, key: str, bases: tuple[type, ...], home: str) -> tuple[type, dict[str, Any], str]:
     """(class, init_args, class path) of a description; ModfuseError naming ``key`` when it is malformed."""
+    init_args: Mapping[str, Any]
     if isinstance(spec, str):
         class_path, init_args = spec, {}
     elif isinstance(spec, Mapping):

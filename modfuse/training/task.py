@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from lightning import LightningModule
@@ -32,7 +32,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def can_fuse(params: list[Tensor]) -> bool | None:
+def can_fuse(params: Sequence[Tensor]) -> bool | None:
     """True when torch's fused Adam/AdamW kernel supports every parameter: plain tensors (not the
     DTensors of FSDP2 / tensor parallelism) of a floating dtype on CPU or CUDA. The fused kernel
     updates all parameters in one call instead of a Python loop over them (about 3x faster per
@@ -96,7 +96,8 @@ class FusionTask(LightningModule):
         if isinstance(scheduler, Mapping):
             scheduler = check_lr_scheduler(scheduler, "scheduler")
         self.save_hyperparameters(ignore=["model", "tasks"])
-        self.model = model
+        # None only until configure_models() builds it (checked just below)
+        self.model: nn.Module = model  # type: ignore[assignment]
         self.configure_models()
         if self.model is None:
             raise ModfuseError("FusionTask needs a model (or a subclass whose configure_models builds one)")
@@ -147,8 +148,9 @@ class FusionTask(LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp: Any = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
+        opt: torch.optim.Optimizer
         if not params:
             raise ModfuseError("the model has no trainable parameters")
         if isinstance(hp.optimizer, Mapping):
@@ -173,10 +175,11 @@ class FusionTask(LightningModule):
             warmup = min(0.5, max(0.1, 2.0 / total))
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=warmup)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.monitor_mode, patience=3, factor=0.5)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+        mode: Literal["min", "max"] = "max" if self.monitor_mode == "max" else "min"
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, patience=3, factor=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor}}
 
-    def _fused(self, params: list[Tensor]) -> bool | None:
+    def _fused(self, params: Sequence[Tensor]) -> bool | None:
         """`can_fuse()`, except under mixed precision with gradient clipping: Lightning must
         unscale the gradients before clipping them, which a fused optimizer does inside its step."""
         from lightning.pytorch.plugins.precision import MixedPrecision
@@ -290,7 +293,7 @@ class FusionTask(LightningModule):
                 if key == self._metric_key(task, metric_name):
                     return "max" if metric.higher_is_better else "min"
         known = ["val/loss"] + [
-            f"val/{self._metric_key(t, m)}" for t, spec in self.tasks.items() for m in spec.metrics().keys()
+            f"val/{self._metric_key(t, str(m))}" for t, spec in self.tasks.items() for m in spec.metrics().keys()
         ]
         raise ModfuseError(f"monitor: {monitor!r} is not a logged metric; expected one of {known}")
 
@@ -299,13 +302,16 @@ class FusionTask(LightningModule):
 
         Every strategy's task terms come from `TaskSpec.loss` (the task kind's loss); a
         different loss is a different task kind (`modfuse.core.tasks.register_task_kind`)."""
-        if hasattr(self.model, "compute_loss"):
-            return self.model.compute_loss(outputs, batch)
+        own: Any = getattr(self.model, "compute_loss", None)
+        if own is not None:
+            return own(outputs, batch)
         if batch.target is None:
             raise ModfuseError("the batch has no target; training and evaluation need one")
         logits = by_task(prediction_of(outputs), self.tasks)
         targets = by_task(batch.target, self.tasks)
-        return sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in self.tasks.items())
+        return cast(
+            Tensor, sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in self.tasks.items())
+        )
 
     def _shared_step(self, batch: ModalityBatch, stage: str) -> Tensor:
         if batch.errors:
@@ -330,7 +336,7 @@ class FusionTask(LightningModule):
             logits = by_task(prediction_of(outputs), self.tasks)
             targets = by_task(batch.target, self.tasks)
             for name, spec in self.tasks.items():
-                coll: MetricCollection = self.metrics[f"{stage}_metrics"][name]
+                coll: MetricCollection = cast(Any, self.metrics)[f"{stage}_metrics"][name]
                 coll.update(*spec.metric_inputs(logits[name].detach(), targets[name]))
         return loss
 
@@ -368,7 +374,8 @@ class FusionTask(LightningModule):
         self._shared_step(batch, "test")
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        for name, coll in self.metrics[f"{stage}_metrics"].items():
+        stage_metrics: Any = self.metrics[f"{stage}_metrics"]
+        for name, coll in stage_metrics.items():
             for metric, value in coll.compute().items():
                 self.log(f"{stage}/{self._metric_key(name, metric)}", value, prog_bar=stage == "val", sync_dist=True)
             coll.reset()

@@ -17,7 +17,8 @@ import torch
 import yaml
 from PIL import Image
 
-from modfuse.cli import COMMANDS, checkpoint_path, main
+from modfuse.cli import COMMANDS, main
+from modfuse.cli.checkpoints import checkpoint_path
 from modfuse.datasets.synthetic import MODALITIES, synthetic_cohort
 from modfuse.errors import ModfuseError
 

@@ -13,10 +13,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from modfuse import LegoBlock, MultiModalDataset
+from modfuse.cli.merge import merge_main
 from modfuse.datasets.manifest import write_manifest
 from modfuse.errors import IncompatibleError
 from modfuse.lego import Calibration, adapt, load, merge, save
-from modfuse.lego.cli import merge_main
 from modfuse.lego.workflow import fit_block
 
 MODS = "abc"

@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from modfuse import LegoBlock, MultiModalDataset, merge
+from modfuse.cli.merge import merge_main
 from modfuse.lego import LegoMerge, load, load_checkpoint
-from modfuse.lego.cli import merge_main
 from modfuse.lego.workflow import fit_blocks, fit_fuse, fit_merge
 from modfuse.training.task import FusionTask
 

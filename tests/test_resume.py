@@ -104,3 +104,69 @@ def test_datamodule_resume_point_only_during_fit() -> None:
     assert dm.state_dict() == {}  # no trainer: nothing to save
     dm.load_state_dict({"train_order": {"seed": 3, "epoch": 1, "batches": 2}})
     assert dm._take_resume_point() is None  # not fitting: evaluation must not skip batches
+
+
+LEGO = [
+    "--config", "recipes/lego.yaml", "--data.init_args.n", "48", "--data.init_args.batch_size", "16",
+    "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+    "--compare", "[]", "--test_after_fit", "false",
+]  # fmt: skip
+
+
+def test_staged_lego_fit_resumes_after_its_first_stage(tmp_path: Path, monkeypatch) -> None:
+    """A lego-fuse recipe stopped after its first stage (blocks) resumes with --ckpt_path last,
+    runs only the chain stage, and ends with the weights of the uninterrupted run."""
+    import shutil
+    import sys
+
+    from modfuse.training import runner
+    from modfuse.training.task import FusionTask
+
+    monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # LightningCLI reads the recipe args only
+    ran: list[list[str]] = []
+    real_fit = runner.fit
+
+    def spy(*args, **kwargs):
+        ran.append(list(kwargs["stages"]))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", spy)
+    full = tmp_path / "full"
+    assert main(["fit", *LEGO, "--trainer.default_root_dir", str(full)]) == 0
+    assert ran == [["blocks"], ["chain"]]
+    stage_one = full / "checkpoints" / "stage-1-blocks.ckpt"
+    assert torch.load(stage_one, weights_only=True, map_location="cpu")["modfuse_stages_done"] == ["blocks"]
+
+    # the run folder as a run killed during the chain stage leaves it
+    killed = tmp_path / "killed" / "checkpoints"
+    killed.mkdir(parents=True)
+    shutil.copy(stage_one, killed / "last.ckpt")
+    ran.clear()
+    assert main(["fit", *LEGO, "--trainer.default_root_dir", str(killed.parent), "--ckpt_path", "last"]) == 0
+    assert ran == [["chain"]]
+    a = torch.load(full / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    b = torch.load(killed / "best.ckpt", weights_only=True, map_location="cpu")
+    assert a["modfuse_stages_done"] == b["modfuse_stages_done"] == ["blocks", "chain"]
+    assert a["modfuse_model_config"] == b["modfuse_model_config"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(b["state_dict"][key], value), key
+    assert type(FusionTask.load_from_checkpoint(killed / "best.ckpt").model).__name__ == "LegoFuse"
+
+    # a finished run resumed has no stage left to run
+    ran.clear()
+    assert main(["fit", *LEGO, "--trainer.default_root_dir", str(killed.parent), "--ckpt_path", "last"]) == 0
+    assert ran == []
+
+
+def test_staged_fit_refuses_a_checkpoint_without_stages(tmp_path: Path, monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, plain)
+    args = ["fit", *LEGO, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(plain)]
+    assert main(args) == 2
+    assert "not a checkpoint of a staged fit" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from torch import nn
 from benchmarks import common
 from modfuse import FusionClassifier, MultiModalDataModule, MultiModalDataset
 from modfuse.cli import main
-from modfuse.cli_recipes import ModfuseCLI, stage_trainer_kwargs
+from modfuse.cli.recipes import ModfuseCLI, stage_trainer_kwargs
 from modfuse.encoders import build as build_encoder
 from modfuse.fusion import build
 from modfuse.training import runner

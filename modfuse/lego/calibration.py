@@ -291,6 +291,7 @@ def calibrate(
     from torch.utils.data import DataLoader, Subset
 
     from modfuse.data.datamodule import MultiModalDataModule
+
     dataset = data.prepared()[0] if isinstance(data, MultiModalDataModule) else data
     loader = DataLoader(Subset(dataset, [int(r) for r in rows]), batch_size=batch_size, collate_fn=dataset.collate_fn)
     logits, target = block_outputs(block, loader)

@@ -7,14 +7,17 @@ from __future__ import annotations
 import math
 import os
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
+
+from modfuse.utils.lightning_compat import WriteHookCheckpoint, ddp_kwargs
 
 __all__ = [
     "AtomicCheckpoint",
@@ -66,13 +69,12 @@ class BestWeights(Callback):
             pl_module.load_state_dict(self.state)
 
 
-class AtomicCheckpoint(ModelCheckpoint):
+class AtomicCheckpoint(WriteHookCheckpoint):
     """ModelCheckpoint that writes to a temporary file and renames it into place, so a process
     killed while saving never leaves a truncated ``last.ckpt`` to resume from."""
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        save_atomic(trainer, filepath, lambda partial: super(AtomicCheckpoint, self)._save_checkpoint(trainer, partial))
-        self._last_checkpoint_saved = filepath
+    def write(self, trainer: L.Trainer, filepath: str, default_write: Callable[[str], None]) -> None:
+        save_atomic(trainer, filepath, default_write)
 
 
 def save_atomic(trainer: L.Trainer, filepath: str, write: Any = None) -> None:
@@ -95,9 +97,9 @@ def allow_unused_parameters(trainer: L.Trainer) -> L.Trainer:
     reduce such parameters every step; an explicit setting in the recipe is kept.
     """
     strategy = trainer.strategy
-    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
-    if isinstance(strategy, DDPStrategy) and isinstance(ddp_kwargs, dict):
-        ddp_kwargs.setdefault("find_unused_parameters", True)
+    kwargs = ddp_kwargs(strategy)
+    if isinstance(strategy, DDPStrategy) and kwargs is not None:
+        kwargs.setdefault("find_unused_parameters", True)
     return trainer
 
 
@@ -120,7 +122,7 @@ class RandomStates(Callback):
 
 def rng_states() -> dict[str, Any]:
     """torch, CUDA, NumPy and Python RNG states in a form ``torch.load(weights_only=True)`` reads."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

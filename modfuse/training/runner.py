@@ -69,7 +69,7 @@ def build_trainer(
     callbacks: Sequence[Any] = (),
     *,
     accelerator: str = "auto",
-    devices: int | str | Sequence[int] = 1,
+    devices: int | str | list[int] = 1,
     logger: Any = False,
     enable_checkpointing: bool | None = None,
     enable_progress_bar: bool | None = None,
@@ -292,7 +292,7 @@ def _has_val(data: Any) -> bool:
     if not isinstance(data, L.LightningDataModule):
         return False
     if splits is None:
-        data.setup()
+        data.setup("fit")
         splits = getattr(data, "splits", None)
     return splits is None or len(splits.get("val", ())) > 0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from lightning import LightningModule
@@ -17,6 +17,8 @@ from modfuse.core.model import prediction_of
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task, check_targets
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError, ReadError
+from modfuse.training.optim import build_lr_scheduler, build_optimizer, check_lr_scheduler, check_optimizer
+from modfuse.utils.lightning_compat import attached_trainer, is_last_batch, logs_this_step
 
 __all__ = ["FusionTask"]
 
@@ -30,7 +32,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def can_fuse(params: list[Tensor]) -> bool | None:
+def can_fuse(params: Sequence[Tensor]) -> bool | None:
     """True when torch's fused Adam/AdamW kernel supports every parameter: plain tensors (not the
     DTensors of FSDP2 / tensor parallelism) of a floating dtype on CPU or CUDA. The fused kernel
     updates all parameters in one call instead of a Python loop over them (about 3x faster per
@@ -56,9 +58,12 @@ class FusionTask(LightningModule):
             (``"binary"``), a TaskSpec, or a dict name -> TaskSpec.
         lr: learning rate.
         weight_decay: AdamW weight decay.
-        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``.
-        scheduler: ``"cosine"`` (per step, over the whole run), ``"plateau"`` (on the monitor)
-            or None.
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"``, or any ``torch.optim`` optimizer as
+            ``{"class_path": ..., "init_args": {...}}`` (see [`modfuse.training.optim`][modfuse.training.optim];
+            ``lr`` and ``weight_decay`` are this task's).
+        scheduler: ``"cosine"`` (per step, over the whole run), ``"plateau"`` (on the monitor),
+            None, or any torch scheduler as ``{"class_path": ..., "init_args": {...}}`` (stepped
+            per epoch).
         monitor: metric the plateau scheduler and checkpoint callbacks follow (default: the
             main validation metric of the first task, e.g. ``"val/auroc"``).
         modality_dropout: missingness-aware training (training steps only, never validation,
@@ -77,8 +82,8 @@ class FusionTask(LightningModule):
         tasks: str | TaskSpec | Mapping[str, Any] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
-        scheduler: Literal["cosine", "plateau"] | None = "cosine",
+        optimizer: Literal["adamw", "adam", "sgd"] | dict[str, Any] = "adamw",
+        scheduler: Literal["cosine", "plateau"] | dict[str, Any] | None = "cosine",
         monitor: str | None = None,
         modality_dropout: float | Mapping[str, float] | Literal["auto"] | None = None,
         unimodal_weight: float | Literal["auto"] | None = None,
@@ -86,8 +91,13 @@ class FusionTask(LightningModule):
         balance_alpha: float = 0.5,
     ) -> None:
         super().__init__()
+        if isinstance(optimizer, Mapping):  # a bad description fails here, naming the argument
+            optimizer = check_optimizer(optimizer, "optimizer")
+        if isinstance(scheduler, Mapping):
+            scheduler = check_lr_scheduler(scheduler, "scheduler")
         self.save_hyperparameters(ignore=["model", "tasks"])
-        self.model = model
+        # None only until configure_models() builds it (checked just below)
+        self.model: nn.Module = model  # type: ignore[assignment]
         self.configure_models()
         if self.model is None:
             raise ModfuseError("FusionTask needs a model (or a subclass whose configure_models builds one)")
@@ -119,7 +129,7 @@ class FusionTask(LightningModule):
         """Check the datamodule's targets against the tasks before the first step, so a bad
         label (NaN, a multilabel 2, an event code 3) is an error naming the task and the sample
         instead of a NaN or wrong loss. Lightning sets the datamodule up before this hook."""
-        dataset = getattr(getattr(self._trainer, "datamodule", None), "dataset", None)
+        dataset = getattr(getattr(attached_trainer(self), "datamodule", None), "dataset", None)
         targets = getattr(dataset, "targets", None)
         if stage != "predict" and targets is not None:
             check_targets(targets, self.tasks, getattr(dataset, "ids", None))
@@ -138,11 +148,16 @@ class FusionTask(LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp: Any = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
+        opt: torch.optim.Optimizer
         if not params:
             raise ModfuseError("the model has no trainable parameters")
-        if hp.optimizer == "adamw":
+        if isinstance(hp.optimizer, Mapping):
+            opt = build_optimizer(
+                hp.optimizer, params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params)
+            )
+        elif hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params))
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=self._fused(params))
@@ -150,6 +165,8 @@ class FusionTask(LightningModule):
             opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay, momentum=0.9)
         if hp.scheduler is None:
             return opt
+        if isinstance(hp.scheduler, Mapping):
+            return {"optimizer": opt, "lr_scheduler": build_lr_scheduler(hp.scheduler, opt, self.monitor)}
         if hp.scheduler == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
             if total < 3:  # no room for a warm-up and an annealing phase: a constant rate
@@ -158,15 +175,16 @@ class FusionTask(LightningModule):
             warmup = min(0.5, max(0.1, 2.0 / total))
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=warmup)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.monitor_mode, patience=3, factor=0.5)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+        mode: Literal["min", "max"] = "max" if self.monitor_mode == "max" else "min"
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, patience=3, factor=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor}}
 
-    def _fused(self, params: list[Tensor]) -> bool | None:
+    def _fused(self, params: Sequence[Tensor]) -> bool | None:
         """`can_fuse()`, except under mixed precision with gradient clipping: Lightning must
         unscale the gradients before clipping them, which a fused optimizer does inside its step."""
         from lightning.pytorch.plugins.precision import MixedPrecision
 
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and trainer.gradient_clip_val and isinstance(trainer.precision_plugin, MixedPrecision):
             return None
         return can_fuse(params)
@@ -182,7 +200,7 @@ class FusionTask(LightningModule):
         The warm-up already ran, so only the annealing phase is re-planned: it now ends at the
         new last step (the learning rate follows the stretched cosine from the resumed step on).
         """
-        if self._trainer is None:
+        if attached_trainer(self) is None:
             return
         total = int(self.trainer.estimated_stepping_batches)
         for config in self.trainer.lr_scheduler_configs:
@@ -275,7 +293,7 @@ class FusionTask(LightningModule):
                 if key == self._metric_key(task, metric_name):
                     return "max" if metric.higher_is_better else "min"
         known = ["val/loss"] + [
-            f"val/{self._metric_key(t, m)}" for t, spec in self.tasks.items() for m in spec.metrics().keys()
+            f"val/{self._metric_key(t, str(m))}" for t, spec in self.tasks.items() for m in spec.metrics().keys()
         ]
         raise ModfuseError(f"monitor: {monitor!r} is not a logged metric; expected one of {known}")
 
@@ -284,13 +302,16 @@ class FusionTask(LightningModule):
 
         Every strategy's task terms come from `TaskSpec.loss` (the task kind's loss); a
         different loss is a different task kind (`modfuse.core.tasks.register_task_kind`)."""
-        if hasattr(self.model, "compute_loss"):
-            return self.model.compute_loss(outputs, batch)
+        own: Any = getattr(self.model, "compute_loss", None)
+        if own is not None:
+            return own(outputs, batch)
         if batch.target is None:
             raise ModfuseError("the batch has no target; training and evaluation need one")
         logits = by_task(prediction_of(outputs), self.tasks)
         targets = by_task(batch.target, self.tasks)
-        return sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in self.tasks.items())
+        return cast(
+            Tensor, sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in self.tasks.items())
+        )
 
     def _shared_step(self, batch: ModalityBatch, stage: str) -> Tensor:
         if batch.errors:
@@ -315,7 +336,7 @@ class FusionTask(LightningModule):
             logits = by_task(prediction_of(outputs), self.tasks)
             targets = by_task(batch.target, self.tasks)
             for name, spec in self.tasks.items():
-                coll: MetricCollection = self.metrics[f"{stage}_metrics"][name]
+                coll: MetricCollection = cast(Any, self.metrics)[f"{stage}_metrics"][name]
                 coll.update(*spec.metric_inputs(logits[name].detach(), targets[name]))
         return loss
 
@@ -329,15 +350,13 @@ class FusionTask(LightningModule):
         ``trainer.callback_metrics["train/loss"]`` at epoch end is the last batch's loss, as
         before). The progress bar therefore shows the loss of the latest logged step.
         """
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None:
             return True
-        try:
-            if trainer._logger_connector.should_update_logs:
-                return True
-            return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-        except AttributeError:  # a Lightning version without these internals: log every step
+        logs, last = logs_this_step(trainer), is_last_batch(trainer)
+        if logs is None or last is None:  # a Lightning version without these internals: log every step
             return True
+        return logs or last
 
     def training_step(self, batch: ModalityBatch, batch_idx: int) -> Tensor:
         if self.robust is not None:
@@ -355,7 +374,8 @@ class FusionTask(LightningModule):
         self._shared_step(batch, "test")
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        for name, coll in self.metrics[f"{stage}_metrics"].items():
+        stage_metrics: Any = self.metrics[f"{stage}_metrics"]
+        for name, coll in stage_metrics.items():
             for metric, value in coll.compute().items():
                 self.log(f"{stage}/{self._metric_key(name, metric)}", value, prog_bar=stage == "val", sync_dist=True)
             coll.reset()

@@ -24,6 +24,7 @@ from modfuse.data.dataset import MultiModalDataset
 from modfuse.data.splits import SplitKind, check_disjoint_groups, split_indices
 from modfuse.data.transforms import EpochTagged, SampleTransforms, TransformedDataset
 from modfuse.errors import ModfuseError
+from modfuse.utils.lightning_compat import batches_done_this_epoch
 
 __all__ = [
     "DistributedEpochSampler",
@@ -210,10 +211,8 @@ class MultiModalDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        try:
-            # Lightning types ``current`` as the base tracker; a batch progress holds a _ProcessedTracker
-            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
-        except AttributeError:  # a Lightning version without this progress counter
+        done = batches_done_this_epoch(trainer)
+        if done is None:  # a Lightning version without this progress counter
             return {}
         epoch, total = int(trainer.current_epoch), trainer.num_training_batches
         if math.isfinite(total) and done >= total:

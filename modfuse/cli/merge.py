@@ -1,4 +1,5 @@
-"""``modfuse merge``: merge trained blocks from checkpoints into one shareable model file.
+"""``modfuse merge`` and ``modfuse adapt``: merge trained blocks from checkpoints into one shareable
+model file, and adapt a merged model to unlabelled paired data.
 
 Forms::
 
@@ -42,9 +43,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from torch import Tensor
 
 from modfuse.errors import ModfuseError
 from modfuse.lego.block import LegoBlock
@@ -244,8 +246,8 @@ def _validate(merged: LegoMerge, data: str, split: str, out: Path) -> None:
 
     dm = load_datamodule(data)
     dm.setup()
-    loader = {"train": lambda: dm._loader("train", shuffle=False), "val": dm.val_dataloader, "test": dm.test_dataloader}
-    report = subset_report(merged, loader[split]())
+    dm.predict_split = split  # the split's rows in order, unaugmented
+    report = subset_report(merged, dm.predict_dataloader())
     out.parent.mkdir(parents=True, exist_ok=True)
     report.to_csv(out, index=False)
     print(f"\nvalidation on {data} ({split} rows): each block alone vs the merged model, per subset")
@@ -279,7 +281,7 @@ def _summary(merged: LegoMerge, spec: dict[str, Any], seconds: float) -> None:
         f"  latent     : {merged.blocks[0].latent_shape}",
         f"  method     : {merged.resolved_method} ({merged.space} space; requested {merged.method}; "
         f"options {merged.method_options}; head merge: {merged.head_merge})",
-        f"  weights    : {[round(w, 4) for w in merged.weights.tolist()]}",
+        f"  weights    : {[round(float(w), 4) for w in cast(Tensor, merged.weights)]}",
         f"  parameters : {n_params:,}",
         f"  wall time  : {seconds:.2f} s",
     ]
@@ -330,7 +332,7 @@ def adapt_main(argv: Sequence[str] | None = None) -> int:
     except ModfuseError as exc:
         print(f"modfuse adapt: error: {exc}", file=sys.stderr)
         return 2
-    info = adapted.adaptation
+    info = cast(dict[str, Any], adapted.adaptation)
     print(
         f"adapted {len(adapted.blocks)} blocks ({', '.join(adapted.modalities)}) -> {args.output}\n"
         f"  method     : {info['method']} ({info['used']} of {info['rows']} unlabelled rows used, "
@@ -338,7 +340,3 @@ def adapt_main(argv: Sequence[str] | None = None) -> int:
         f"  wall time  : {time.perf_counter() - start:.2f} s"
     )
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(merge_main())

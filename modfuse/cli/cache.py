@@ -42,7 +42,7 @@ def prepare_cache_main(argv: Sequence[str]) -> int:
         print("\nother options: --config recipes/NAME.yaml and any recipe override (--data.init_args.x ...)")
         return 0
     options, rest = parser.parse_known_args(list(argv))
-    from modfuse.cli_recipes import ModfuseCLI
+    from modfuse.cli.recipes import ModfuseCLI
     from modfuse.data.cache import write_cache
 
     # the recipe options go to LightningCLI as args; it warns when sys.argv carries them too

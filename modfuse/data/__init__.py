@@ -7,6 +7,7 @@ from modfuse.data.batch import ModalityBatch, PaddedTensor, encode_present, scat
 from modfuse.data.collate import collate_samples
 from modfuse.data.datamodules.base import MultiModalDataModule, ReportingDataLoader
 from modfuse.data.dataset import MultiModalDataset
+from modfuse.data.loaders import iter_batches
 from modfuse.data.sources import ArraySource, MaskedSource, MemoizedSource, Source
 from modfuse.data.transforms import Standardizer
 
@@ -23,6 +24,7 @@ __all__ = [
     "Standardizer",
     "collate_samples",
     "encode_present",
+    "iter_batches",
     "scatter_rows",
     "take_rows",
 ]

@@ -12,6 +12,7 @@ import torch
 
 from modfuse.core.model import model_device, unwrap_model
 from modfuse.data.batch import ModalityBatch
+from modfuse.data.loaders import iter_batches
 from modfuse.errors import ModfuseError
 from modfuse.interpret.attributions import (
     Attribution,
@@ -31,7 +32,6 @@ from modfuse.interpret.plots import (
 )
 from modfuse.interpret.sequential_plot import plot_sequential, prediction_path
 from modfuse.interpret.shapley import modality_shapley
-from modfuse.robust.evaluate import iter_batches
 
 __all__ = ["explain_report"]
 

@@ -28,8 +28,8 @@ from torch import Tensor
 from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
+from modfuse.data.loaders import iter_batches
 from modfuse.errors import ModfuseError
-from modfuse.robust.evaluate import iter_batches
 from modfuse.utils.progress import progress
 
 __all__ = ["ShapleyResult", "modality_shapley", "output_column", "resolve_task"]
@@ -231,7 +231,7 @@ def modality_shapley(
     Args:
         model: any fusion model (or a FusionTask); it must predict from any subset, including
             the empty one.
-        data: a ModalityBatch, or anything [`modfuse.robust.evaluate.iter_batches()`][modfuse.robust.evaluate.iter_batches]
+        data: a ModalityBatch, or anything [`modfuse.data.loaders.iter_batches()`][modfuse.data.loaders.iter_batches]
             accepts (DataLoader, MultiModalDataset, datamodule: its test split).
         task: the task to explain (default: the first).
         output: the output column to explain; default: the class predicted with all

@@ -329,7 +329,8 @@ def merging(s: Settings, log: Callable[[str], None]) -> pd.DataFrame:
     )
     n_params = sum(p.numel() for b in blocks for p in b.parameters())
     rows = []
-    for method in available_methods():
+    # latent-space methods only: the prediction-space ones need calibrated blocks (trained on data)
+    for method in available_methods(space="latent"):
         for head in ("mean", "slerp"):
             reps = []
             for _ in range(5):

@@ -172,7 +172,13 @@ class ModfuseCLI(LightningCLI):
         validation's when the run kept no checkpoint."""
         if ckpt is None:
             return final_metrics(trainer, "val/")
-        out = trainer.validate(task, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+        # the best checkpoint's metrics go to metrics.json and the summary, not into the training
+        # curves: logged, they would add a second validation row for an epoch already validated
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            out = trainer.validate(task, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+        finally:
+            trainer.loggers = loggers
         return {k: float(v) for k, v in sorted((out[0] if out else {}).items()) if k.startswith("val/")}
 
     def evaluate(self, trainer: Trainer, task: Any, ckpt: str | None) -> dict[str, float]:

@@ -592,6 +592,47 @@ def run(
     return write_and_record(mcar_raw, gap_raw)
 
 
+OLD_NEW_NOTE = (
+    "old = modality_dropout=None, unimodal_weight=None (the estimators before issue 14); new = the estimators' defaults"
+)
+MCAR_NOTE = (
+    "MCAR p: each present modality of each test row removed with probability p, at least one kept "
+    "(seeded per fold and rate)"
+)
+SKLEARN_NOTE = (
+    "sklearn-logreg-late: StandardScaler + LogisticRegression per modality, log-probabilities averaged over the "
+    "present modalities"
+)
+
+
+def publish(
+    mcar_raw: pd.DataFrame,
+    gap_raw: pd.DataFrame,
+    kinds: dict[str, str],
+    notes: Sequence[str],
+    command: str,
+    seeds: str,
+    out_dir: Path,
+) -> Path:
+    """The targets and per-data-set tables of these rows, written with the raw CSVs."""
+    shown = {
+        "targets (new default; ✓ met, ✗ missed)": targets(mcar_raw, gap_raw, kinds),
+        **tables(mcar_raw, gap_raw, kinds),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gap_raw.to_csv(out_dir / "missing_subset_gap.csv", index=False)
+    return common.write_results(
+        "missing",
+        "Missing modalities: old setting vs missingness-aware default",
+        shown,
+        mcar_raw,
+        command=command,
+        seeds=seeds,
+        notes=list(notes),
+        out_dir=out_dir,
+    )
+
+
 def merge(run_dirs: Sequence[Path], out_dir: Path, command: str, scope: Sequence[str] = ()) -> Path:
     """One table of several runs (each a ``--out`` folder with ``missing.csv``,
     ``missing_subset_gap.csv`` and ``missing_run.json``); each data set's settings come from
@@ -612,30 +653,17 @@ def merge(run_dirs: Sequence[Path], out_dir: Path, command: str, scope: Sequence
         notes += record.get("notes", [])
     mcar_raw = pd.concat(mcar_parts, ignore_index=True)
     gap_raw = pd.concat(gap_parts, ignore_index=True)
-    shown = {
-        "targets (new default; ✓ met, ✗ missed)": targets(mcar_raw, gap_raw, kinds),
-        **tables(mcar_raw, gap_raw, kinds),
-    }
     notes += [
-        "old = modality_dropout=None, unimodal_weight=None (the estimators before issue 14); new = the estimators' defaults",
+        OLD_NEW_NOTE,
         "15 % of each training fold held out by the estimators for early stopping",
-        "MCAR p: each present modality of each test row removed with probability p, at least one kept (seeded per fold and rate)",
+        MCAR_NOTE,
         "subset gap: specialist minus fused (accuracy points; relative RMSE in % for regression); specialists are early "
         "fusion estimators with the same settings trained on the subset's modalities, one per subset and fold, shared by the strategies",
-        "sklearn-logreg-late: StandardScaler + LogisticRegression per modality, log-probabilities averaged over the present modalities",
+        SKLEARN_NOTE,
         *scope,
     ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gap_raw.to_csv(out_dir / "missing_subset_gap.csv", index=False)
-    return common.write_results(
-        "missing",
-        "Missing modalities: old setting vs missingness-aware default",
-        shown,
-        mcar_raw,
-        command=command,
-        seeds="folds 0..k-1 of each data set (the fold is the seed)",
-        notes=notes,
-        out_dir=out_dir,
+    return publish(
+        mcar_raw, gap_raw, kinds, notes, command, "folds 0..k-1 of each data set (the fold is the seed)", out_dir
     )
 
 
@@ -652,33 +680,20 @@ def write_tables(
     total: int,
 ) -> Path:
     """Write the tables of the (data set, fold) runs finished so far (rewritten after each one)."""
-    shown = {
-        "targets (new default; ✓ met, ✗ missed)": targets(mcar_raw, gap_raw, kinds),
-        **tables(mcar_raw, gap_raw, kinds),
-    }
     finished = sorted({f"{d} fold {f}" for d, f in zip(mcar_raw["dataset"], mcar_raw["fold"])})
     notes = [
         f"{done} of {total} (data set, fold) runs finished"
         + ("" if done == total else f" (partial: {', '.join(finished)})"),
-        "old = modality_dropout=None, unimodal_weight=None (the estimators before issue 14); new = the estimators' defaults",
+        OLD_NEW_NOTE,
         f"{settings.folds} folds; estimators with max_epochs={settings.max_epochs}, patience={settings.patience} (15 % of each training fold for early stopping)",
-        "MCAR p: each present modality of each test row removed with probability p, at least one kept (seeded per fold and rate)",
+        MCAR_NOTE,
         f"subset gap: specialist minus fused (accuracy points; relative RMSE in % for ESOL); specialists are {settings.specialist_strategy} fusion estimators with the same settings trained on the subset's modalities, one per subset and fold, shared by the strategies",
-        "sklearn-logreg-late: StandardScaler + LogisticRegression per modality, log-probabilities averaged over the present modalities",
+        SKLEARN_NOTE,
         *[f"{d.name}: {d.note}" for d in datasets if d.note],
         *[f"{name}: skipped (data folder absent)" for name in skipped],
     ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gap_raw.to_csv(out_dir / "missing_subset_gap.csv", index=False)
-    return common.write_results(
-        "missing",
-        "Missing modalities: old setting vs missingness-aware default",
-        shown,
-        mcar_raw,
-        command=command,
-        seeds=f"folds 0..{settings.folds - 1} (the fold is the seed)",
-        notes=notes,
-        out_dir=out_dir,
+    return publish(
+        mcar_raw, gap_raw, kinds, notes, command, f"folds 0..{settings.folds - 1} (the fold is the seed)", out_dir
     )
 
 

@@ -98,16 +98,12 @@ def trainer(max_epochs: int, callbacks: Sequence[Any] = (), **kwargs: Any) -> An
 
 def predict(model: nn.Module, loader: Any) -> np.ndarray:
     """Activated predictions of a single-task model over a loader (in loader order)."""
-    from modfuse.core.model import prediction_of
-
     spec = next(iter(model.tasks.values()))
     model.eval()
     out = []
     with torch.no_grad():
         for batch in loader:
-            logits = prediction_of(model(batch))
-            if isinstance(logits, Mapping):
-                logits = next(iter(logits.values()))
+            logits = model(batch).prediction
             out.append(spec.activate(logits).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -205,14 +205,12 @@ LOADERS = {"esol": esol, "breast": breast, "eopatch": eopatch, "cohort": cohort,
 # ---------------------------------------------------------------------------- evaluation
 def score(p: Problem, model: nn.Module, part: str = "test") -> float:
     """The data set's metric of ``model`` on every ``part`` row (absent blocks give priors)."""
-    from modfuse.core.model import prediction_of
-
     loader = DataLoader(Subset(p.dataset, p.splits[part].tolist()), batch_size=256, collate_fn=p.dataset.collate_fn)
     outs, tgts = [], []
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            outs.append(prediction_of(model(batch)).float())
+            outs.append(model(batch).prediction.float())
             tgts.append(batch.target)
     logits, target = torch.cat(outs), torch.cat(tgts)
     metrics = p.spec.metrics()

@@ -135,8 +135,6 @@ def _plain_loop(
 ) -> tuple[float, float, float]:
     """The hand-written loop; returns (seconds of the first epoch, seconds of the others, CPU
     seconds of the others). ``fused``: AdamW's fused kernel (None: torch's default)."""
-    from modfuse.core.model import prediction_of
-
     spec = next(iter(model.tasks.values()))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=fused)
     model.train()
@@ -148,7 +146,7 @@ def _plain_loop(
             loss = (
                 model.compute_loss(out, batch)
                 if hasattr(model, "compute_loss")
-                else spec.loss(prediction_of(out), batch.target)
+                else spec.loss(out.prediction, batch.target)
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,6 +17,7 @@ _EXPORTS = {
     "MultiModalDataModule": "modfuse.data.datamodules.base",
     "FusionTask": "modfuse.training.task",
     "TaskSpec": "modfuse.core.tasks",
+    "ModelOutput": "modfuse.core.model",
     "ModfuseError": "modfuse.errors",
     "LegoBlock": "modfuse.lego.block",
     "LegoMerge": "modfuse.lego.merge",

@@ -14,7 +14,7 @@ from torch import nn
 from modfuse import FusionTask, ModfuseError, MultiModalDataModule, MultiModalDataset, TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.data.collate import collate_samples
-from modfuse.fusion import AttentionFusion, FusionModel, LateFusion, Unimodal, available, build, prediction_of
+from modfuse.fusion import AttentionFusion, FusionModel, LateFusion, ModelOutput, Unimodal, available, build
 
 WIDTHS = {"a": 3, "b": 4, "c": 2}
 # every registered strategy, so a newly registered one meets the same contract automatically
@@ -57,8 +57,11 @@ def test_batch_invariance_and_empty_sample(strategy: str) -> None:
     model = make(strategy).eval()
     batch = all_patterns_batch()
     with torch.no_grad():
-        together = prediction_of(model(batch))
-        alone = torch.cat([prediction_of(model(batch.select([i]))) for i in range(batch.batch_size)])
+        output = model(batch)
+        together = output.prediction
+        alone = torch.cat([model(batch.select([i])).prediction for i in range(batch.batch_size)])
+    # every strategy returns the one output type, logits keyed by task
+    assert isinstance(output, ModelOutput) and list(output.logits) == list(model.tasks)
     assert together.shape == (8, 1) and torch.isfinite(together).all()
     torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)
 
@@ -83,7 +86,7 @@ def test_multitask_outputs(strategy: str) -> None:
         return
     model = make(strategy, tasks)
     batch = all_patterns_batch(multi=True)
-    out = prediction_of(model(batch))
+    out = model(batch).logits
     assert out["cls"].shape == (8, 1) and out["kind"].shape == (8, 3)
     task = FusionTask(model)
     loss = task.compute_loss(model(batch), batch)
@@ -91,18 +94,42 @@ def test_multitask_outputs(strategy: str) -> None:
     assert torch.isfinite(loss)
 
 
+def test_training_refuses_a_model_that_returns_bare_logits_and_names_it() -> None:
+    class BareLogits(nn.Module):
+        """A user model that returns a tensor instead of the ModelOutput every model returns."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.modalities, self.tasks = list(WIDTHS), {"y": TaskSpec("binary")}
+            self.bias = nn.Parameter(torch.zeros(1))
+
+        def forward(self, batch: ModalityBatch) -> torch.Tensor:
+            return self.bias.expand(batch.batch_size, 1)
+
+    task = FusionTask(BareLogits())
+    with pytest.raises(ModfuseError, match=r"BareLogits\.forward returned Tensor.*ModelOutput\.of"):
+        task(all_patterns_batch())
+    # ModelOutput.of turns the same logits into the expected output
+    out = ModelOutput.of(torch.zeros(8, 1), task.tasks)
+    assert list(out.logits) == ["y"] and out.prediction.shape == (8, 1)
+
+
 def test_late_fusion_averages_present_logits_and_uses_prior_for_empty() -> None:
     model = LateFusion(encoders(), "binary").eval()
     with torch.no_grad():
         model.prior.logits["y"].fill_(-1.5)
         batch = all_patterns_batch()
-        fused = model(batch)
+        output = model(batch)
+        fused = output.prediction
         expected = torch.zeros(8, 1)
         count = torch.zeros(8, 1)
         for m in WIDTHS:
-            logits, index = model.unimodal_logits(batch, m)
-            expected[index] += logits["y"]
-            count[index] += 1
+            part = model.unimodal_logits(batch, m)
+            expected[part.index] += part.logits["y"]
+            count[part.index] += 1
+            # the output carries each modality's own logits on its present rows
+            torch.testing.assert_close(output.per_modality[m].logits["y"], part.logits["y"])
+            assert torch.equal(output.per_modality[m].index, part.index)
     present = count[:, 0] > 0
     torch.testing.assert_close(fused[present], expected[present] / count[present])
     assert fused[0].item() == -1.5  # sample 0 has no modality
@@ -112,7 +139,9 @@ def test_late_fusion_prior_learns_the_base_rate_without_empty_samples() -> None:
     model = LateFusion(encoders(), "binary")
     batch = all_patterns_batch().select(range(1, 8))  # every sample has a modality
     batch.target = torch.tensor([1.0, 1, 1, 1, 1, 1, 0])
-    fused = model(batch).detach()  # no empty sample: the fused logits never reach the prior
+    fused = ModelOutput(
+        {"y": model(batch).prediction.detach()}
+    )  # no empty sample: the fused logits never reach the prior
     opt = torch.optim.Adam(model.prior.parameters(), lr=0.1)
     for _ in range(200):
         opt.zero_grad()
@@ -120,7 +149,7 @@ def test_late_fusion_prior_learns_the_base_rate_without_empty_samples() -> None:
         opt.step()
     assert torch.sigmoid(model.prior.logits["y"]).item() == pytest.approx(6 / 7, abs=0.02)
     # the logged loss is the fused prediction's own loss: the prior's term is gradient only
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(fused[:, 0], batch.target)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(fused.prediction[:, 0], batch.target)
     assert model.compute_loss(fused, batch).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -134,8 +163,8 @@ def test_attention_absent_token_is_masked_not_read() -> None:
     # a sample's output is the same whether an absent modality is dropped from the model input
     # or not known to the batch at all for that sample
     with torch.no_grad():
-        full = model(batch)
-        without_c = model(batch.with_modalities(["a", "b"]))
+        full = model(batch).prediction
+        without_c = model(batch.with_modalities(["a", "b"])).prediction
     lacks_c = ~batch.present["c"]
     torch.testing.assert_close(full[lacks_c], without_c[lacks_c], atol=1e-6, rtol=1e-5)
     with pytest.raises(ModfuseError, match="divisible"):
@@ -147,7 +176,7 @@ def test_unimodal_uses_one_modality_and_ignores_the_others() -> None:
     assert model.modalities == ["b"]
     batch = all_patterns_batch()
     with torch.no_grad():
-        torch.testing.assert_close(model(batch), model(batch.with_modalities(["b"])))
+        torch.testing.assert_close(model(batch).prediction, model(batch.with_modalities(["b"])).prediction)
     with pytest.raises(ModfuseError, match="modality="):
         Unimodal(encoders(), "binary")
     with pytest.raises(ModfuseError, match="modality 'z'"):
@@ -195,8 +224,8 @@ def test_trains_with_fusiontask_and_predicts_with_any_subset(strategy: str) -> N
     with torch.no_grad():
         for k in range(len(WIDTHS) + 1):
             for subset in itertools.combinations(WIDTHS, k):
-                out = prediction_of(model(batch.with_modalities(subset)))
+                out = model(batch.with_modalities(subset)).prediction
                 assert out.shape == (batch.batch_size, 1) and torch.isfinite(out).all(), subset
-        empty = prediction_of(model(batch.with_modalities([])))
+        empty = model(batch.with_modalities([])).prediction
     # with nothing present every sample gets the same prior prediction
     torch.testing.assert_close(empty, empty[:1].expand_as(empty))

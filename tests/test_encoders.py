@@ -150,7 +150,7 @@ def test_early_fusion_over_several_families_with_missing_rows() -> None:
     ]
     batch = collate_samples(samples, modalities=names)
     model = EarlyFusion(encoders, tasks="binary", hidden=16)
-    logits = model(batch)
+    logits = model(batch).prediction
     assert logits.shape == (4, 1)
     nn.functional.binary_cross_entropy_with_logits(logits[:, 0], batch.target.float()).backward()
     assert encoders["ecg"].stem.weight.grad is not None

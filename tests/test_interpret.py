@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import ModelOutput
 from modfuse.core.tasks import TaskSpec, as_task_specs
 from modfuse.data.batch import ModalityBatch, scatter_rows
 from modfuse.data.datamodule import MultiModalDataModule
@@ -53,11 +54,11 @@ class Interacting(nn.Module):
         self.tasks = as_task_specs(task)
         self.spec = next(iter(self.tasks.values()))
 
-    def forward(self, batch: ModalityBatch) -> Tensor:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         sa, sb, sc = (summed(batch, m) for m in "abc")
         z = sa * sb + torch.tanh(sc) + 0.3 * (sa + sb) + 0.1
         steps = torch.arange(self.spec.num_outputs, dtype=z.dtype)
-        return z[:, None] * (1 + steps) - steps  # (B, num_outputs), distinct columns
+        return ModelOutput.of(z[:, None] * (1 + steps) - steps, self.tasks)  # (B, num_outputs), distinct columns
 
 
 class Additive(nn.Module):
@@ -70,9 +71,9 @@ class Additive(nn.Module):
         self.w = torch.linspace(-1, 1, m)
         self.pair = pair
 
-    def forward(self, batch: ModalityBatch) -> Tensor:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         s = torch.stack([summed(batch, m) for m in self.modalities], 1)
-        return ((s * self.w).sum(1) + self.pair * s[:, 0] * s[:, 1])[:, None]
+        return ModelOutput.of(((s * self.w).sum(1) + self.pair * s[:, 0] * s[:, 1])[:, None], self.tasks)
 
 
 def random_batch(names: list[str], b: int = 24, f: int = 3, seed: int = 0, p_missing: float = 0.2) -> ModalityBatch:
@@ -147,7 +148,7 @@ def test_planted_signal_ranks_first_for_a_trained_early_fusion() -> None:
     spec = model.tasks["y"]
     for _ in range(80):
         opt.zero_grad()
-        spec.loss(model(batch), batch.target).backward()
+        spec.loss(model(batch).prediction, batch.target).backward()
         opt.step()
     result = modality_shapley(model, batch.select(range(200)))
     assert (result.ranking()[0] == "signal").mean() >= 0.95
@@ -174,12 +175,12 @@ class Weighted(nn.Module):
         self.tasks = as_task_specs("regression")
         self.weight = weight
 
-    def forward(self, batch: ModalityBatch) -> Tensor:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         z = summed(batch, "other")
         if batch.has("x"):
             x = batch.inputs["x"]
             z = z + scatter_rows((x * self.weight).reshape(x.shape[0], -1).sum(1), batch.present["x"])
-        return z[:, None]
+        return ModelOutput.of(z[:, None], self.tasks)
 
 
 def batch_with(x: Tensor, present_x: Tensor) -> ModalityBatch:

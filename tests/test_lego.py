@@ -52,7 +52,7 @@ def trained_like(blocks):
 def test_block_predicts_alone_and_absent_rows_get_the_prior():
     blk = make_block("a").eval()
     batch = make_batch("ab", missing={"a": [1, 4]})
-    out = blk(batch)
+    out = blk(batch).prediction
     assert out.shape == (12, 1)
     assert blk.modalities == ["a"] and set(blk.tasks) == {"y"}
     prior = blk.head(blk.prior_latent())
@@ -90,7 +90,7 @@ def test_tokens_encoder_gives_memory_linear_attention_shapes():
             return x[:, :, None].expand(-1, -1, 6)[:, :7] if x.shape[1] >= 7 else x.new_zeros(x.shape[0], 7, 6)
 
     blk = LegoBlock(Tokens(), "a", latent_shape=LATENT, heads=2)
-    assert blk(make_batch("a")).shape == (12, 1)
+    assert blk(make_batch("a")).prediction.shape == (12, 1)
 
 
 # ---------------------------------------------------------------- encoder runs once (fault 1)
@@ -210,8 +210,7 @@ def test_outputs_do_not_depend_on_the_rest_of_the_batch(kind):
     batch = make_batch("abc", n=10, missing={"a": [0, 5], "b": [1, 5, 7], "c": [2, 5, 8]})
 
     def pred(b):
-        out = model(b)
-        return getattr(out, "prediction", out)
+        return model(b).prediction
 
     full = pred(batch)
     perm = torch.randperm(10, generator=torch.Generator().manual_seed(3))
@@ -228,28 +227,28 @@ def test_outputs_do_not_depend_on_the_rest_of_the_batch(kind):
 def test_fuse_copies_blocks_which_still_predict_alone():
     blocks = trained_like([make_block(m) for m in "abc"])
     batch = make_batch("abc", missing={"c": [0]})
-    before = [b(batch).detach() for b in blocks]
+    before = [b(batch).prediction.detach() for b in blocks]
     state = [{k: v.clone() for k, v in b.state_dict().items()} for b in blocks]
     fused = fuse(blocks).train()
     opt = torch.optim.SGD([p for p in fused.parameters() if p.requires_grad], lr=0.5)
     for _ in range(3):
         opt.zero_grad()
-        fused(batch).pow(2).sum().backward()
+        fused(batch).prediction.pow(2).sum().backward()
         opt.step()
     assert all(f is not b for f, b in zip(fused.blocks, blocks))
     for b, s, out in zip(blocks, state, before):
         assert all(torch.equal(v, s[k]) for k, v in b.state_dict().items())
-        torch.testing.assert_close(b(batch), out)
+        torch.testing.assert_close(b(batch).prediction, out)
     # the fused copies moved (they were fine-tuned), and each still runs alone
     assert not torch.equal(fused.blocks[0].latent0, blocks[0].latent0)
-    assert fused.blocks[1](batch).shape == (12, 1)
+    assert fused.blocks[1](batch).prediction.shape == (12, 1)
 
 
 def test_fuse_chains_present_blocks_and_skips_absent_ones():
     blocks = trained_like([make_block(m) for m in "abc"])
     fused = fuse(blocks).eval()
     batch = make_batch("abc", n=4, missing={"b": [0, 1], "a": [1]})
-    out = fused(batch)
+    out = fused(batch).prediction
     # sample 0 has a and c: a from its own latent, then c starting from a's spectrum
     one = batch.select([0])
     spec_a, _ = fused.blocks[0].latent(one)
@@ -311,8 +310,7 @@ def test_safetensors_round_trip_is_exact(tmp_path, kind):
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     batch = make_batch("abc", missing={"a": [0, 3], "c": [3]})
-    a, b = model(batch), loaded(batch)
-    assert torch.equal(getattr(a, "prediction", a), getattr(b, "prediction", b))
+    assert torch.equal(model(batch).prediction, loaded(batch).prediction)
 
 
 def test_save_refuses_an_encoder_its_config_cannot_rebuild_and_load_names_the_file(tmp_path):
@@ -348,7 +346,7 @@ def test_strategies_are_registered_and_lego_merge_trains_blocks_apart():
     loss = merged.compute_loss(outputs, batch)
     target = batch.target.float()
     want = sum(
-        torch.nn.functional.binary_cross_entropy_with_logits(b(batch)[idx, 0], target[idx])
+        torch.nn.functional.binary_cross_entropy_with_logits(b(batch).prediction[idx, 0], target[idx])
         for b, idx in zip(merged.blocks, (torch.arange(2, 12), torch.arange(12)))
     )
     torch.testing.assert_close(loss, want)
@@ -357,7 +355,7 @@ def test_strategies_are_registered_and_lego_merge_trains_blocks_apart():
     joint = [p.grad.clone() for p in merged.blocks[0].parameters()]
     merged.zero_grad()
     a = merged.blocks[0]
-    torch.nn.functional.binary_cross_entropy_with_logits(a(batch)[2:, 0], target[2:]).backward()
+    torch.nn.functional.binary_cross_entropy_with_logits(a(batch).prediction[2:, 0], target[2:]).backward()
     for g, p in zip(joint, a.parameters()):
         torch.testing.assert_close(g, p.grad)
 

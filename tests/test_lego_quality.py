@@ -57,7 +57,7 @@ def cohort():
 def scores(model, batch) -> np.ndarray:
     with torch.no_grad():
         out = model.eval()(batch)
-    return getattr(out, "prediction", out)[:, 0].numpy()
+    return out.prediction[:, 0].numpy()
 
 
 def test_fit_block_calibrates_on_its_own_validation_rows(cohort):
@@ -89,7 +89,7 @@ def test_poe_of_one_present_block_is_that_blocks_calibrated_output(cohort):
     batch = cohort["batch"].with_modalities(["b"])
     block = cohort["blocks"][1]
     with torch.no_grad():
-        want = block.calibration.apply(block(batch))
+        want = block.calibration.apply(block(batch).prediction)
     torch.testing.assert_close(torch.as_tensor(scores(merged, batch)), want[:, 0])
 
 
@@ -137,7 +137,7 @@ def test_precision_merge_weights_blocks_by_their_precision():
     assert merged.resolved_method == "precision"
     batch = ds.collate_fn([ds[i] for i in range(2000, n)])
     with torch.no_grad():
-        mu = torch.stack([b(batch)[:, 0] for b in blocks], 1)
+        mu = torch.stack([b(batch).prediction[:, 0] for b in blocks], 1)
         got = merged(batch).prediction[:, 0]
     v = torch.tensor([b.calibration.spread[0] for b in blocks])
     m0, v0 = blocks[0].calibration.prior[0], blocks[0].calibration.prior_var[0]
@@ -332,12 +332,12 @@ def test_poe_divides_by_what_each_block_averages_to_not_by_a_near_zero_label_fre
         block = small_block(m, task=spec)
         with torch.no_grad():
             block.head.linear.bias.copy_(torch.tensor([0.5, 0.0, 0.0, 0.0]))  # class 0 a little likely
-            block.calibration = fit_calibration(spec, block(batch), target)
+            block.calibration = fit_calibration(spec, block(batch).prediction, target)
         blocks.append(block)
     assert blocks[0].calibration.prior[0] < 0.01 < blocks[0].calibration.output_prior[0]
     with torch.no_grad():
         merged_rate = (merge(blocks)(batch).prediction.argmax(-1) == 0).float().mean()
-        block_rate = max(float((b(batch).argmax(-1) == 0).float().mean()) for b in blocks)
+        block_rate = max(float((b(batch).prediction.argmax(-1) == 0).float().mean()) for b in blocks)
         stale = [Calibration(**{**b.calibration.to_dict(), "output_prior": []}) for b in blocks]
         for b, c in zip(blocks, stale):
             b.calibration = c
@@ -351,7 +351,7 @@ def test_adapt_remeasures_each_blocks_output_prior_on_the_target_rows(cohort):
     batch = ds.collate_fn([ds[i] for i in rest[:600]])
     for blk, src in zip(adapted.blocks, cohort["blocks"]):
         with torch.no_grad():
-            want = torch.sigmoid(blk.calibration.apply(blk(batch))).mean(0)
+            want = torch.sigmoid(blk.calibration.apply(blk(batch).prediction)).mean(0)
         assert blk.calibration.output_prior == pytest.approx(want.tolist(), abs=1e-5)
         assert src.calibration.output_prior != blk.calibration.output_prior  # the source is untouched
 
@@ -372,7 +372,8 @@ def test_a_merge_is_chosen_over_its_block_only_on_clear_evidence(cohort):
         best = "c" if "c" in c["subset"] else "b"
         assert c["chosen"] == f"block {best} (too few rows)", c
     torch.testing.assert_close(
-        chosen(cohort["batch"]).prediction, cohort["blocks"][2].calibration.apply(cohort["blocks"][2](cohort["batch"]))
+        chosen(cohort["batch"]).prediction,
+        cohort["blocks"][2].calibration.apply(cohort["blocks"][2](cohort["batch"]).prediction),
     )
 
 

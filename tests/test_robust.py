@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from modfuse.core.model import ModelOutput
 from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch, scatter_rows
 from modfuse.data.datamodule import MultiModalDataModule
@@ -42,7 +43,11 @@ class Oracle(nn.Module):
         self.tasks = as_task_specs("binary")
         self.prior = nn.Parameter(torch.tensor(-2.0))
 
-    def forward(self, batch: ModalityBatch) -> torch.Tensor:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
+        return ModelOutput.of(self.logit(batch), self.tasks)
+
+    def logit(self, batch: ModalityBatch) -> torch.Tensor:
+        """(B, 1) logits: the signal modality's where present, the prior elsewhere."""
         out = self.prior.expand(batch.batch_size).clone()
         if batch.has(self.signal):
             logit = 10 * (batch.inputs[self.signal][:, 0] - 0.5)
@@ -291,9 +296,9 @@ class TwoTasks(Oracle):
         super().__init__(["a", "b"], "a")
         self.tasks = as_task_specs({"label": "binary", "score": "regression"})
 
-    def forward(self, batch: ModalityBatch) -> dict[str, torch.Tensor]:
-        logit = super().forward(batch)
-        return {"label": logit, "score": logit}
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
+        logit = self.logit(batch)
+        return ModelOutput({"label": logit, "score": logit})
 
 
 def test_multi_task_columns_and_loader_sweep() -> None:

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from modfuse import FusionClassifier
-from modfuse.core.model import prediction_of
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.encoders import build as build_encoder
@@ -163,7 +162,7 @@ def test_balance_options_train(balance, ab_data) -> None:
 def _hand_accuracy(model: nn.Module, dataset: MultiModalDataset, keep: tuple[str, ...]) -> float:
     batch = dataset.collate_fn([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
-        p = torch.sigmoid(prediction_of(model.eval()(batch.with_modalities(keep)))).reshape(-1)
+        p = torch.sigmoid(model.eval()(batch.with_modalities(keep)).prediction).reshape(-1)
     return float(((p > 0.5).long() == batch.target.reshape(-1).long()).float().mean())
 
 

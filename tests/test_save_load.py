@@ -26,7 +26,6 @@ from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.encoders import build, wrap
 from modfuse.errors import ModfuseError
-from modfuse.fusion import prediction_of
 from modfuse.lego.io import load_any
 from modfuse.lego.methods import METHODS
 
@@ -86,7 +85,7 @@ def test_every_strategy_round_trips_exactly(strategy: str, tmp_path: Path) -> No
         assert torch.equal(v, loaded.state_dict()[k]), k
     batch = tabular_batch()
     with torch.no_grad():
-        want, got = prediction_of(model(batch)), prediction_of(loaded(batch))
+        want, got = model(batch).prediction, loaded(batch).prediction
     assert want.shape == (10, 3) and torch.equal(want, got)
 
 

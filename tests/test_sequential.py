@@ -14,10 +14,11 @@ from torchmetrics.functional.classification import binary_auroc
 
 import modfuse
 from modfuse import FusionTask, ModfuseError, MultiModalDataModule, MultiModalDataset, TaskSpec
+from modfuse.core.model import ModelOutput, StepTrace
 from modfuse.data.batch import ModalityBatch
 from modfuse.data.collate import collate_samples
 from modfuse.fusion import build
-from modfuse.sequential import SequentialContributions, SequentialFusion, SequentialOutput
+from modfuse.sequential import SequentialContributions, SequentialFusion
 
 WIDTHS = {"a": 3, "b": 4, "c": 2}
 SURVIVAL = TaskSpec("survival", 3, boundaries=(1.0, 2.0))
@@ -81,8 +82,9 @@ def test_batch_invariance_mixed_patterns() -> None:
         out = model(batch)
         alone = [model(batch.select([i])) for i in range(batch.batch_size)]
     torch.testing.assert_close(out.prediction, torch.cat([o.prediction for o in alone]), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(out.steps, torch.cat([o.steps for o in alone]), atol=1e-6, rtol=1e-5)
-    assert torch.equal(out.step_mask, torch.cat([o.step_mask for o in alone]))
+    steps = torch.cat([o.steps.logits["y"] for o in alone])
+    torch.testing.assert_close(out.steps.logits["y"], steps, atol=1e-6, rtol=1e-5)
+    assert torch.equal(out.steps.mask, torch.cat([o.steps.mask for o in alone]))
 
 
 def test_absent_modality_leaves_state_bit_identical_and_encoder_sees_present_rows_only() -> None:
@@ -90,45 +92,54 @@ def test_absent_modality_leaves_state_bit_identical_and_encoder_sees_present_row
     model = SequentialFusion(encs, "binary", state_dim=8).train()  # dropout-free, but gradients on
     batch = all_patterns_batch()
     out = model(batch)
-    assert isinstance(out, SequentialOutput)
-    for j, m in enumerate(out.order, start=1):
+    assert isinstance(out, ModelOutput) and isinstance(out.steps, StepTrace)
+    states = out.steps.states
+    for j, m in enumerate(out.steps.order, start=1):
         absent = ~batch.present[m]
         # exact equality: the state rows are copied, not recomputed
-        assert torch.equal(out.states[absent, j], out.states[absent, j - 1])
-        assert not torch.equal(out.states[~absent, j], out.states[~absent, j - 1])
+        assert torch.equal(states[absent, j], states[absent, j - 1])
+        assert not torch.equal(states[~absent, j], states[~absent, j - 1])
         assert encs[m].rows == [int(batch.present[m].sum())]
     empty = 0  # pattern (False, False, False)
-    assert torch.equal(out.states[empty], model.initial_state.expand(4, -1).detach())
+    assert torch.equal(states[empty], model.initial_state.expand(4, -1).detach())
 
 
 def test_step_shapes_single_and_multi_task() -> None:
     batch = all_patterns_batch()
     out = SequentialFusion(encoders(), "binary", state_dim=8)(batch)
+    assert out.steps is not None
     assert out.prediction.shape == (8, 1)
-    assert out.steps.shape == (8, 4, 1)
-    assert out.states.shape == (8, 4, 8)
-    assert out.step_mask.shape == (8, 4) and out.step_mask[:, 0].all()
-    assert torch.equal(out.steps[:, -1], out.prediction)
+    assert out.steps.logits["y"].shape == (8, 4, 1)
+    assert out.steps.states.shape == (8, 4, 8)
+    assert out.steps.mask.shape == (8, 4) and out.steps.mask[:, 0].all()
+    assert torch.equal(out.steps.logits["y"][:, -1], out.prediction)
 
     tasks = {"cls": TaskSpec("multiclass", 3), "reg": TaskSpec("regression", 1)}
     out = SequentialFusion(encoders(), tasks, state_dim=8)(all_patterns_batch("multi"))
-    assert set(out.prediction) == {"cls", "reg"}
-    assert out.steps["cls"].shape == (8, 4, 3) and out.steps["reg"].shape == (8, 4, 1)
+    assert out.steps is not None
+    assert set(out.logits) == {"cls", "reg"}
+    assert out.steps.logits["cls"].shape == (8, 4, 3) and out.steps.logits["reg"].shape == (8, 4, 1)
+    with pytest.raises(ModfuseError, match="several tasks"):
+        out.prediction  # noqa: B018  (a multi-task output names its tasks instead of guessing one)
 
 
 def test_token_encoder_is_pooled() -> None:
     encs = {m: TokenEncoder(w) for m, w in WIDTHS.items()}
     out = SequentialFusion(encs, "binary", state_dim=8)(all_patterns_batch())
-    assert out.steps.shape == (8, 4, 1) and torch.isfinite(out.steps).all()
+    assert out.steps is not None
+    steps = out.steps.logits["y"]
+    assert steps.shape == (8, 4, 1) and torch.isfinite(steps).all()
 
 
-def brute_force_loss(model: SequentialFusion, out: SequentialOutput, batch: ModalityBatch) -> torch.Tensor:
+def brute_force_loss(model: SequentialFusion, out: ModelOutput, batch: ModalityBatch) -> torch.Tensor:
     """Per sample: the mean over its steps that ran of the task loss; then the batch mean."""
     spec = model.tasks["y"]
+    assert out.steps is not None
+    steps = out.steps.logits["y"]
     per_sample = []
     for i in range(batch.batch_size):
-        ran = out.step_mask[i].nonzero(as_tuple=True)[0]
-        losses = [spec.loss(out.steps[i, j][None], batch.target[i : i + 1]) for j in ran.tolist()]
+        ran = out.steps.mask[i].nonzero(as_tuple=True)[0]
+        losses = [spec.loss(steps[i, j][None], batch.target[i : i + 1]) for j in ran.tolist()]
         per_sample.append(torch.stack(losses).mean())
     return torch.stack(per_sample).mean()
 
@@ -185,8 +196,7 @@ def test_contributions_sum_to_final_minus_initial(tasks: object) -> None:
         delta = contrib.delta[name]
         assert delta.shape[:2] == (8, 3)
         torch.testing.assert_close(contrib.initial[name] + delta.sum(1), contrib.final[name], atol=1e-6, rtol=1e-5)
-        final_logits = out.prediction[name] if isinstance(out.prediction, dict) else out.prediction
-        torch.testing.assert_close(contrib.final[name], spec.activate(final_logits))
+        torch.testing.assert_close(contrib.final[name], spec.activate(out.logits[name]))
         # an absent modality changes nothing, exactly
         absent = ~contrib.present
         assert (delta[absent] == 0).all()
@@ -211,20 +221,25 @@ def test_contributions_frame_and_lookup() -> None:
 def test_order_fixed_given_and_shuffled() -> None:
     model = SequentialFusion(encoders(), "binary", state_dim=8, order=["c", "a", "b"])
     batch = all_patterns_batch()
-    assert model.eval()(batch).order == ["c", "a", "b"]
-    assert model(batch, order=["b", "c", "a"]).order == ["b", "c", "a"]
+
+    def order_of(out: ModelOutput) -> list[str]:
+        assert out.steps is not None
+        return out.steps.order
+
+    assert order_of(model.eval()(batch)) == ["c", "a", "b"]
+    assert order_of(model(batch, order=["b", "c", "a"])) == ["b", "c", "a"]
     # the step mask follows the order of the pass
     out = model(batch, order=["b", "c", "a"])
-    assert torch.equal(out.step_mask[:, 1], batch.present["b"])
+    assert out.steps is not None and torch.equal(out.steps.mask[:, 1], batch.present["b"])
     with pytest.raises(ModfuseError, match="permutation"):
         model(batch, order=["a", "b"])
     with pytest.raises(ModfuseError, match="permutation"):
         SequentialFusion(encoders(), "binary", order=["a", "b", "x"])
 
     shuffled = SequentialFusion(encoders(), "binary", state_dim=8, shuffle_order=True).train()
-    orders = {tuple(shuffled(batch).order) for _ in range(30)}
+    orders = {tuple(order_of(shuffled(batch))) for _ in range(30)}
     assert len(orders) > 1 and all(sorted(o) == ["a", "b", "c"] for o in orders)
-    assert {tuple(shuffled.eval()(batch).order) for _ in range(5)} == {("a", "b", "c")}
+    assert {tuple(order_of(shuffled.eval()(batch))) for _ in range(5)} == {("a", "b", "c")}
 
 
 def test_errors_name_the_modality_and_the_missing_target() -> None:

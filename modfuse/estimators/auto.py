@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from modfuse.core.model import ModelOutput
 from modfuse.errors import ModfuseError
 from modfuse.estimators.inputs import InputLayout, align_frames, aligned_y, n_rows, take_rows
 
@@ -49,7 +50,7 @@ class SeedEnsemble(nn.Module):
         members: fusion models with the same ``modalities`` and ``tasks``.
 
     Shapes:
-        batch -> ``{task: mean of the members' logits (B, num_outputs)}``.
+        batch -> `ModelOutput` whose logits are the mean of the members' (B, num_outputs) per task.
     """
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
@@ -61,12 +62,9 @@ class SeedEnsemble(nn.Module):
         self.modalities = list(first.modalities)
         self.tasks: dict[str, TaskSpec] = first.tasks
 
-    def forward(self, batch: Any) -> dict[str, Tensor]:
-        from modfuse.core.model import prediction_of
-        from modfuse.core.tasks import by_task
-
-        outs = [by_task(prediction_of(m(batch)), self.tasks) for m in self.members]
-        return {t: torch.stack([o[t].float() for o in outs]).mean(0) for t in self.tasks}
+    def forward(self, batch: Any) -> ModelOutput:
+        outs = [m(batch).logits for m in self.members]
+        return ModelOutput({t: torch.stack([o[t].float() for o in outs]).mean(0) for t in self.tasks})
 
 
 def _train_one(run: _FusionEstimator, data: dict[str, Any], target: np.ndarray, spec: TaskSpec) -> nn.Module:

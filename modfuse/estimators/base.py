@@ -23,7 +23,7 @@ import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,9 +42,6 @@ from modfuse.errors import ModfuseError
 from modfuse.estimators.inputs import InputLayout, aligned_y, n_rows
 from modfuse.training.sizing import size_for
 from modfuse.utils.progress import progress_enabled
-
-if TYPE_CHECKING:
-    from modfuse.core.model import FusionModel
 
 __all__ = ["STRATEGIES", "NotFittedModelError"]
 
@@ -373,17 +370,13 @@ class _FusionEstimator(BaseEstimator, ABC):
     @torch.no_grad()
     def _logits(self, data: Mapping[str, Any]) -> Tensor:
         """(n, outputs) logits of the model on the modality data ``data``."""
-        from modfuse.core.model import prediction_of
-        from modfuse.core.tasks import by_task
-
         dataset = MultiModalDataset.from_arrays(data)
         _, device = _accelerator(self.device)
         model = self.model_.to(device).eval()
         loader = DataLoader(
             Subset(dataset, range(len(dataset))), batch_size=self._predict_batch(), collate_fn=dataset.collate_fn
         )
-        tasks = cast("FusionModel", model).tasks
-        out = [by_task(prediction_of(model(batch.to(device))), tasks)["y"].float().cpu() for batch in loader]
+        out = [model(batch.to(device)).logits["y"].float().cpu() for batch in loader]
         return torch.cat(out)
 
     @abstractmethod

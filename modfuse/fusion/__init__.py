@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modfuse.fusion.attention import AttentionFusion
-from modfuse.fusion.base import STRATEGIES, FusionModel, Outputs, available, build, prediction_of, register
+from modfuse.fusion.base import STRATEGIES, FusionModel, ModelOutput, available, build, register
 from modfuse.fusion.early import EarlyFusion
 from modfuse.fusion.late import LateFusion
 from modfuse.fusion.unimodal import Unimodal
@@ -14,10 +14,9 @@ __all__ = [
     "EarlyFusion",
     "FusionModel",
     "LateFusion",
-    "Outputs",
+    "ModelOutput",
     "Unimodal",
     "available",
     "build",
-    "prediction_of",
     "register",
 ]

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import ModelOutput
 from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch
 from modfuse.encoders.base import EncoderDict
 from modfuse.errors import ModfuseError
-from modfuse.fusion.base import Outputs, register
+from modfuse.fusion.base import register
 from modfuse.fusion.early import check_encoders
 from modfuse.fusion.heads import TaskHeads
 from modfuse.fusion.late import encode_pooled
@@ -39,8 +40,8 @@ class AttentionFusion(nn.Module):
         dropout: dropout in the transformer.
 
     Shapes:
-        batch of B samples -> tokens (B, 1 + M, d_model) -> logits (B, num_outputs) (dict per
-        task when several).
+        batch of B samples -> tokens (B, 1 + M, d_model) -> `ModelOutput` with logits
+        task -> (B, num_outputs).
     """
 
     def __init__(
@@ -94,7 +95,7 @@ class AttentionFusion(nn.Module):
             absent.append(~batch.present[m][:, None])
         return torch.cat(tokens, dim=1), torch.cat(absent, dim=1)
 
-    def forward(self, batch: ModalityBatch) -> Outputs:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         tokens, padding = self.tokens(batch)
         encoded = self.transformer(tokens, src_key_padding_mask=padding)
-        return self.heads(encoded[:, 0])
+        return ModelOutput(self.heads(encoded[:, 0]))

@@ -8,10 +8,10 @@ from typing import Any
 from torch import nn
 
 import modfuse.core.config  # noqa: F401  (records constructor arguments, so models describe themselves)
-from modfuse.core.model import FusionModel, Outputs, prediction_of
+from modfuse.core.model import FusionModel, ModelOutput
 from modfuse.registry import Registry
 
-__all__ = ["STRATEGIES", "FusionModel", "Outputs", "available", "build", "prediction_of", "register"]
+__all__ = ["STRATEGIES", "FusionModel", "ModelOutput", "available", "build", "register"]
 
 # the built-in strategies, imported on first use so that importing modfuse.fusion stays cheap
 # and free of cycles; packages add theirs through the "modfuse.fusion" entry-point group

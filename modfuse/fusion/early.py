@@ -8,11 +8,12 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import ModelOutput
 from modfuse.core.tasks import as_task_specs
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.encoders.base import Encoder, EncoderDict
 from modfuse.errors import ModfuseError
-from modfuse.fusion.base import Outputs, register
+from modfuse.fusion.base import register
 from modfuse.fusion.heads import TaskHeads, pool_tokens
 
 __all__ = ["EarlyFusion"]
@@ -47,7 +48,7 @@ class EarlyFusion(nn.Module):
         dropout: dropout in the fusion MLP.
 
     Shapes:
-        batch of B samples -> logits (B, num_outputs) (dict per task when several).
+        batch of B samples -> `ModelOutput` with logits task -> (B, num_outputs).
     """
 
     def __init__(
@@ -77,5 +78,5 @@ class EarlyFusion(nn.Module):
             parts += [full, batch.present[m].to(full.dtype)[:, None]]
         return torch.cat(parts, dim=1)
 
-    def forward(self, batch: ModalityBatch) -> Outputs:
-        return self.heads(self.fuse(self.features(batch)))
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
+        return ModelOutput(self.heads(self.fuse(self.features(batch))))

@@ -26,7 +26,7 @@ class TaskHeads(nn.Module):
         dropout: dropout before the output layer.
 
     Shapes:
-        (B, in_dim) -> logits (B, num_outputs) for one task, else dict task -> (B, num_outputs).
+        (B, in_dim) -> dict task -> logits (B, num_outputs).
     """
 
     def __init__(self, in_dim: int, tasks: Mapping[str, TaskSpec], hidden: int = 0, dropout: float = 0.0) -> None:
@@ -42,6 +42,5 @@ class TaskHeads(nn.Module):
 
         self.heads = nn.ModuleDict({name: head(spec) for name, spec in tasks.items()})
 
-    def forward(self, h: Tensor) -> Tensor | dict[str, Tensor]:
-        out = {name: self.heads[name](h) for name in self.task_names}
-        return out[self.task_names[0]] if len(out) == 1 else out
+    def forward(self, h: Tensor) -> dict[str, Tensor]:
+        return {name: self.heads[name](h) for name in self.task_names}

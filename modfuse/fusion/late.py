@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import ModelOutput, PresentLogits
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.encoders.base import EncoderDict
 from modfuse.errors import ModfuseError
-from modfuse.fusion.base import Outputs, prediction_of, register
+from modfuse.fusion.base import register
 from modfuse.fusion.early import check_encoders
 from modfuse.fusion.heads import TaskHeads, pool_tokens
 
@@ -82,7 +83,8 @@ class LateFusion(nn.Module):
             parameters get no other gradient unless training samples have no modality).
 
     Shapes:
-        batch of B samples -> logits (B, num_outputs) (dict per task when several).
+        batch of B samples -> `ModelOutput`: fused logits task -> (B, num_outputs), and
+        ``per_modality`` (each modality head's logits on its present rows).
     """
 
     def __init__(
@@ -103,31 +105,31 @@ class LateFusion(nn.Module):
         self.prior = PriorLogits(self.tasks)
         self.prior_weight = prior_weight
 
-    def unimodal_logits(self, batch: ModalityBatch, modality: str) -> tuple[dict[str, Tensor], Tensor]:
+    def unimodal_logits(self, batch: ModalityBatch, modality: str) -> PresentLogits:
         """Logits of one modality's own model for its present rows: task -> (n_present, k), and the index."""
         features, index = encode_pooled(self.encoders[modality], batch, modality)
-        return by_task(self.heads[modality](features), self.tasks), index
+        return PresentLogits(self.heads[modality](features), index)
 
-    def forward(self, batch: ModalityBatch) -> Outputs:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         b = batch.batch_size
         count = torch.zeros(b, device=batch.device)
         sums = {k: torch.zeros(b, spec.num_outputs, device=batch.device) for k, spec in self.tasks.items()}
-        for m in self.modalities:
-            logits, index = self.unimodal_logits(batch, m)
-            count = count.index_add(0, index, torch.ones_like(index, dtype=count.dtype))
-            sums = {k: s.index_add(0, index, logits[k].to(s.dtype)) for k, s in sums.items()}
+        per_modality = {m: self.unimodal_logits(batch, m) for m in self.modalities}
+        for part in per_modality.values():
+            count = count.index_add(0, part.index, torch.ones_like(part.index, dtype=count.dtype))
+            sums = {k: s.index_add(0, part.index, part.logits[k].to(s.dtype)) for k, s in sums.items()}
         prior = self.prior(b)
         seen = (count > 0)[:, None]
-        out = {k: torch.where(seen, s / count.clamp_min(1)[:, None], prior[k]) for k, s in sums.items()}
-        return out[next(iter(out))] if len(out) == 1 else out
+        fused = {k: torch.where(seen, s / count.clamp_min(1)[:, None], prior[k]) for k, s in sums.items()}
+        return ModelOutput(fused, per_modality)
 
-    def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
+    def compute_loss(self, outputs: ModelOutput, batch: ModalityBatch) -> Tensor:
         """Task loss of the fused logits; its gradient also trains the prior (``prior_weight``
         times the prior's own loss on the batch).
 
         The prior's term adds nothing to the returned value (``x - x.detach()``), so the logged
         ``loss`` is the fused prediction's task loss, comparable with every other strategy's.
         """
-        fused = task_loss(self.tasks, by_task(prediction_of(outputs), self.tasks), batch)
+        fused = task_loss(self.tasks, outputs.logits, batch)
         prior = self.prior_weight * task_loss(self.tasks, self.prior(batch.batch_size), batch)
         return fused + (prior - prior.detach())

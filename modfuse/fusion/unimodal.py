@@ -31,7 +31,7 @@ class Unimodal(LateFusion):
         prior_weight: weight of the prior's own loss.
 
     Shapes:
-        batch of B samples -> logits (B, num_outputs) (dict per task when several).
+        batch of B samples -> `ModelOutput` with logits task -> (B, num_outputs).
     """
 
     def __init__(

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
-from modfuse.core.tasks import TaskSpec, by_task
+from modfuse.core.model import FusionModel, model_device, unwrap_model
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch, PaddedTensor
 from modfuse.errors import ModfuseError
 from modfuse.interpret.shapley import output_column, resolve_task
@@ -138,7 +138,7 @@ class _ModalityForward(nn.Module):
         if self.keyed:
             value = {**batch.inputs[self.modality], "x": x}
         batch = ModalityBatch({**batch.inputs, self.modality: value}, batch.present, batch.target, batch.ids)
-        logits = by_task(prediction_of(self.model(batch)), self.model.tasks)[self.task]
+        logits = self.model(batch).logits[self.task]
         out = self.spec.activate(logits)
         if out.dim() == 2:
             out = out.gather(1, self.column.repeat(reps)[:, None])[:, 0]
@@ -221,7 +221,7 @@ def feature_attributions(
     model.eval()
     try:
         with torch.no_grad():
-            full = spec.activate(by_task(prediction_of(model(rows)), model.tasks)[task])
+            full = spec.activate(model(rows).logits[task])
         column = output_column(spec, full, output)
         forward = _ModalityForward(model, rows, modality, task, spec, column)
         values, delta = _run_captum(attr_mod, forward, x, method, baselines, group_dim, n_steps)

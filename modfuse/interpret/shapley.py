@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
-from modfuse.core.tasks import TaskSpec, by_task
+from modfuse.core.model import FusionModel, model_device, unwrap_model
+from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.data.loaders import iter_batches
 from modfuse.errors import ModfuseError
@@ -125,7 +125,7 @@ def _value_fn(model: FusionModel, batch: ModalityBatch, task: str, spec: TaskSpe
     """v(S): activated prediction (B,) or (B, K) with only the modalities in S present."""
 
     def value(subset: Sequence[str]) -> Tensor:
-        logits = by_task(prediction_of(model(batch.with_modalities(subset))), model.tasks)[task]
+        logits = model(batch.with_modalities(subset)).logits[task]
         return spec.activate(logits).double()
 
     return value

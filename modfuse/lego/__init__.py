@@ -11,7 +11,7 @@ from modfuse.lego.block import LegoBlock
 from modfuse.lego.calibration import Calibration, calibrate
 from modfuse.lego.fuse import LegoFuse, fuse
 from modfuse.lego.io import from_config, load, load_any, load_checkpoint, save
-from modfuse.lego.merge import LegoMerge, LegoOutput, check_compatible, check_statistics, merge
+from modfuse.lego.merge import LegoMerge, check_compatible, check_statistics, merge
 from modfuse.lego.methods import available_methods, register_method
 from modfuse.lego.validate import subset_report
 
@@ -20,7 +20,6 @@ __all__ = [
     "LegoBlock",
     "LegoFuse",
     "LegoMerge",
-    "LegoOutput",
     "adapt",
     "available_methods",
     "calibrate",

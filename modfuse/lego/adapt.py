@@ -74,7 +74,9 @@ def _fused_and_blocks(merged: LegoMerge, batch: ModalityBatch) -> tuple[Tensor, 
     c = out.prediction.shape[1]
     outputs = torch.zeros(b, n, c, device=batch.device)
     present = torch.zeros(b, n, dtype=torch.bool, device=batch.device)
-    for i, (blk, (logits, index)) in enumerate(zip(merged.blocks, out.block_logits)):
+    for i, blk in enumerate(merged.blocks):
+        part = out.per_modality[blk.modality]
+        index, logits = part.index, part.prediction
         if index.numel():
             cal = blk.calibration
             outputs[index, i] = (cal.apply(logits) if cal is not None else logits.float()).to(outputs.dtype)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modfuse.core.config import ConfigError, describe, instantiate, is_description
+from modfuse.core.model import ModelOutput
 from modfuse.core.tasks import DEFAULT_TASK, TaskSpec, as_task_specs
 from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.errors import ModfuseError
@@ -170,7 +171,8 @@ class LegoBlock(nn.Module):
             block (``to_config``); prediction-space merges (``poe``, ``precision``) need it.
 
     Shapes:
-        ``forward(batch)`` -> logits (B, num_outputs); a sample without this modality gets the
+        ``forward(batch)`` -> `ModelOutput` with logits (B, num_outputs) for the block's task
+        (``.prediction``); a sample without this modality gets the
         prior prediction (the head applied to the learned latent alone).
         ``latent(batch)`` -> (spectrum (n_present, l_c, l_d) complex, index (n_present,)).
     """
@@ -291,14 +293,14 @@ class LegoBlock(nn.Module):
         return spectrum
 
     # ------------------------------------------------------------------ prediction
-    def forward(self, batch: ModalityBatch) -> Tensor:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         """Logits (B, num_outputs): present rows from their input, absent rows from the prior."""
         spectrum, index = self.latent(batch)
         prior = self.head(self.prior_latent())
         out = prior.expand(batch.batch_size, -1)
         if index.numel():
             out = out.index_copy(0, index, self.head(spectrum).to(out.dtype))
-        return out
+        return ModelOutput.of(out, self.tasks)
 
     # ------------------------------------------------------------------ config
     def to_config(self) -> dict[str, Any]:

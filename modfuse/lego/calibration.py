@@ -257,7 +257,7 @@ def block_outputs(block: LegoBlock, loader: Any) -> tuple[Tensor, Tensor]:
         index = batch.index(block.modality)
         if index.numel() == 0:
             continue
-        logits = block(batch)
+        logits = block(batch).prediction
         target = batch.target
         if isinstance(target, Mapping):
             target = target[next(iter(block.tasks))]

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import ModelOutput
 from modfuse.core.tasks import TaskSpec
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
@@ -51,7 +52,7 @@ class LegoFuse(nn.Module):
             so that the fuse starts from the validated merge; ``fit_fuse`` sets them.
 
     Shapes:
-        batch of B samples -> logits (B, num_outputs).
+        batch of B samples -> `ModelOutput` with logits (B, num_outputs) for the blocks' task.
     """
 
     training_stages = ("blocks", "chain")
@@ -143,11 +144,11 @@ class LegoFuse(nn.Module):
             started = started.index_fill(0, index, True)
         return state
 
-    def forward(self, batch: ModalityBatch) -> Tensor:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         out = self.head(self.fused_latent(batch))
         if self.base_merge is not None:
             out = out + self.base_merge(batch).prediction.to(out.dtype)
-        return out
+        return ModelOutput.of(out, self.tasks)
 
     def to_config(self) -> dict[str, Any]:
         """JSON description (blocks' configs in chain order, trainable, head merge)."""

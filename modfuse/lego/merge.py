@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from modfuse.core.model import ModelOutput, PresentLogits
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import IncompatibleError, ModfuseError
@@ -24,7 +24,6 @@ from modfuse.lego.selection import Rule, subset_key
 __all__ = [
     "HeadMerge",
     "LegoMerge",
-    "LegoOutput",
     "block_stats",
     "check_compatible",
     "check_statistics",
@@ -235,19 +234,6 @@ def merge_head_params(heads: Sequence[nn.Module], weights: Tensor, how: HeadMerg
     return out
 
 
-@dataclass
-class LegoOutput:
-    """Outputs of `LegoMerge`.
-
-    Attributes:
-        prediction: merged logits (B, num_outputs) (dict task -> logits for multi-task blocks).
-        block_logits: per block: (logits of its present rows (n_i, num_outputs), their index).
-    """
-
-    prediction: Tensor | dict[str, Tensor]
-    block_logits: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-
-
 def _task_of(blocks: Sequence[LegoBlock]) -> dict[str, TaskSpec]:
     return dict(blocks[0].tasks)
 
@@ -292,7 +278,8 @@ class LegoMerge(nn.Module):
     blocks' mean prior.
 
     Shapes:
-        batch of B samples -> `LegoOutput` with ``prediction`` (B, num_outputs).
+        batch of B samples -> `ModelOutput` with the merged logits (B, num_outputs)
+        (``.prediction``) and each block's own logits on its present rows (``per_modality``).
     """
 
     training_stages = ("blocks",)
@@ -409,15 +396,18 @@ class LegoMerge(nn.Module):
     def _options(self, method: str) -> dict[str, Any]:
         return check_options(method, self.method_options)
 
-    def forward(self, batch: ModalityBatch) -> LegoOutput:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         if self.space == "prediction":
             return self._predict(batch)
         merged, parts = self.merged_latent(batch)
         logits = self.merged_head(merged)
-        block_logits = [(blk.head(spec), index) for blk, (spec, index) in zip(self.blocks, parts)]
-        return LegoOutput(prediction=logits, block_logits=block_logits)
+        per_block = {
+            blk.modality: PresentLogits(by_task(blk.head(spec), self.tasks), index)
+            for blk, (spec, index) in zip(self.blocks, parts)
+        }
+        return ModelOutput.of(logits, self.tasks, per_modality=per_block)
 
-    def _predict(self, batch: ModalityBatch) -> LegoOutput:
+    def _predict(self, batch: ModalityBatch) -> ModelOutput:
         """Prediction-space merge: each present block's calibrated output, combined per sample."""
         method = self.resolved_method
         info = method_info(method)
@@ -427,11 +417,11 @@ class LegoMerge(nn.Module):
         b, n = batch.batch_size, len(blocks)
         outputs = torch.zeros(b, n, spec.num_outputs, device=batch.device)
         present = torch.zeros(b, n, dtype=torch.bool, device=batch.device)
-        block_logits = []
+        per_block = {}
         for i, blk in enumerate(blocks):
             spec_i, index = blk.latent(batch)
             logits = blk.head(spec_i)
-            block_logits.append((logits, index))
+            per_block[blk.modality] = PresentLogits(by_task(logits, self.tasks), index)
             if index.numel():
                 outputs[index, i] = _calibration(blk).apply(logits).to(outputs.dtype)
                 present[index, i] = True
@@ -442,21 +432,21 @@ class LegoMerge(nn.Module):
             outputs = torch.where(empty[:, None, None], stats.prior[None].to(outputs.dtype), outputs)
             weights = torch.where(empty[:, None], self.weights.to(batch.device)[None], weights)
         merged = info.fn(outputs, weights, stats, **self._options(method))
-        return LegoOutput(prediction=merged, block_logits=block_logits)
+        return ModelOutput.of(merged, self.tasks, per_modality=per_block)
 
-    def compute_loss(self, outputs: LegoOutput, batch: ModalityBatch) -> Tensor:
+    def compute_loss(self, outputs: ModelOutput, batch: ModalityBatch) -> Tensor:
         """Sum over blocks of each block's own task loss on its present rows (blocks train apart)."""
         if batch.target is None:
             raise ModfuseError("the batch has no target; training needs one")
         (name, spec), *_ = self.tasks.items()
         target = by_task(batch.target, self.tasks)[name]
-        pred = outputs.prediction
-        anchor = pred if isinstance(pred, Tensor) else next(iter(pred.values()))
-        total = anchor.sum() * 0.0  # keeps the graph when no block has rows
-        for logits, index in outputs.block_logits:
+        total = outputs.logits[name].sum() * 0.0  # keeps the graph when no block has rows
+        for part in outputs.per_modality.values():
+            index = part.index
             if index.numel():
                 ids = [batch.ids[i] for i in index.tolist()]
-                total = total + spec.weight * spec.loss(logits, target.index_select(0, index.to(target.device)), ids)
+                target_rows = target.index_select(0, index.to(target.device))
+                total = total + spec.weight * spec.loss(part.logits[name], target_rows, ids)
         return total
 
     def to_config(self) -> dict[str, Any]:

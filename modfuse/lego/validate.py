@@ -43,11 +43,7 @@ def main_score(spec: TaskSpec, logits: Tensor, target: Tensor) -> float:
 
 
 def _prediction(model: nn.Module, batch: ModalityBatch) -> Tensor:
-    out = model(batch)
-    out = getattr(out, "prediction", out)
-    if isinstance(out, Mapping):
-        out = next(iter(out.values()))
-    return out
+    return next(iter(model(batch).logits.values()))
 
 
 def _target(batch: ModalityBatch, task: str) -> Tensor:

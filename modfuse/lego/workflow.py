@@ -480,15 +480,11 @@ def _val_outputs(model: LegoFuse, dataset: MultiModalDataset, rows: Rows) -> tup
     """(outputs (n, C), targets) of ``model`` on ``rows`` (every row, whatever it has)."""
     import torch
 
-    from modfuse.core.model import prediction_of
-
     model.eval()
     outs, tgts = [], []
     with torch.no_grad():
         for batch in _loader(dataset, rows, 256, False, 0):
-            out = prediction_of(model(batch))
-            if isinstance(out, Mapping):
-                out = next(iter(out.values()))
+            out = next(iter(model(batch).logits.values()))
             target = batch.target
             if isinstance(target, Mapping):
                 target = next(iter(target.values()))

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics import Metric, MetricCollection
 
-from modfuse.core.model import FusionModel, model_device, prediction_of, unwrap_model
+from modfuse.core.model import FusionModel, model_device, unwrap_model
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.loaders import iter_batches  # re-exported: its documented home before it moved to data
 from modfuse.errors import ModfuseError
@@ -137,7 +137,7 @@ def _evaluate(
                 int((~batch.present[m]).sum()) if m in batch.present else batch.batch_size for m in modalities
             )
             for s in subsets:
-                logits = by_task(prediction_of(model(batch.with_modalities(s))), tasks)
+                logits = model(batch.with_modalities(s)).logits
                 for k, coll in metrics[s].items():
                     coll.update(*tasks[k].metric_inputs(logits[k], targets[k]))
                 has_any = torch.stack([batch.present[m] for m in s]).any(0)

@@ -16,10 +16,9 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
-from torch import nn
+from torch import Tensor, nn
 
-from modfuse.core.model import prediction_of, unwrap_model
-from modfuse.core.tasks import by_task
+from modfuse.core.model import ModelOutput, unwrap_model
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
 from modfuse.robust.evaluate import as_fusion, evaluate_subsets, modality_subsets, subset_name
@@ -63,16 +62,16 @@ class SubsetModel(nn.Module):
         self.modalities = list(self.subset)
         self.tasks = inner.tasks
 
-    def forward(self, batch: ModalityBatch) -> Any:
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
         return self.inner(batch.with_modalities([m for m in self.subset if m in batch.present]))
 
-    def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Any:
+    def compute_loss(self, outputs: ModelOutput, batch: ModalityBatch) -> Tensor:
         from modfuse.fusion.late import task_loss
 
         own_loss = getattr(self.inner, "compute_loss", None)
         if own_loss is not None:
             return own_loss(outputs, batch.with_modalities(self.subset))
-        return task_loss(self.tasks, by_task(prediction_of(outputs), self.tasks), batch)
+        return task_loss(self.tasks, outputs.logits, batch)
 
 
 def _reset(module: nn.Module) -> nn.Module:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from modfuse.sequential.model import SequentialContributions, SequentialFusion, SequentialOutput, StateUpdate
+from modfuse.sequential.model import SequentialContributions, SequentialFusion, StateUpdate
 
-__all__ = ["SequentialContributions", "SequentialFusion", "SequentialOutput", "StateUpdate"]
+__all__ = ["SequentialContributions", "SequentialFusion", "StateUpdate"]

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from modfuse.core.model import ModelOutput, StepTrace
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.encoders.base import Encoder
@@ -29,32 +30,7 @@ from modfuse.fusion.base import register
 from modfuse.fusion.early import check_encoders
 from modfuse.fusion.late import encode_pooled
 
-__all__ = ["SequentialContributions", "SequentialFusion", "SequentialOutput", "StateUpdate"]
-
-
-def _single_or_dict(values: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
-    return values[next(iter(values))] if len(values) == 1 else values
-
-
-@dataclass
-class SequentialOutput:
-    """What `SequentialFusion.forward()` returns.
-
-    Attributes:
-        prediction: final logits, (B, num_outputs) for one task, else dict task -> tensor.
-        steps: per-step logits (B, 1 + M, num_outputs) (dict per task when several); step 0 is
-            the prediction from ``s0``, step i the one after the i-th modality of ``order``
-            (equal to step i-1 for samples that lack that modality).
-        step_mask: BoolTensor (B, 1 + M), True where the step ran (always for step 0).
-        states: (B, 1 + M, state_dim) the state after every step.
-        order: the modality order of this forward pass.
-    """
-
-    prediction: Tensor | dict[str, Tensor]
-    steps: Tensor | dict[str, Tensor]
-    step_mask: Tensor
-    states: Tensor
-    order: list[str]
+__all__ = ["SequentialContributions", "SequentialFusion", "StateUpdate"]
 
 
 @dataclass
@@ -163,8 +139,9 @@ class SequentialFusion(nn.Module):
         dropout: dropout on projected features and in the decoders.
 
     Shapes:
-        batch of B samples with M modalities -> `SequentialOutput` with prediction
-        (B, num_outputs) per task and steps (B, 1 + M, num_outputs) per task.
+        batch of B samples with M modalities -> `ModelOutput` with the final logits
+        (B, num_outputs) per task and ``steps`` (a `StepTrace`: logits (B, 1 + M, num_outputs)
+        per task, which steps ran, the states and the order).
     """
 
     def __init__(
@@ -232,7 +209,7 @@ class SequentialFusion(nn.Module):
         """Logits of every task for states (..., state_dim) -> task -> (..., num_outputs)."""
         return {k: dec(states) for k, dec in self.decoders.items()}
 
-    def forward(self, batch: ModalityBatch, order: Sequence[str] | None = None) -> SequentialOutput:
+    def forward(self, batch: ModalityBatch, order: Sequence[str] | None = None) -> ModelOutput:
         """Run the steps in ``order`` (see `step_order()`) and decode every state.
 
         Args:
@@ -254,16 +231,11 @@ class SequentialFusion(nn.Module):
         stacked = torch.stack(states, dim=1)
         steps = self.decode(stacked)
         final = {k: v[:, -1] for k, v in steps.items()}
-        return SequentialOutput(
-            prediction=_single_or_dict(final),
-            steps=_single_or_dict(steps),
-            step_mask=torch.stack(ran, dim=1),
-            states=stacked,
-            order=order,
-        )
+        trace = StepTrace(steps, mask=torch.stack(ran, dim=1), states=stacked, order=order)
+        return ModelOutput(final, steps=trace)
 
     # ------------------------------------------------------------------ training
-    def compute_loss(self, outputs: SequentialOutput, batch: ModalityBatch) -> Tensor:
+    def compute_loss(self, outputs: ModelOutput, batch: ModalityBatch) -> Tensor:
         """Task losses averaged over the steps that ran for each sample (s0 included), then over
         the batch; weighted over tasks; plus the state-change penalty.
 
@@ -273,11 +245,10 @@ class SequentialFusion(nn.Module):
         """
         if batch.target is None:
             raise ModfuseError("the batch has no target; training and evaluation need one")
-        steps = by_task(outputs.steps, self.tasks)
-        targets = by_task(batch.target, self.tasks)
-        mask = outputs.step_mask
+        trace = self._trace(outputs)
+        steps, targets, mask = trace.logits, by_task(batch.target, self.tasks), trace.mask
         n_steps = mask.sum(dim=1)
-        total = outputs.states.new_zeros(())
+        total = trace.states.new_zeros(())
         for n in torch.unique(n_steps).tolist():
             group = (n_steps == n)[:, None] & mask  # (B, S): the steps of the samples with n steps
             share = float((n_steps == n).sum()) / batch.batch_size
@@ -291,10 +262,17 @@ class SequentialFusion(nn.Module):
         return total
 
     @staticmethod
-    def state_change(outputs: SequentialOutput) -> Tensor:
+    def _trace(outputs: ModelOutput) -> StepTrace:
+        if outputs.steps is None:
+            raise ModfuseError("sequential fusion needs the per-step trace of its own forward pass (outputs.steps)")
+        return outputs.steps
+
+    @classmethod
+    def state_change(cls, outputs: ModelOutput) -> Tensor:
         """Mean over the steps that ran (s0 excluded) of the mean squared state change."""
-        change = (outputs.states[:, 1:] - outputs.states[:, :-1]).pow(2).mean(dim=2)
-        ran = outputs.step_mask[:, 1:]
+        trace = cls._trace(outputs)
+        change = (trace.states[:, 1:] - trace.states[:, :-1]).pow(2).mean(dim=2)
+        ran = trace.mask[:, 1:]
         return (change * ran).sum() / ran.sum().clamp_min(1)
 
     # ------------------------------------------------------------------ interpretation
@@ -312,8 +290,8 @@ class SequentialFusion(nn.Module):
         Returns:
             `SequentialContributions`; ``initial + delta.sum(1) == final`` per task.
         """
-        out = self.forward(batch, order=order if order is not None else list(self.order))
-        steps = by_task(out.steps, self.tasks)
+        trace = self._trace(self.forward(batch, order=order if order is not None else list(self.order)))
+        steps = trace.logits
         delta, initial, final = {}, {}, {}
         for k, spec in self.tasks.items():
             logits = steps[k]
@@ -322,4 +300,4 @@ class SequentialFusion(nn.Module):
             act = act.reshape(b, s, *act.shape[1:])
             delta[k] = act[:, 1:] - act[:, :-1]
             initial[k], final[k] = act[:, 0], act[:, -1]
-        return SequentialContributions(out.order, delta, initial, final, out.step_mask[:, 1:], list(batch.ids))
+        return SequentialContributions(trace.order, delta, initial, final, trace.mask[:, 1:], list(batch.ids))

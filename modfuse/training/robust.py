@@ -28,7 +28,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from modfuse.core.model import FusionModel, prediction_of
+from modfuse.core.model import FusionModel
 from modfuse.core.tasks import TaskSpec, by_task
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError
@@ -120,8 +120,7 @@ class RobustTraining:
 
     def subset_losses(self, model: nn.Module, batch: ModalityBatch, keep: list[str], rows: Tensor) -> Tensor:
         """Task loss of ``model`` run with modalities ``keep`` only, on the samples ``rows`` (B,) bool."""
-        outputs = model(batch.with_modalities(keep))
-        logits = by_task(prediction_of(outputs), self.tasks)
+        logits = model(batch.with_modalities(keep)).logits
         targets = by_task(batch.target, self.tasks)
         ids = [i for i, r in zip(batch.ids, rows.tolist()) if r]
         terms = [spec.weight * spec.loss(logits[k][rows], targets[k][rows], ids) for k, spec in self.tasks.items()]

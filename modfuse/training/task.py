@@ -13,7 +13,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from modfuse.core.model import prediction_of
+from modfuse.core.model import ModelOutput, expect_output
 from modfuse.core.tasks import TaskSpec, as_task_specs, by_task, check_targets
 from modfuse.data.batch import ModalityBatch
 from modfuse.errors import ModfuseError, ReadError
@@ -276,8 +276,8 @@ class FusionTask(LightningModule):
         )
 
     # ------------------------------------------------------------------ steps
-    def forward(self, batch: ModalityBatch) -> Any:
-        return self.model(batch)
+    def forward(self, batch: ModalityBatch) -> ModelOutput:
+        return expect_output(self.model(batch), self.model)
 
     def _metric_key(self, task: str, metric: str) -> str:
         return metric if len(self.tasks) == 1 else f"{task}/{metric}"
@@ -297,7 +297,7 @@ class FusionTask(LightningModule):
         ]
         raise ModfuseError(f"monitor: {monitor!r} is not a logged metric; expected one of {known}")
 
-    def compute_loss(self, outputs: Any, batch: ModalityBatch) -> Tensor:
+    def compute_loss(self, outputs: ModelOutput, batch: ModalityBatch) -> Tensor:
         """The model's own ``compute_loss`` if it has one, else the weighted sum of task losses.
 
         Every strategy's task terms come from `TaskSpec.loss` (the task kind's loss); a
@@ -307,7 +307,7 @@ class FusionTask(LightningModule):
             return own(outputs, batch)
         if batch.target is None:
             raise ModfuseError("the batch has no target; training and evaluation need one")
-        logits = by_task(prediction_of(outputs), self.tasks)
+        logits = outputs.logits
         targets = by_task(batch.target, self.tasks)
         return cast(
             Tensor, sum(spec.weight * spec.loss(logits[k], targets[k], batch.ids) for k, spec in self.tasks.items())
@@ -333,7 +333,7 @@ class FusionTask(LightningModule):
                 sync_dist=stage != "train",
             )
         if stage != "train":
-            logits = by_task(prediction_of(outputs), self.tasks)
+            logits = outputs.logits
             targets = by_task(batch.target, self.tasks)
             for name, spec in self.tasks.items():
                 coll: MetricCollection = cast(Any, self.metrics)[f"{stage}_metrics"][name]
@@ -388,7 +388,7 @@ class FusionTask(LightningModule):
 
     def predict_step(self, batch: ModalityBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Per-sample predictions with ids: ``{"ids": [...], "<task>": activated predictions}``."""
-        logits = by_task(prediction_of(self(batch)), self.tasks)
+        logits = self(batch).logits
         out: dict[str, Any] = {"ids": list(batch.ids)}
         for name, spec in self.tasks.items():
             out[name] = spec.activate(logits[name]).detach().cpu()

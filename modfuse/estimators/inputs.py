@@ -295,7 +295,7 @@ class TableCodes:
     def _codes(self, column: pd.Series, i: int, modality: str) -> np.ndarray:
         levels = self.categories[i]
         values = column.astype(object)
-        codes = pd.Categorical(values, categories=levels).codes.astype(np.float32)
+        codes = pd.Index(levels, dtype=object).get_indexer(values).astype(np.float32)  # -1: not a kept label
         missing = values.isna().to_numpy()
         codes[(codes < 0) & ~missing] = len(levels)  # rare in fit or never seen: "unknown"
         codes[missing] = np.nan

@@ -348,14 +348,9 @@ def _numeric(values: Any, modality: str | None) -> np.ndarray:
     if array.dtype.kind == "O":
         try:
             return array.astype(np.float64)  # an object array of numbers (e.g. DataFrame.values of mixed dtypes)
-        except TypeError as exc:
-            raise InputTypeError(
-                f"expected numbers, found an object array that does not convert to floats ({exc}); give category "
-                "labels in a DataFrame column (they are then encoded)",
-                modality=modality,
-            ) from None
-        except ValueError as exc:
-            raise ModfuseError(
+        except (TypeError, ValueError) as exc:  # NumPy's class kept: TypeError for a dict, ValueError for 'abc'
+            error = InputTypeError if isinstance(exc, TypeError) else ModfuseError
+            raise error(
                 f"expected numbers, found an object array that does not convert to floats ({exc}); give category "
                 "labels in a DataFrame column (they are then encoded)",
                 modality=modality,
@@ -427,7 +422,8 @@ class InputLayout:
         tables: modality -> `TableCodes` for every table modality given as a DataFrame.
         n_features: single-table forms: number of columns of ``X``.
         feature_names: ``"frame"`` form with string column labels: ``X``'s columns.
-        row_shapes: dict form: modality -> the shape of one row of its array in ``fit``.
+        row_shapes: dict form: modality -> the width ``(p,)`` of its (n, p) table array in ``fit``
+            (signals and images are left to their encoders, some of which take other sizes).
         owner: the estimator's class name, for the messages.
     """
 
@@ -462,7 +458,7 @@ class InputLayout:
             shapes = {
                 str(m): tuple(np.shape(v)[1:])
                 for m, v in X.items()
-                if v is not None and not isinstance(v, (list, pd.DataFrame))
+                if v is not None and not isinstance(v, (list, pd.DataFrame)) and np.ndim(v) == 2
             }
             return cls("dict", [str(m) for m in X], tables=tables, row_shapes=shapes)
         table = _single_table(X)

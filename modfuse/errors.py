@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["IncompatibleError", "MissingExtraError", "ModfuseError", "ReadError"]
+__all__ = ["IncompatibleError", "InputTypeError", "MissingExtraError", "ModfuseError", "ReadError"]
 
 
 class ModfuseError(ValueError):
@@ -39,6 +39,10 @@ class ModfuseError(ValueError):
 
 class IncompatibleError(ModfuseError):
     """Models or blocks that cannot be combined (different latent shapes, tasks, ...)."""
+
+
+class InputTypeError(ModfuseError, TypeError):
+    """Input of a type that cannot be read as numbers (a ``TypeError`` as well, as NumPy's)."""
 
 
 class ReadError(ModfuseError):

@@ -9,16 +9,17 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import estimator_checks
 
 from modfuse import FusionClassifier, FusionRegressor, FusionSurvival
 from modfuse.encoders.tabular import TabularEncoder
 from modfuse.errors import ModfuseError
+from modfuse.estimators.inputs import InputLayout
 
 FAST = {"strategy": "early", "max_epochs": 3, "batch_size": 64}
 
@@ -76,7 +77,7 @@ def test_a_pipeline_with_a_scaler_feeds_column_positions(cancer: tuple) -> None:
     assert not hasattr(fitted, "feature_names_in_")  # an array has no column names
     twin = clone(pipe).set_params(fusionclassifier__max_epochs=1)
     assert twin[-1].max_epochs == 1 and twin[-1].modalities == positions and not hasattr(twin[-1], "model_")
-    with pytest.raises(ModfuseError, match=r"29 columns.*fitted on 30"):
+    with pytest.raises(ModfuseError, match=r"X has 29 features, but FusionClassifier is expecting 30 features"):
         pipe[-1].predict(X.to_numpy()[:5, :29])
 
 
@@ -115,7 +116,7 @@ def test_categorical_columns_are_embedded_and_carry_the_signal(dtype: str) -> No
     groups = {"clinic": ["site", "age"], "labs": ["x1", "x2"]}
     clf = FusionClassifier(modalities=groups, strategy="early", max_epochs=4, batch_size=32).fit(X, y)
     tabular = next(m for m in clf.model_.encoders["clinic"].modules() if isinstance(m, TabularEncoder))
-    assert tabular.cat_index == [0] and tabular.cardinalities == [3]  # site: 3 categories, embedded
+    assert tabular.cat_index == [0] and tabular.cardinalities == [4]  # site: 3 categories + "unknown", embedded
     test, y_test = categorical_problem(300, seed=1)
     test["site"] = test["site"].astype(dtype)
     # the Bayes rule (A -> 1, B -> 0) gets 0.9 on sites A/B
@@ -126,12 +127,68 @@ def test_categorical_columns_are_embedded_and_carry_the_signal(dtype: str) -> No
     at_b = test.assign(site=pd.Series(["B"] * len(test), index=test.index).astype(X["site"].dtype))
     gap = clf.predict_proba(at_a)[:, 1] - clf.predict_proba(at_b)[:, 1]
     assert gap.mean() > 0.4 and (gap > 0).all(), gap.mean()
-    # a missing site is a missing cell (its own embedding); an unseen one is treated as missing, with a warning
-    blank = test.iloc[[0, 0]].reset_index(drop=True).astype({"site": object})  # one patient twice
-    blank["site"] = [None, "Z"]
-    with pytest.warns(UserWarning, match=r"'site'.*\['Z'\] were not seen"):
-        proba = clf.predict_proba(blank)
-    np.testing.assert_allclose(proba[0], proba[1], atol=1e-6)
+    # a missing site is a missing cell (NaN: the "missing" embedding); an unseen one is the "unknown" code 3,
+    # with a warning that says no rare training label taught that embedding
+    blank = test.iloc[[0, 0, 0]].reset_index(drop=True).astype({"site": object})  # one patient three times
+    blank["site"] = [None, "Z", "A"]
+    with pytest.warns(
+        UserWarning, match=r"'site'.*\['Z'\] were not seen in fit; they are coded as the 'unknown'.*untrained"
+    ):
+        codes = clf.layout_.transform(blank)[0]["clinic"][:, 0]
+    np.testing.assert_array_equal(codes, [np.nan, 3, 0])
+
+
+def test_rare_and_unseen_categories_share_the_learned_unknown_code() -> None:
+    X, y = categorical_problem(400, seed=0)
+    X.loc[:9, "site"] = [f"once-{i}" for i in range(10)]  # ten labels of one training row each
+    clf = FusionClassifier(modalities={"clinic": ["site", "age"], "labs": ["x1", "x2"]}, max_epochs=2).fit(X, y)
+    table = clf.layout_.tables["clinic"]
+    assert table.categories[0] == ["A", "B", "C"] and len(table.rare[0]) == 10  # pooled into "unknown" (code 3)
+    rows = X.iloc[[20, 20, 20]].reset_index(drop=True)  # one patient three times
+    rows["site"] = ["once-3", "never-seen", "A"]
+    with pytest.warns(UserWarning, match=r"\['never-seen'\] were not seen.*learned on the training rows of the rare"):
+        proba = clf.predict_proba(rows)
+    np.testing.assert_allclose(proba[0], proba[1], atol=1e-6)  # rare in fit and unseen: the same "unknown" code
+    assert abs(proba[0, 1] - proba[2, 1]) > 1e-4  # a known site is coded apart
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a rare training label is known to be "unknown": no warning
+        clf.predict_proba(rows.iloc[[0]])
+
+
+def test_an_identifier_like_categorical_column_is_refused_with_the_rule() -> None:
+    X, y = categorical_problem(400, seed=0)
+    ids = X.assign(patient=[f"P{i:04d}" for i in range(400)])
+    with pytest.raises(
+        ModfuseError,
+        match=r"modality 'clinic'.*column 'patient' has 400 distinct labels for 400 training rows "
+        r"\(more than max\(20, rows / 2\) = 200\).*Drop the column.*ColumnTransformer",
+    ):
+        FusionClassifier(modalities={"clinic": ["site", "patient"], "labs": ["x1"]}).fit(ids, y)
+    # at the limit (200 labels, 2 rows each) and under the floor of 20 (15 labels in 20 rows): accepted
+    layout = InputLayout.fit(X.assign(ward=[f"W{i % 200}" for i in range(400)]))
+    assert len(layout.tables["features"].categories[4]) == 200
+    small = InputLayout.fit(X.iloc[:20].assign(ward=[f"W{i % 15}" for i in range(20)]))
+    assert small.categorical("features")[4] == 6  # W0-W4 twice (kept), W5-W14 once (pooled), + "unknown"
+
+
+def test_dict_modalities_keep_their_row_shape_and_y_is_checked_like_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 4)), rng.normal(size=(60, 3))
+    y = (a[:, 0] > 0).astype(int)
+    clf = FusionClassifier(max_epochs=1, strategy="late").fit({"a": a, "b": b}, y)
+    with pytest.raises(
+        ModfuseError,
+        match=r"modality 'a'.*rows of shape \(3,\), but FusionClassifier was fitted on rows of shape \(4,\)",
+    ):
+        clf.predict({"a": a[:, :3], "b": b})
+    with pytest.raises(
+        ModfuseError, match=r"y is continuous.*FusionClassifier needs class labels; use FusionRegressor"
+    ):
+        FusionClassifier(max_epochs=1).fit({"a": a}, a[:, 0])
+    with pytest.raises(ModfuseError, match=r"FusionRegressor requires y to be passed, but the target y is None"):
+        FusionRegressor(max_epochs=1).fit({"a": a}, None)
+    with pytest.raises(ModfuseError, match=r"sparse input is not supported.*X.toarray\(\)"):
+        FusionClassifier(max_epochs=1).fit({"a": sparse.csr_matrix(a)}, y)
 
 
 def test_bad_single_table_inputs_name_the_column_and_the_modality(cancer: tuple) -> None:
@@ -168,25 +225,6 @@ def test_one_table_without_modalities_is_one_modality_and_regression_and_surviva
     time, event = rng.exponential(np.exp(-a[:, 0])), rng.random(200) < 0.8
     surv = FusionSurvival(max_epochs=3, n_intervals=4, modalities={"x": [0, 1], "z": [2, 3, 4]}).fit(a, (time, event))
     assert surv.predict(a).shape == (200,) and 0.5 < surv.score(a, (time, event)) <= 1
-
-
-@pytest.mark.parametrize(
-    "check",
-    [
-        estimator_checks.check_no_attributes_set_in_init,
-        estimator_checks.check_parameters_default_constructible,
-        estimator_checks.check_get_params_invariance,
-        estimator_checks.check_set_params,
-        estimator_checks.check_estimators_unfitted,
-        estimator_checks.check_n_features_in,
-        estimator_checks.check_classifiers_one_label,
-    ],
-    ids=lambda c: c.__name__,
-)
-def test_scikit_learn_estimator_checks(check: object) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check(type(FusionClassifier()).__name__, FusionClassifier(max_epochs=1, val_fraction=0))  # type: ignore[operator]
 
 
 def test_the_estimators_keep_their_documented_import_paths() -> None:

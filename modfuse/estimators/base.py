@@ -39,7 +39,7 @@ from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.encoders.auto import build_encoders
 from modfuse.errors import ModfuseError
-from modfuse.estimators.inputs import InputLayout, aligned_y, n_rows
+from modfuse.estimators.inputs import InputLayout, aligned_y, check_fit_rows, checked_y, n_rows
 from modfuse.training.sizing import size_for
 from modfuse.utils.progress import progress_enabled
 
@@ -186,11 +186,20 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.modalities = modalities
 
     def __sklearn_tags__(self) -> Any:
-        """scikit-learn's tags: NaN cells (missing values / modalities) and categorical
-        DataFrame columns are accepted."""
+        """scikit-learn's tags: NaN cells (missing values / modalities), categorical DataFrame
+        columns and dicts modality -> data are accepted, sparse matrices are not; regressors
+        take several targets; training on a GPU is not bit-for-bit repeatable (cuDNN and atomic
+        additions), on the CPU it is for a given ``random_state``."""
+        from sklearn.base import RegressorMixin
+
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.categorical = True
+        tags.input_tags.dict = True
+        tags.input_tags.sparse = False
+        tags.non_deterministic = _accelerator(self.device)[0] == "gpu"
+        if isinstance(self, RegressorMixin):
+            tags.target_tags.multi_output = True
         return tags
 
     def _robust_kwargs(self) -> dict[str, Any]:
@@ -221,6 +230,7 @@ class _FusionEstimator(BaseEstimator, ABC):
                 ``modalities`` parameter).
         """
         modalities = modalities if modalities is not None else self.modalities
+        y = checked_y(y, self)
         chosen: dict[str, Any] = {}
         if self.strategy == AUTO:
             from modfuse.estimators.auto import select_strategy
@@ -228,8 +238,9 @@ class _FusionEstimator(BaseEstimator, ABC):
             chosen = select_strategy(self, X, y, modalities)  # inner CV on these rows only
         elif self.strategy not in STRATEGIES:
             raise ModfuseError(f"unknown strategy {self.strategy!r}; expected one of {[*STRATEGIES, AUTO]}")
-        self.layout_ = InputLayout.fit(X, modalities)
+        self.layout_ = InputLayout.fit(X, modalities, owner=type(self).__name__)
         data, index = self.layout_.transform(X)
+        check_fit_rows(n_rows(data))
         self.modalities_ = list(data)
         if self.layout_.n_features is not None:
             self.n_features_in_ = self.layout_.n_features

@@ -13,12 +13,30 @@ forms are what scikit-learn's ``cross_val_score``, ``GridSearchCV`` and ``Pipeli
 between steps (they index rows of one table, not of a dict).
 
 Categorical columns of a DataFrame (``category`` dtype, or strings in an ``object`` / ``str``
-column) become integer codes learned on the training rows (NaN for a missing cell or for a
-category unseen in ``fit``), and the automatic tabular encoder embeds them (see
-`modfuse.encoders.tabular.TabularEncoder`'s ``categorical``; the missing category has its own
-embedding). Embeddings rather than one-hot columns: the encoder already embeds integer codes,
-its width does not grow with the number of categories, the numeric standardisation leaves the
-codes alone, and an embedding is a learned linear map of the one-hot vector anyway.
+column) become integer codes learned on the training rows, and the automatic tabular encoder
+embeds them (see `modfuse.encoders.tabular.TabularEncoder`'s ``categorical``). Embeddings rather
+than one-hot columns: the encoder already embeds integer codes, its width does not grow with the
+number of categories, the numeric standardisation leaves the codes alone, and an embedding is a
+learned linear map of the one-hot vector anyway. A column of ``k`` kept categories has codes
+``0..k-1``, then:
+
+- ``k``, the "unknown" category: a label unseen in ``fit`` (with a warning naming it), and a
+  label seen in fewer than `MIN_CATEGORY_ROWS` training rows (an embedding fitted on one row
+  memorises that row; pooled, those rows teach the "unknown" embedding what a new label should
+  predict). Without such rare training labels the "unknown" embedding keeps its initial values,
+  and the warning says so;
+- NaN, a missing cell: the encoder's "missing" embedding (a missing value is not a new label).
+
+A categorical column with more than ``max(MAX_CATEGORIES_FLOOR, n / MIN_CATEGORY_ROWS)``
+distinct labels over its ``n`` non-missing training rows (fewer than 2 rows per label on
+average: an identifier such as a patient id, one label per row) is refused, naming the column:
+such embeddings learn nothing that carries to new samples. Drop the column (or make it the
+index: the sample ids), or encode it yourself (a ``ColumnTransformer`` with a ``TargetEncoder``
+in a ``Pipeline`` before the estimator) and pass numbers.
+
+Other checks follow scikit-learn's conventions: sparse matrices, complex numbers, 1-D ``X``,
+empty ``X`` (0 samples or 0 columns) and non-numeric object arrays are refused with the reason;
+an object array of numbers is read as floats.
 """
 
 from __future__ import annotations
@@ -30,14 +48,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from sklearn.base import is_classifier
+from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.multiclass import type_of_target
 from torch import Tensor
 
-from modfuse.errors import ModfuseError
+from modfuse.errors import InputTypeError, ModfuseError
 
-__all__ = ["SINGLE_MODALITY", "InputLayout", "align_frames", "aligned_y", "n_rows", "take_rows"]
+__all__ = [
+    "MAX_CATEGORIES_FLOOR",
+    "MIN_CATEGORY_ROWS",
+    "SINGLE_MODALITY",
+    "InputLayout",
+    "align_frames",
+    "aligned_y",
+    "check_fit_rows",
+    "checked_y",
+    "n_rows",
+    "take_rows",
+]
 
 SINGLE_MODALITY = "features"
 """The modality name of a single table given without ``modalities=``."""
+MIN_CATEGORY_ROWS = 2
+"""A category label needs this many training rows to get its own code (fewer: "unknown")."""
+MAX_CATEGORIES_FLOOR = 20
+"""A categorical column may always have this many labels, whatever the number of rows."""
 
 
 # ---------------------------------------------------------------------------- dict form helpers
@@ -99,6 +136,51 @@ def n_rows(data: Mapping[str, Any]) -> int:
     return next(len(v) for v in data.values() if v is not None)
 
 
+def checked_y(y: Any, estimator: Any) -> Any:
+    """``y`` checked the way scikit-learn checks it, before the estimator reads it.
+
+    Refused: no ``y``; a continuous ``y`` given to a classifier (its distinct values would
+    become classes). A column vector (n, 1) given to a classifier is raveled to (n,) with
+    scikit-learn's ``DataConversionWarning``. Other forms are left to the estimator's task.
+    """
+    name = type(estimator).__name__
+    if y is None:
+        raise ModfuseError(f"{name} requires y to be passed, but the target y is None")
+    if not is_classifier(estimator):
+        return y
+    if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
+        y = _column_vector(y.iloc[:, 0])
+    elif not isinstance(y, (pd.Series, pd.DataFrame)):
+        y = np.asarray(y)  # lists, and array-likes that are not arrays
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = _column_vector(y[:, 0])
+    values = np.asarray(y)
+    if values.ndim == 1 and values.dtype.kind == "f" and not np.isnan(values).any():
+        kind = type_of_target(values)
+        if kind == "continuous":
+            raise ModfuseError(
+                f"y is continuous (type_of_target: {kind!r}; {len(np.unique(values))} distinct values for "
+                f"{len(values)} samples): {name} needs class labels; use FusionRegressor for a continuous target"
+            )
+    return y
+
+
+def _column_vector(y: Any) -> Any:
+    warnings.warn(
+        "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+        "(n_samples,), for example using ravel().",
+        DataConversionWarning,
+        stacklevel=4,
+    )
+    return y
+
+
+def check_fit_rows(n: int) -> None:
+    """Refuse fitting on fewer than 2 samples (nothing to learn a model from)."""
+    if n < 2:
+        raise ModfuseError(f"X has {n} sample (n_samples={n}): at least 2 samples are needed to fit")
+
+
 def take_rows(X: Any, rows: np.ndarray) -> Any:
     """The rows ``rows`` (positions) of ``X`` in any input form (dict, DataFrame, array)."""
     if isinstance(X, (pd.DataFrame, pd.Series)):
@@ -155,38 +237,47 @@ class TableCodes:
 
     Args:
         columns: the modality's columns, in order.
-        categories: column position -> the category labels seen in ``fit`` (code = position).
+        categories: column position -> the category labels kept in ``fit`` (code = position;
+            code ``len(labels)`` is "unknown").
+        rare: column position -> the labels seen in fewer than `MIN_CATEGORY_ROWS` training
+            rows (coded "unknown", without a warning at predict time).
     """
 
     columns: list[Any]
     categories: dict[int, list[Any]] = field(default_factory=dict)
+    rare: dict[int, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, modality: str) -> TableCodes:
         """Learn the category labels of ``frame``'s categorical columns (sorted; a
         ``category`` dtype keeps its own order)."""
-        categories: dict[int, list[Any]] = {}
+        table = cls(list(frame.columns))
         for i, name in enumerate(frame.columns):
             column = frame.iloc[:, i]
             _check_column(column, modality)
             if not _is_categorical(column):
                 continue
-            if isinstance(column.dtype, pd.CategoricalDtype):
-                levels = list(column.cat.categories)
-            else:
-                levels = sorted(set(column.dropna().tolist()))
-            if not levels:
+            counts = column.dropna().astype(object).value_counts()
+            if counts.empty:
                 raise ModfuseError(f"categorical column {name!r} has no value in the training rows", modality=modality)
-            categories[i] = levels
-        return cls(list(frame.columns), categories)
+            _check_cardinality(name, len(counts), int(counts.sum()), modality)
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                labels = [c for c in column.cat.categories if c in counts.index]
+            else:
+                labels = sorted(counts.index.tolist())
+            table.categories[i] = [c for c in labels if counts[c] >= MIN_CATEGORY_ROWS]
+            table.rare[i] = sorted((c for c in labels if counts[c] < MIN_CATEGORY_ROWS), key=str)
+        return table
 
     @property
     def cardinalities(self) -> dict[int, int]:
-        """Column position -> number of categories (the tabular encoder's ``categorical``)."""
-        return {i: len(levels) for i, levels in self.categories.items()}
+        """Column position -> number of codes, the kept labels and "unknown" (the tabular
+        encoder's ``categorical``; it adds the "missing" embedding)."""
+        return {i: len(levels) + 1 for i, levels in self.categories.items()}
 
     def transform(self, frame: pd.DataFrame, modality: str) -> np.ndarray:
-        """(n, len(columns)) float32: numbers, category codes, NaN for missing or unseen."""
+        """(n, len(columns)) float32: numbers, category codes ("unknown" = number of kept
+        labels), NaN for a missing cell."""
         out = np.empty((len(frame), len(self.columns)), dtype=np.float32)
         for i in range(len(self.columns)):
             column = frame.iloc[:, i]
@@ -198,25 +289,80 @@ class TableCodes:
                     )
                 out[:, i] = column.to_numpy(dtype=np.float32, na_value=np.nan)
                 continue
-            levels = self.categories[i]
-            codes = pd.Categorical(column.astype(object), categories=levels).codes.astype(np.float32)
-            codes[codes < 0] = np.nan
-            unseen = sorted(set(column.dropna().astype(object).tolist()) - set(levels), key=str)
-            if unseen:
-                warnings.warn(
-                    f"modality {modality!r}, column {column.name!r}: categories {unseen[:5]} were not seen in fit; "
-                    "they are treated as a missing value",
-                    stacklevel=4,
-                )
-            out[:, i] = codes
+            out[:, i] = self._codes(column, i, modality)
         return out
+
+    def _codes(self, column: pd.Series, i: int, modality: str) -> np.ndarray:
+        levels = self.categories[i]
+        values = column.astype(object)
+        codes = pd.Index(levels, dtype=object).get_indexer(values).astype(np.float32)  # -1: not a kept label
+        missing = values.isna().to_numpy()
+        codes[(codes < 0) & ~missing] = len(levels)  # rare in fit or never seen: "unknown"
+        codes[missing] = np.nan
+        unseen = sorted(set(values.dropna().tolist()) - set(levels) - set(self.rare[i]), key=str)
+        if unseen:
+            learned = (
+                f"its embedding was learned on the training rows of the rare labels {self.rare[i][:5]}"
+                if self.rare[i]
+                else f"no label had fewer than {MIN_CATEGORY_ROWS} training rows, so its embedding is untrained"
+            )
+            warnings.warn(
+                f"modality {modality!r}, column {column.name!r}: categories {unseen[:5]} were not seen in fit; "
+                f"they are coded as the 'unknown' category ({learned})",
+                stacklevel=5,
+            )
+        return codes
+
+
+def _check_cardinality(name: Any, n_labels: int, n_rows: int, modality: str) -> None:
+    """Refuse an identifier-like categorical column (see the module's docstring for the rule)."""
+    limit = max(MAX_CATEGORIES_FLOOR, n_rows / MIN_CATEGORY_ROWS)
+    if n_labels <= limit:
+        return
+    raise ModfuseError(
+        f"categorical column {name!r} has {n_labels} distinct labels for {n_rows} training rows (more than "
+        f"max({MAX_CATEGORIES_FLOOR}, rows / {MIN_CATEGORY_ROWS}) = {int(limit)}): it looks like an identifier, and "
+        "one embedding per label learns nothing that carries to new samples. Drop the column (or make it the "
+        "DataFrame's index: the sample ids), or encode it yourself (e.g. a ColumnTransformer with a "
+        "TargetEncoder in a Pipeline before the estimator) and pass numbers",
+        modality=modality,
+    )
+
+
+def _refuse_sparse(values: Any, modality: str | None) -> None:
+    if sparse.issparse(values):  # before any Mapping test: a dok_matrix is a dict
+        raise ModfuseError(
+            f"sparse input is not supported (found a scipy.sparse {type(values).__name__}): the networks take dense "
+            "rows; pass X.toarray() when it fits in memory",
+            modality=modality,
+        )
+
+
+def _numeric(values: Any, modality: str | None) -> np.ndarray:
+    """``values`` as a numeric array, refused with scikit-learn's reasons when it is not one:
+    sparse, complex, or an object array that does not convert to floats."""
+    _refuse_sparse(values, modality)
+    array = values.numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if array.dtype.kind == "c":
+        raise ModfuseError(f"Complex data not supported (dtype {array.dtype}): pass real numbers", modality=modality)
+    if array.dtype.kind == "O":
+        try:
+            return array.astype(np.float64)  # an object array of numbers (e.g. DataFrame.values of mixed dtypes)
+        except (TypeError, ValueError) as exc:  # NumPy's class kept: TypeError for a dict, ValueError for 'abc'
+            error = InputTypeError if isinstance(exc, TypeError) else ModfuseError
+            raise error(
+                f"expected numbers, found an object array that does not convert to floats ({exc}); give category "
+                "labels in a DataFrame column (they are then encoded)",
+                modality=modality,
+            ) from None
+    return array
 
 
 def _as_array(values: Any, modality: str) -> Any:
     """A modality's rows as a float array (tables, signals, images) or a list (graphs)."""
     if values is None or isinstance(values, list):
         return values
-    array = values.numpy() if isinstance(values, Tensor) else np.asarray(values)
+    array = _numeric(values, modality)
     if array.dtype.kind not in "biuf":
         raise ModfuseError(
             f"expected numeric values, found dtype {array.dtype}; give category labels in a DataFrame column "
@@ -225,6 +371,8 @@ def _as_array(values: Any, modality: str) -> Any:
         )
     if array.ndim < 2:
         raise ModfuseError(f"expected rows of features (n, ...), found shape {array.shape}", modality=modality)
+    if array.ndim == 2 and array.shape[1] == 0 and len(array):
+        raise ModfuseError(f"0 feature(s) (shape={array.shape}) while a minimum of 1 is required.", modality=modality)
     return array.astype(np.float32)
 
 
@@ -274,6 +422,9 @@ class InputLayout:
         tables: modality -> `TableCodes` for every table modality given as a DataFrame.
         n_features: single-table forms: number of columns of ``X``.
         feature_names: ``"frame"`` form with string column labels: ``X``'s columns.
+        row_shapes: dict form: modality -> the width ``(p,)`` of its (n, p) table array in ``fit``
+            (signals and images are left to their encoders, some of which take other sizes).
+        owner: the estimator's class name, for the messages.
     """
 
     form: str
@@ -282,10 +433,19 @@ class InputLayout:
     tables: dict[str, TableCodes] = field(default_factory=dict)
     n_features: int | None = None
     feature_names: list[str] | None = None
+    row_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    owner: str = "the estimator"
 
     @classmethod
-    def fit(cls, X: Any, modalities: Mapping[str, Any] | None = None) -> InputLayout:
+    def fit(cls, X: Any, modalities: Mapping[str, Any] | None = None, owner: str = "the estimator") -> InputLayout:
         """The layout of the training ``X`` (categories are learned on its rows)."""
+        layout = cls._fit(X, modalities)
+        layout.owner = owner
+        return layout
+
+    @classmethod
+    def _fit(cls, X: Any, modalities: Mapping[str, Any] | None) -> InputLayout:
+        _refuse_sparse(X, None)
         if isinstance(X, Mapping):
             if modalities is not None:
                 raise ModfuseError(
@@ -295,7 +455,12 @@ class InputLayout:
             if not X:
                 raise ModfuseError("X must be a non-empty dict {modality: array | DataFrame | None}")
             tables = {str(m): TableCodes.fit(v, str(m)) for m, v in X.items() if isinstance(v, pd.DataFrame)}
-            return cls("dict", [str(m) for m in X], tables=tables)
+            shapes = {
+                str(m): tuple(np.shape(v)[1:])
+                for m, v in X.items()
+                if v is not None and not isinstance(v, (list, pd.DataFrame)) and np.ndim(v) == 2
+            }
+            return cls("dict", [str(m) for m in X], tables=tables, row_shapes=shapes)
         table = _single_table(X)
         groups = _column_groups(table, modalities)
         layout = cls("frame" if isinstance(table, pd.DataFrame) else "array", list(groups), groups)
@@ -317,6 +482,7 @@ class InputLayout:
         A modality left out of ``X`` (a dict key, or all its columns of a table) is missing for
         every sample.
         """
+        _refuse_sparse(X, None)
         if self.form == "dict":
             return self._transform_dict(X, modalities)
         if isinstance(X, Mapping):
@@ -340,7 +506,10 @@ class InputLayout:
                     data[m] = self.tables[m].transform(table[cols], m)
             return _checked(data), table.index
         if table.shape[1] != self.n_features:
-            raise ModfuseError(f"X has {table.shape[1]} columns, but the model was fitted on {self.n_features}")
+            raise ModfuseError(
+                f"X has {table.shape[1]} features, but {self.owner} is expecting {self.n_features} features as "
+                "input (the columns of X in fit)"
+            )
         array = _as_array(table, "X")
         return _checked({m: array[:, cols] for m, cols in self.groups.items()}), None
 
@@ -362,6 +531,12 @@ class InputLayout:
                 data[m] = table.transform(values, m)
             else:
                 data[m] = _as_array(values, m)  # a modality left out is missing for every sample
+                expected = self.row_shapes.get(m)
+                if data[m] is not None and expected is not None and data[m].shape[1:] != expected:
+                    raise ModfuseError(
+                        f"rows of shape {data[m].shape[1:]}, but {self.owner} was fitted on rows of shape {expected}",
+                        modality=m,
+                    )
         return _checked(data), index
 
     def ids(self, index: pd.Index | None, n: int) -> pd.Index:
@@ -377,12 +552,22 @@ def _single_table(X: Any) -> pd.DataFrame | np.ndarray:
         if X.index.has_duplicates:
             dup = X.index[X.index.duplicated()].unique().tolist()
             raise ModfuseError(f"X's index repeats sample ids {dup[:5]}")
+        if X.shape[1] == 0 and len(X):
+            raise ModfuseError(f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
         return X
-    array = X.numpy() if isinstance(X, Tensor) else np.asarray(X)
+    array = _numeric(X, None)
     if array.ndim != 2:
+        hint = (
+            "; Reshape your data: X.reshape(-1, 1) if it is one feature, X.reshape(1, -1) if it is one sample"
+            if array.ndim == 1
+            else ""
+        )
         raise ModfuseError(
             f"X must be a dict modality -> data, a DataFrame or a 2-D array (n, columns); found shape {array.shape}"
+            + hint
         )
+    if array.shape[1] == 0 and len(array):
+        raise ModfuseError(f"X has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
     return array
 
 
@@ -390,6 +575,8 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     lengths = {m: len(v) for m, v in data.items() if v is not None}
     if not lengths:
         raise ModfuseError("every modality of X is None: there is nothing to learn from or predict with")
+    if not any(lengths.values()):
+        raise ModfuseError("X has 0 samples: there is nothing to learn from or predict with")
     if len(set(lengths.values())) > 1:
         raise ModfuseError(f"modalities have different numbers of rows: {lengths}")
     return data

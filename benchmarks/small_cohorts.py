@@ -304,11 +304,11 @@ def folds(data: Data, settings: Settings) -> list[tuple[int, np.ndarray, np.ndar
 
 
 def _job(args: tuple) -> dict:
-    name, method, r, train, test, settings = args
+    name, method, r, k, train, test, settings = args
     common.quiet()
     data = _subsample(load(name), settings.max_rows)
     row = fit_one(data, method, train, test, settings, seed=r)
-    return {**row, "repeat": r}
+    return {**row, "repeat": r, "fold": k}  # (repeat, fold) pairs rows of one split across methods
 
 
 def run(
@@ -324,8 +324,10 @@ def run(
             {k: (len(v) if isinstance(v, list) else v.shape[1]) for k, v in data.views.items()},
         )
         methods = [*BASELINES[data.kind], *fusion_methods(data.kind, settings)]
-        for r, tr, te in folds(data, settings):
-            tasks += [(name, m, r, tr, te, settings) for m in methods]
+        splits = folds(data, settings)
+        for i, (r, tr, te) in enumerate(splits):
+            k = sum(rr == r for rr, _, _ in splits[:i])  # the fold's index within its repeat
+            tasks += [(name, m, r, k, tr, te, settings) for m in methods]
     # cheap fits first (baselines, then single strategies, then auto), so that a run stopped
     # at its time limit has measured as many data sets as it could
     cost = {m: 0 for ms in BASELINES.values() for m in ms} | {"auto": 2}

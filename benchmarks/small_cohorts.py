@@ -16,10 +16,16 @@ inner 3-fold CV; random forest (300 trees); ridge with alpha by inner CV (regres
 Evaluation: stratified 5-fold CV, repeated ``--repeats`` times where n < 500 (3 in the full
 settings). Every number is an outer-test-fold score; nothing is chosen on the outer folds.
 
+Survival losses: ``--survival-loss hazard cox`` fits every survival strategy once per loss on
+the same folds and seeds, rows named ``early (hazard)``, ``early (cox)``: the discrete-time
+hazard (`FusionSurvival`'s default) and the Cox partial likelihood
+(``TaskSpec("survival", 1, objective="cox")``), all other settings the estimator's defaults.
+
 Usage::
 
     python -m benchmarks.small_cohorts --datasets cancer whas500 --strategies early late --jobs 2
     python -m benchmarks.small_cohorts --quick    # 1 repeat, 2 of the 5 folds
+    python -m benchmarks.small_cohorts --datasets veterans --strategies early --no-auto --survival-loss hazard cox
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from benchmarks import common
 
 DATASETS = ("cancer", "digits", "esol", "whas500", "gbsg2", "veterans", "flchain")
 FUSION = ("early", "late", "attention", "sequential", "lego-fuse", "lego-merge")
+SURVIVAL_LOSSES = ("hazard", "cox")
+"""The survival task's objectives (`modfuse.core.tasks.Survival.objectives`); the first is the default."""
 BASELINES = {
     "classification": ("logistic (C by CV)", "random forest"),
     "regression": ("ridge (alpha by CV)", "random forest"),
@@ -66,6 +74,7 @@ class Settings:
     max_epochs: int = 100
     auto_cv: int = 3
     auto_strategies: tuple[str, ...] | None = None
+    survival_losses: tuple[str, ...] = SURVIVAL_LOSSES[:1]
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -209,10 +218,40 @@ def _score(kind: str, y_true: Any, pred: np.ndarray) -> float:
     return float(concordance_index_censored(y_true["event"], y_true["time"], pred)[0])
 
 
-def _fusion(strategy: str, kind: str, settings: Settings, seed: int) -> Any:
+def _cox_survival() -> type:
+    """`FusionSurvival` trained with the Cox partial likelihood: one output, the log risk (its
+    ``predict``); everything else (sizing, splits, early stopping on the C-index) unchanged."""
+    from modfuse.core.tasks import TaskSpec
+    from modfuse.estimators import FusionSurvival
+
+    class CoxSurvival(FusionSurvival):
+        def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
+            _, target = super()._task(y)  # its checks of y (at least 2 events)
+            return TaskSpec("survival", 1, objective="cox"), target
+
+    return CoxSurvival
+
+
+def fusion_methods(kind: str, settings: Settings) -> list[str]:
+    """The fusion rows of a data set: each strategy (and auto), once per survival loss when
+    several (or a non-default one) are asked for: ``early (cox)``."""
+    names = [*settings.strategies, *(["auto"] if settings.auto else [])]
+    if kind != "survival" or settings.survival_losses == SURVIVAL_LOSSES[:1]:
+        return names
+    return [f"{name} ({loss})" for name in names for loss in settings.survival_losses]
+
+
+def _parse_method(method: str) -> tuple[str, str]:
+    """(strategy, survival loss) of a fusion row's name."""
+    name, _, loss = method.partition(" (")
+    return name, loss.rstrip(")") or SURVIVAL_LOSSES[0]
+
+
+def _fusion(strategy: str, kind: str, settings: Settings, seed: int, loss: str = SURVIVAL_LOSSES[0]) -> Any:
     from modfuse.estimators import FusionClassifier, FusionRegressor, FusionSurvival
 
-    cls = {"classification": FusionClassifier, "regression": FusionRegressor, "survival": FusionSurvival}[kind]
+    survival = _cox_survival() if loss == "cox" else FusionSurvival
+    cls = {"classification": FusionClassifier, "regression": FusionRegressor, "survival": survival}[kind]
     kwargs: dict[str, Any] = {"max_epochs": settings.max_epochs, "random_state": seed, "device": "cpu"}
     if strategy == "auto":
         kwargs |= {"auto_cv": settings.auto_cv, "auto_strategies": settings.auto_strategies}
@@ -226,15 +265,16 @@ def fit_one(data: Data, method: str, train: np.ndarray, test: np.ndarray, settin
     torch.set_num_threads(1)
     start = time.perf_counter()
     chosen = ""
-    if method in FUSION or method == "auto":
+    strategy, loss = _parse_method(method)
+    if strategy in FUSION or strategy == "auto":
         take = lambda v, r: [v[i] for i in r] if isinstance(v, list) else v[r]  # noqa: E731
-        model = _fusion(method, data.kind, settings, seed)
+        model = _fusion(strategy, data.kind, settings, seed, loss)
         y_train = data.y[train]
         if data.kind == "survival":
             y_train = (y_train["time"], y_train["event"].astype(int))
         model.fit({k: take(v, train) for k, v in data.views.items()}, y_train)
         pred = model.predict({k: take(v, test) for k, v in data.views.items()})
-        chosen = f"{model.best_strategy_} / robust {model.best_params_['robust']}" if method == "auto" else ""
+        chosen = f"{model.best_strategy_} / robust {model.best_params_['robust']}" if strategy == "auto" else ""
     else:
         if method.startswith("CoxNet"):
             model = _coxnet(data.flat[train], data.y[train], seed)
@@ -264,11 +304,11 @@ def folds(data: Data, settings: Settings) -> list[tuple[int, np.ndarray, np.ndar
 
 
 def _job(args: tuple) -> dict:
-    name, method, r, train, test, settings = args
+    name, method, r, k, train, test, settings = args
     common.quiet()
     data = _subsample(load(name), settings.max_rows)
     row = fit_one(data, method, train, test, settings, seed=r)
-    return {**row, "repeat": r}
+    return {**row, "repeat": r, "fold": k}  # (repeat, fold) pairs rows of one split across methods
 
 
 def run(
@@ -283,13 +323,15 @@ def run(
             len(data.strata),
             {k: (len(v) if isinstance(v, list) else v.shape[1]) for k, v in data.views.items()},
         )
-        methods = [*BASELINES[data.kind], *settings.strategies, *(["auto"] if settings.auto else [])]
-        for r, tr, te in folds(data, settings):
-            tasks += [(name, m, r, tr, te, settings) for m in methods]
+        methods = [*BASELINES[data.kind], *fusion_methods(data.kind, settings)]
+        splits = folds(data, settings)
+        for i, (r, tr, te) in enumerate(splits):
+            k = sum(rr == r for rr, _, _ in splits[:i])  # the fold's index within its repeat
+            tasks += [(name, m, r, k, tr, te, settings) for m in methods]
     # cheap fits first (baselines, then single strategies, then auto), so that a run stopped
     # at its time limit has measured as many data sets as it could
     cost = {m: 0 for ms in BASELINES.values() for m in ms} | {"auto": 2}
-    tasks.sort(key=lambda t: cost.get(t[1], 1))
+    tasks.sort(key=lambda t: cost.get(_parse_method(t[1])[0], 1))
     log(f"small_cohorts: {len(tasks)} fits")
     rows: list[dict] = []
 
@@ -359,6 +401,15 @@ def write(raw: pd.DataFrame, sizes: dict, settings: Settings, command: str, out_
         f"fusion: the estimators' defaults (sized by the data, linear path, robust training on) with max_epochs="
         f"{settings.max_epochs}; auto: {settings.auto_cv}-fold inner CV over "
         f"{settings.auto_strategies or 'early, late, attention'} x robust on/off, then refit on the training folds",
+        *(
+            [
+                f"survival losses: {', '.join(settings.survival_losses)} (hazard: discrete-time logistic hazard over "
+                "the estimator's intervals; cox: Cox partial likelihood with Breslow ties over each batch's risk "
+                "sets, one output), same folds, seeds and other settings"
+            ]
+            if settings.survival_losses != SURVIVAL_LOSSES[:1]
+            else []
+        ),
         "targets (issue 20): auto >= the best baseline everywhere; every default within 0.5 points (0.01 C) of it; "
         "no default more than 1 point below the best strategy",
     ]
@@ -386,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--auto-cv", type=int, default=None)
     parser.add_argument("--auto-strategies", nargs="+", choices=FUSION, default=None)
+    parser.add_argument(
+        "--survival-loss",
+        nargs="+",
+        choices=SURVIVAL_LOSSES,
+        default=None,
+        help="survival objectives fitted side by side, one row per strategy and loss (default: hazard)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="fits in this many worker processes")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -401,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         max_epochs=args.max_epochs or base.max_epochs,
         auto_cv=args.auto_cv or base.auto_cv,
         auto_strategies=tuple(args.auto_strategies) if args.auto_strategies else base.auto_strategies,
+        survival_losses=tuple(dict.fromkeys(args.survival_loss)) if args.survival_loss else base.survival_losses,
     )
     common.quiet()
     out = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)

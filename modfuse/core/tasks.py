@@ -22,7 +22,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from modfuse.core.losses import discrete_time_nll, survival_risk
+from modfuse.core.losses import cox_partial_nll, discrete_time_nll, survival_risk
 from modfuse.core.metrics import ConcordanceIndex
 from modfuse.errors import ModfuseError
 from modfuse.registry import Registry
@@ -57,6 +57,10 @@ class TaskKind(ABC):
 
     main_metric: ClassVar[tuple[str, str]]
     """(metric name in `metrics()`, ``"max"`` or ``"min"``): what early stopping monitors."""
+
+    objectives: ClassVar[tuple[str, ...]] = ()
+    """Named losses a `TaskSpec` may choose with ``objective=`` (the first is the default);
+    empty: the kind has one loss and ``objective`` must stay None."""
 
     def check_spec(self, spec: TaskSpec) -> None:
         """Raise when ``spec``'s output width or options do not fit this kind (any fits by default)."""
@@ -243,13 +247,28 @@ class Regression(TaskKind):
 
 @register_task_kind("survival")
 class Survival(TaskKind):
-    """Discrete-time survival. Target (B, 2) holding (time, event); K = num_outputs intervals
-    split at ``spec.boundaries``; prediction: risk (B,) in [0, 1] (`survival_risk()`: the
-    expected share of the closed intervals not survived)."""
+    """Right-censored survival. Target (B, 2) holding (time, event). Two losses (``spec.objective``):
+
+    - ``"hazard"`` (the default): discrete-time logistic hazard (`discrete_time_nll()`) over
+      K = num_outputs intervals split at ``spec.boundaries``; prediction: risk (B,) in [0, 1]
+      (`survival_risk()`: the expected share of the closed intervals not survived).
+    - ``"cox"``: Cox partial likelihood with Breslow ties (`cox_partial_nll()`) over each
+      batch's risk sets; one output (num_outputs=1, no boundaries), the log relative risk;
+      prediction: that log risk (B,), unbounded (only its order is meaningful: no baseline
+      hazard is fitted, so no survival curve).
+    """
 
     main_metric = ("cindex", "max")
+    objectives = ("hazard", "cox")
 
     def check_spec(self, spec: TaskSpec) -> None:
+        if spec.objective == "cox":
+            if spec.num_outputs != 1 or spec.boundaries:
+                raise ModfuseError(
+                    f"a survival task with objective='cox' has 1 output (the log risk) and no boundaries, found "
+                    f"num_outputs={spec.num_outputs}, boundaries={spec.boundaries}"
+                )
+            return
         b = spec.boundaries
         if b is None or len(b) != spec.num_outputs - 1:
             raise ModfuseError(
@@ -276,11 +295,13 @@ class Survival(TaskKind):
         return target.float()
 
     def loss(self, spec: TaskSpec, logits: Tensor, target: Tensor) -> Tensor:
+        if spec.objective == "cox":
+            return cox_partial_nll(logits[:, 0], target[:, 0], target[:, 1])
         boundaries = torch.tensor(spec.boundaries, dtype=torch.float32, device=logits.device)
         return discrete_time_nll(logits, target[:, 0], target[:, 1], boundaries)
 
     def activate(self, spec: TaskSpec, logits: Tensor) -> Tensor:
-        return survival_risk(logits)
+        return logits[:, 0] if spec.objective == "cox" else survival_risk(logits)
 
     def metrics(self, spec: TaskSpec) -> MetricCollection:
         return MetricCollection({"cindex": ConcordanceIndex()})
@@ -297,6 +318,9 @@ class TaskSpec:
             targets for regression, time intervals K for survival.
         boundaries: survival only: the K-1 interior interval boundaries (increasing).
         weight: weight of this task's loss in a multi-task sum.
+        objective: the kind's named loss (``TaskKind.objectives``); None: the kind's default.
+            Survival: ``"hazard"`` (default; K intervals) or ``"cox"`` (Cox partial likelihood,
+            ``TaskSpec("survival", 1, objective="cox")``).
 
     Output and target shapes (B = batch size):
         logits: (B, num_outputs) for every kind.
@@ -308,6 +332,7 @@ class TaskSpec:
     num_outputs: int = 1
     boundaries: tuple[float, ...] | None = None
     weight: float = 1.0
+    objective: str | None = None
     _impl: TaskKind = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -318,17 +343,22 @@ class TaskSpec:
         if self.boundaries is not None:
             object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
         impl = TASK_KINDS.get(self.kind)()
+        if self.objective is not None and self.objective not in impl.objectives:
+            expected = f"one of {list(impl.objectives)}" if impl.objectives else "None (the kind has one loss)"
+            raise ModfuseError(f"unknown objective {self.objective!r} for a {self.kind} task; expected {expected}")
         impl.check_spec(self)
         object.__setattr__(self, "_impl", impl)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description; ``TaskSpec(**d)`` rebuilds it (boundaries as a tuple)."""
-        return {
+        out = {
             "kind": self.kind,
             "num_outputs": self.num_outputs,
             "boundaries": list(self.boundaries) if self.boundaries is not None else None,
             "weight": self.weight,
         }
+        # only when chosen: the descriptions (and checkpoints) of default-loss tasks stay as before
+        return out | ({"objective": self.objective} if self.objective is not None else {})
 
     def check_target(self, target: Tensor, ids: Sequence[Any] | None = None, name: str = DEFAULT_TASK) -> Tensor:
         """Validate ``target`` and return it in the form `loss()` uses; errors name the task."""
@@ -347,7 +377,8 @@ class TaskSpec:
 
     def activate(self, logits: Tensor) -> Tensor:
         """Predictions from logits: probabilities (binary (B,), multiclass (B, C), multilabel
-        (B, L)), estimates (regression (B,) or (B, n)), risk (survival (B,))."""
+        (B, L)), estimates (regression (B,) or (B, n)), risk (survival (B,); the log risk for
+        ``objective="cox"``)."""
         return self._impl.activate(self, logits.float())
 
     def metrics(self) -> MetricCollection:

@@ -33,10 +33,6 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "asserts R^2 > 0.5 after fit; a 1-epoch network does not reach it (it does with 5 epochs: "
             "test_a_regressor_trained_a_few_epochs_passes_check_regressors_train)"
         ),
-        "check_regressor_multioutput": (
-            "asks for float64 predictions; FusionRegressor predicts in the network's float32 (its targets are "
-            "standardised in float32): a choice of FusionRegressor, not a defect of the conventions tested here"
-        ),
     },
 }
 

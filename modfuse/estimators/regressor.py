@@ -37,7 +37,8 @@ class FusionRegressor(RegressorMixin, _FusionEstimator):
     def predict(self, X: Any, modalities: Mapping[str, Any] | None = None) -> np.ndarray:
         """Estimates (n,) or (n, k) in the units of ``y``."""
         data, _ = self._inputs(X, modalities)
-        z = self.task_spec_.activate(self._logits(data)).numpy()
+        # float64 as scikit-learn's regressors return (the network itself computes in float32)
+        z = self.task_spec_.activate(self._logits(data)).numpy().astype(np.float64)
         return z * self.y_std_ + self.y_mean_
 
     def score(self, X: Any, y: Any, sample_weight: Any = None, modalities: Mapping[str, Any] | None = None) -> float:

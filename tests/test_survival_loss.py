@@ -162,3 +162,21 @@ def test_a_fusion_model_trains_with_the_cox_loss_end_to_end():
     out = trainer.test(task, dm, verbose=False)[0]
     assert out["test/cindex"] > 0.75
     assert TaskSpec(**task.hparams["tasks"]["y"]) == spec
+
+
+def test_the_survival_estimator_takes_the_cox_objective():
+    """``FusionSurvival(objective="cox")`` fits a one-output log-risk model and ranks new patients."""
+    from modfuse import FusionSurvival
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(240, 4))
+    time = np.exp(-1.5 * x[:, 0] + 0.5 * x[:, 2] + 0.2 * rng.normal(size=240))
+    event = (rng.random(240) < 0.7).astype(float)
+    X = {"a": x[:, :2], "b": x[:, 2:]}
+    train, test = np.arange(180), np.arange(180, 240)
+    est = FusionSurvival(objective="cox", max_epochs=15, random_state=0, device="cpu", verbose=False)
+    est.fit({m: v[train] for m, v in X.items()}, (time[train], event[train]))
+    assert est.task_spec_ == TaskSpec("survival", 1, objective="cox") and est.boundaries_ == ()
+    assert est.score({m: v[test] for m, v in X.items()}, (time[test], event[test])) > 0.75
+    with pytest.raises(ModfuseError, match="objective must be 'hazard' or 'cox'"):
+        FusionSurvival(objective="weibull", max_epochs=1, device="cpu", verbose=False).fit(X, (time, event))

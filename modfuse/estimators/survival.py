@@ -16,14 +16,19 @@ __all__ = ["FusionSurvival", "survival_target"]
 
 
 class FusionSurvival(_FusionEstimator):
-    """Multimodal discrete-time survival model (hazard per interval, censoring aware).
+    """Multimodal survival model, censoring aware: a discrete-time hazard per interval (default)
+    or a Cox proportional-hazards log risk.
 
     ``y`` is ``(time, event)`` (two arrays), an (n, 2) array, or a structured array with a
     boolean event field and a time field (scikit-survival's layout). The interval boundaries
     are the quantiles of the observed event times.
 
     Args:
-        n_intervals: number of discrete time intervals K (K-1 boundaries).
+        n_intervals: number of discrete time intervals K (K-1 boundaries); hazard only.
+        objective: ``"hazard"`` (discrete-time likelihood) or ``"cox"`` (Breslow partial
+            likelihood over each mini-batch's risk sets). Measured side by side in
+            ``benchmarks/results/small_cohorts.md``: neither is better across data sets, so the
+            hazard stays the default.
         other arguments: as in `FusionClassifier`.
     """
 
@@ -32,6 +37,7 @@ class FusionSurvival(_FusionEstimator):
         strategy: Strategy = "early",
         encoders: Any = "auto",
         n_intervals: int = 10,
+        objective: str = "hazard",
         max_epochs: int = 100,
         batch_size: int | str = "auto",
         lr: float | str = "auto",
@@ -74,12 +80,18 @@ class FusionSurvival(_FusionEstimator):
             modalities=modalities,
         )
         self.n_intervals = n_intervals
+        self.objective = objective
 
     def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
         target = survival_target(y)
         events = target[target[:, 1] > 0, 0]
         if len(events) < 2:
             raise ModfuseError(f"survival needs at least 2 observed events, found {len(events)}")
+        if self.objective == "cox":
+            self.boundaries_ = ()
+            return TaskSpec("survival", 1, objective="cox"), target
+        if self.objective != "hazard":
+            raise ModfuseError(f"objective must be 'hazard' or 'cox', found {self.objective!r}")
         qs = np.quantile(events, np.linspace(0, 1, self.n_intervals + 1)[1:-1])
         boundaries = tuple(float(b) for b in np.unique(qs))
         self.boundaries_ = boundaries
@@ -92,8 +104,9 @@ class FusionSurvival(_FusionEstimator):
         return survival_target(y)
 
     def predict(self, X: Any, modalities: Mapping[str, Any] | None = None) -> np.ndarray:
-        """Risk score per sample (n,) in [0, 1]: the expected share of the closed intervals not
-        survived (`modfuse.core.losses.survival_risk`); higher = earlier event."""
+        """Risk score per sample (n,); higher = earlier event. Hazard: in [0, 1], the expected
+        share of the closed intervals not survived (`modfuse.core.losses.survival_risk`); Cox:
+        the log risk."""
         data, _ = self._inputs(X, modalities)
         return self.task_spec_.activate(self._logits(data)).numpy()
 

@@ -531,10 +531,10 @@ class InputLayout:
                 data[m] = table.transform(values, m)
             else:
                 data[m] = _as_array(values, m)  # a modality left out is missing for every sample
-                expected = self.row_shapes.get(m)
-                if data[m] is not None and expected is not None and data[m].shape[1:] != expected:
+                fitted_shape = self.row_shapes.get(m)
+                if data[m] is not None and fitted_shape is not None and data[m].shape[1:] != fitted_shape:
                     raise ModfuseError(
-                        f"rows of shape {data[m].shape[1:]}, but {self.owner} was fitted on rows of shape {expected}",
+                        f"rows of shape {data[m].shape[1:]}, but {self.owner} was fitted on rows of shape {fitted_shape}",
                         modality=m,
                     )
         return _checked(data), index

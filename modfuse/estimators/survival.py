@@ -88,7 +88,7 @@ class FusionSurvival(_FusionEstimator):
         if len(events) < 2:
             raise ModfuseError(f"survival needs at least 2 observed events, found {len(events)}")
         if self.objective == "cox":
-            self.boundaries_ = ()
+            self.boundaries_: tuple[float, ...] = ()
             return TaskSpec("survival", 1, objective="cox"), target
         if self.objective != "hazard":
             raise ModfuseError(f"objective must be 'hazard' or 'cox', found {self.objective!r}")

@@ -45,6 +45,7 @@ from modfuse.utils.progress import progress_enabled
 
 if TYPE_CHECKING:
     from modfuse.core.model import FusionModel
+    from modfuse.training.runner import FitResult
 
 __all__ = ["STRATEGIES", "NotFittedModelError"]
 
@@ -54,6 +55,21 @@ AUTO = "auto"
 `modfuse.estimators.auto`."""
 LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
 """Lego block size for notebook-scale data (the 64x64 default latent is sized for images)."""
+
+
+def fusion_defaults(strategy: str) -> dict[str, Any]:
+    """The fusion model's own defaults in the estimators (``strategy_kwargs`` override them): late
+    fusion's per-modality heads are linear, so that each modality's depth is its encoder's (sized
+    by the data, see `modfuse.training.sizing`) and the model starts as a linear model of the
+    standardised inputs, as the encoders' linear path does; an MLP head on top of the encoder adds
+    a nonlinear layer that a small cohort cannot fit (generated 300-row linear problem, seeds 7 /
+    9 / 8, each scored on 1000 other rows: late fusion 0.818 / 0.844 / 0.856 with linear heads vs
+    0.794 / 0.831 / 0.855 with the 64-wide MLP head). Other strategies keep their own defaults (a fusion MLP as wide as the
+    encoders changed early fusion by +2.8 / 0.0 / -0.4 points on the same seeds: not kept).
+    """
+    return {"hidden": 0} if strategy == "late" else {}
+
+
 Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention", "auto"]
 
 
@@ -109,7 +125,15 @@ class _FusionEstimator(BaseEstimator, ABC):
         patience: epochs without improvement of the validation loss before stopping (the weights
             of its best epoch are kept).
         val_fraction: share of the training data held out for early stopping.
-        strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
+        refit: ``True`` (default): the validation run only chooses the number of epochs (its best
+            epoch by the validation loss); a fresh model (same seed) is then trained on all the
+            rows for that many epochs, its learning-rate schedule annealed over them. Small
+            cohorts get back the validation rows, and the model ends at a low learning rate
+            instead of wherever early stopping caught the one-cycle schedule. ``False``: the
+            validation run's best weights are the model. Lego strategies (several training
+            stages) never refit.
+        strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``); they
+            override `fusion_defaults()` (late fusion: linear per-modality heads).
         random_state: seed of the split, the initialisation and the shuffling.
         device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         verbose: ``True``: a progress bar and Lightning's messages; ``False``: silent; ``None``
@@ -166,6 +190,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         auto_strategies: tuple[str, ...] | None = None,
         auto_cv: int = 3,
         modalities: Mapping[str, Any] | None = None,
+        refit: bool = True,
     ) -> None:
         self.strategy = strategy
         self.encoders = encoders
@@ -187,6 +212,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.auto_strategies = auto_strategies
         self.auto_cv = auto_cv
         self.modalities = modalities
+        self.refit = refit
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's tags: NaN cells (missing values / modalities) and categorical
@@ -315,10 +341,31 @@ class _FusionEstimator(BaseEstimator, ABC):
         kwargs = dict(self.strategy_kwargs or {})
         if self.strategy.startswith("lego-"):
             kwargs = {**LEGO_DEFAULTS, **kwargs}
+        else:
+            kwargs = {**fusion_defaults(self.strategy), **kwargs}
         model = build(self.strategy, encoders=encoders, tasks={"y": spec}, **kwargs)
         if self.strategy.startswith("lego-"):
             return self._train_lego(model, datamodule)
-        return self._train_model(model, datamodule, has_val=len(val) > 0)
+        if not (self.refit and len(val)):
+            return self._train_model(model, datamodule, has_val=len(val) > 0).model
+        return self._refit(
+            model, dataset, np.concatenate([train, val]), self._train_model(copy.deepcopy(model), datamodule)
+        )
+
+    def _refit(self, model: nn.Module, dataset: MultiModalDataset, rows: np.ndarray, chosen: Any) -> nn.Module:
+        """``model`` (untrained) trained on ``rows`` for the best epoch count of the validation run
+        ``chosen`` (a `FitResult`), with no validation."""
+        import lightning as L
+
+        epochs = (chosen.best_epoch if chosen.best_epoch is not None else (chosen.epochs or 1) - 1) + 1
+        L.seed_everything(self.random_state, workers=True, verbose=False)  # the same stream as the first run
+        everything = MultiModalDataModule(
+            dataset,
+            splits={"train": np.sort(rows).tolist(), "val": [], "test": []},
+            batch_size=int(self.batch_size),
+            seed=self.random_state,
+        )
+        return self._train_model(model, everything, has_val=False, max_epochs=epochs).model
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         accelerator, _ = _accelerator(self.device)
@@ -331,14 +378,16 @@ class _FusionEstimator(BaseEstimator, ABC):
             "enable_model_summary": False,
         }
 
-    def _train_model(self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool = True) -> nn.Module:
+    def _train_model(
+        self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool = True, max_epochs: int | None = None
+    ) -> FitResult:
         """The model's own training stages through the runner (one procedure per strategy)."""
         from modfuse.training.runner import fit
 
         return fit(
             model,
             datamodule,
-            max_epochs=self.max_epochs,
+            max_epochs=max_epochs or self.max_epochs,
             lr=float(self.lr),  # numbers here: _run() resolved "auto"
             batch_size=int(self.batch_size),
             task_kwargs={"weight_decay": self.weight_decay, "scheduler": "cosine", **self._robust_kwargs()},
@@ -351,10 +400,10 @@ class _FusionEstimator(BaseEstimator, ABC):
             mode="min",
             patience=self.patience,
             seed=self.random_state,
-        ).model
+        )
 
     def _train_lego(self, model: nn.Module, datamodule: MultiModalDataModule) -> nn.Module:
-        return self._train_model(model, datamodule)
+        return self._train_model(model, datamodule).model
 
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:

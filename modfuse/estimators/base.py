@@ -57,19 +57,6 @@ LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
 """Lego block size for notebook-scale data (the 64x64 default latent is sized for images)."""
 
 
-def fusion_defaults(strategy: str) -> dict[str, Any]:
-    """The fusion model's own defaults in the estimators (``strategy_kwargs`` override them): late
-    fusion's per-modality heads are linear, so that each modality's depth is its encoder's (sized
-    by the data, see `modfuse.training.sizing`) and the model starts as a linear model of the
-    standardised inputs, as the encoders' linear path does; an MLP head on top of the encoder adds
-    a nonlinear layer that a small cohort cannot fit (generated 300-row linear problem, seeds 7 /
-    9 / 8, each scored on 1000 other rows: late fusion 0.818 / 0.844 / 0.856 with linear heads vs
-    0.794 / 0.831 / 0.855 with the 64-wide MLP head). Other strategies keep their own defaults (a fusion MLP as wide as the
-    encoders changed early fusion by +2.8 / 0.0 / -0.4 points on the same seeds: not kept).
-    """
-    return {"hidden": 0} if strategy == "late" else {}
-
-
 Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention", "auto"]
 
 
@@ -132,8 +119,7 @@ class _FusionEstimator(BaseEstimator, ABC):
             instead of wherever early stopping caught the one-cycle schedule. ``False``: the
             validation run's best weights are the model. Lego strategies (several training
             stages) never refit.
-        strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``); they
-            override `fusion_defaults()` (late fusion: linear per-modality heads).
+        strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
         random_state: seed of the split, the initialisation and the shuffling.
         device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         verbose: ``True``: a progress bar and Lightning's messages; ``False``: silent; ``None``
@@ -341,8 +327,6 @@ class _FusionEstimator(BaseEstimator, ABC):
         kwargs = dict(self.strategy_kwargs or {})
         if self.strategy.startswith("lego-"):
             kwargs = {**LEGO_DEFAULTS, **kwargs}
-        else:
-            kwargs = {**fusion_defaults(self.strategy), **kwargs}
         model = build(self.strategy, encoders=encoders, tasks={"y": spec}, **kwargs)
         if self.strategy.startswith("lego-"):
             return self._train_lego(model, datamodule)

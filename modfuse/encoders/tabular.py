@@ -42,7 +42,8 @@ class TabularEncoder(Encoder):
         std: per-numeric-column standard deviations, default 1.
         linear: add a linear path: a linear projection of the standardised inputs (and missing
             indicators) summed with the MLP's output, so the encoder's output holds a (weight-decay
-            penalised) linear function of its inputs, whatever the MLP learns.
+            penalised) linear function of its inputs, whatever the MLP learns. The MLP's output
+            layer then starts at zero: the encoder is initially exactly its linear path.
 
     Shapes:
         input (n, num_features) float (NaN allowed) -> output (n, out_dim).
@@ -84,6 +85,12 @@ class TabularEncoder(Encoder):
         self.proj = nn.Linear(hidden[-1] if hidden else width, out_dim)
         self.width = width
         self.linear = nn.Linear(width, out_dim, bias=False) if linear and hidden else None
+        if self.linear is not None:
+            # the encoder starts as its linear path: the MLP's output layer begins at zero and
+            # grows only where the loss asks for it (the MLP's own layers get gradients once it
+            # has), so a small cohort's model starts from, and stays near, a linear model
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:

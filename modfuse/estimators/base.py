@@ -23,7 +23,7 @@ import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ from modfuse.estimators.inputs import InputLayout, aligned_y, check_fit_rows, ch
 from modfuse.training.sizing import size_for
 from modfuse.utils.progress import progress_enabled
 
+if TYPE_CHECKING:
+    from modfuse.training.runner import FitResult
+
 __all__ = ["STRATEGIES", "NotFittedModelError"]
 
 STRATEGIES = ("lego-merge", "lego-fuse", "sequential", "early", "late", "attention")
@@ -51,6 +54,8 @@ AUTO = "auto"
 `modfuse.estimators.auto`."""
 LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
 """Lego block size for notebook-scale data (the 64x64 default latent is sized for images)."""
+
+
 Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention", "auto"]
 
 
@@ -106,6 +111,13 @@ class _FusionEstimator(BaseEstimator, ABC):
         patience: epochs without improvement of the validation loss before stopping (the weights
             of its best epoch are kept).
         val_fraction: share of the training data held out for early stopping.
+        refit: ``True`` (default): the validation run only chooses the number of epochs (its best
+            epoch by the validation loss); a fresh model (same seed) is then trained on all the
+            rows for that many epochs, its learning-rate schedule annealed over them. Small
+            cohorts get back the validation rows, and the model ends at a low learning rate
+            instead of wherever early stopping caught the one-cycle schedule. ``False``: the
+            validation run's best weights are the model. Lego strategies (several training
+            stages) never refit.
         strategy_kwargs: extra arguments of the fusion model (e.g. ``{"hidden": 64}``).
         random_state: seed of the split, the initialisation and the shuffling.
         device: ``"auto"`` (a GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -163,6 +175,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         auto_strategies: tuple[str, ...] | None = None,
         auto_cv: int = 3,
         modalities: Mapping[str, Any] | None = None,
+        refit: bool = True,
     ) -> None:
         self.strategy = strategy
         self.encoders = encoders
@@ -184,6 +197,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.auto_strategies = auto_strategies
         self.auto_cv = auto_cv
         self.modalities = modalities
+        self.refit = refit
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's tags: NaN cells (missing values / modalities), categorical DataFrame
@@ -326,7 +340,26 @@ class _FusionEstimator(BaseEstimator, ABC):
         model = build(self.strategy, encoders=encoders, tasks={"y": spec}, **kwargs)
         if self.strategy.startswith("lego-"):
             return self._train_lego(model, datamodule)
-        return self._train_model(model, datamodule, has_val=len(val) > 0)
+        if not (self.refit and len(val)):
+            return self._train_model(model, datamodule, has_val=len(val) > 0).model
+        return self._refit(
+            model, dataset, np.concatenate([train, val]), self._train_model(copy.deepcopy(model), datamodule)
+        )
+
+    def _refit(self, model: nn.Module, dataset: MultiModalDataset, rows: np.ndarray, chosen: Any) -> nn.Module:
+        """``model`` (untrained) trained on ``rows`` for the best epoch count of the validation run
+        ``chosen`` (a `FitResult`), with no validation."""
+        import lightning as L
+
+        epochs = (chosen.best_epoch if chosen.best_epoch is not None else (chosen.epochs or 1) - 1) + 1
+        L.seed_everything(self.random_state, workers=True, verbose=False)  # the same stream as the first run
+        everything = MultiModalDataModule(
+            dataset,
+            splits={"train": np.sort(rows).tolist(), "val": [], "test": []},
+            batch_size=int(self.batch_size),
+            seed=self.random_state,
+        )
+        return self._train_model(model, everything, has_val=False, max_epochs=epochs).model
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         accelerator, _ = _accelerator(self.device)
@@ -339,14 +372,16 @@ class _FusionEstimator(BaseEstimator, ABC):
             "enable_model_summary": False,
         }
 
-    def _train_model(self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool = True) -> nn.Module:
+    def _train_model(
+        self, model: nn.Module, datamodule: MultiModalDataModule, has_val: bool = True, max_epochs: int | None = None
+    ) -> FitResult:
         """The model's own training stages through the runner (one procedure per strategy)."""
         from modfuse.training.runner import fit
 
         return fit(
             model,
             datamodule,
-            max_epochs=self.max_epochs,
+            max_epochs=max_epochs or self.max_epochs,
             lr=float(self.lr),  # numbers here: _run() resolved "auto"
             batch_size=int(self.batch_size),
             task_kwargs={"weight_decay": self.weight_decay, "scheduler": "cosine", **self._robust_kwargs()},
@@ -359,10 +394,10 @@ class _FusionEstimator(BaseEstimator, ABC):
             mode="min",
             patience=self.patience,
             seed=self.random_state,
-        ).model
+        )
 
     def _train_lego(self, model: nn.Module, datamodule: MultiModalDataModule) -> nn.Module:
-        return self._train_model(model, datamodule)
+        return self._train_model(model, datamodule).model
 
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:

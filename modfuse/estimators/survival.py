@@ -56,6 +56,7 @@ class FusionSurvival(_FusionEstimator):
         auto_strategies: tuple[str, ...] | None = None,
         auto_cv: int = 3,
         modalities: Mapping[str, Any] | None = None,
+        refit: bool = True,
     ) -> None:
         super().__init__(
             strategy=strategy,
@@ -78,6 +79,7 @@ class FusionSurvival(_FusionEstimator):
             auto_strategies=auto_strategies,
             auto_cv=auto_cv,
             modalities=modalities,
+            refit=refit,
         )
         self.n_intervals = n_intervals
         self.objective = objective

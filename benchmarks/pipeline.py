@@ -129,8 +129,12 @@ def write_table(path: Path, n: int) -> None:
     frame.to_csv(path, index=False)
 
 
-def generate(root: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Write the four modalities for ``n`` samples under ``root`` (reused when complete)."""
+FOLDERS = {"dicom": "dicom", "geotiff": "s2", "wfdb": "ecg", "table": "labs"}
+
+
+def generate(root: Path, n: int, log: Callable[[str], None], kinds: tuple[str, ...] = tuple(FOLDERS)) -> dict[str, Any]:
+    """Write the modalities ``kinds`` for ``n`` samples under ``root`` (reused when complete;
+    only those measured: 12-file GeoTIFF chips take minutes per thousand)."""
     compress = 4 if j2k_available() else 0
     writers = {
         "dicom": lambda: write_dicoms(root / "dicom", n, compress),
@@ -138,7 +142,10 @@ def generate(root: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
         "ecg": lambda: write_records(root / "ecg", n),
         "labs": lambda: write_table(root / "labs.csv", n),
     }
+    wanted = {FOLDERS[k] for k in kinds}
     for name, write in writers.items():  # each modality once: an interrupted run keeps the finished ones
+        if name not in wanted:
+            continue
         done = root / f"complete-{name}-{n}"
         if not done.exists():
             shutil.rmtree(root / name, ignore_errors=True)
@@ -276,7 +283,7 @@ def run(
     from benchmarks.common import machine
     from modfuse.data.cache import load_cache, write_cache
 
-    info = generate(work / "files", n, log)
+    info = generate(work / "files", n, log, kinds)
     # repeat > 1: the same files again under new sample ids ("s000001~2": file s000001)
     ids = [f"s{i:06d}" + (f"~{k}" if k else "") for k in range(repeat) for i in range(n)]
     rows = []
@@ -334,13 +341,15 @@ def run_rss(
     log: Callable[[str], None],
     command: str,
     kinds: tuple[str, ...] = ("dicom", "geotiff"),
+    reader: bool = False,
 ) -> pd.DataFrame:
     """Peak RSS against N: caches of each size in ``sizes`` (copies of ``n_files`` files)
-    written and read back with 0 and 2 workers; tables of each size through the reader path."""
+    written and read back with 0 and 2 workers (``reader``: also the reader path over the N
+    ids, 0 workers); tables of each size through the reader path."""
     from benchmarks.common import machine, markdown_table
     from modfuse.data.cache import load_cache
 
-    generate(work / "files", n_files, log)
+    generate(work / "files", n_files, log, (*kinds, "table"))
     ctx = mp.get_context("fork")
     rows = []
     for kind in kinds:
@@ -363,6 +372,13 @@ def run_rss(
                 rate_, rss = measure(make_cached, w)
                 row[f"cache w={w} samples/s"], row[f"RSS MiB cache w={w}"] = rate_, rss
             shutil.rmtree(cache, ignore_errors=True)  # 20k DICOMs as float32 are 20 GiB
+            if reader:  # the reader path over the same N ids: every copy decoded from its file
+
+                def make_reader(k: str = kind, i: list[str] = ids) -> tuple[Dataset, Any]:
+                    ds = modfuse_dataset(k, work / "files", i)
+                    return ds, ds.collate_fn
+
+                row["reader w=0 samples/s"], row["RSS MiB reader w=0"] = measure(make_reader, 0)
             rows.append(row)
             log(f"rss {kind} N={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
     for size in sizes:
@@ -454,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="instead: peak RSS of caches of these sizes (copies of --n files) and of tables of these sizes",
     )
+    parser.add_argument(
+        "--rss-reader", action="store_true", help="with --rss: also the reader path over N ids (N decodes)"
+    )
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
     start = time.perf_counter()
@@ -464,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.rss:
         kinds = tuple(args.modalities)
-        print(run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds).to_string(index=False))
+        frame = run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds, args.rss_reader)
+        print(frame.to_string(index=False))
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
         return 0

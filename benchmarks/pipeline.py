@@ -129,8 +129,12 @@ def write_table(path: Path, n: int) -> None:
     frame.to_csv(path, index=False)
 
 
-def generate(root: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Write the four modalities for ``n`` samples under ``root`` (reused when complete)."""
+FOLDERS = {"dicom": "dicom", "geotiff": "s2", "wfdb": "ecg", "table": "labs"}
+
+
+def generate(root: Path, n: int, log: Callable[[str], None], kinds: tuple[str, ...] = tuple(FOLDERS)) -> dict[str, Any]:
+    """Write the modalities ``kinds`` for ``n`` samples under ``root`` (reused when complete;
+    only those measured: 12-file GeoTIFF chips take minutes per thousand)."""
     compress = 4 if j2k_available() else 0
     writers = {
         "dicom": lambda: write_dicoms(root / "dicom", n, compress),
@@ -138,7 +142,10 @@ def generate(root: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
         "ecg": lambda: write_records(root / "ecg", n),
         "labs": lambda: write_table(root / "labs.csv", n),
     }
+    wanted = {FOLDERS[k] for k in kinds}
     for name, write in writers.items():  # each modality once: an interrupted run keeps the finished ones
+        if name not in wanted:
+            continue
         done = root / f"complete-{name}-{n}"
         if not done.exists():
             shutil.rmtree(root / name, ignore_errors=True)
@@ -236,25 +243,28 @@ def _measure(make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, q
     # steady state: the clock starts once each worker has delivered its first batch (worker
     # start-up is paid once per run with persistent workers, not per epoch)
     first = max(workers, 1)
-    start, n = time.perf_counter(), 0
+    start, cpu, n = time.perf_counter(), time.process_time(), 0
     batches = iter(loader)
     for k, batch in enumerate(batches):
         if pin:  # the handoff: the batch moves to the model's device (non_blocking from pinned memory)
             batch = batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
         if k < first:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             continue
         n += len(batch) if isinstance(batch, torch.Tensor) else len(batch.ids)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     del batches  # joins the workers, so their peak RSS is in RUSAGE_CHILDREN
     rss = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     )
-    queue.put((n / seconds, rss / 1024))
+    queue.put((n / seconds, rss / 1024, n / max(cpu_seconds, 1e-9)))
 
 
-def measure(make: Callable[[], tuple[Dataset, Any]], workers: int = 0, pin: bool = False) -> tuple[float, float]:
-    """(samples/s, peak RSS MiB) of one full pass, in a fresh forked process."""
+def measure(make: Callable[[], tuple[Dataset, Any]], workers: int = 0, pin: bool = False) -> tuple[float, ...]:
+    """(samples/s, peak RSS MiB, samples per CPU second of the measuring process) of one full
+    pass, in a fresh forked process. The CPU rate counts only the measuring process, so it is
+    the decode rate for 0 workers (where waiting for a core on a loaded machine does not
+    count), and meaningless with workers."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure, args=(make, workers, pin, queue))
@@ -276,13 +286,13 @@ def run(
     from benchmarks.common import machine
     from modfuse.data.cache import load_cache, write_cache
 
-    info = generate(work / "files", n, log)
+    info = generate(work / "files", n, log, kinds)
     # repeat > 1: the same files again under new sample ids ("s000001~2": file s000001)
     ids = [f"s{i:06d}" + (f"~{k}" if k else "") for k in range(repeat) for i in range(n)]
     rows = []
     for kind in kinds:
         hand = measure(lambda k=kind: (HandWritten(k, work / "files", ids), None))
-        row = {"modality": kind, "hand w=0": hand[0]}
+        row = {"modality": kind, "hand w=0": hand[0], "hand w=0 per CPU s": hand[2]}
         rss = {"hand w=0": hand[1]}
         for w in (0, 1, 2):
 
@@ -290,7 +300,9 @@ def run(
                 ds = modfuse_dataset(k, work / "files", ids)
                 return ds, ds.collate_fn
 
-            row[f"reader w={w}"], rss[f"reader w={w}"] = measure(make, w)
+            row[f"reader w={w}"], rss[f"reader w={w}"], cpu_rate = measure(make, w)
+            if w == 0:
+                row["reader w=0 per CPU s"] = cpu_rate
         cache = work / f"cache-{kind}-{n * repeat}"
         start = time.perf_counter()
         write_cache(modfuse_dataset(kind, work / "files", ids), cache, overwrite=True, num_workers=2)
@@ -301,8 +313,8 @@ def run(
                 ds = load_cache(c)
                 return ds, ds.collate_fn
 
-            row[f"cache w={w}"], rss[f"cache w={w}"] = measure(make_cached, w)
-        row["cache pinned w=2"], rss["cache pinned w=2"] = measure(make_cached, 2, pin=True)
+            row[f"cache w={w}"], rss[f"cache w={w}"], _ = measure(make_cached, w)
+        row["cache pinned w=2"], rss["cache pinned w=2"], _ = measure(make_cached, 2, pin=True)
         row["peak RSS MiB (max)"] = max(rss.values())
         row["RSS MiB reader w=2"] = rss["reader w=2"]
         row["RSS MiB cache w=2"] = rss["cache w=2"]
@@ -334,13 +346,15 @@ def run_rss(
     log: Callable[[str], None],
     command: str,
     kinds: tuple[str, ...] = ("dicom", "geotiff"),
+    reader: bool = False,
 ) -> pd.DataFrame:
     """Peak RSS against N: caches of each size in ``sizes`` (copies of ``n_files`` files)
-    written and read back with 0 and 2 workers; tables of each size through the reader path."""
+    written and read back with 0 and 2 workers (``reader``: also the reader path over the N
+    ids, 0 workers); tables of each size through the reader path."""
     from benchmarks.common import machine, markdown_table
     from modfuse.data.cache import load_cache
 
-    generate(work / "files", n_files, log)
+    generate(work / "files", n_files, log, (*kinds, "table"))
     ctx = mp.get_context("fork")
     rows = []
     for kind in kinds:
@@ -360,9 +374,16 @@ def run_rss(
                 return ds, ds.collate_fn
 
             for w in (0, 2):
-                rate_, rss = measure(make_cached, w)
+                rate_, rss, _ = measure(make_cached, w)
                 row[f"cache w={w} samples/s"], row[f"RSS MiB cache w={w}"] = rate_, rss
             shutil.rmtree(cache, ignore_errors=True)  # 20k DICOMs as float32 are 20 GiB
+            if reader:  # the reader path over the same N ids: every copy decoded from its file
+
+                def make_reader(k: str = kind, i: list[str] = ids) -> tuple[Dataset, Any]:
+                    ds = modfuse_dataset(k, work / "files", i)
+                    return ds, ds.collate_fn
+
+                row["reader w=0 samples/s"], row["RSS MiB reader w=0"], _ = measure(make_reader, 0)
             rows.append(row)
             log(f"rss {kind} N={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
     for size in sizes:
@@ -377,7 +398,7 @@ def run_rss(
             ds = MultiModalDataset({"table": TabularSource(t, id="id")}, ids=i)
             return ds, ds.collate_fn
 
-        rate_, rss = measure(make_table, 0)
+        rate_, rss, _ = measure(make_table, 0)
         rows.append({"modality": "table", "N": size, "reader w=0 samples/s": rate_, "RSS MiB reader w=0": rss})
         log(f"rss table N={size}: {rate_:.0f} samples/s, {rss:.0f} MiB")
     frame = pd.DataFrame(rows)
@@ -405,6 +426,7 @@ def ratios(frame: pd.DataFrame) -> pd.DataFrame:
         {
             "modality": frame["modality"],
             "reader/hand w=0 (>=0.90)": frame["reader w=0"] / frame["hand w=0"],
+            "reader/hand w=0 per CPU s": frame["reader w=0 per CPU s"] / frame["hand w=0 per CPU s"],
             "cache/reader w=0 (>=5 dicom, geotiff)": frame["cache w=0"] / frame["reader w=0"],
             "reader w=2 / w=0 (>=1.7)": frame["reader w=2"] / frame["reader w=0"],
             "cache w=2 / w=0": frame["cache w=2"] / frame["cache w=0"],
@@ -454,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="instead: peak RSS of caches of these sizes (copies of --n files) and of tables of these sizes",
     )
+    parser.add_argument(
+        "--rss-reader", action="store_true", help="with --rss: also the reader path over N ids (N decodes)"
+    )
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
     start = time.perf_counter()
@@ -464,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.rss:
         kinds = tuple(args.modalities)
-        print(run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds).to_string(index=False))
+        frame = run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds, args.rss_reader)
+        print(frame.to_string(index=False))
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
         return 0

@@ -61,6 +61,50 @@ def wfdb_case() -> tuple[str, Callable, Callable, list]:
     return "wfdb 10 s window", src.load, plain, src.ids[:100]
 
 
+def wfdb_record_case() -> tuple[str, Callable, Callable, list]:
+    """The first 10 s of whole records, every read a header-cache miss (as in one pass over
+    more than the cache's 256 records, e.g. the pipeline benchmark's 20k): the header-parsing
+    cost is paid by both sides."""
+    import wfdb
+
+    from modfuse.data.readers import WfdbSource
+    from modfuse.data.readers.physio import _cached_header
+
+    names = ["100", "s0010_re", "a103l", "03700181", "p10143"]
+    paths = {f"{r}#{k}": DATA / "ecg-wfdb" / r for k in range(12) for r in names}
+    src = WfdbSource(paths, duration=10.0, invalid_lead="zero")
+    rate = {r: wfdb.rdheader(str(DATA / "ecg-wfdb" / r)).fs for r in names}  # a plain loop knows its rates
+
+    def reader(sid: str) -> torch.Tensor:
+        _cached_header.cache_clear()
+        return src.load(sid)
+
+    def plain(sid: str) -> torch.Tensor:
+        r = sid.split("#")[0]
+        signal, _ = wfdb.rdsamp(str(DATA / "ecg-wfdb" / r), sampto=round(10 * rate[r]))
+        return torch.from_numpy(np.nan_to_num(np.ascontiguousarray(signal.T, dtype=np.float32)))
+
+    return "wfdb 10 s of a record (header uncached)", reader, plain, src.ids
+
+
+def dicom_window_case() -> tuple[str, Callable, Callable, list]:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_rescale, apply_windowing
+
+    from modfuse.data.readers import DicomSource
+
+    path = get_testdata_file("MR_small.dcm")  # WindowCenter 600, WindowWidth 1600, 16-bit signed
+    src = DicomSource({i: path for i in range(300)})
+
+    def plain(_: int) -> torch.Tensor:
+        ds = pydicom.dcmread(path)
+        values = apply_windowing(apply_rescale(ds.pixel_array, ds), ds)  # onto [-32768, 32767]
+        return torch.from_numpy(((values + 32768) / 65535).astype(np.float32)[None])
+
+    return "dicom MR file window", src.load, plain, src.ids
+
+
 def dicom_case() -> tuple[str, Callable, Callable, list]:
     import pydicom
     from pydicom.data import get_testdata_file
@@ -145,7 +189,8 @@ def loader_rate(workers: int) -> float:
 def main() -> None:
     torch.set_num_threads(1)
     rows = []
-    for case in (smiles_case, wfdb_case, dicom_case, raster_case, eopatch_case, tabular_case):
+    cases = (smiles_case, wfdb_case, wfdb_record_case, dicom_case, dicom_window_case, raster_case, eopatch_case)
+    for case in (*cases, tabular_case):
         name, reader, plain, ids = case()
         r, p = rates([reader, plain], ids)
         rows.append(

@@ -105,3 +105,36 @@ def test_waveform_ecg_as_signal():
     assert picked.shape == (2, 600)
     with pytest.raises(ReadError, match=r"absent: \['X9'\]"):
         DicomWaveformSource({"e": ECG}, leads=["X9"]).load("e")
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_voi_window_equals_pydicom_apply_windowing(tmp_path, function):
+    from pydicom.pixels import apply_rescale, apply_windowing
+
+    from modfuse.data.readers.dicom import _window_output_range
+
+    ds = pydicom.dcmread(CT)
+    ds.WindowCenter, ds.WindowWidth = [40.0, 300.0], [400.0, 1500.0]  # multi-valued: the first is used
+    ds.VOILUTFunction = function
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path)
+    ds = pydicom.dcmread(path)
+    lo, hi = _window_output_range(ds)
+    reference = (apply_windowing(apply_rescale(ds.pixel_array, ds), ds) - lo) / (hi - lo)
+    x = DicomSource({"ct": path}).load("ct")
+    assert x.shape == (1, 128, 128) and x.dtype == torch.float32
+    clipped = float((x == 0).float().mean())  # a linear window clips CT_small; a sigmoid never reaches 0
+    assert (0 < clipped < 1 if function != "SIGMOID" else clipped == 0) and float(x.max()) <= 1
+    assert torch.allclose(x[0].double(), torch.from_numpy(reference), atol=1e-6)
+
+
+def test_non_unit_rescale_slope_matches_pydicom(tmp_path):
+    from pydicom.pixels import apply_rescale
+
+    ds = pydicom.dcmread(CT)
+    ds.RescaleSlope, ds.RescaleIntercept = 0.37, -1024.5
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path)
+    ds = pydicom.dcmread(path)
+    hu = DicomSource({"ct": path}, window=None).load("ct")
+    assert torch.equal(hu[0], torch.from_numpy(apply_rescale(ds.pixel_array, ds).astype(np.float32)))

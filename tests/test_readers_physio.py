@@ -152,3 +152,67 @@ def test_a_rewritten_header_is_read_again(ecg, tmp_path):
     os.utime(header, ns=(before + 10**9, before + 10**9))
     with pytest.raises(ReadError, match=r"expected leads \['MLII'\], found \['ML2X', 'V5'\]"):
         src.load("r")
+
+
+RECORDS = ("100", "s0010_re", "a103l", "03700181", "p10143")  # formats 212, 16, 16 (.mat), 212, 61
+
+
+@pytest.fixture
+def header_parses(monkeypatch):
+    """Counts wfdb header parses by record name, wherever wfdb or modfuse calls the parser."""
+    import wfdb
+    import wfdb.io.record
+
+    from modfuse.data.readers import physio
+
+    physio._cached_header.cache_clear()
+    calls: list[str] = []
+    parse = wfdb.io.record.rdheader
+
+    def counting(name, *args, **kwargs):
+        calls.append(str(name).rsplit("/", 1)[-1])
+        return parse(name, *args, **kwargs)
+
+    monkeypatch.setattr(wfdb, "rdheader", counting)
+    monkeypatch.setattr(wfdb.io.record, "rdheader", counting)  # the one rdrecord calls
+    yield calls
+    physio._cached_header.cache_clear()
+
+
+def test_each_header_is_parsed_once_per_record(ecg, header_parses):
+    whole = WfdbSource({r: ecg / r for r in RECORDS}, invalid_lead="zero")
+    spans = WfdbSource({r: ecg / r for r in RECORDS}, start=1.0, duration=2.0, invalid_lead="zero")
+    for r in RECORDS:
+        assert whole.load(r).shape[-1] > 0
+        assert spans.load(r).shape[-1] > 0  # the seconds -> samples step reads the same header
+    assert sorted(header_parses) == sorted(RECORDS)  # 2-3 parses per record before this change
+    windows = WfdbWindowSource({"100": ecg / "100"}, window=10.0)
+    header_parses.clear()
+    for sid in windows.ids[:20]:
+        assert windows.load(sid).shape == (2, 3600)
+    assert header_parses == []  # parsed once when the windows were cut, not once per window
+
+
+def test_signals_equal_wfdb_rdrecord_for_every_format(ecg, monkeypatch):
+    import wfdb
+
+    from modfuse.data.readers import physio
+    from modfuse.data.readers.physio import read_wfdb
+
+    def expected(r, start, stop, names=None):
+        rec = wfdb.rdrecord(str(ecg / r), sampfrom=start, sampto=stop, channel_names=names)
+        return np.nan_to_num(np.ascontiguousarray(rec.p_signal.T, dtype=np.float32)), rec.fs
+
+    for r in RECORDS:
+        names = wfdb.rdheader(str(ecg / r)).sig_name
+        for start, stop, leads in ((0, None, None), (123, 2123, None), (500, 1500, names[::-1][:2])):
+            signal, fs = read_wfdb(ecg / r, r, leads, start, stop, invalid_lead="zero")
+            want, want_fs = expected(r, start, stop, leads)
+            assert signal.dtype == np.float32 and np.array_equal(signal, want) and fs == want_fs, (r, start, leads)
+    # the shared cached header is not changed by a read of a span and two leads
+    head = WfdbSource({"s": ecg / "s0010_re"}).header("s")
+    assert len(head.sig_name) == 15 and head.sig_len == 38400
+    # without wfdb's segment reader (another wfdb version) the rdrecord fallback gives the same values
+    monkeypatch.setattr(physio, "_segment_reader", lambda: None)
+    signal, _ = read_wfdb(ecg / "100", "100", ["V5"], 10, 1010)
+    assert np.array_equal(signal, expected("100", 10, 1010, ["V5"])[0])

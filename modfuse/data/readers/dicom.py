@@ -162,7 +162,7 @@ class DicomSource(FileSource):
             if _is_palette(ds):  # stored values are indices into the file's colour table
                 values = pixels.apply_color_lut(ds.pixel_array, ds).astype(np.float32)
             else:
-                values = pixels.apply_rescale(ds.pixel_array, ds).astype(np.float32, copy=False)
+                values = _modality_values(ds.pixel_array, ds)
         except _dicom_errors() as exc:
             raise ReadError(
                 f"cannot decode pixel data (truncated or unsupported): {exc}", path=path, sample_id=sample_id
@@ -190,6 +190,8 @@ class DicomSource(FileSource):
         if self.window == "dicom" and "VOILUTSequence" in ds and "WindowCenter" not in ds:
             values = _pydicom().pixels.apply_voi_lut(values, ds).astype(np.float32)
             lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+        elif self.window == "dicom" and "WindowCenter" in ds and (bounds := _linear_window(ds)) is not None:
+            lo, hi = bounds  # a linear VOI window is an affine map and a clip: one float32 pass below
         elif self.window == "dicom" and "WindowCenter" in ds:
             # pydicom applies the file's VOILUTFunction (LINEAR, LINEAR_EXACT or SIGMOID) and maps
             # the window onto the output range [y_min, y_max], which is scaled to [0, 1] here
@@ -199,9 +201,7 @@ class DicomSource(FileSource):
             lo, hi = float(values.min()), float(values.max())  # no VOI in the file
         else:
             lo, hi = window_bounds(*self.window)
-        scale = require("monai.transforms", extra="med").ScaleIntensityRange
-        out = scale(a_min=lo, a_max=max(hi, lo + 1e-6), b_min=0.0, b_max=1.0, clip=True)(values)
-        out = np.asarray(out, dtype=np.float32)
+        out = _scale_to_unit(values, lo, max(hi, lo + 1e-6))
         return 1.0 - out if inverted else out
 
     def _resize(self, image: torch.Tensor, ds: Any) -> torch.Tensor:
@@ -220,6 +220,49 @@ class DicomSource(FileSource):
         mode = "bilinear" if image.dim() == 3 else "trilinear"
         out = resize(spatial_size=tuple(size), mode=mode, anti_aliasing=True)(image)
         return torch.as_tensor(np.asarray(out), dtype=torch.float32)
+
+
+def _modality_values(pixels: np.ndarray, ds: Any) -> np.ndarray:
+    """Stored pixels -> modality values (float32) by the modality LUT (PS3.3 C.11.1).
+
+    ``pydicom.pixels.apply_rescale`` computes in float64; an integer intercept with slope 1
+    on pixels of up to 16 bits is exact in float32, so that common case (CT, radiographs, files
+    without rescale) is one float32 pass and no float64 copy."""
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    plain = not ds.get("ModalityLUTSequence") and int(ds.get("BitsStored", 16) or 16) <= 16
+    if plain and (slope is None or intercept is None):  # pydicom rescales only with both present
+        return pixels.astype(np.float32)
+    if plain and float(slope) == 1 and float(intercept).is_integer():
+        out = pixels.astype(np.float32)
+        out += float(intercept)
+        return out
+    return _pydicom().pixels.apply_rescale(pixels, ds).astype(np.float32, copy=False)
+
+
+def _linear_window(ds: Any) -> tuple[float, float] | None:
+    """The modality values a LINEAR or LINEAR_EXACT VOI window maps onto [0, 1], or None
+    when ``pydicom.pixels.apply_windowing`` must do it (SIGMOID, an invalid width, colour).
+
+    pydicom maps the window onto the output range [y_min, y_max], which the reader then scales
+    to [0, 1]; for a linear function that composition is ``clip((x - lo) / (hi - lo), 0, 1)``
+    with these bounds (PS3.3 C.11.2.1.2.1 and C.11.2.1.3.2), whatever the output range."""
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2") or "WindowWidth" not in ds:
+        return None
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    if function == "LINEAR" and width >= 1:
+        return window_bounds(center, width)
+    if function == "LINEAR_EXACT" and width > 0:
+        return center - width / 2, center + width / 2
+    return None
+
+
+def _scale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``clip((values - lo) / (hi - lo), 0, 1)`` as float32 in one new array (as MONAI's
+    ``ScaleIntensityRange(lo, hi, 0, 1, clip=True)``, without its per-call tensor wrapping)."""
+    out = np.subtract(values, lo, dtype=np.float32)
+    out /= np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _is_palette(ds: Any) -> bool:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from modfuse.core.model import prediction_of
 from modfuse.data.batch import ModalityBatch
 from modfuse.fusion.early import EarlyFusion
+from modfuse.fusion.heads import SCALE_FREE_MIN_WIDTH, scale_free
 from modfuse.fusion.late import LateFusion
 
 
@@ -69,3 +70,11 @@ def test_early_features_standardise_present_rows_and_zero_absent_ones() -> None:
     rows = batch.present["b"]
     assert torch.allclose(b[rows].var(1, unbiased=False), torch.ones(int(rows.sum())), atol=1e-3)
     assert bool((b[~rows] == 0).all()) and feats[:, 33].tolist() == rows.float().tolist()
+
+
+def test_narrow_features_pass_unchanged() -> None:
+    # one or two features per row would be flattened to constants by a per-row standardisation
+    x = torch.tensor([[3.0], [-2.0]])
+    assert torch.equal(scale_free(x), x)
+    wide = torch.arange(2 * SCALE_FREE_MIN_WIDTH, dtype=torch.float32).reshape(2, -1)
+    assert torch.allclose(scale_free(wide), scale_free(wide[:1]).expand(2, -1), atol=1e-5)  # rows shifted by 8

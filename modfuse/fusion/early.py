@@ -14,7 +14,7 @@ from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.encoders.base import Encoder, EncoderDict
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
-from modfuse.fusion.heads import TaskHeads, pool_tokens
+from modfuse.fusion.heads import TaskHeads, pool_tokens, scale_free
 
 __all__ = ["EarlyFusion"]
 
@@ -39,7 +39,9 @@ def check_encoders(encoders: Mapping[str, nn.Module] | None) -> dict[str, Encode
 class EarlyFusion(nn.Module):
     """Concatenation of every modality's (pooled) features plus one missing indicator each.
 
-    An absent modality contributes zeros and indicator 0; its encoder never sees the sample.
+    Each present modality's features are standardised per row (`scale_free`), so no encoder's
+    output scale dominates the others; an absent modality contributes zeros and indicator 0;
+    its encoder never sees the sample.
 
     Args:
         encoders: modality -> encoder with ``out_dim``.
@@ -67,14 +69,14 @@ class EarlyFusion(nn.Module):
         self.heads = TaskHeads(hidden, self.tasks)
 
     def features(self, batch: ModalityBatch) -> Tensor:
-        """(B, sum(out_dim + 1)): features of present modalities (zeros elsewhere) and indicators."""
+        """(B, sum(out_dim + 1)): standardised features of present modalities (zeros elsewhere) and indicators."""
         parts = []
         for m, enc in self.encoders.items():
             if m not in batch.present:
                 raise ModfuseError(f"the batch has no modality {m!r}; it has {batch.modalities}", modality=m)
             feats, index = encode_present(enc, batch, m)
             full = torch.zeros(batch.batch_size, enc.out_dim, device=batch.device, dtype=feats.dtype)
-            full = full.index_copy(0, index, pool_tokens(feats))
+            full = full.index_copy(0, index, scale_free(pool_tokens(feats)))
             parts += [full, batch.present[m].to(full.dtype)[:, None]]
         return torch.cat(parts, dim=1)
 

@@ -53,8 +53,11 @@ def run_process_group(args: list[str], env: dict[str, str], timeout: float) -> s
 
 def test_two_process_ddp_matches_one_process(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MODFUSE_CACHE", str(tmp_path / "cache"))
-    # also generates the cohort before the two ranks need it
-    assert main(["fit", *ARGS, "--trainer.default_root_dir", str(tmp_path / "one")]) == 0
+    # also generates the cohort before the two ranks need it; batch 16 = the global batch of two
+    # ranks of 8, so both runs take the same number of optimiser steps (Adam moves every weight
+    # by about lr per step, whatever the gradient's size, so the step count shows in the metrics)
+    one_process = ["--data.init_args.batch_size", "16", "--trainer.default_root_dir", str(tmp_path / "one")]
+    assert main(["fit", *ARGS, *one_process]) == 0
     env = {
         **os.environ,
         "MODFUSE_CACHE": str(tmp_path / "cache"),

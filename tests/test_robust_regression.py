@@ -3,8 +3,9 @@
 On ESOL (graph + descriptors) the robust default (modality dropout 0.3 + unimodal losses 0.5)
 made early fusion 41 % worse with every modality present: the GIN graph encoder's outputs have
 row norms in the hundreds next to single digits for the tabular encoder, and once rows without
-the graph are trained, the fused model on complete rows followed the graph alone. Fusion layers
-now see every modality's features standardised per row (`modfuse.fusion.heads.scale_free`).
+the graph are trained, the fused model on complete rows followed the graph alone. Early fusion
+now standardises each modality's features per row (`modfuse.fusion.heads.scale_free`), late
+fusion with running statistics (`modfuse.fusion.heads.FeatureStandardizer`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 
 from modfuse.data.batch import ModalityBatch
 from modfuse.fusion.early import EarlyFusion
-from modfuse.fusion.heads import SCALE_FREE_MIN_WIDTH, scale_free
+from modfuse.fusion.heads import SCALE_FREE_MIN_WIDTH, FeatureStandardizer, scale_free
 from modfuse.fusion.late import LateFusion
 
 
@@ -45,6 +46,7 @@ def _fused(cls: type[nn.Module], gain: float, offset: float) -> Tensor:
     model = cls(encoders={"a": Loud(4, gain=1.0, offset=0.0), "b": Loud(3, gain=1.0, offset=0.0)}, tasks="regression")
     model.encoders["a"].gain, model.encoders["a"].offset = gain, offset
     with torch.no_grad():
+        model.train()(_batch())  # one training batch sets the running statistics
         return model.eval()(_batch()).prediction
 
 
@@ -56,6 +58,30 @@ def test_fused_prediction_ignores_an_encoders_output_scale() -> None:
         loud = _fused(cls, 1000.0, 500.0 * 1000.0)
         assert torch.allclose(quiet, loud, atol=1e-3), (cls.__name__, quiet.ravel(), loud.ravel())
         assert float(quiet.std()) > 1e-3  # the rows differ: the check compares real predictions
+
+
+def test_running_statistics_are_an_affine_map_at_inference() -> None:
+    """Every row is mapped on its own (batch-invariant) and affinely, so a linear path stays
+    linear; training batches move the statistics by ``momentum``; gradients skip them."""
+    std = FeatureStandardizer(3, momentum=0.5)
+    first = torch.tensor([[1.0, 10.0, -4.0], [3.0, 30.0, -2.0]])
+    std.train()(first)
+    torch.testing.assert_close(std.mean, first.mean(0))
+    second = first + 2.0
+    std(second)
+    torch.testing.assert_close(std.mean, first.mean(0) + 1.0)  # halfway to the new batch's mean
+    assert int(std.batches) == 2
+    std.eval()
+    x = torch.randn(5, 3, requires_grad=True)
+    out = std(x)
+    torch.testing.assert_close(torch.cat([std(x[i : i + 1]) for i in range(5)]), out)
+    scale = torch.rsqrt(std.var + std.eps)
+    torch.testing.assert_close(out, (x - std.mean) * scale)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, scale.expand(5, 3))
+    before = std.mean.clone()
+    std(x)  # inference leaves the statistics alone
+    assert torch.equal(std.mean, before)
 
 
 def test_early_features_standardise_present_rows_and_zero_absent_ones() -> None:

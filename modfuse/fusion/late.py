@@ -15,7 +15,7 @@ from modfuse.encoders.base import EncoderDict
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
 from modfuse.fusion.early import check_encoders
-from modfuse.fusion.heads import TaskHeads, pool_tokens, scale_free
+from modfuse.fusion.heads import FeatureStandardizer, TaskHeads, pool_tokens
 
 __all__ = ["LateFusion", "PriorLogits", "encode_pooled", "task_loss"]
 
@@ -71,8 +71,9 @@ class PriorLogits(nn.Module):
 class LateFusion(nn.Module):
     """Average of the logits that each present modality's own head predicts.
 
-    Each modality is a complete unimodal model (encoder, `scale_free` standardisation, head). A sample's logits are the mean
-    over its present modalities; a sample with none gets the learned prior logits.
+    Each modality is a complete unimodal model (encoder, `FeatureStandardizer`, head). A
+    sample's logits are the mean over its present modalities; a sample with none gets the
+    learned prior logits.
 
     Args:
         encoders: modality -> encoder with ``out_dim``.
@@ -99,6 +100,7 @@ class LateFusion(nn.Module):
         self.encoders = EncoderDict(check_encoders(encoders))
         self.modalities = list(self.encoders)
         self.tasks = as_task_specs(tasks)
+        self.standardize = nn.ModuleDict({m: FeatureStandardizer(enc.out_dim) for m, enc in self.encoders.items()})
         self.heads = nn.ModuleDict(
             {m: TaskHeads(enc.out_dim, self.tasks, hidden, dropout) for m, enc in self.encoders.items()}
         )
@@ -108,7 +110,7 @@ class LateFusion(nn.Module):
     def unimodal_logits(self, batch: ModalityBatch, modality: str) -> PresentLogits:
         """Logits of one modality's own model for its present rows: task -> (n_present, k), and the index."""
         features, index = encode_pooled(self.encoders[modality], batch, modality)
-        return PresentLogits(self.heads[modality](scale_free(features)), index)
+        return PresentLogits(self.heads[modality](self.standardize[modality](features)), index)
 
     def forward(self, batch: ModalityBatch) -> ModelOutput:
         b = batch.batch_size

@@ -223,3 +223,27 @@ def test_a_loaded_estimator_asks_for_training_data_for_its_specialists(saved_cla
     X = cohort(64, seed=5)
     with pytest.raises(ModfuseError, match="holds no training data: pass X_train, y_train"):
         FusionClassifier.load(folder).subset_gap(X, targets("classifier", X))
+
+
+def test_auto_selection_results_and_module_encoders_round_trip(tmp_path: Path) -> None:
+    from modfuse.core.config import describe
+    from modfuse.encoders.tabular import TabularEncoder
+
+    rng = np.random.default_rng(7)
+    X = {"a": rng.normal(size=(60, 3)), "b": rng.normal(size=(60, 2))}
+    y = (X["a"][:, 0] > 0).astype(int)
+    picked = FusionClassifier(strategy="auto", auto_strategies=("early",), auto_cv=2, **{**FAST, "max_epochs": 1})
+    picked.fit(X, y)
+    loaded = FusionClassifier.load(picked.save(tmp_path / "auto"))
+    assert loaded.best_params_ == picked.best_params_ and loaded.best_score_ == picked.best_score_
+    for key, column in picked.cv_results_.items():
+        assert np.asarray(loaded.cv_results_[key]).dtype == np.asarray(column).dtype, key
+        np.testing.assert_array_equal(loaded.cv_results_[key], column)
+    np.testing.assert_array_equal(loaded.predict_proba(X), picked.predict_proba(X))
+    # an encoder module passed as a parameter is saved by its description (the weights are the network's)
+    given = FusionClassifier(encoders={"a": TabularEncoder(3, out_dim=8), "b": TabularEncoder(2, out_dim=8)}, **FAST)
+    back = FusionClassifier.load(given.fit(X, y).save(tmp_path / "modules"))
+    assert (
+        describe(back.encoders["a"]) == describe(given.encoders["a"]) and back.encoders["a"] is not given.encoders["a"]
+    )
+    np.testing.assert_array_equal(back.predict_proba(X), given.predict_proba(X))

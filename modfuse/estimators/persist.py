@@ -137,7 +137,7 @@ def _decode(value: Any) -> Any:
         out[:] = items
         return out.reshape(value["shape"])
     if "__dict__" in value:
-        return {_hashable(_decode(k)): _decode(v) for k, v in value["__dict__"]}
+        return {_decode(k): _decode(v) for k, v in value["__dict__"]}
     if "__taskspec__" in value:
         return TaskSpec(**_decode(value["__taskspec__"]))
     if "__dataclass__" in value:
@@ -152,10 +152,6 @@ def _decode(value: Any) -> Any:
     if "__module__" in value:
         return instantiate(value["__module__"])  # builds nn.Module subclasses only
     return {k: _decode(v) for k, v in value.items()}
-
-
-def _hashable(key: Any) -> Any:
-    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
 # ---------------------------------------------------------------------------- save
@@ -200,8 +196,7 @@ def save_estimator(est: _FusionEstimator, path: str | Path) -> Path:
         "fitted": {k: _encode(v, f"attribute {k!r}") for k, v in fitted_attributes(est).items()},
     }
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = modfuse.save(est.model_, folder / WEIGHTS_FILE)
+    weights = modfuse.save(est.model_, folder / WEIGHTS_FILE)  # creates the folder once the network is described
     meta["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights)}
     text = json.dumps(meta, indent=1, allow_nan=False)
     (folder / META_FILE).write_text(text + "\n", encoding="utf-8")

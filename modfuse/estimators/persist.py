@@ -1,7 +1,8 @@
 """Save a fitted estimator without pickle: ``est.save(folder)`` / ``FusionClassifier.load(folder)``.
 
-A saved estimator is a folder of two files, both safe to share and to load (nothing in them
-is unpickled or executed):
+A saved estimator is a folder of two files, safe to share: loading unpickles nothing, and
+builds the network as `modfuse.load` does (``nn.Module`` classes only, see
+[`modfuse.core.config`][modfuse.core.config]):
 
 - ``model.safetensors``: the fitted network, written by `modfuse.save`
   ([`modfuse.core.io`][modfuse.core.io]: the weights and the network's JSON description);
@@ -21,7 +22,7 @@ bit, on the same device) what the saved one did. The training data (kept by ``fi
 Values are written as JSON; a value JSON has no form for becomes a tagged object: ``{"__tuple__":
 [...]}``, ``{"__ndarray__": [...], "dtype": "<f4", "shape": [...]}``, ``{"__scalar__": v,
 "dtype": "<i8"}`` (NumPy scalars), ``{"__float__": "nan"}``, ``{"__dict__": [[key, value],
-...]}`` (keys that are not strings), ``{"__taskspec__": {...}}``, ``{"__dataclass__":
+...]}`` (keys that are not strings, or that begin with ``__``), ``{"__taskspec__": {...}}``, ``{"__dataclass__":
 "InputLayout", "fields": {...}}`` (the two layout classes only) and ``{"__module__":
 description}`` (an ``nn.Module`` parameter, e.g. an encoder passed in ``encoders=``: rebuilt
 from its description with fresh weights; the fitted weights are those of

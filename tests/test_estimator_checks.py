@@ -186,6 +186,9 @@ def test_survival_y_layouts_train_the_same_model_and_bad_y_is_refused(survival_d
         FusionSurvival(**SURV).fit(X, y[:60])
     with pytest.raises(ModfuseError, match="requires y to be passed"):
         FusionSurvival(**SURV).fit(X, None)
+    # NaN cells are missing values; an infinite one is bad input, refused naming the sample
+    with pytest.raises(ModfuseError, match="expected finite or NaN"):
+        FusionSurvival(**SURV).fit(np.where(np.arange(90)[:, None] == 4, np.inf, X), y)
 
 
 def test_survival_pickles_and_reads_every_numeric_dtype(survival_data: tuple) -> None:
@@ -209,6 +212,15 @@ def test_survival_score_is_scikit_survivals_concordance_index(survival_data: tup
     expected = concordance_index_censored(y["event"][60:], y["time"][60:], risk)[0]
     assert est.score(X[60:], y[60:]) == pytest.approx(expected, abs=1e-6)
     assert 0.5 < expected <= 1.0  # the hazard follows the first feature: better than chance
+    # times that float32 would merge (1 + 1e-9 == 1 in float32) stay distinct, as in scikit-survival:
+    # four rows by decreasing risk, the two lowest-risk ones failing at those times, in the wrong order
+    order = np.argsort(-risk[:4])
+    assert len(np.unique(risk[:4])) == 4
+    close = np.empty(4, dtype=y.dtype)
+    close["time"], close["event"] = [0.5, 2.0, 1.0 + 1e-9, 1.0], True
+    expected = concordance_index_censored(close["event"], close["time"], risk[:4][order])[0]
+    assert expected == pytest.approx(3 / 6)  # 3 / 5 if the two close times were tied
+    assert est.score(X[60:64][order], close) == pytest.approx(expected, abs=1e-12)
 
 
 def test_survival_in_cross_val_score_and_grid_search_with_its_own_score(survival_data: tuple) -> None:

@@ -122,12 +122,14 @@ class FusionSurvival(_FusionEstimator):
         """Harrell's concordance index of the predicted risk."""
         from modfuse.core.metrics import concordance_index
 
-        target = torch.as_tensor(survival_target(y))
+        # times in float64, as given: float32 would tie times that differ in the 8th digit
+        target = torch.as_tensor(survival_target(y, dtype=np.float64))
         return float(concordance_index(torch.as_tensor(self.predict(X, modalities)), target[:, 0], target[:, 1]))
 
 
-def survival_target(y: Any) -> np.ndarray:
-    """(n, 2) float array of (time, event) from the accepted ``y`` layouts."""
+def survival_target(y: Any, dtype: Any = np.float32) -> np.ndarray:
+    """(n, 2) array of (time, event) from the accepted ``y`` layouts (``dtype``: float32 for
+    training, float64 to score against the times as given)."""
     if isinstance(y, np.ndarray) and y.dtype.names:
         names = y.dtype.names
         if len(names) != 2:
@@ -151,4 +153,4 @@ def survival_target(y: Any) -> np.ndarray:
         )
     if not np.isfinite(out).all() or (out[:, 0] < 0).any() or not np.isin(out[:, 1], (0, 1)).all():
         raise ModfuseError("survival y: times must be finite and >= 0, events 0/1")
-    return out.astype(np.float32)
+    return out.astype(dtype)

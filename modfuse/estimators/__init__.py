@@ -8,7 +8,9 @@ One concern per module:
   index, column groups, categorical codes);
 - `modfuse.estimators.base`: the shared estimator (fit / predict machinery);
 - `modfuse.estimators.classifier`, `.regressor`, `.survival`: one estimator each;
-- `modfuse.estimators.auto`: ``strategy="auto"`` (inner cross-validation) and seed ensembles.
+- `modfuse.estimators.auto`: ``strategy="auto"`` (inner cross-validation) and seed ensembles;
+- `modfuse.estimators.persist`: ``est.save(folder)`` / ``FusionClassifier.load(folder)``, a
+  fitted estimator without pickle (safetensors + JSON).
 
 The automatic encoders (``encoders="auto"``) are in `modfuse.encoders.auto`.
 """
@@ -18,7 +20,16 @@ from __future__ import annotations
 from modfuse.estimators.base import STRATEGIES
 from modfuse.estimators.classifier import FusionClassifier
 from modfuse.estimators.inputs import align_frames
+from modfuse.estimators.persist import load_estimator, save_estimator
 from modfuse.estimators.regressor import FusionRegressor
 from modfuse.estimators.survival import FusionSurvival
 
-__all__ = ["STRATEGIES", "FusionClassifier", "FusionRegressor", "FusionSurvival", "align_frames"]
+__all__ = [
+    "STRATEGIES",
+    "FusionClassifier",
+    "FusionRegressor",
+    "FusionSurvival",
+    "align_frames",
+    "load_estimator",
+    "save_estimator",
+]

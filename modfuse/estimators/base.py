@@ -23,7 +23,8 @@ import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,8 @@ AUTO = "auto"
 LEGO_DEFAULTS = {"latent_shape": (16, 32), "depth": 1, "heads": 4}
 """Lego block size for notebook-scale data (the 64x64 default latent is sized for images)."""
 
+
+_E = TypeVar("_E", bound="_FusionEstimator")
 
 Strategy = Literal["lego-merge", "lego-fuse", "sequential", "early", "late", "attention", "auto"]
 
@@ -467,6 +470,11 @@ class _FusionEstimator(BaseEstimator, ABC):
         dataset = MultiModalDataset.from_arrays(data, self._encode_target(aligned_y(y, index)))
         chosen: Any = specialists
         if isinstance(specialists, str) and specialists == "train":
+            if X_train is None and not hasattr(self, "_fit_data"):
+                raise ModfuseError(
+                    "this estimator was loaded from a saved folder, which holds no training data: pass "
+                    "X_train, y_train to train the specialists"
+                )
             X_fit, y_fit = (X_train, y_train) if X_train is not None else self._fit_data
             groups = self.layout_.groups
 
@@ -502,6 +510,34 @@ class _FusionEstimator(BaseEstimator, ABC):
         frame = modality_shapley(self.model_.to(device).eval(), dataset, batch_size=self._predict_batch()).to_frame()
         frame.index = ids
         return frame
+
+    # ------------------------------------------------------------ persistence (no pickle)
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted estimator to the folder ``path``, without pickle: the network as
+        ``model.safetensors``, the parameters and the fitted state (columns per modality,
+        category codes, ``classes_``, target scaling...) as ``estimator.json``. The way to
+        share a fitted estimator (see `modfuse.estimators.persist`).
+
+        Returns:
+            the folder written.
+        """
+        from modfuse.estimators.persist import save_estimator
+
+        return save_estimator(self, path)
+
+    @classmethod
+    def load(cls: type[_E], path: str | Path, map_location: str | torch.device = "cpu") -> _E:
+        """The estimator saved by `save` in the folder ``path``; nothing is unpickled. It
+        predicts exactly what the saved one did.
+
+        Raises:
+            ReadError: naming the file, when the folder holds another class, its weights
+                changed after saving, or its contents do not match.
+        """
+        from modfuse.estimators.persist import load_estimator
+
+        est: _E = load_estimator(path, cls, map_location)
+        return est
 
 
 # where the estimators lived before the package was split by concern (documented as

@@ -84,6 +84,12 @@ class FusionSurvival(_FusionEstimator):
         self.n_intervals = n_intervals
         self.objective = objective
 
+    def __sklearn_tags__(self) -> Any:
+        """The shared estimator's tags, and ``y`` (time, event) is required."""
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
     def _task(self, y: Any) -> tuple[TaskSpec, np.ndarray]:
         target = survival_target(y)
         events = target[target[:, 1] > 0, 0]
@@ -116,15 +122,23 @@ class FusionSurvival(_FusionEstimator):
         """Harrell's concordance index of the predicted risk."""
         from modfuse.core.metrics import concordance_index
 
-        target = torch.as_tensor(survival_target(y))
+        # times in float64, as given: float32 would tie times that differ in the 8th digit
+        target = torch.as_tensor(survival_target(y, dtype=np.float64))
         return float(concordance_index(torch.as_tensor(self.predict(X, modalities)), target[:, 0], target[:, 1]))
 
 
-def survival_target(y: Any) -> np.ndarray:
-    """(n, 2) float array of (time, event) from the accepted ``y`` layouts."""
+def survival_target(y: Any, dtype: Any = np.float32) -> np.ndarray:
+    """(n, 2) array of (time, event) from the accepted ``y`` layouts (``dtype``: float32 for
+    training, float64 to score against the times as given)."""
     if isinstance(y, np.ndarray) and y.dtype.names:
         names = y.dtype.names
-        event = next((n for n in names if y.dtype[n].kind == "b"), names[0])
+        if len(names) != 2:
+            raise ModfuseError(
+                f"Unknown label type for survival: a structured y needs 2 fields (event, time), found {list(names)}"
+            )
+        # the event field: the boolean one (scikit-survival's), else the one holding only 0 / 1
+        flags = [n for n in names if y.dtype[n].kind == "b"] or [n for n in names if np.isin(y[n], (0, 1)).all()]
+        event = flags[0] if flags else names[0]
         time = next(n for n in names if n != event)
         out = np.stack([y[time].astype(np.float64), y[event].astype(np.float64)], axis=1)
     elif isinstance(y, tuple) and len(y) == 2:
@@ -132,9 +146,11 @@ def survival_target(y: Any) -> np.ndarray:
     else:
         out = np.asarray(y, dtype=np.float64)
     if out.ndim != 2 or out.shape[1] != 2:
+        # "Unknown label type": scikit-learn's phrase for a y its estimator cannot read
         raise ModfuseError(
-            f"survival y must be (time, event), an (n, 2) array or a structured array, found {out.shape}"
+            f"Unknown label type for survival: y must be (time, event), an (n, 2) array or a structured array "
+            f"with a boolean event field and a time field (sksurv.util.Surv.from_arrays), found shape {out.shape}"
         )
     if not np.isfinite(out).all() or (out[:, 0] < 0).any() or not np.isin(out[:, 1], (0, 1)).all():
         raise ModfuseError("survival y: times must be finite and >= 0, events 0/1")
-    return out.astype(np.float32)
+    return out.astype(dtype)

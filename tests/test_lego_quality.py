@@ -393,7 +393,7 @@ def test_adapt_keeps_the_source_blocks_when_the_label_free_check_fails(cohort):
 
 
 def test_an_own_validation_score_within_its_noise_does_not_rank_two_blocks(cohort):
-    from modfuse.lego.selection import own_score_se
+    from modfuse.lego.selection import _best_by_own_score, beats_block, own_score_se
 
     # the synthetic cohort's seed 1: the X-ray block (0.53 AUROC on the test rows) scored 0.706
     # on its 64 own validation rows, the labs block 0.683 on 76: a gap of 0.023 against a
@@ -402,21 +402,27 @@ def test_an_own_validation_score_within_its_noise_does_not_rank_two_blocks(cohor
     assert 0.07 < se < 0.09 and 0.7059 - 0.6832 < se
     assert own_score_se(1.0, 43, "auroc") > 0.02  # a perfect score on 43 rows still has an error
     assert own_score_se(0.8, 100, "rmse") == pytest.approx(0.8 / np.sqrt(200))
+    # one block replaces another only beyond 2 standard errors (a combination: beyond 1)
+    block = torch.as_tensor(np.random.default_rng(0).exponential(size=200))
+    noise = torch.tensor([0.5, -0.5], dtype=block.dtype).repeat(100)  # se 0.035
+    assert beats_block(block - 0.05 + noise, block)[0] and not beats_block(block - 0.05 + noise, block, z=2.0)[0]
     ds, rest = cohort["ds"], cohort["rest"]
     blocks = [copy.deepcopy(b) for b in cohort["blocks"]]
     a, c = blocks[0], blocks[2]
+    spec = next(iter(a.tasks.values()))
     # give the weakest block (a) an own score just above the strongest one's (c), within noise
     a.calibration = Calibration(**{**a.calibration.to_dict(), "score": c.calibration.score + 0.01})
+    assert _best_by_own_score(blocks, [0, 2], spec) == (0, False)
     few = [ds.collate_fn([ds[i] for i in rest[:14]])]
-    former = {s["subset"]: s["chosen"] for s in merge(blocks, validation=few, rule="switch").selection}
-    chosen = {s["subset"]: s["chosen"] for s in merge(blocks, validation=few).selection}
-    # the former rule started from the inflated block and 14 rows could not move it; the rule
-    # now starts from the block with the lowest per-row loss on the subset's rows
-    assert former["a+c"] == "block a" and chosen["a+c"] != "block a", (former, chosen)
+    hedged = {s["subset"]: s for s in merge(blocks, validation=few, rule="hedge").selection}
+    # rule "hedge" does not trust the inflated score: it starts from the product of experts
+    assert hedged["a+c"]["chosen"] != "block a" and "merge" not in hedged["a+c"]["evidence"], hedged["a+c"]
     # a clear gap (0.3 on 60 rows each) still ranks the blocks by their own rows
     a.calibration = Calibration(**{**a.calibration.to_dict(), "score": 0.95, "n_val": 60})
     c.calibration = Calibration(**{**c.calibration.to_dict(), "score": 0.65, "n_val": 60})
-    assert {s["subset"]: s["chosen"] for s in merge(blocks, validation=few).selection}["a+c"] == "block a"
+    assert _best_by_own_score(blocks, [0, 2], spec) == (0, True)
+    hedged = {s["subset"]: s for s in merge(blocks, validation=few, rule="hedge").selection}
+    assert "merge" in hedged["a+c"]["evidence"]  # started from block a, the merge a candidate
 
 
 def test_agreement_likelihood_recovers_the_temperature_of_overconfident_independent_experts():

@@ -25,6 +25,7 @@ All choices (epochs, learning rates) are fixed in :class:`Settings` or picked on
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import sys
 import tempfile
@@ -44,6 +45,8 @@ from torch.utils.data import DataLoader, Subset
 from benchmarks import common
 
 DATASETS = ("esol", "breast", "eopatch", "cohort", "digits")
+TOL = 1e-6
+ADAPTS = ("adapt (agreement)", "adapt (entropy)", "adapt (calibration)")
 
 
 @dataclass
@@ -236,22 +239,41 @@ def subset_check(p: Problem, merged: nn.Module, rows: np.ndarray | None = None) 
 
 def rule_check(p: Problem, blocks: list, metric: str | None, seed: int) -> dict[str, tuple[int, int, float]]:
     """The subset-choice rules compared on validation rows only: choose on one half of the val
-    rows, count the subsets worse than their best block on the other half, both ways."""
+    rows, count the subsets worse than their best block on the other half, both ways. The
+    blocks are re-calibrated on the choosing half (their own validation rows in it), so their
+    own validation scores, which the rules read, never see the counting half."""
     from modfuse.lego import merge
 
     val = p.splits["val"]
     perm = np.random.default_rng(seed).permutation(len(val))
     halves = [np.sort(val[perm[::2]]), np.sort(val[perm[1::2]])]
+    on_half = [calibrated_on(p, blocks, h) for h in halves]
     out = {}
-    for rule in ("clear", "metric"):
+    for rule in ("clear", "hedge", "metric"):
         bad = total = 0
         worst = 0.0
         for a, b in ((0, 1), (1, 0)):
             loader = DataLoader(Subset(p.dataset, halves[a].tolist()), batch_size=256, collate_fn=p.dataset.collate_fn)
-            chosen = merge(blocks, validation=loader, metric=metric, rule=rule)
+            chosen = merge(on_half[a], validation=loader, metric=metric, rule=rule)
             k, n, w = subset_check(p, chosen, halves[b])
             bad, total, worst = bad + k, total + n, min(worst, w)
         out[rule] = (bad, total, worst)
+    return out
+
+
+def calibrated_on(p: Problem, blocks: list, rows: np.ndarray) -> list:
+    """Copies of the blocks calibrated on their own validation rows within ``rows`` (the label
+    prior kept from the blocks' own training and validation rows)."""
+    from modfuse.lego.calibration import calibrate
+
+    out = []
+    for block in blocks:
+        copy_ = copy.deepcopy(block)
+        own = p.block_rows.get(block.modality, (None, p.splits["val"]))[1]
+        cal = calibrate(copy_, p.dataset, np.intersect1d(own, rows))
+        src = block.calibration
+        copy_.calibration = replace(cal, prior=src.prior, prior_var=src.prior_var, n_prior=src.n_prior)
+        out.append(copy_)
     return out
 
 
@@ -307,6 +329,7 @@ def run_problem(p: Problem, s: Settings, seed: int, log: Callable[[str], None]) 
             f"merge ({merged.resolved_method}, validated)",
             score(p, merged),
             time.perf_counter() - t,
+            val=score(p, merged, "val"),
             subsets_worse=bad,
             subsets=total,
             worst_subset_delta=worst,
@@ -328,7 +351,9 @@ def run_problem(p: Problem, s: Settings, seed: int, log: Callable[[str], None]) 
             subsets=total,
             worst_subset_delta=worst_l,
         )
-        for how in ("agreement", "entropy"):
+        for how in ("agreement", "entropy", "calibration"):
+            if how == "calibration" and p.spec.kind == "regression":
+                continue  # re-calibration adapts classification blocks only
             t = time.perf_counter()
             adapted = adapt(
                 merged,
@@ -345,6 +370,7 @@ def run_problem(p: Problem, s: Settings, seed: int, log: Callable[[str], None]) 
                 f"adapt ({how})",
                 score(p, adapted),
                 time.perf_counter() - t,
+                val=score(p, adapted, "val"),
                 used=adapted.adaptation["used"],
                 kept=", ".join(kept) or "none",
             )
@@ -422,6 +448,8 @@ def summary(raw: pd.DataFrame) -> pd.DataFrame:
         for model, g in frame.groupby("model", sort=False):
             value = common.mean_sd(g["value"]) if g["value"].notna().any() else ""  # rule checks: counts only
             row = {"data": data, "metric": g["metric"].iloc[0], "model": model, "value": value}
+            if "val" in g and g["val"].notna().any():
+                row["val rows"] = f"{g['val'].mean():.4f}"
             if "subsets_worse" in g and g["subsets_worse"].notna().any():
                 row["subsets worse than best block"] = f"{int(g['subsets_worse'].sum())} / {int(g['subsets'].sum())}"
                 row["worst subset delta"] = f"{g['worst_subset_delta'].min():.4f}"
@@ -435,7 +463,10 @@ def verdicts(raw: pd.DataFrame) -> pd.DataFrame:
     for data, frame in raw.groupby("data", sort=False):
         lower = frame["metric"].iloc[0] == "rmse"
         mean = frame.groupby("model")["value"].mean()
-        better = (lambda a, b: a <= b) if lower else (lambda a, b: a >= b)
+        # TOL: a merge that returns one block's calibrated output (z / T + b) differs from the
+        # block alone by float rounding only (as in subset_check)
+        better = (lambda a, b: a <= b + TOL) if lower else (lambda a, b: a >= b - TOL)
+        improves = (lambda a, b: a < b - TOL) if lower else (lambda a, b: a > b + TOL)
         blocks = mean[[m for m in mean.index if m.startswith("block ")]]
         best_block = blocks.min() if lower else blocks.max()
         merges = [m for m in mean.index if m.startswith("merge (") and "validated" in m]
@@ -455,10 +486,15 @@ def verdicts(raw: pd.DataFrame) -> pd.DataFrame:
             row["seeds merge >= best block"] = _seeds_at_least(frame, merges[0], better)
             rel = abs(mv - best_joint) / abs(best_joint) if not better(mv, best_joint) else 0.0
             row["merge within 10% of best joint"] = f"{rel:.1%} {'yes' if rel <= 0.10 else 'NO'}"
-            adapts = [m for m in mean.index if m.startswith("adapt")]
-            row["adapt improves (agreement / entropy)"] = " / ".join(
-                "yes" if better(mean[a], mv) and mean[a] != mv else "no" for a in adapts
+            adapts = [m for m in ADAPTS if m in mean.index]
+            row[f"adapt improves ({' / '.join(a[7:-1] for a in adapts)})"] = " / ".join(
+                "yes" if improves(mean[a], mv) else "no" for a in adapts
             )
+            if "val" in frame:
+                vmean = frame.groupby("model")["val"].mean()
+                row["adapt improves on val rows"] = " / ".join(
+                    "yes" if improves(vmean.get(a, np.nan), vmean[merges[0]]) else "no" for a in adapts
+                )
             if "lego-fuse" in mean:
                 fv = mean["lego-fuse"]
                 row["fuse"] = round(fv, 4)
@@ -522,11 +558,15 @@ def _write(raw: pd.DataFrame, s: Settings, command: str, out_dir: Path, timing: 
         "classification, precision for regression); 'merge (..., validated)' = merge(blocks, validation=val "
         "rows, metric=the data set's metric): per subset of modalities, the best on the validation rows of each "
         "block alone, the product of experts and cross-validated expert weights (modfuse.lego.selection), a "
-        "combination only when its per-row loss gain over the block exceeds its standard error (rule 'clear'; "
-        "'rule check: R (val halves)' = subsets worse than their best block on one half of the val rows when "
-        "chosen on the other with rule R, both ways: 'metric' is the former rule, metric gain alone); "
+        "combination only when its per-row loss gain over the block exceeds its standard error, another block "
+        "only beyond 2 standard errors (rule 'clear'; 'rule check: R (val halves)' = subsets worse than their "
+        "best block on one half of the val rows when chosen on the other with rule R, both ways, the blocks "
+        "re-calibrated on the choosing half: 'hedge' starts from the product of experts where the blocks' own "
+        "scores are within noise, 'metric' is the former rule, metric gain alone); "
         "adapt starts from the validated merge and uses the training rows with labels never read (20% of the paired "
-        "rows held out for its label-free check; 'kept' in the CSV: the blocks whose adapted copy passed it); "
+        "rows held out for its label-free check; 'kept' in the CSV: the blocks whose adapted copy passed it; "
+        "'calibration' trains no weight, only an affine re-calibration per block by the agreement likelihood; "
+        "'val rows': the same model scored on the validation rows); "
         "lego-fuse = fit_fuse on the trained blocks (order by validation score, base = the validated merge, "
         "modality dropout 0.3, lr and epoch on validation with the data set's metric, the start kept unless beaten); joint early / late: same encoders and epochs, trained on all training rows, last epoch.",
         "subsets: every non-empty subset of modalities on the test rows having them (subset_report); a "

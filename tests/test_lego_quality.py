@@ -3,6 +3,7 @@ precision weighting, guard rails, ``modfuse merge --validate`` and label-free ``
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import lightning as L
@@ -15,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from modfuse import LegoBlock, MultiModalDataset
 from modfuse.cli.merge import merge_main
 from modfuse.datasets.manifest import write_manifest
-from modfuse.errors import IncompatibleError
+from modfuse.errors import IncompatibleError, ModfuseError
 from modfuse.lego import Calibration, adapt, load, merge, save
 from modfuse.lego.workflow import fit_block
 
@@ -389,3 +390,94 @@ def test_adapt_keeps_the_source_blocks_when_the_label_free_check_fails(cohort):
     unchecked = adapt(merged, ds, method="entropy", epochs=2, lr=0.5, rows=rest[:600], check=0)
     y = cohort["y"][cohort["test"]]
     assert roc_auc_score(y, scores(unchecked, cohort["batch"])) < roc_auc_score(y, scores(wrecked, cohort["batch"]))
+
+
+def test_an_own_validation_score_within_its_noise_does_not_rank_two_blocks(cohort):
+    from modfuse.lego.selection import _best_by_own_score, beats_block, own_score_se
+
+    # the synthetic cohort's seed 1: the X-ray block (0.53 AUROC on the test rows) scored 0.706
+    # on its 64 own validation rows, the labs block 0.683 on 76: a gap of 0.023 against a
+    # standard error of the difference of ~0.08
+    se = np.hypot(own_score_se(0.7059, 64, "auroc"), own_score_se(0.6832, 76, "auroc"))
+    assert 0.07 < se < 0.09 and 0.7059 - 0.6832 < se
+    assert own_score_se(1.0, 43, "auroc") > 0.02  # a perfect score on 43 rows still has an error
+    assert own_score_se(0.8, 100, "rmse") == pytest.approx(0.8 / np.sqrt(200))
+    # one block replaces another only beyond 2 standard errors (a combination: beyond 1)
+    block = torch.as_tensor(np.random.default_rng(0).exponential(size=200))
+    noise = torch.tensor([0.5, -0.5], dtype=block.dtype).repeat(100)  # se 0.035
+    assert beats_block(block - 0.05 + noise, block)[0] and not beats_block(block - 0.05 + noise, block, z=2.0)[0]
+    ds, rest = cohort["ds"], cohort["rest"]
+    blocks = [copy.deepcopy(b) for b in cohort["blocks"]]
+    a, c = blocks[0], blocks[2]
+    spec = next(iter(a.tasks.values()))
+    # give the weakest block (a) an own score just above the strongest one's (c), within noise
+    a.calibration = Calibration(**{**a.calibration.to_dict(), "score": c.calibration.score + 0.01})
+    assert _best_by_own_score(blocks, [0, 2], spec) == (0, False)
+    few = [ds.collate_fn([ds[i] for i in rest[:14]])]
+    hedged = {s["subset"]: s for s in merge(blocks, validation=few, rule="hedge").selection}
+    # rule "hedge" does not trust the inflated score: it starts from the product of experts
+    assert hedged["a+c"]["chosen"] != "block a" and "merge" not in hedged["a+c"]["evidence"], hedged["a+c"]
+    # a clear gap (0.3 on 60 rows each) still ranks the blocks by their own rows
+    a.calibration = Calibration(**{**a.calibration.to_dict(), "score": 0.95, "n_val": 60})
+    c.calibration = Calibration(**{**c.calibration.to_dict(), "score": 0.65, "n_val": 60})
+    assert _best_by_own_score(blocks, [0, 2], spec) == (0, True)
+    hedged = {s["subset"]: s for s in merge(blocks, validation=few, rule="hedge").selection}
+    assert "merge" in hedged["a+c"]["evidence"]  # started from block a, the merge a candidate
+
+
+def test_agreement_likelihood_recovers_the_temperature_of_overconfident_independent_experts():
+    from modfuse.lego.recalibrate import fit_affine
+
+    # three views independent given y ~ Bernoulli(0.5): x_i | y ~ N(+-delta_i, 1), true
+    # posterior log-odds 2 delta_i x_i; the experts report 3x (overconfident) and shifted by 0.5
+    rng = np.random.default_rng(0)
+    n, delta = 20000, np.array([0.6, 0.8, 1.0])
+    y = rng.random(n) < 0.5
+    x = rng.normal(size=(n, 3)) + np.where(y[:, None], delta, -delta)
+    z = torch.tensor(3 * 2 * delta * x + 0.5, dtype=torch.float32)[:, :, None]  # (n, N, 1)
+    present = torch.ones(n, 3, dtype=torch.bool)
+    a, b = fit_affine("binary", z, present)
+    np.testing.assert_allclose(a[:, 0].numpy(), 1 / 3, atol=0.03)
+    np.testing.assert_allclose((a * 0.5 + b)[:, 0].numpy(), 0.0, atol=0.06)  # the shift is removed
+    # rows with one block carry no agreement: nothing to fit
+    alone = torch.zeros(n, 3, dtype=torch.bool)
+    alone[:, 0] = True
+    a1, b1 = fit_affine("binary", z, alone)
+    assert torch.equal(a1, torch.ones(3, 1)) and torch.equal(b1, torch.zeros(3, 1))
+
+
+def test_adapt_calibration_fixes_overconfident_blocks_without_touching_their_weights(cohort):
+    ds, rest, y = cohort["ds"], cohort["rest"], cohort["y"][cohort["test"]]
+    blocks = [copy.deepcopy(b) for b in cohort["blocks"]]
+    for b in blocks:  # each block 3x overconfident
+        cal = b.calibration
+        b.calibration = Calibration(
+            **{**cal.to_dict(), "temperature": [t / 3 for t in cal.temperature], "bias": [3 * v for v in cal.bias]}
+        )
+    merged = merge(blocks)
+    before = [{k: v.clone() for k, v in b.state_dict().items()} for b in blocks]
+    adapted = adapt(merged, ds, method="calibration", rows=rest[:1200])
+    for b, new, state in zip(blocks, adapted.blocks, before):
+        assert all(torch.equal(state[k], v) for k, v in b.state_dict().items())  # sources untouched
+        assert all(torch.equal(state[k], v) for k, v in new.state_dict().items())  # no weight trained
+    check = adapted.adaptation["check"]
+    assert all(c["kept"] for c in check.values()), check
+    for m, fit in adapted.adaptation["affine"].items():
+        assert 0.22 < fit["a"][0] < 0.45, (m, fit)
+    logloss = lambda model: float(  # noqa: E731
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.tensor(scores(model, cohort["batch"])), torch.tensor(y, dtype=torch.float32)
+        )
+    )
+    assert logloss(adapted) < logloss(merged) - 0.05 and logloss(adapted) < logloss(merge(cohort["blocks"])) + 0.02
+    # the unlabelled rows alone decide: other labels, the same calibration
+    shuffled = MultiModalDataset.from_arrays(cohort["X"], np.random.default_rng(5).permutation(cohort["y"]))
+    again = adapt(merged, shuffled, method="calibration", rows=rest[:1200])
+    assert [b.calibration for b in again.blocks] == [b.calibration for b in adapted.blocks]
+    regression = []
+    for m in "ab":
+        block = small_block(m, task="regression")
+        block.calibration = Calibration("regression", [1.0], [0.0], [0.0], [1.0], [0.5], 10, 10)
+        regression.append(block)
+    with pytest.raises(ModfuseError, match=r"'calibration' supports .* found 'regression'"):
+        adapt(merge(regression), ds, method="calibration", rows=rest[:50])

@@ -296,7 +296,12 @@ def build_adapt_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     parser.add_argument("model", help="merged model (.safetensors written by modfuse merge)")
     parser.add_argument("--data", required=True, help="paired target data: a recipe yaml or a manifest folder")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"], help="target rows")
-    parser.add_argument("--method", default="agreement", choices=["agreement", "entropy"], help="pseudo-label rule")
+    parser.add_argument(
+        "--method",
+        default="agreement",
+        choices=["agreement", "entropy", "calibration"],
+        help="pseudo-label rule, or calibration: re-calibrate the blocks only (no weight trained)",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -15,6 +15,11 @@ overconfident copies of each other). Samples are selected or weighted by:
 - ``"entropy"``: every sample with at least two blocks is used, weighted by one minus the
   normalised entropy of the fused prediction (regression: one minus the fused predictive
   variance over the target variance).
+- ``"calibration"`` (classification): no weight is trained and no pseudo-label is used; each
+  block's calibration is composed with an affine map ``a z + b`` fitted by maximising the
+  agreement likelihood of the paired rows (`modfuse.lego.recalibrate`), which is proper when the
+  modalities are conditionally independent given the target and cannot make one block copy
+  another's errors. ``epochs``, ``lr`` and ``batch_size`` are unused.
 
 Blocks keep their calibration statistics (the loss is on the calibrated outputs, so they stay
 on the scale the statistics describe), except the output prior of classification blocks (their
@@ -56,6 +61,7 @@ from modfuse.data.dataset import MultiModalDataset
 from modfuse.errors import ModfuseError
 from modfuse.lego.calibration import output_prior
 from modfuse.lego.merge import LegoMerge, block_stats
+from modfuse.lego.recalibrate import fit_affine
 from modfuse.lego.selection import beats_block
 
 if TYPE_CHECKING:
@@ -63,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AdaptMethod", "adapt", "pseudo_labels"]
 
-AdaptMethod = Literal["agreement", "entropy"]
+AdaptMethod = Literal["agreement", "entropy", "calibration"]
 KINDS = ("binary", "multiclass", "multilabel", "regression")
 
 
@@ -119,10 +125,10 @@ def pseudo_labels(merged: LegoMerge, batch: ModalityBatch, method: AdaptMethod =
     paired = (k >= 2).float()
     if method == "agreement":
         weight = close.all(1).float() * paired
-    elif method == "entropy":
+    elif method in ("entropy", "calibration"):
         weight = confidence.clamp(0, 1) * paired
     else:
-        raise ModfuseError(f"adapt method: expected 'agreement' or 'entropy', found {method!r}")
+        raise ModfuseError(f"adapt method: expected 'agreement', 'entropy' or 'calibration', found {method!r}")
     return labels, weight
 
 
@@ -166,8 +172,8 @@ def adapt(
         unlabeled_paired_data: target samples with several modalities each; their targets,
             if any, are never read.
         method: ``"agreement"`` (keep samples on which every present block agrees with the
-            fused label) or ``"entropy"`` (weight by 1 - normalised entropy of the fused
-            prediction).
+            fused label), ``"entropy"`` (weight by 1 - normalised entropy of the fused
+            prediction) or ``"calibration"`` (re-calibrate each block only; classification).
         epochs: passes over the target rows.
         lr: AdamW learning rate of the block copies.
         batch_size: batch size.
@@ -181,7 +187,7 @@ def adapt(
         a new LegoMerge (same method, options, weights) of adapted copies of the blocks (the
         source copy for a block whose check failed); ``.adaptation`` records the rows used
         and, per modality, the check's mean loss gain, its standard error and whether the
-        adapted block was kept.
+        adapted block was kept (``"calibration"``: also ``affine``, each block's fitted a, b).
 
     Shapes:
         the returned model maps a batch of B samples to predictions (B, num_outputs), like
@@ -200,7 +206,11 @@ def adapt(
     teacher = merged.eval()
     device = next(merged.parameters()).device
     # pseudo-labels once, from the source merge, in row order
-    labels, weights, paired = [], [], []
+    if method == "calibration" and spec.kind == "regression":
+        raise ModfuseError(
+            "adapt method 'calibration' supports binary, multiclass and multilabel tasks, found 'regression'"
+        )
+    labels, weights, paired, outs, pres = [], [], [], [], []
     loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=256, collate_fn=dataset.collate_fn)
     with torch.no_grad():
         for batch in loader:
@@ -209,6 +219,10 @@ def adapt(
             labels.append(lab.cpu())
             weights.append(w.cpu())
             paired.append(_present_count(batch, merged.modalities).cpu() >= 2)
+            if method == "calibration":
+                _, out, present = _fused_and_blocks(teacher, batch)
+                outs.append(out.cpu())
+                pres.append(present.cpu())
     label_all, weight_all, paired_all = torch.cat(labels), torch.cat(weights), torch.cat(paired)
     gen = torch.Generator().manual_seed(seed)
     pool = paired_all.nonzero()[:, 0]
@@ -226,6 +240,12 @@ def adapt(
         "epochs": epochs,
         "checked": len(held),
     }
+    if method == "calibration":
+        fit = torch.ones(len(paired_all), dtype=torch.bool)
+        fit[held] = False
+        _recalibrate(student, spec.kind, torch.cat(outs)[fit], torch.cat(pres)[fit])
+        student.adaptation["used"] = int((paired_all & fit).sum())
+        return _checked(teacher, student, dataset, rows, held, device)
     if len(used) == 0 or epochs == 0:
         return student.eval()
     params = [p for p in student.blocks.parameters() if p.requires_grad]
@@ -252,11 +272,36 @@ def adapt(
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
+    return _checked(teacher, student, dataset, rows, held, device)
+
+
+def _checked(
+    teacher: LegoMerge, student: LegoMerge, dataset: Any, rows: np.ndarray, held: Tensor, device: torch.device
+) -> LegoMerge:
+    """The label-free check on the held-out rows (failed blocks restored), then the kept blocks'
+    output priors re-measured on the target rows."""
     keep = [True] * len(student.blocks)
     if len(held):
         keep = _check_blocks(teacher, student, dataset, rows[held.numpy()], device)
     _remeasure_output_priors(student, dataset, rows, device, keep)
     return student.eval()
+
+
+def _recalibrate(student: LegoMerge, kind: str, outputs: Tensor, present: Tensor) -> None:
+    """Compose each block's calibration with the affine map fitted by
+    `modfuse.lego.recalibrate.fit_affine` on calibrated outputs (n, N, C): ``a (z / T + b0) + b``
+    is ``z / (T / a) + (a b0 + b)``. The blocks' weights are not touched."""
+    a, b = fit_affine(kind, outputs, present)
+    student.adaptation["affine"] = {
+        blk.modality: {"a": a[i].tolist(), "b": b[i].tolist()} for i, blk in enumerate(student.blocks)
+    }
+    for i, blk in enumerate(student.blocks):
+        cal = blk.calibration
+        if cal is None:
+            continue
+        t = [ti / float(ai) for ti, ai in zip(cal.temperature, a[i])]
+        bias = [float(ai) * b0 + float(bi) for b0, ai, bi in zip(cal.bias, a[i], b[i])]
+        blk.calibration = replace(cal, temperature=t, bias=bias)
 
 
 def _present_count(batch: ModalityBatch, modalities: Sequence[str]) -> Tensor:

@@ -542,8 +542,9 @@ def merge(
             calibrated blocks). The record is ``merged.selection``.
         metric: the validation metric to choose on (default: the task's main metric).
         rule: how much evidence a combination needs over the block (``"clear"``: more than the
-            standard error of the per-row loss gain; ``"metric"``: any metric gain), see
-            `modfuse.lego.selection.choose_weights()`.
+            standard error of the per-row loss gain; ``"hedge"``: the same, starting from the
+            product of experts where the blocks' own scores are within noise; ``"metric"``: any
+            metric gain), see `modfuse.lego.selection.choose_weights()`.
 
     Raises:
         IncompatibleError: a method that needs calibration statistics given uncalibrated

@@ -41,9 +41,9 @@ class EarlyFusion(nn.Module):
 
     Each present modality's features are standardised per row (`scale_free`), so no encoder's
     output scale dominates the others, unless its encoder has a linear path (`has_linear_path`:
-    the estimators' tabular encoders), whose features pass unchanged so that the fused model
-    holds a linear model of all such modalities. An absent modality contributes zeros and
-    indicator 0; its encoder never sees the sample.
+    the estimators' tabular encoders): those features pass unchanged, since a per-row map would
+    divide each modality's linear score by that row's own norm. An absent modality contributes
+    zeros and indicator 0; its encoder never sees the sample.
 
     Args:
         encoders: modality -> encoder with ``out_dim``.

@@ -61,6 +61,9 @@ def scale_free(features: Tensor) -> Tensor:
     | per row, every modality (before) | -2.4 / -3.4 / -0.8 / -1.4 (-2.0) | -5.3 / -2.4 / -0.9 / -2.2 (-2.7) | 0.819 / 0.834 |
     | running mean, one scalar scale per modality | -2.4 / -1.5 / -1.4 / +0.3 (-1.25) | -5.4 / -3.7 / - / - | 0.989 / 1.044 |
     | per row without a linear path, scalar scale with one | -2.4 / -1.5 / - / - (stopped) | not run | not run |
+    | running per-feature statistics (`FeatureStandardizer`) | not run | -5.1 / -3.3 / -3.4 / -1.0 (-3.2) | 1.055 / 1.058 (earlier) |
+    | per row, then a learnable per-feature gain and bias | not run | -5.3 / -2.4 / -0.9 / -2.3 (-2.7) | not run |
+    | one running scalar scale, no centring | not run | -3.9 / -1.1 / - / - (stopped) | not run |
     | per row only without a linear path (kept) | -0.9 / -0.4 / -0.9 / +0.5 (-0.43) | -4.0 / -1.2 / +0.0 / -1.4 (-1.65) | 0.794 / 0.909 |
 
     ESOL with seed 1 instead of 0 (robust default only): per row 0.780, kept 0.747; over the two

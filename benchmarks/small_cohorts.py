@@ -126,7 +126,7 @@ def _esol() -> Data:
     graphs, table, y, smiles, _ = esol.load()
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     fps = np.array([gen.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)) for s in smiles], dtype=np.float32)
-    strata = pd.qcut(y, 5, labels=False).to_numpy()
+    strata = np.asarray(pd.qcut(y, 5, labels=False))  # an array for an array y
     return Data("esol", "regression", {"graph": graphs, "descriptors": table}, np.hstack([table, fps]), y, strata)
 
 

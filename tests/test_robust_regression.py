@@ -4,8 +4,9 @@ On ESOL (graph + descriptors) the robust default (modality dropout 0.3 + unimoda
 made early fusion 41 % worse with every modality present: the GIN graph encoder's outputs have
 row norms in the hundreds next to single digits for the tabular encoder, and once rows without
 the graph are trained, the fused model on complete rows followed the graph alone. Early fusion
-now standardises each modality's features per row (`modfuse.fusion.heads.scale_free`), late
-fusion with running statistics (`modfuse.fusion.heads.FeatureStandardizer`).
+now standardises per row the features of each modality whose encoder has no linear path
+(`modfuse.fusion.heads.scale_free`), late fusion with running statistics
+(`modfuse.fusion.heads.FeatureStandardizer`).
 """
 
 from __future__ import annotations
@@ -103,3 +104,32 @@ def test_narrow_features_pass_unchanged() -> None:
     assert torch.equal(scale_free(x), x)
     wide = torch.arange(2 * SCALE_FREE_MIN_WIDTH, dtype=torch.float32).reshape(2, -1)
     assert torch.allclose(scale_free(wide), scale_free(wide[:1]).expand(2, -1), atol=1e-5)  # rows shifted by 8
+
+
+def test_early_features_of_a_linear_path_encoder_pass_unchanged() -> None:
+    """A tabular encoder with a linear path (the estimators' default) keeps its rows: a per-row
+    standardisation would divide each modality's linear score by that row's own norm, so early
+    fusion of two linear encoders would no longer hold a linear model (issue 20)."""
+    from modfuse.encoders.tabular import TabularEncoder
+    from modfuse.fusion.heads import has_linear_path
+
+    torch.manual_seed(0)
+    tab = TabularEncoder(4, hidden=[8], out_dim=16, linear=True)
+    assert has_linear_path(tab) and not has_linear_path(TabularEncoder(4, hidden=[8], out_dim=16))
+    assert not has_linear_path(Loud(3))
+    model = EarlyFusion(encoders={"a": tab, "b": Loud(3)}, tasks="regression").eval()
+    assert model.row_standardised == {"a": False, "b": True}
+    batch = _batch()
+    with torch.no_grad():
+        feats = model.features(batch)
+        torch.testing.assert_close(feats[:, :16], tab(batch.inputs["a"]))
+        # the loud encoder without a linear path is still standardised per row
+        rows = batch.present["b"]
+        b = feats[:, 17:33]
+        torch.testing.assert_close(b[rows], scale_free(model.encoders["b"](batch.inputs["b"])))
+    # a fresh encoder is exactly its linear path, so its fused features are linear in its inputs
+    x = batch.inputs["a"]
+    scaled = {k: ModalityBatch({"a": k * x, "b": batch.inputs["b"]}, batch.present) for k in (0.0, 1.0, 2.0)}
+    with torch.no_grad():
+        f0, f1, f2 = (model.features(scaled[k])[:, :16] for k in (0.0, 1.0, 2.0))
+    torch.testing.assert_close(f2 - f0, 2 * (f1 - f0))

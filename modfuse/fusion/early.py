@@ -14,7 +14,7 @@ from modfuse.data.batch import ModalityBatch, encode_present
 from modfuse.encoders.base import Encoder, EncoderDict
 from modfuse.errors import ModfuseError
 from modfuse.fusion.base import register
-from modfuse.fusion.heads import TaskHeads, pool_tokens, scale_free
+from modfuse.fusion.heads import TaskHeads, has_linear_path, pool_tokens, scale_free
 
 __all__ = ["EarlyFusion"]
 
@@ -40,8 +40,10 @@ class EarlyFusion(nn.Module):
     """Concatenation of every modality's (pooled) features plus one missing indicator each.
 
     Each present modality's features are standardised per row (`scale_free`), so no encoder's
-    output scale dominates the others; an absent modality contributes zeros and indicator 0;
-    its encoder never sees the sample.
+    output scale dominates the others, unless its encoder has a linear path (`has_linear_path`:
+    the estimators' tabular encoders): those features pass unchanged, since a per-row map would
+    divide each modality's linear score by that row's own norm. An absent modality contributes
+    zeros and indicator 0; its encoder never sees the sample.
 
     Args:
         encoders: modality -> encoder with ``out_dim``.
@@ -64,19 +66,23 @@ class EarlyFusion(nn.Module):
         self.encoders = EncoderDict(check_encoders(encoders))
         self.modalities = list(self.encoders)
         self.tasks = as_task_specs(tasks)
+        # modality -> whether its features are standardised per row (see `scale_free`)
+        self.row_standardised = {m: not has_linear_path(enc) for m, enc in self.encoders.items()}
         width = sum(enc.out_dim + 1 for enc in self.encoders.values())
         self.fuse = nn.Sequential(nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout))
         self.heads = TaskHeads(hidden, self.tasks)
 
     def features(self, batch: ModalityBatch) -> Tensor:
-        """(B, sum(out_dim + 1)): standardised features of present modalities (zeros elsewhere) and indicators."""
+        """(B, sum(out_dim + 1)): features of present modalities (standardised per row unless
+        their encoder has a linear path; zeros for absent rows) and indicators."""
         parts = []
         for m, enc in self.encoders.items():
             if m not in batch.present:
                 raise ModfuseError(f"the batch has no modality {m!r}; it has {batch.modalities}", modality=m)
             feats, index = encode_present(enc, batch, m)
             full = torch.zeros(batch.batch_size, enc.out_dim, device=batch.device, dtype=feats.dtype)
-            full = full.index_copy(0, index, scale_free(pool_tokens(feats)))
+            feats = pool_tokens(feats)
+            full = full.index_copy(0, index, scale_free(feats) if self.row_standardised[m] else feats)
             parts += [full, batch.present[m].to(full.dtype)[:, None]]
         return torch.cat(parts, dim=1)
 

@@ -1,11 +1,13 @@
 """Reader throughput: samples per CPU second through each modfuse reader versus a plain loop
 over the same library call, and DataLoader throughput (wall clock) with 0 and 2 workers.
 
-Run: ``python -m benchmarks.readers`` (needs ../shared/data and the med/geo/graph extras).
+Run: ``python -m benchmarks.readers [--repeats N] [--only NAME ...]`` (needs ../shared/data and
+the med/geo/graph extras); ``--only`` keeps the cases whose name contains one of the words.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -187,18 +189,24 @@ def loader_rate(workers: int) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="passes per side; the best is kept (default 5)")
+    parser.add_argument("--only", nargs="*", default=[], help="run the cases whose name contains one of these")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     cases = (smiles_case, wfdb_case, wfdb_record_case, dicom_case, dicom_window_case, raster_case, eopatch_case)
     for case in (*cases, tabular_case):
         name, reader, plain, ids = case()
-        r, p = rates([reader, plain], ids)
+        if args.only and not any(word in name for word in args.only):
+            continue
+        r, p = rates([reader, plain], ids, repeats=args.repeats)
         rows.append(
             {"reader": name, "reader samples/CPU s": r, "plain samples/CPU s": p, "overhead %": 100 * (p / r - 1)}
         )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     print()
-    for workers in (0, 2):
+    for workers in () if args.only else (0, 2):
         print(f"DataLoader ESOL (SMILES graph + descriptors), batch 64, workers={workers}: "
               f"{loader_rate(workers):,.0f} samples/s")  # fmt: skip
 

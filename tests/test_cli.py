@@ -129,7 +129,17 @@ def test_test_and_predict_use_the_best_checkpoint(quickstart_run: Path, capsys: 
     everyone = pd.read_csv(quickstart_run / "predictions.csv")
     assert len(everyone) > len(test_ids) and test_ids < set(everyone["id"]) and everyone["id"].is_unique
     assert main(["predict", *base, "--split", "train"]) == 0
-    assert not set(pd.read_csv(quickstart_run / "predictions.csv")["id"]) & test_ids  # train and test disjoint
+    train = pd.read_csv(quickstart_run / "predictions.csv")
+    assert not set(train["id"]) & test_ids  # train and test disjoint
+    assert main(["predict", *base, "--split", "val"]) == 0
+    val = pd.read_csv(quickstart_run / "predictions.csv")
+    assert not set(val["id"]) & (test_ids | set(train["id"]))
+    assert len(everyone) == N and set(everyone["id"]) == set(train["id"]) | set(val["id"]) | test_ids
+    # labels and presence are the cohort's own, row by row (the ids of the generated files)
+    truth = synthetic_cohort(N).table.set_index("id").loc[everyone["id"]]
+    assert everyone["y_true"].tolist() == truth["label"].tolist()
+    for modality in MODALITIES:
+        assert everyone[f"present_{modality}"].tolist() == truth[f"has_{modality}"].astype(bool).tolist(), modality
 
 
 def test_quickstart_test_prints_no_library_warning(quickstart_run: Path, cache: Path) -> None:

@@ -564,5 +564,9 @@ def test_xrv_state_dict_with_op_threshs_loads_and_the_preset_maps_0_1_to_xrv_ran
         preset = build("xray", weights_path=str(path), preset="xrv").eval()  # op_threshs ignored by the preset
         torch.testing.assert_close(preset.net.features(image * preset.scale + preset.shift), want, atol=1e-3, rtol=1e-4)
         assert (preset.scale, preset.shift) == (2048.0, -1024.0)
+        # the preset's forward maps the range itself: [0, 1] in, the plain encoder's output for
+        # xrv's input (the new head, not in the weights, made equal first)
         assert preset(image).shape == (1, 512)
+        preset.net.class_layers.load_state_dict(plain.net.class_layers.state_dict())
+        torch.testing.assert_close(preset(image), plain(xrv_input), atol=1e-3, rtol=1e-4)
     _raises(lambda: build("xray", preset="chexnet"), "expected one of ['xrv']")

@@ -235,3 +235,26 @@ def test_the_estimators_keep_their_documented_import_paths() -> None:
 
     assert modfuse.FusionClassifier is from_package is from_base is FusionClassifier
     assert survival_from_base is FusionSurvival
+
+
+def test_dataframes_are_aligned_by_index_and_refused_when_their_ids_differ(cancer: tuple) -> None:
+    X, y, groups = cancer
+    X, y = X.iloc[:120], y.iloc[:120]
+    parts = {m: X[c] for m, c in groups.items()}
+    clf = FusionClassifier(max_epochs=1, strategy="late").fit(parts, y)
+    # the same patients in another row order in one modality: rows are matched by id, not position
+    shuffled = {**parts, "se": parts["se"].iloc[::-1]}
+    np.testing.assert_allclose(clf.predict_proba(shuffled), clf.predict_proba(parts))
+    frame = clf.predict_proba(shuffled, as_frame=True)
+    assert list(frame.index) == list(X.index)  # the first DataFrame's order
+    # a fit on the shuffled parts trains on the same (id-matched) rows as the ordered fit
+    twin = FusionClassifier(max_epochs=1, strategy="late").fit(shuffled, y)
+    np.testing.assert_allclose(twin.predict_proba(parts), clf.predict_proba(parts), atol=1e-6)
+    other_ids = {**parts, "worst": parts["worst"].set_axis([f"q{i}" for i in range(120)])}
+    with pytest.raises(ModfuseError, match=r"'mean' and 'worst' are indexed by different samples.*'p0'.*'q0'"):
+        clf.predict_proba(other_ids)
+    with pytest.raises(ModfuseError, match=r"different samples"):
+        FusionClassifier(max_epochs=1).fit(other_ids, y)
+    repeated = {**parts, "se": parts["se"].set_axis(["p0", *X.index[1:-1], "p0"])}
+    with pytest.raises(ModfuseError, match=r"modality 'se'.*repeats sample ids \['p0'\]"):
+        clf.predict_proba(repeated)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import numpy as np
@@ -32,21 +31,26 @@ def test_concordance_equals_scikit_survival_with_tied_times_and_risks(n: int, se
     assert float(got) == pytest.approx(expected, abs=1e-12)
 
 
-def test_concordance_on_10k_samples_is_fast_and_linear_in_memory() -> None:
+def test_concordance_on_10k_samples_equals_scikit_survival_with_linear_memory() -> None:
+    """The 10k-sample case of the issue: the same C as scikit-survival's, with O(N) memory.
+
+    (Its speed, under 1 s, is measured by ``benchmarks/concordance.py``, not asserted here.)
+    tracemalloc sees NumPy's and Python's allocations, and `concordance_index` turns its inputs
+    into NumPy arrays before counting, so every allocation of the counting is seen: the peak
+    stays under a few MB at 10k (about 0.4 MB), where an N x N float64 pair matrix alone would
+    be 800 MB, and it grows linearly with N (x4 in N: about x4 in peak; pair matrices: x16)."""
     risk, time_, event = _cohort(10_000, 4)
-    tensors = torch.tensor(risk), torch.tensor(time_), torch.tensor(event)
-    start = time.perf_counter()
-    got = concordance_index(*tensors)
-    seconds = time.perf_counter() - start
+    got = concordance_index(torch.tensor(risk), torch.tensor(time_), torch.tensor(event))
     assert float(got) == pytest.approx(sksurv_metrics.concordance_index_censored(event, time_, risk)[0], abs=1e-12)
-    assert seconds < 1.0
-    # memory is measured on a second call: tracemalloc slows every allocation, so not timed
-    tracemalloc.start()
-    concordance_index(*tensors)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    # an N x N float64 pair matrix alone would be 800 MB; O(N) state is a few MB
-    assert peak < 20 * 2**20
+    peaks = {}
+    for n in (2_500, 10_000):
+        tensors = tuple(torch.tensor(a) for a in _cohort(n, 4))
+        tracemalloc.start()
+        concordance_index(*tensors)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[10_000] < 8 * 2**20, peaks
+    assert peaks[10_000] < 6 * peaks[2_500], peaks
 
 
 def test_concordance_hand_computed_and_undefined_cases() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -104,3 +105,10 @@ def test_recipe_optimizer_keys_train_and_the_summary_is_the_best_checkpoints(
     # not the last epoch's metrics (its AUROC may tie with the best one's on 15 validation rows)
     last_epoch = (float(logged.loc[2, "val/auroc"]), float(logged.loc[2, "val/loss"]))
     assert (metrics["val/auroc"], metrics["val/loss"]) != pytest.approx(last_epoch)
+    # and its test metrics are the best checkpoint's: what `modfuse test --ckpt_path <best>` prints
+    assert {"test/auroc", "test/loss"} <= set(metrics)  # the quickstart recipe has test_after_fit: true
+    assert main(["test", *quickstart(root)[1:], "--ckpt_path", summary["best_checkpoint"]]) == 0
+    table = capsys.readouterr().out
+    for name in ("test/auroc", "test/loss"):
+        printed_value = float(re.search(rf"{re.escape(name)}\W+([-\d.]+)", table).group(1))  # 4 decimals
+        assert metrics[name] == pytest.approx(printed_value, abs=5.1e-5), name

@@ -193,10 +193,23 @@ def test_fused_adamw_gives_the_same_update_as_the_default_one() -> None:
         torch.testing.assert_close(p, q)
 
 
-@pytest.mark.parametrize("scheduler", ["cosine", "plateau", None])
+ONE_CYCLE_PER_EPOCH = {
+    "class_path": "torch.optim.lr_scheduler.OneCycleLR",
+    "init_args": {"max_lr": 0.01, "total_steps": 2},
+}
+STEP_LR = {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    ["cosine", "plateau", None, ONE_CYCLE_PER_EPOCH, STEP_LR],
+    ids=["cosine", "plateau", "none", "one_cycle_class_path", "step_lr_class_path"],
+)
 def test_extending_a_finished_run_from_last_ckpt_trains_to_the_new_max_epochs(tmp_path, scheduler) -> None:
     """``fit --ckpt_path last --trainer.max_epochs N`` with a larger N continues the run (with the
-    one-cycle schedule, the restored scheduler was planned for the old length and raised)."""
+    one-cycle schedule, the restored scheduler was planned for the old length and raised), for
+    every scheduler the task offers: its own, and any torch scheduler described as class_path
+    (what a recipe's ``lr_scheduler:`` gives; stepped per epoch)."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 64)
     X = {"a": np.c_[y + 0.3 * rng.normal(size=64), rng.normal(size=64)], "b": rng.normal(size=(64, 2))}
@@ -223,6 +236,12 @@ def test_extending_a_finished_run_from_last_ckpt_trains_to_the_new_max_epochs(tm
         sched = extended.lr_scheduler_configs[0].scheduler
         assert sched.total_steps == 4 * steps_per_epoch
         assert sched.get_last_lr()[0] < 1e-3  # annealed to the end of the extended run
+    if scheduler == ONE_CYCLE_PER_EPOCH:  # planned over epochs: the first run kept its 2, the extension 4
+        assert first.lr_scheduler_configs[0].scheduler.total_steps == 2
+        sched = extended.lr_scheduler_configs[0].scheduler
+        assert sched.total_steps == 4 and sched.last_epoch == 4
+    if scheduler == STEP_LR:  # halved after each of the 4 epochs, the restored 2 included
+        assert extended.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(1e-2 * 0.5**4)
 
 
 @pytest.mark.parametrize("n_train", [8, 16, 40])

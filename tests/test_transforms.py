@@ -106,3 +106,23 @@ def test_lightning_fit_augments_each_epoch_differently_and_validates_unaugmented
     trainer.fit(FusionTask(model, lr=1e-3), dm)
     assert len(seen["train"]) == 16 and len(set(seen["train"])) == 16  # 8 samples x 2 epochs, all different
     assert set(seen["eval"]) == {round(float(original.mean()), 6)}  # validation: the image as read
+
+
+def test_torchvision_and_kornia_transforms_run_per_sample_in_training_only() -> None:
+    import torchvision.transforms.v2 as T
+
+    dm, original = _ct_datamodule(
+        train_transforms={"ct": T.RandomHorizontalFlip(p=1.0)}, eval_transforms={"ct": T.CenterCrop(96)}
+    )
+    dm.setup()
+    assert all(torch.equal(x, original.flip(-1)) for x in _images(dm.train_dataloader()))
+    val = _images(dm.val_dataloader())
+    assert val.shape == (2, 1, 96, 96) and torch.equal(val[0], original[:, 16:112, 16:112])
+    kornia = pytest.importorskip("kornia")
+    # kornia works on batches: a (C, H, W) sample comes back as (1, C, H, W); keepdim keeps its shape
+    flip = kornia.augmentation.RandomVerticalFlip(p=1.0, keepdim=True)
+    dm, original = _ct_datamodule(train_transforms={"ct": flip})
+    dm.setup()
+    train = _images(dm.train_dataloader())
+    assert train.shape == (8, 1, 128, 128) and all(torch.equal(x, original.flip(-2)) for x in train)
+    assert all(torch.equal(x, original) for x in _images(dm.val_dataloader()))

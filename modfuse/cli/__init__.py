@@ -19,7 +19,8 @@ Every run writes into the recipe's ``trainer.default_root_dir`` (default ``runs/
     checkpoints/last.ckpt     latest state, for ``fit --ckpt_path last`` after a crash
     csv/, tensorboard/        CSV and TensorBoard logs (one version per run)
     metrics.json              final metrics of the last fit (and of the compared strategies)
-    predictions.csv           written by ``predict``
+    predictions.csv           written by ``predict [--split test|train|val|all]``: id,
+                              predictions, <task>_true labels, present_<modality>
 
 ``test``, ``validate``, ``predict``, ``explain`` and ``robustness`` use ``checkpoints/best.ckpt``
 unless ``--ckpt_path`` names another file (or ``last``): a ``.ckpt``, or a ``.safetensors`` model
@@ -48,7 +49,9 @@ Recipe keys beyond LightningCLI's (all optional):
   epoch) and are checked before anything trains, with an error naming the key.
 
 ``fit`` ends with a table (and ``metrics.json``) of the best checkpoint's validation metrics
-(re-evaluated, not the last epoch's), with its path, epoch and monitored metric. A Lego recipe
+(re-evaluated, not the last epoch's) and, with ``test_after_fit`` or ``compare``, its test
+metrics, with its path, epoch and monitored metric. ``fit --ckpt_path last
+--trainer.max_epochs N`` extends a finished run to N epochs with any of the task's schedulers. A Lego recipe
 (trained in stages) writes a stage checkpoint after each stage and resumes from it with
 ``--ckpt_path last`` (see [`modfuse.cli.stages`][modfuse.cli.stages]).
 

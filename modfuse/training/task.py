@@ -199,13 +199,21 @@ class FusionTask(LightningModule):
         for the old length, which raises "Tried to step N times" once that many steps are done.
         The warm-up already ran, so only the annealing phase is re-planned: it now ends at the
         new last step (the learning rate follows the stretched cosine from the resumed step on).
+        Only a restored schedule (one that has stepped) is stretched, counted in its own unit:
+        optimizer steps for ``interval="step"``, epochs for ``"epoch"`` (a recipe's
+        ``lr_scheduler:`` one-cycle planned over epochs), divided by its ``frequency``.
         """
         if attached_trainer(self) is None:
             return
-        total = int(self.trainer.estimated_stepping_batches)
         for config in self.trainer.lr_scheduler_configs:
             sched = config.scheduler
-            if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps < total:
+            if not isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) or sched.last_epoch <= 0:
+                continue
+            units = self.trainer.estimated_stepping_batches if config.interval == "step" else self.trainer.max_epochs
+            if units is None or not 0 < units < float("inf"):  # max_epochs=-1: no last step to plan for
+                continue
+            total = int(units) // max(1, config.frequency)
+            if sched.total_steps < total:
                 sched.total_steps = total
                 sched._schedule_phases[-1]["end_step"] = float(total - 1)
 

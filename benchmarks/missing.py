@@ -471,9 +471,9 @@ def select(data: Data, settings: Settings, log: Callable[[str], None]) -> pd.Dat
     for fold, (inner, val) in enumerate(splits[: settings.select_folds]):
         Xtr, Xva, ytr, yva = take(data.X, inner), take(data.X, val), data.y[inner], data.y[val]
         chosen = {k: CANDIDATES[k] for k in settings.candidates or CANDIDATES}
-        for strategy, (name, options) in itertools.product(
-            settings.strategies or settings.select_strategies, chosen.items()
-        ):
+        # candidate by candidate, each on every strategy, so a stopped run has whole candidates
+        strategies = settings.strategies or settings.select_strategies
+        for (name, options), strategy in itertools.product(chosen.items(), strategies):
             start = time.perf_counter()
             model = estimator(data, strategy, settings, fold, **options).fit(Xtr, ytr)
             per_subset = [score(data, model, restrict(Xva, s), yva) for s in subsets]

@@ -117,6 +117,11 @@ def test_auto_resolves_to_the_library_defaults_and_only_with_dropout() -> None:
     # without dropout the training batch is the complete batch: no second term
     no_dropout, _ = early_task(modality_dropout=None, unimodal_weight=0.5, full_weight=0.5)
     assert no_dropout.robust.full_weight == 0.0 and no_dropout.robust.dropout is None
+    # late fusion's complete prediction is the mean of its heads: no complete-batch term by default
+    encoders = {m: build_encoder("tabular", num_features=4, hidden=[8], out_dim=8) for m in "ab"}
+    late = FusionTask(build("late", encoders=encoders), modality_dropout="auto", unimodal_weight="auto")
+    assert late.robust.full_weight == 0.0 and late.robust.dropout is not None
+    assert FusionTask(build("late", encoders=encoders), modality_dropout=0.3, full_weight=0.5).robust.full_weight == 0.5
     with pytest.raises(ModfuseError, match="full_weight"):
         early_task(modality_dropout=0.3, full_weight=1.5)
     with pytest.raises(ModfuseError, match="full_weight"):

@@ -47,6 +47,8 @@ import torch
 from benchmarks import common
 
 DATASETS = ("breast_cancer", "digits", "esol", "eopatch", "cohort")
+SELECT_ONLY = ("linear",)  # data sets for --select only (generated: no test fold to report)
+ROBUST_EXTRA = ("full_weight", "dropout_rows")  # FusionTask options the estimators do not take
 OLD = {"modality_dropout": None, "unimodal_weight": None}
 NEW: dict[str, Any] = {}  # the estimators' defaults
 CANDIDATES = {
@@ -59,6 +61,16 @@ CANDIDATES = {
     "drop 0.3 + uni 0.5 + ogm-ge": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "balance": "ogm-ge"},
     "drop 0.3 + uni 0.5 + agm": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "balance": "agm"},
     "drop 0.5 + uni 1.0": {"modality_dropout": 0.5, "unimodal_weight": 1.0},
+    # cutting the complete-data cost: a share of the main loss on the complete batch, or
+    # dropout on a fraction of the rows only, or a lighter unimodal loss
+    "drop 0.3 + uni 0.5 + full 0.5": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "full_weight": 0.5},
+    "drop 0.3 + uni 0.5 + full 0.3": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "full_weight": 0.3},
+    "drop 0.5 + uni 0.5 + full 0.5": {"modality_dropout": 0.5, "unimodal_weight": 0.5, "full_weight": 0.5},
+    "drop 0.3 + uni 0.5 + rows 0.5": {"modality_dropout": 0.3, "unimodal_weight": 0.5, "dropout_rows": 0.5},
+    "drop 0.5 + uni 0.5 + rows 0.5": {"modality_dropout": 0.5, "unimodal_weight": 0.5, "dropout_rows": 0.5},
+    "drop 0.3 + uni 0.25": {"modality_dropout": 0.3, "unimodal_weight": 0.25},
+    "drop 0.3 + uni 0.25 + full 0.5": {"modality_dropout": 0.3, "unimodal_weight": 0.25, "full_weight": 0.5},
+    "uni 0.5": {"modality_dropout": None, "unimodal_weight": 0.5},
 }
 
 
@@ -91,6 +103,34 @@ class Data:
     kind: str  # "classification" or "regression"
     groups: np.ndarray | None = None
     note: str = ""
+    # --select: fixed (training, validation) row splits instead of 80/20 of the training folds
+    selection_splits: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def linear_views(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The generated linear problem of ``tests/test_small_cohorts.py``: two 6-feature views,
+    labels from a logistic model of a linear score (Bayes accuracy ~0.86), unstandardised."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(n, 6)), rng.normal(size=(n, 6))
+    w = np.array([1.0, -0.8, 0.6, 0.0, 0.4, 0.0])
+    score = a @ w + b @ w[::-1] * 0.8
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * score))).astype(int)
+    return {"a": a * 3 + 5, "b": b * 0.2 - 1}, y
+
+
+def linear(seeds: Sequence[int] = (101, 102), n_train: int = 300, n_val: int = 1000) -> Data:
+    """The linear problem drawn with ``seeds`` (not the tests' seeds 0 / 7..9), one 300-row
+    cohort and 1000 validation rows per seed, as the small-cohort test sizes it."""
+    parts = [linear_views(n_train + n_val, s) for s in seeds]
+    X = {m: np.concatenate([p[0][m] for p in parts]).astype(np.float32) for m in ("a", "b")}
+    y = np.concatenate([p[1] for p in parts])
+    size = n_train + n_val
+    splits = [
+        (np.arange(i * size, i * size + n_train), np.arange(i * size + n_train, (i + 1) * size))
+        for i in range(len(seeds))
+    ]
+    note = f"generated, seeds {list(seeds)}: {n_train} training and {n_val} validation rows each"
+    return Data("linear", X, y, "classification", note=note, selection_splits=splits)
 
 
 def breast_cancer() -> Data:
@@ -163,6 +203,7 @@ def load(name: str, settings: Settings) -> Data | None:
         "esol": esol,
         "eopatch": lambda: eopatch(settings),
         "cohort": lambda: cohort(settings),
+        "linear": linear,
     }
     return loaders[name]()
 
@@ -219,10 +260,25 @@ def restrict(X: dict[str, Any], subset: Sequence[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- models
+def with_robust_options(cls: type, extra: dict[str, Any]) -> type:
+    """``cls`` passing ``extra`` (e.g. ``full_weight``) to its FusionTask as well (a subclass,
+    so that the estimators' clones and refits keep them)."""
+
+    class Tuned(cls):  # type: ignore[valid-type, misc]
+        def _robust_kwargs(self) -> dict[str, Any]:
+            return {**super()._robust_kwargs(), **extra}
+
+    Tuned.__name__ = Tuned.__qualname__ = cls.__name__
+    return Tuned
+
+
 def estimator(data: Data, strategy: str, settings: Settings, seed: int, **options: Any) -> Any:
     from modfuse import FusionClassifier, FusionRegressor
 
-    cls = FusionClassifier if data.kind == "classification" else FusionRegressor
+    cls: type = FusionClassifier if data.kind == "classification" else FusionRegressor
+    extra = {k: options.pop(k) for k in ROBUST_EXTRA if k in options}
+    if extra:
+        cls = with_robust_options(cls, extra)
     return cls(
         strategy=strategy,
         max_epochs=settings.max_epochs,
@@ -408,11 +464,16 @@ def select(data: Data, settings: Settings, log: Callable[[str], None]) -> pd.Dat
 
     rows = []
     subsets = modality_subsets(list(data.X))
-    for fold, (train, _test) in enumerate(folds(data, settings.folds)[: settings.select_folds]):
-        inner, val = train_test_split(train, test_size=0.2, random_state=fold, stratify=data.y[train])
+    splits = data.selection_splits or [
+        train_test_split(train, test_size=0.2, random_state=fold, stratify=data.y[train])
+        for fold, (train, _test) in enumerate(folds(data, settings.folds))
+    ]
+    for fold, (inner, val) in enumerate(splits[: settings.select_folds]):
         Xtr, Xva, ytr, yva = take(data.X, inner), take(data.X, val), data.y[inner], data.y[val]
         chosen = {k: CANDIDATES[k] for k in settings.candidates or CANDIDATES}
-        for strategy, (name, options) in itertools.product(settings.select_strategies, chosen.items()):
+        # candidate by candidate, each on every strategy, so a stopped run has whole candidates
+        strategies = settings.strategies or settings.select_strategies
+        for (name, options), strategy in itertools.product(chosen.items(), strategies):
             start = time.perf_counter()
             model = estimator(data, strategy, settings, fold, **options).fit(Xtr, ytr)
             per_subset = [score(data, model, restrict(Xva, s), yva) for s in subsets]
@@ -701,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.missing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small settings")
     parser.add_argument("--select", action="store_true", help="choose the default on validation splits")
-    parser.add_argument("--only", nargs="+", choices=DATASETS, default=None)
+    parser.add_argument("--only", nargs="+", choices=DATASETS + SELECT_ONLY, default=None)
     parser.add_argument("--strategies", nargs="+", default=None)
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--select_folds", type=int, default=None, help="--select: training folds used")

@@ -135,8 +135,11 @@ def test_modality_dropout_is_on_in_training_and_off_at_validation_and_test() -> 
     trainer.test(task, datamodule=dm, verbose=False)
     train_calls = [c for training, c in recorder.calls if training]
     eval_calls = [c for training, c in recorder.calls if not training]
-    assert len(train_calls) == 4 and eval_calls  # 64 / 16 training steps; validation, sanity check, test
-    assert all(bool((c == 1).all()) for c in train_calls)
+    # 64 / 16 training steps, each a pass on the dropped batch then (the default full_weight) one on
+    # the complete batch; validation, sanity check, test
+    assert len(train_calls) == 2 * 4 and eval_calls
+    assert all(bool((c == 1).all()) for c in train_calls[::2])
+    assert all(bool((c == 2).all()) for c in train_calls[1::2])
     assert all(bool((c == 2).all()) for c in eval_calls)
 
 

@@ -128,7 +128,7 @@ class _FusionEstimator(BaseEstimator, ABC):
             (default): a progress bar in a notebook or terminal, none in CI (`modfuse.utils.progress`).
         modality_dropout: missingness-aware training, ON by default: per-sample modality
             dropout during training only (a sample always keeps one modality). ``"auto"``
-            (the rate validated in ``benchmarks/missing.py``), a rate, a dict modality -> rate,
+            (the rate validated in ``benchmarks/missing.py``, half of the main loss kept on the complete batch, late fusion excepted), a rate, a dict modality -> rate,
             or None to switch it off.
         unimodal_weight: weight of the unimodal auxiliary losses (each modality alone through
             the fused model, the task's loss); ``"auto"`` (default) or 0 / None to switch off.

@@ -34,6 +34,9 @@ class ModalityDropout:
     Args:
         rates: one rate for every modality, or modality -> rate (modalities not named keep
             rate 0).
+        rows: the probability that a sample is eligible for dropout at all (1: every sample;
+            0.5: about half of each batch keeps all its modalities, so a model trained on it
+            still sees complete inputs in every step).
         seed: seed of the random generator; the same seed and the same batches give the same
             drops. In DataLoader worker processes the seed is combined with the worker's
             seed so that workers do not repeat each other.
@@ -42,17 +45,24 @@ class ModalityDropout:
         ModalityBatch of B samples -> ModalityBatch of B samples (same ids, targets).
     """
 
-    def __init__(self, rates: float | Mapping[str, float], seed: int = 0) -> None:
+    def __init__(self, rates: float | Mapping[str, float], seed: int = 0, rows: float = 1.0) -> None:
         if isinstance(rates, Mapping):
             self.rates: float | dict[str, float] = {m: _check_rate(r, m) for m, r in rates.items()}
         else:
             self.rates = _check_rate(rates)
+        rows = float(rows)
+        if not 0.0 < rows <= 1.0:
+            raise ModfuseError(
+                f"ModalityDropout rows (the fraction of samples eligible) must be in (0, 1], found {rows}"
+            )
+        self.rows = rows
         self.seed = int(seed)
         self._generator: torch.Generator | None = None
         self._worker: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
-        return f"ModalityDropout(rates={self.rates!r}, seed={self.seed})"
+        rows = "" if self.rows == 1.0 else f", rows={self.rows!r}"
+        return f"ModalityDropout(rates={self.rates!r}, seed={self.seed}{rows})"
 
     def rate_of(self, modality: str) -> float:
         """The dropout rate of ``modality``."""
@@ -101,6 +111,8 @@ class ModalityDropout:
         pres = torch.stack([present[m].cpu() for m in names], dim=1)  # (B, M)
         rates = torch.tensor([self.rate_of(m) for m in names])
         drop = torch.rand(pres.shape, generator=rng) < rates
+        if self.rows < 1.0:  # only the eligible samples lose modalities (drawn after, so rows=1 keeps the old stream)
+            drop &= (torch.rand(pres.shape[0], generator=rng) < self.rows)[:, None]
         keep = pres & ~drop
         emptied = pres.any(1) & ~keep.any(1)
         if emptied.any():

@@ -74,6 +74,10 @@ class FusionTask(LightningModule):
             run with each modality alone); 0 / None: off, ``"auto"``: the library's default.
         balance: gradient modulation of the encoders, ``"ogm-ge"``, ``"agm"`` or None.
         balance_alpha: strength of the gradient modulation.
+        full_weight: with modality dropout, the share of the main loss on the complete batch
+            (``"auto"``: the library's default, see [`modfuse.training.robust`][modfuse.training.robust]).
+        dropout_rows: the fraction of each batch's samples eligible for modality dropout
+            (``"auto"``: the library's default).
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class FusionTask(LightningModule):
         unimodal_weight: float | Literal["auto"] | None = None,
         balance: Literal["ogm-ge", "agm"] | None = None,
         balance_alpha: float = 0.5,
+        full_weight: float | Literal["auto"] | None = "auto",
+        dropout_rows: float | Literal["auto"] | None = "auto",
     ) -> None:
         super().__init__()
         if isinstance(optimizer, Mapping):  # a bad description fails here, naming the argument
@@ -121,6 +127,8 @@ class FusionTask(LightningModule):
             balance,
             balance_alpha,
             seed=torch.initial_seed() % 2**31,
+            full_weight=full_weight,
+            dropout_rows=dropout_rows,
         )
         self.robust = robust if robust.active else None
 

@@ -33,3 +33,17 @@ def without_modality(batch: ModalityBatch, modality: str) -> ModalityBatch:
         batch.target,
         batch.ids,
     )
+
+
+class Recorder(nn.Module):
+    """Wraps a fusion model and records, per call, the training flag and modalities per sample."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.modalities, self.tasks = model, model.modalities, model.tasks
+        self.calls: list[tuple[bool, torch.Tensor]] = []
+
+    def forward(self, batch):
+        counts = torch.stack([batch.present[m] for m in self.modalities], 1).sum(1)
+        self.calls.append((self.training, counts.cpu()))
+        return self.model(batch)

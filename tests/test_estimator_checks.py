@@ -31,7 +31,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
@@ -40,6 +39,8 @@ from sklearn.utils.estimator_checks import check_regressors_train, parametrize_w
 from modfuse import FusionClassifier, FusionRegressor, FusionSurvival
 from modfuse.errors import ModfuseError
 from modfuse.estimators.base import NotFittedModelError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"max_epochs": 1, "val_fraction": 0.0, "batch_size": 32, "device": "cpu", "verbose": False}
 
@@ -86,14 +87,6 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
 
 def expected_failed_checks(estimator: Any) -> dict[str, str]:
     return EXPECTED_FAILURES[type(estimator).__name__]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @parametrize_with_checks(

@@ -24,16 +24,10 @@ from modfuse.errors import ModfuseError, ReadError
 from modfuse.estimators import load_estimator
 from modfuse.estimators.persist import META_FILE, WEIGHTS_FILE
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = {"max_epochs": 2, "refit": False, "device": "cpu", "verbose": False, "batch_size": 32}
 GROUPS = {"labs": ["age", "site", "crp"], "vitals": ["hr", "bp"]}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def cohort(n: int, seed: int) -> pd.DataFrame:

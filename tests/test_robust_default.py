@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import Recorder
 from torch import nn
 
 from modfuse import FusionClassifier
@@ -102,20 +103,6 @@ def test_modality_dropout_never_empties_a_sample() -> None:
         kept = torch.stack(list(keep.values()), 1)
         assert not (kept & ~had).any()  # never adds a modality
         assert torch.equal(kept.any(1), had.any(1))  # a sample with a modality keeps one
-
-
-class Recorder(nn.Module):
-    """Wraps a fusion model and records, per call, the training flag and modalities per sample."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.modalities, self.tasks = model, model.modalities, model.tasks
-        self.calls: list[tuple[bool, torch.Tensor]] = []
-
-    def forward(self, batch):
-        counts = torch.stack([batch.present[m] for m in self.modalities], 1).sum(1)
-        self.calls.append((self.training, counts.cpu()))
-        return self.model(batch)
 
 
 def test_modality_dropout_is_on_in_training_and_off_at_validation_and_test() -> None:

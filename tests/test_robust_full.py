@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from helpers import Recorder
 
 from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
@@ -53,20 +53,6 @@ def test_the_training_loss_mixes_the_dropped_and_the_complete_batch(full_weight:
     assert abs(float(on_dropped.detach()) - float(on_complete.detach())) > 1e-3  # the two terms really differ
     expected = (1 - full_weight) * on_dropped + full_weight * on_complete
     torch.testing.assert_close(loss, expected)
-
-
-class Recorder(nn.Module):
-    """Wraps a fusion model and records, per call, the training flag and modalities per sample."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.modalities, self.tasks = model, model.modalities, model.tasks
-        self.calls: list[tuple[bool, torch.Tensor]] = []
-
-    def forward(self, batch):
-        counts = torch.stack([batch.present[m] for m in self.modalities], 1).sum(1)
-        self.calls.append((self.training, counts.cpu()))
-        return self.model(batch)
 
 
 def test_the_complete_batch_term_is_a_training_step_only() -> None:

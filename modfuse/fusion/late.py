@@ -88,6 +88,11 @@ class LateFusion(nn.Module):
         ``per_modality`` (each modality head's logits on its present rows).
     """
 
+    robust_full_weight = 0.0
+    """The robust-training default ``full_weight="auto"`` reads (`modfuse.training.robust`):
+    the complete prediction is the mean of the per-modality heads, so no joint part is left for
+    a complete-batch loss term to train, and on validation the term cost late fusion."""
+
     def __init__(
         self,
         encoders: Mapping[str, nn.Module],

@@ -93,12 +93,11 @@ sample: dropout on half of the rows lost to ``full_weight``, see `AUTO_FULL_WEIG
 
 
 def auto_full_weight(model: nn.Module) -> float:
-    """The ``"auto"`` full_weight: `AUTO_FULL_WEIGHT`, except 0 for late fusion, whose complete
-    prediction is the mean of its per-modality heads: it has no joint part that only complete
-    inputs would train, and on validation the term cost it (see `AUTO_FULL_WEIGHT`)."""
-    from modfuse.fusion.late import LateFusion
-
-    return 0.0 if isinstance(model, LateFusion) else AUTO_FULL_WEIGHT
+    """The ``"auto"`` full_weight: the model's own ``robust_full_weight`` where its strategy
+    declares one (late fusion: 0, whose complete prediction is the mean of its per-modality
+    heads: no joint part that only complete inputs would train; on validation the term cost
+    it), else `AUTO_FULL_WEIGHT`."""
+    return float(getattr(model, "robust_full_weight", AUTO_FULL_WEIGHT))
 
 
 def auto_dropout(n_modalities: int) -> float:
@@ -162,11 +161,8 @@ class RobustTraining:
             raise ModfuseError(f"full_weight must be in [0, 1], found {full}")
         # without dropout the complete batch is the training batch: nothing to add
         self.full_weight = full if self.dropout is not None else 0.0
-        if unimodal_weight == "auto":
-            unimodal_weight = AUTO_UNIMODAL_WEIGHT
-        elif isinstance(unimodal_weight, str):
-            raise ModfuseError(f"unimodal_weight must be a number, 'auto' or None, found {unimodal_weight!r}")
-        self.unimodal_weight = float(unimodal_weight or 0.0) if many else 0.0
+        weight = _auto_number(unimodal_weight, AUTO_UNIMODAL_WEIGHT, "unimodal_weight", default=0.0)
+        self.unimodal_weight = weight if many else 0.0
         self.balance = _check_balance(balance) if many else None
         self.alpha = float(balance_alpha)
         if self.balance and not isinstance(getattr(model, "encoders", None), (Mapping, nn.ModuleDict)):
@@ -244,15 +240,19 @@ class RobustTraining:
         ``balance``, ``train/balance/<modality>`` (the gradient coefficients).
         """
         loss = task._shared_step(self.drop(batch), "train")
+        # per-step values reach the loggers only on logging steps: log them only then (as train/loss)
+        log_now = task._log_train_step_now()
         if self.full_weight > 0:
             full = task.compute_loss(task(batch), batch)
-            task.log("train/full_loss", full.detach(), batch_size=batch.batch_size)
+            if log_now:
+                task.log("train/full_loss", full.detach(), batch_size=batch.batch_size)
             loss = (1.0 - self.full_weight) * loss + self.full_weight * full
         want_unimodal = self.unimodal_weight > 0 or self.balance == "ogm-ge"
         unimodal = self.unimodal_losses(task.model, batch, grad=self.unimodal_weight > 0) if want_unimodal else {}
         if self.unimodal_weight > 0 and unimodal:
             aux = torch.stack(list(unimodal.values())).mean()
-            task.log("train/unimodal_loss", aux.detach(), batch_size=batch.batch_size)
+            if log_now:
+                task.log("train/unimodal_loss", aux.detach(), batch_size=batch.batch_size)
             loss = loss + self.unimodal_weight * aux
         if self.balance:
             self._update_balance(task.model, batch, unimodal)

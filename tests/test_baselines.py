@@ -115,7 +115,7 @@ def test_training_refuses_a_model_that_returns_bare_logits_and_names_it() -> Non
 
 
 def test_late_fusion_averages_present_logits_and_uses_prior_for_empty() -> None:
-    model = LateFusion(encoders(), "binary").eval()
+    model = LateFusion(encoders(), "binary", combine="mean").eval()
     with torch.no_grad():
         model.prior.logits["y"].fill_(-1.5)
         batch = all_patterns_batch()
@@ -133,6 +133,71 @@ def test_late_fusion_averages_present_logits_and_uses_prior_for_empty() -> None:
     present = count[:, 0] > 0
     torch.testing.assert_close(fused[present], expected[present] / count[present])
     assert fused[0].item() == -1.5  # sample 0 has no modality
+
+
+def _present_logits(model: LateFusion, batch: ModalityBatch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """modality -> ((B, k) logits with NaN on absent rows, (B,) present mask)."""
+    out = {}
+    for m in WIDTHS:
+        part = model.unimodal_logits(batch, m)
+        full = torch.full((batch.batch_size, part.logits["y"].shape[1]), float("nan"))
+        full[part.index] = part.logits["y"]
+        out[m] = full, ~torch.isnan(full[:, 0])
+    return out
+
+
+def test_calibrated_late_fusion_starts_at_the_product_of_experts_and_keeps_single_heads() -> None:
+    """The calibrated combination: with k present modalities, scale[k] * weighted mean +
+    offset[k]; at initialisation the sum of the present logits where evidence adds (binary)
+    and the plain mean for regression; a modality alone is always its own head. By default
+    (``combine="auto"``) binary tasks are calibrated, multiclass and regression tasks keep the
+    plain mean."""
+    batch = all_patterns_batch()
+    with torch.no_grad():
+        binary = LateFusion(encoders(), "binary").eval()
+        assert binary.combine == "auto" and list(binary.calibration) == ["y"]
+        parts = _present_logits(binary, batch)
+        logits = torch.stack([p[0] for p in parts.values()])  # (M, B, 1)
+        count = torch.stack([p[1] for p in parts.values()]).sum(0)
+        fused = binary(batch).prediction
+        seen = count > 0
+        torch.testing.assert_close(fused[seen], logits.nansum(0)[seen])
+        regression = LateFusion(encoders(), "regression", combine="calibrated").eval()
+        parts = _present_logits(regression, batch)
+        logits = torch.stack([p[0] for p in parts.values()])
+        torch.testing.assert_close(regression(batch).prediction[seen], logits.nanmean(0)[seen])
+        # learned weights, scales and offsets: the hand formula, per number of present modalities
+        cal = binary.calibration["y"]
+        cal.log_weights.copy_(torch.tensor([0.3, -0.5, 1.0]))
+        cal.log_scale.copy_(torch.tensor([[2.0], [0.2], [-0.4]]))
+        cal.offset.copy_(torch.tensor([[5.0], [0.7], [-1.1]]))
+        parts = _present_logits(binary, batch)
+        w = cal.log_weights.exp()
+        fused = binary(batch).prediction
+    for i in range(batch.batch_size):
+        present = [j for j, (_, mask) in enumerate(parts.values()) if mask[i]]
+        if not present:
+            continue
+        values = torch.stack([list(parts.values())[j][0][i, 0] for j in present])
+        mean = (w[present] * values).sum() / w[present].sum()
+        k = len(present)
+        expected = mean if k == 1 else cal.log_scale[k - 1, 0].exp() * mean + cal.offset[k - 1, 0]
+        torch.testing.assert_close(fused[i, 0], expected)
+    # "auto" decides per task: one model, a binary and a regression task, each by its kind's rule
+    both = LateFusion(encoders(), {"y": TaskSpec("binary"), "r": TaskSpec("regression")}).eval()
+    assert list(both.calibration) == ["y"]
+    assert not LateFusion(encoders(), TaskSpec("multiclass", 3)).calibration
+    assert not LateFusion(encoders(), "binary", combine="mean").calibration
+    with torch.no_grad():
+        both.calibration["y"].log_weights.copy_(torch.tensor([0.3, -0.5, 1.0]))
+        out = both(batch).logits
+        r_logits = torch.full((len(WIDTHS), batch.batch_size), float("nan"))
+        for j, m in enumerate(WIDTHS):
+            part = both.unimodal_logits(batch, m)
+            r_logits[j, part.index] = part.logits["r"][:, 0]
+    torch.testing.assert_close(out["r"][seen, 0], r_logits.nanmean(0)[seen])
+    with pytest.raises(ModfuseError, match="combine must be one of"):
+        LateFusion(encoders(), "binary", combine="max")
 
 
 def test_late_fusion_prior_learns_the_base_rate_without_empty_samples() -> None:

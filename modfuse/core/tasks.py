@@ -58,6 +58,18 @@ class TaskKind(ABC):
     main_metric: ClassVar[tuple[str, str]]
     """(metric name in `metrics()`, ``"max"`` or ``"min"``): what early stopping monitors."""
 
+    additive_evidence: ClassVar[bool] = True
+    """Whether the outputs of predictors of independent inputs add up in this kind's logit space
+    (log-odds, log-hazards: a product of experts sums its experts' logits). False for a kind
+    whose outputs are estimates (regression: the product of equally precise Gaussian experts is
+    the mean of their estimates). `modfuse.fusion.late.SubsetCalibration` starts from it."""
+
+    late_calibration: ClassVar[bool] = False
+    """Whether late fusion's default combination (``LateFusion(combine="auto")``) calibrates
+    this kind's task (`modfuse.fusion.late.SubsetCalibration`) instead of taking the plain mean.
+    True where it helped on validation rows (binary, survival) and for multilabel (a set of
+    binary tasks, by analogy: not measured); see `modfuse.fusion.late.LateFusion`."""
+
     objectives: ClassVar[tuple[str, ...]] = ()
     """Named losses a `TaskSpec` may choose with ``objective=`` (the first is the default);
     empty: the kind has one loss and ``objective`` must stay None."""
@@ -117,6 +129,7 @@ class Binary(TaskKind):
     """Target (B,) or (B, 1) in {0, 1}; prediction: probability of class 1, (B,)."""
 
     main_metric = ("auroc", "max")
+    late_calibration = True
 
     def check_spec(self, spec: TaskSpec) -> None:
         if spec.num_outputs != 1:
@@ -185,6 +198,7 @@ class Multilabel(TaskKind):
     """Target (B, L) in {0, 1}; prediction: per-label probabilities (B, L)."""
 
     main_metric = ("auroc", "max")
+    late_calibration = True
 
     def check_target(self, spec: TaskSpec, target: Tensor, ids: Sequence[Any] | None, fail: Fail) -> Tensor:
         b = target.shape[0] if target.dim() else 0
@@ -217,6 +231,7 @@ class Regression(TaskKind):
     """Target (B,) or (B, n) finite values; prediction: estimates of the same shape."""
 
     main_metric = ("rmse", "min")
+    additive_evidence = False
 
     def check_target(self, spec: TaskSpec, target: Tensor, ids: Sequence[Any] | None, fail: Fail) -> Tensor:
         target = _squeeze_single(spec, target)
@@ -259,6 +274,7 @@ class Survival(TaskKind):
     """
 
     main_metric = ("cindex", "max")
+    late_calibration = True
     objectives = ("hazard", "cox")
 
     def check_spec(self, spec: TaskSpec) -> None:

@@ -52,5 +52,6 @@ class Unimodal(LateFusion):
             raise ModfuseError(
                 f"no encoder for the chosen modality; encoders are {sorted(encoders)}", modality=modality
             )
-        super().__init__({modality: encoders[modality]}, tasks, hidden, dropout, prior_weight)
+        # one modality: nothing to combine
+        super().__init__({modality: encoders[modality]}, tasks, hidden, dropout, prior_weight, combine="mean")
         self.modality = modality

@@ -72,6 +72,9 @@ CANDIDATES = {
     "drop 0.3 + uni 0.25 + full 0.5": {"modality_dropout": 0.3, "unimodal_weight": 0.25, "full_weight": 0.5},
     "uni 0.5": {"modality_dropout": None, "unimodal_weight": 0.5},
 }
+# a candidate with dropout and no "full" term pins full_weight=0, its value when it was first
+# measured: the FusionTask default ("auto", 0.5 for most strategies) would make it a "full 0.5"
+CANDIDATES = {k: {"full_weight": 0.0, **v} if v.get("modality_dropout") else v for k, v in CANDIDATES.items()}
 
 
 @dataclass

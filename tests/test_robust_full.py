@@ -14,7 +14,7 @@ from modfuse.encoders import build as build_encoder
 from modfuse.errors import ModfuseError
 from modfuse.fusion import build
 from modfuse.robust import ModalityDropout
-from modfuse.training.robust import AUTO_DROPOUT_ROWS, AUTO_FULL_WEIGHT
+from modfuse.training.robust import AUTO_DROPOUT_ROWS, AUTO_FULL_WEIGHT, auto_full_weight
 from modfuse.training.task import FusionTask
 
 
@@ -112,3 +112,28 @@ def test_auto_resolves_to_the_library_defaults_and_only_with_dropout() -> None:
         early_task(modality_dropout=0.3, full_weight=1.5)
     with pytest.raises(ModfuseError, match="full_weight"):
         early_task(modality_dropout=0.3, full_weight="half")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [("early", AUTO_FULL_WEIGHT), ("attention", AUTO_FULL_WEIGHT), ("sequential", AUTO_FULL_WEIGHT), ("late", 0.0)],
+)
+def test_auto_full_weight_is_the_validated_value_of_each_strategy(strategy: str, expected: float) -> None:
+    # the values of benchmarks/results/missing_selection.md (validation splits): the complete-batch
+    # term kept for early, attention and sequential fusion, off for late fusion
+    encoders = {m: build_encoder("tabular", num_features=4, hidden=[8], out_dim=8) for m in "ab"}
+    model = build(strategy, encoders=encoders, tasks="binary")
+    assert auto_full_weight(model) == expected
+    task = FusionTask(model, modality_dropout="auto", unimodal_weight="auto")
+    assert task.robust is not None and task.robust.full_weight == expected
+
+
+def test_the_lego_fuse_chain_takes_the_default_full_weight() -> None:
+    # lego-fuse's chain is fine-tuned through FusionTask on its paired rows with the estimator's
+    # robust options; its single-modality blocks are trained without dropout, so no term there
+    encoders = {m: build_encoder("tabular", num_features=4, hidden=[8], out_dim=8) for m in "ab"}
+    fused = build("lego-fuse", encoders=encoders, tasks="binary")
+    assert auto_full_weight(fused) == AUTO_FULL_WEIGHT
+    assert FusionTask(fused, modality_dropout="auto").robust.full_weight == AUTO_FULL_WEIGHT
+    block = fused.blocks[0]
+    assert FusionTask(block, modality_dropout="auto").robust is None  # one modality: nothing to drop

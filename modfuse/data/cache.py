@@ -46,6 +46,9 @@ import json
 import math
 import os
 import shutil
+import struct
+import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +57,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -309,6 +311,105 @@ def _save_meta(
 
 
 # ---------------------------------------------------------------------------- reading
+# safetensors dtype names (the format's header) -> torch dtypes; the optional ones exist in newer torch
+_DTYPES: dict[str, torch.dtype] = {
+    name: dtype
+    for name, dtype in {
+        "BOOL": torch.bool,
+        "U8": torch.uint8,
+        "I8": torch.int8,
+        "I16": torch.int16,
+        "U16": getattr(torch, "uint16", None),
+        "I32": torch.int32,
+        "U32": getattr(torch, "uint32", None),
+        "I64": torch.int64,
+        "U64": getattr(torch, "uint64", None),
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "F32": torch.float32,
+        "F64": torch.float64,
+        "C64": torch.complex64,
+        "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
+        "F8_E5M2": getattr(torch, "float8_e5m2", None),
+    }.items()
+    if dtype is not None
+}
+_MAX_HEADER = 100_000_000  # the limit safetensors itself puts on a header
+
+
+class _Shard:
+    """One shard file, its values read with positional reads into fresh tensors.
+
+    Not a memory map (safetensors' ``safe_open``): a mapped page a reader has touched stays in
+    its resident set until the map is closed, so each process (and each DataLoader worker)
+    held up to ``max_open`` x ``shard_bytes`` of shard pages; a positional read leaves the
+    bytes in the OS page cache only, so a reader's memory is the values it returns. The file
+    is the safetensors layout (8-byte little-endian header length, JSON header of
+    ``dtype``, ``shape`` and ``data_offsets`` per tensor, then the data), written by
+    ``safetensors.torch.save_file``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if sys.byteorder != "little":
+            raise ReadError("the cache stores little-endian values; this host is big-endian", path=path)
+        self.path, self._lock = path, threading.Lock()
+        self._file = open(path, "rb")  # closed by close(), when the store drops the shard
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            (length,) = struct.unpack("<Q", self._read(8, 0))
+            if not 0 < length <= min(_MAX_HEADER, size - 8):
+                raise ReadError(f"not a safetensors shard: header length {length} in a file of {size} bytes", path=path)
+            header = json.loads(self._read(length, 8))
+            self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+            self._tensors: dict[str, dict[str, Any]] = header
+            self._data, self._size = 8 + length, size
+        except BaseException:
+            self._file.close()
+            raise
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        """The stored tensor ``key`` (its dtype and shape), read into a new tensor."""
+        info = self._tensors[key]
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ReadError(f"value {key!r} has dtype {info['dtype']!r}, which this torch cannot hold", path=self.path)
+        begin, end = info["data_offsets"]
+        if self._data + end > self._size:
+            raise ReadError(
+                f"the shard is truncated: value {key!r} ends at byte {self._data + end}, the file has {self._size}",
+                path=self.path,
+            )
+        raw = torch.empty(end - begin, dtype=torch.uint8)
+        self._read_into(memoryview(raw.numpy()), self._data + begin)
+        return raw.view(dtype).reshape(info["shape"])
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _read(self, n: int, offset: int) -> bytes:
+        buffer = bytearray(n)
+        self._read_into(memoryview(buffer), offset)
+        return bytes(buffer)
+
+    def _read_into(self, view: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(view):
+            if hasattr(os, "preadv"):  # positional: no shared file offset, safe from any thread
+                got = os.preadv(self._file.fileno(), [view[done:]], offset + done)
+            else:  # Windows: no positional read in os
+                with self._lock:
+                    self._file.seek(offset + done)
+                    got = self._file.readinto(view[done:])
+            if not got:
+                raise ReadError(
+                    f"the shard ended at byte {offset + done}, expected {len(view) - done} more", path=self.path
+                )
+            done += got
+
+
 class CacheStore:
     """Random access to a cache folder's values (shards are opened lazily, once per process).
 
@@ -340,11 +441,14 @@ class CacheStore:
         self.splits = index["splits"]
         self.read_errors: list[dict[str, Any]] = index["read_errors"]
         self._multitask = index["multitask"]
-        with safe_open(str(self.path / "meta.safetensors"), "pt") as meta:
+        meta = _Shard(self.path / "meta.safetensors")
+        try:
             self.presence = meta.get_tensor("presence").numpy()
             self._meta = {k: meta.get_tensor(k).numpy() for k in meta.keys() if k != "presence"}
+        finally:
+            meta.close()
         self.row = {sid: i for i, sid in enumerate(self.ids)}
-        self._handles: dict[int, tuple[Any, dict[str, Any]]] = {}  # insertion order = recency
+        self._handles: dict[int, tuple[_Shard, dict[str, Any]]] = {}  # insertion order = recency
         self._pid = os.getpid()
 
     @property
@@ -364,25 +468,30 @@ class CacheStore:
         entry = entries.get(key)
         return None if entry is None else _decode(handle, key, entry)
 
-    def _handle(self, shard: int) -> tuple[Any, dict[str, Any]]:
-        if self._pid != os.getpid():  # a forked worker opens its own memory maps
+    def _handle(self, shard: int) -> tuple[_Shard, dict[str, Any]]:
+        if self._pid != os.getpid():  # a forked worker opens its own files (the parent's share an offset)
             self._handles, self._pid = {}, os.getpid()
         if shard in self._handles:
             self._handles[shard] = self._handles.pop(shard)  # most recently used last
         else:
-            while len(self._handles) >= self.max_open:  # unmapping drops the shard's resident pages
-                self._handles.pop(next(iter(self._handles)))
+            while len(self._handles) >= self.max_open:
+                self._handles.pop(next(iter(self._handles)))[0].close()
             path = self.path / _shard_name(shard)
             try:
-                handle = safe_open(str(path), "pt")
-            except Exception as exc:
+                handle = _Shard(path)
+            except OSError as exc:
                 raise ReadError(f"cannot open cache shard: {exc}", path=path) from exc
-            self._handles[shard] = (handle, json.loads(handle.metadata()["modfuse"]))
+            try:
+                entries = json.loads(handle.metadata["modfuse"])
+            except (KeyError, ValueError) as exc:
+                handle.close()
+                raise ReadError(f"not a modfuse cache shard (no valid 'modfuse' metadata): {exc}", path=path) from exc
+            self._handles[shard] = (handle, entries)
         return self._handles[shard]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_handles"] = {}  # memory maps do not travel to worker processes
+        state["_handles"] = {}  # open files do not travel to worker processes
         return state
 
 

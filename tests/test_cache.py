@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 pytest.importorskip("rasterio")
 pytest.importorskip("rdkit")
@@ -126,6 +127,10 @@ def test_shards_close_at_a_byte_budget_and_readers_map_few_shards(tmp_path):
     assert sorted(cached.cache._handles) == [0, 1]  # at most max_open=2 open shards, least recent closed
 
 
+def _uncollated(items):
+    return items
+
+
 class _Values:
     """A source whose one sample holds a dict of tensors of many dtypes and shapes."""
 
@@ -154,13 +159,19 @@ def test_values_of_every_dtype_and_shape_come_back_exact_and_writable(tmp_path):
         "c64": torch.tensor([1 + 2j, -3j], dtype=torch.complex64),
         "empty": torch.zeros(0, 4),
         "strided": torch.arange(20.0).reshape(4, 5).t(),  # not contiguous when written
+        "image": torch.from_numpy(rng.random((256, 256), dtype=np.float32)),  # 256 KiB: its own memory map
     }
     write_cache(MultiModalDataset({"v": _Values(values)}, ids=["a"]), tmp_path / "c")
     cached = load_cache(tmp_path / "c")
     back = cached[0]["inputs"]["v"]
     assert same(values, back)
     back["f32"] += 1  # a value read is the caller's own tensor: changing it changes nothing stored
-    assert torch.equal(cached[0]["inputs"]["v"]["f32"], values["f32"])
+    back["image"] *= 2
+    again = cached[0]["inputs"]["v"]
+    assert torch.equal(again["f32"], values["f32"]) and torch.equal(again["image"], values["image"])
+    # read in a DataLoader worker and handed back uncollated (through shared memory): the same values
+    (batch,) = DataLoader(cached, batch_size=1, num_workers=1, collate_fn=_uncollated)
+    assert same(values, batch[0]["inputs"]["v"])
 
 
 def test_truncated_shard_is_a_read_error_naming_the_file(tmp_path):

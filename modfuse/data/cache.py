@@ -24,16 +24,27 @@ Why safetensors shards: (1) exact round trips: a tensor comes back with its dtyp
 bytes, and a PyG graph is rebuilt from its tensors and JSON attributes, without pickle (the
 project never unpickles a user file; LitData's ``optimize`` serialises objects such as graphs
 with pickle, and zarr has no natural home for ragged graphs, dicts of tensors and per-sample
-shapes); (2) random access: a shard is memory-mapped and one value is read without touching
-the others (a sample costs one header lookup and one copy), which the map-style datasets, the
-random splits and the resumable samplers of this library need, while streaming formats
-(WebDataset tars, LitData chunks) are built for sequential reads; (3) disjoint shards per
+shapes); (2) random access: the header of a shard gives the byte range of every value, and one
+value is one positional read of those bytes, without touching the others, which the map-style
+datasets, the random splits and the resumable samplers of this library need, while streaming
+formats (WebDataset tars, LitData chunks) are built for sequential reads; (3) disjoint shards per
 rank / worker come from the sampler, which can hand each rank a contiguous run of shards
 because the shard of every sample is known up front. Presence is kept per sample: a missing
 modality has no tensor at all (not a zero-filled one). Shards are plain files, so the same
 folder works on a local disk, a shared file system (many nodes read it at once) or object
 storage mounted as a file system (s3fs, gcsfuse); a node can also copy its ranks' shards to a
 local disk first.
+
+Memory when reading: a process (the main one or each DataLoader worker) holds the index (ids,
+presence, targets: a few bytes per sample) and the values it is returning, nothing of the
+shards themselves. The shard bytes pass through the operating system's page cache, which is
+shared by all processes, reclaimable, and in no process's resident set, so a reader's peak RSS
+is its baseline plus the batches in flight and depends neither on the number of samples nor on
+``shard_bytes`` (measured: ``benchmarks/results/pipeline.md``). An earlier version
+memory-mapped the shards (safetensors' ``safe_open``): every page read stayed resident until
+its shard was closed, up to ``max_open`` x ``shard_bytes`` (512 MiB) per process. The shard
+size now only sets the unit of the shard-order shuffle and of the per-rank split (larger
+shards: more samples mixed inside a batch) and the number of files.
 
 Values are cached after the dataset's per-modality ``transforms``: those must be deterministic
 preprocessing; random augmentation belongs in the datamodule's ``train_transform`` (applied to
@@ -44,6 +55,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import shutil
 import struct
@@ -198,8 +210,10 @@ def write_cache(
             read-error report (`CacheReport.read_errors`, ``index.json``).
         out_dir: the cache folder to create.
         shard_size: at most this many samples per shard (consecutive dataset indices).
-        shard_bytes: a shard is closed once its tensors reach this many bytes (readers keep a
-            few shards memory-mapped, so this bounds their resident memory).
+        shard_bytes: a shard is closed once its tensors reach this many bytes. Readers do not
+            hold shards in memory (values are read one by one), so this sets the unit of the
+            shard-order shuffle (`ShardEpochSampler` mixes samples within a shard) and the
+            number of files, not the readers' memory.
         num_workers: DataLoader worker processes decoding in parallel.
         splits: optional ``{"train": idx, ...}`` saved with the cache (used by
             `CachedDataModule`).
@@ -337,6 +351,27 @@ _DTYPES: dict[str, torch.dtype] = {
 _MAX_HEADER = 100_000_000  # the limit safetensors itself puts on a header
 
 
+_MAP_FROM = 128 * 2**10  # glibc's initial mmap threshold
+
+
+def _new_bytes(n: int) -> torch.Tensor:
+    """(n,) uint8 for one value; from ``_MAP_FROM`` bytes up, in its own anonymous memory map.
+
+    Why not ``torch.empty``: glibc serves a large allocation with its own map only until the
+    first one is freed, then raises its threshold and serves the next ones (an image, a chip:
+    0.5-1 MiB) from the heap, which then fragments: DataLoader workers reading a 20k-sample
+    GeoTIFF cache grew from 0.8 to 1.6 GiB (benchmarks/results/pipeline.md). A map of its own
+    is returned to the system when the tensor is freed. The tensor cannot be resized in place.
+    """
+    if n >= _MAP_FROM:
+        flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0) | getattr(mmap, "MAP_POPULATE", 0)
+        try:  # the map is unmapped when the last tensor viewing it is freed
+            return torch.frombuffer(mmap.mmap(-1, n, flags=flags) if flags else mmap.mmap(-1, n), dtype=torch.uint8)
+        except OSError:  # out of maps (vm.max_map_count, e.g. a whole cache kept in a list): the heap
+            pass
+    return torch.empty(n, dtype=torch.uint8)
+
+
 class _Shard:
     """One shard file, its values read with positional reads into fresh tensors.
 
@@ -379,7 +414,7 @@ class _Shard:
                 f"the shard is truncated: value {key!r} ends at byte {self._data + end}, the file has {self._size}",
                 path=self.path,
             )
-        raw = torch.empty(end - begin, dtype=torch.uint8)
+        raw = _new_bytes(end - begin)
         self._read_into(memoryview(raw.numpy()), self._data + begin)
         return raw.view(dtype).reshape(info["shape"])
 
@@ -422,7 +457,8 @@ class CacheStore:
         presence: (N, M) bool, which sample has which modality.
         shard_starts: the first row of each shard. n_shards: their number.
         groups, splits, read_errors: as saved by `write_cache()`.
-        max_open: shards kept memory-mapped at once per process (least recently used closed).
+        max_open: shard files kept open at once per process (least recently used closed);
+            an open shard costs a file descriptor and its parsed header, not its data.
     """
 
     def __init__(self, path: str | os.PathLike[str], max_open: int = 2) -> None:

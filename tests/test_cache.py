@@ -159,7 +159,7 @@ def test_values_of_every_dtype_and_shape_come_back_exact_and_writable(tmp_path):
         "c64": torch.tensor([1 + 2j, -3j], dtype=torch.complex64),
         "empty": torch.zeros(0, 4),
         "strided": torch.arange(20.0).reshape(4, 5).t(),  # not contiguous when written
-        "image": torch.from_numpy(rng.random((256, 256), dtype=np.float32)),  # 256 KiB: its own memory map
+        "image": torch.from_numpy(rng.random((256, 256), dtype=np.float32)),  # 256 KiB: a large value
     }
     write_cache(MultiModalDataset({"v": _Values(values)}, ids=["a"]), tmp_path / "c")
     cached = load_cache(tmp_path / "c")

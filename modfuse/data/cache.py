@@ -40,11 +40,14 @@ presence, targets: a few bytes per sample) and the values it is returning, nothi
 shards themselves. The shard bytes pass through the operating system's page cache, which is
 shared by all processes, reclaimable, and in no process's resident set, so a reader's peak RSS
 is its baseline plus the batches in flight and depends neither on the number of samples nor on
-``shard_bytes`` (measured: ``benchmarks/results/pipeline.md``). An earlier version
-memory-mapped the shards (safetensors' ``safe_open``): every page read stayed resident until
-its shard was closed, up to ``max_open`` x ``shard_bytes`` (512 MiB) per process. The shard
-size now only sets the unit of the shard-order shuffle and of the per-rank split (larger
-shards: more samples mixed inside a batch) and the number of files.
+``shard_bytes`` (measured: ``benchmarks/results/pipeline.md``). Each value is read into a new
+tensor, and the C heap's freed pages are handed back to the system whenever a reader closes a
+shard (glibc's ``malloc_trim``; without it DataLoader workers' heaps fragmented and grew with
+the number of samples read). An earlier version memory-mapped the shards (safetensors'
+``safe_open``): every page read stayed resident until its shard was closed, up to
+``max_open`` x ``shard_bytes`` (512 MiB) per process. The shard size now only sets the unit of
+the shard-order shuffle and of the per-rank split (larger shards: more samples mixed inside a
+batch) and the number of files.
 
 Values are cached after the dataset's per-modality ``transforms``: those must be deterministic
 preprocessing; random augmentation belongs in the datamodule's ``train_transform`` (applied to
@@ -53,9 +56,10 @@ batches read from the cache, as from files).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
-import mmap
 import os
 import shutil
 import struct
@@ -351,25 +355,30 @@ _DTYPES: dict[str, torch.dtype] = {
 _MAX_HEADER = 100_000_000  # the limit safetensors itself puts on a header
 
 
-_MAP_FROM = 128 * 2**10  # glibc's initial mmap threshold
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None with another C library: musl, macOS, Windows)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
-def _new_bytes(n: int) -> torch.Tensor:
-    """(n,) uint8 for one value; from ``_MAP_FROM`` bytes up, in its own anonymous memory map.
+def _release_freed_memory() -> None:
+    """Give the free pages of the C heap back to the system, once per shard a reader closes.
 
-    Why not ``torch.empty``: glibc serves a large allocation with its own map only until the
-    first one is freed, then raises its threshold and serves the next ones (an image, a chip:
-    0.5-1 MiB) from the heap, which then fragments: DataLoader workers reading a 20k-sample
-    GeoTIFF cache grew from 0.8 to 1.6 GiB (benchmarks/results/pipeline.md). A map of its own
-    is returned to the system when the tensor is freed. The tensor cannot be resized in place.
+    Why: each value read is a new tensor (an image, a chip: 0.5-1 MiB). glibc serves such
+    sizes from its heap once its mmap threshold has risen (after the first large free), and in
+    DataLoader workers, which also allocate and free each batch before it goes to shared
+    memory, that heap fragments and is not returned: a worker reading a 20k-sample GeoTIFF
+    cache grew from 0.8 to 1.6-1.9 GiB (``benchmarks/results/pipeline.md``). Trimming once per
+    shard keeps it flat; a value in its own memory map did too, at twice the CPU per value.
     """
-    if n >= _MAP_FROM:
-        flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0) | getattr(mmap, "MAP_POPULATE", 0)
-        try:  # the map is unmapped when the last tensor viewing it is freed
-            return torch.frombuffer(mmap.mmap(-1, n, flags=flags) if flags else mmap.mmap(-1, n), dtype=torch.uint8)
-        except OSError:  # out of maps (vm.max_map_count, e.g. a whole cache kept in a list): the heap
-            pass
-    return torch.empty(n, dtype=torch.uint8)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class _Shard:
@@ -414,7 +423,7 @@ class _Shard:
                 f"the shard is truncated: value {key!r} ends at byte {self._data + end}, the file has {self._size}",
                 path=self.path,
             )
-        raw = _new_bytes(end - begin)
+        raw = torch.empty(end - begin, dtype=torch.uint8)
         self._read_into(memoryview(raw.numpy()), self._data + begin)
         return raw.view(dtype).reshape(info["shape"])
 
@@ -510,8 +519,10 @@ class CacheStore:
         if shard in self._handles:
             self._handles[shard] = self._handles.pop(shard)  # most recently used last
         else:
-            while len(self._handles) >= self.max_open:
-                self._handles.pop(next(iter(self._handles)))[0].close()
+            if len(self._handles) >= self.max_open:
+                while len(self._handles) >= self.max_open:
+                    self._handles.pop(next(iter(self._handles)))[0].close()
+                _release_freed_memory()
             path = self.path / _shard_name(shard)
             try:
                 handle = _Shard(path)

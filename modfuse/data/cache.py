@@ -42,8 +42,8 @@ shared by all processes, reclaimable, and in no process's resident set, so a rea
 is its baseline plus the batches in flight and depends neither on the number of samples nor on
 ``shard_bytes`` (measured: ``benchmarks/results/pipeline.md``). Each value is read into a new
 tensor, and the C heap's freed pages are handed back to the system whenever a reader closes a
-shard (glibc's ``malloc_trim``; without it DataLoader workers' heaps fragmented and grew with
-the number of samples read). An earlier version memory-mapped the shards (safetensors'
+shard in a DataLoader worker (glibc's ``malloc_trim``; without it the workers' heaps
+fragmented and grew with the number of samples read). An earlier version memory-mapped the shards (safetensors'
 ``safe_open``): every page read stayed resident until its shard was closed, up to
 ``max_open`` x ``shard_bytes`` (512 MiB) per process. The shard size now only sets the unit of
 the shard-order shuffle and of the per-rank split (larger shards: more samples mixed inside a
@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from modfuse.data.collate import CollateMode
 from modfuse.data.dataset import MultiModalDataset
@@ -367,7 +367,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def _release_freed_memory() -> None:
-    """Give the free pages of the C heap back to the system, once per shard a reader closes.
+    """In a DataLoader worker, give the free pages of the C heap back to the system (called
+    once per shard the worker closes).
 
     Why: each value read is a new tensor (an image, a chip: 0.5-1 MiB). glibc serves such
     sizes from its heap once its mmap threshold has risen (after the first large free), and in
@@ -375,9 +376,11 @@ def _release_freed_memory() -> None:
     memory, that heap fragments and is not returned: a worker reading a 20k-sample GeoTIFF
     cache grew from 0.8 to 1.6-1.9 GiB (``benchmarks/results/pipeline.md``). Trimming once per
     shard keeps it flat; a value in its own memory map did too, at twice the CPU per value.
+    Not in the main process: reading there (0 workers) did not grow, and a trim walks the whole
+    heap (40 ms for a fragmented 0.5 GB one), which a training process can have.
     """
     trim = _malloc_trim()
-    if trim is not None:
+    if trim is not None and get_worker_info() is not None:
         trim(0)
 
 

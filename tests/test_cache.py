@@ -125,6 +125,12 @@ def test_shards_close_at_a_byte_budget_and_readers_map_few_shards(tmp_path):
     for i in (9, 0, 5, 1):
         assert torch.equal(cached[i]["inputs"]["img"], torch.from_numpy(images[i]))
     assert sorted(cached.cache._handles) == [0, 1]  # at most max_open=2 open shards, least recent closed
+    # a worker closing shards as it goes (and trimming its heap then) reads every value exact
+    back = [
+        item["inputs"]["img"] for batch in DataLoader(cached, num_workers=1, collate_fn=_uncollated) for item in batch
+    ]
+    expected = [None if i == 3 else torch.from_numpy(images[i]) for i in range(10)]  # row 3 is missing
+    assert len(back) == 10 and all(same(b, e) for b, e in zip(back, expected))
 
 
 def _uncollated(items):

@@ -180,7 +180,7 @@ def test_values_of_every_dtype_and_shape_come_back_exact_and_writable(tmp_path):
     assert same(values, batch[0]["inputs"]["v"])
 
 
-def test_truncated_shard_is_a_read_error_naming_the_file(tmp_path):
+def test_truncated_or_corrupt_shard_is_a_read_error_naming_the_file(tmp_path):
     ds = MultiModalDataset.from_arrays({"img": np.ones((4, 8, 8), np.float32)}, y=np.zeros(4))
     write_cache(ds, tmp_path / "c")
     shard = tmp_path / "c" / "shard-00000.safetensors"
@@ -189,6 +189,10 @@ def test_truncated_shard_is_a_read_error_naming_the_file(tmp_path):
     assert torch.equal(cached[0]["inputs"]["img"], torch.ones(8, 8))  # the first values are intact
     with pytest.raises(ReadError, match="truncated") as info:
         cached[3]
+    assert "shard-00000.safetensors" in str(info.value)
+    shard.write_bytes(b"not a shard at all")
+    with pytest.raises(ReadError, match="not a safetensors shard") as info:
+        load_cache(tmp_path / "c")[0]
     assert "shard-00000.safetensors" in str(info.value)
 
 

@@ -41,9 +41,9 @@ shards themselves. The shard bytes pass through the operating system's page cach
 shared by all processes, reclaimable, and in no process's resident set, so a reader's peak RSS
 is its baseline plus the batches in flight and depends neither on the number of samples nor on
 ``shard_bytes`` (measured: ``benchmarks/results/pipeline.md``). Each value is read into a new
-tensor, and the C heap's freed pages are handed back to the system whenever a reader closes a
-shard in a DataLoader worker (glibc's ``malloc_trim``; without it the workers' heaps
-fragmented and grew with the number of samples read). An earlier version memory-mapped the shards (safetensors'
+tensor, and a DataLoader worker hands the C heap's freed pages back to the system whenever it
+closes a shard (glibc's ``malloc_trim``; without it the workers' heaps fragmented and grew
+with the number of samples read). An earlier version memory-mapped the shards (safetensors'
 ``safe_open``): every page read stayed resident until its shard was closed, up to
 ``max_open`` x ``shard_bytes`` (512 MiB) per process. The shard size now only sets the unit of
 the shard-order shuffle and of the per-rank split (larger shards: more samples mixed inside a
@@ -406,7 +406,12 @@ class _Shard:
             (length,) = struct.unpack("<Q", self._read(8, 0))
             if not 0 < length <= min(_MAX_HEADER, size - 8):
                 raise ReadError(f"not a safetensors shard: header length {length} in a file of {size} bytes", path=path)
-            header = json.loads(self._read(length, 8))
+            try:
+                header = json.loads(self._read(length, 8))
+            except ValueError as exc:
+                raise ReadError(f"not a safetensors shard: its header is not JSON ({exc})", path=path) from exc
+            if not isinstance(header, dict):
+                raise ReadError("not a safetensors shard: its header is not a JSON object", path=path)
             self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
             self._tensors: dict[str, dict[str, Any]] = header
             self._data, self._size = 8 + length, size

@@ -15,7 +15,9 @@ peak RSS is that configuration's own, workers included):
   device (CUDA when present, else the CPU: the transfer is then a no-op and is reported so).
 
 Run: ``python -m benchmarks.pipeline --quick`` (N=500) or ``--n 20000``; writes
-``benchmarks/results/pipeline.md`` (``--out`` to change).
+``benchmarks/results/pipeline.md`` (``--out`` to change). Peak memory against N:
+``--rss 2000 20000 --n 200 --shard-mb 32 64 256`` (caches of 2000 and 20000 copies of 200
+files per modality, for each shard size; see `run_rss`).
 """
 
 from __future__ import annotations

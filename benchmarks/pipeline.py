@@ -15,17 +15,21 @@ peak RSS is that configuration's own, workers included):
   device (CUDA when present, else the CPU: the transfer is then a no-op and is reported so).
 
 Run: ``python -m benchmarks.pipeline --quick`` (N=500) or ``--n 20000``; writes
-``benchmarks/results/pipeline.md`` (``--out`` to change).
+``benchmarks/results/pipeline.md`` (``--out`` to change). Peak memory against N:
+``--rss 2000 20000 --n 200 --shard-mb 32 64 256`` (caches of 2000 and 20000 copies of 200
+files per modality, for each shard size; see `run_rss`).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -234,7 +238,82 @@ class Repeated:
         return self._last[1]
 
 
-def _measure(make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, queue: Any) -> None:
+class MemoryPoll:
+    """Peak resident memory by kind of the measuring process (``main``) and of its DataLoader
+    workers (``worker``: the largest over them), sampled from ``/proc`` every ``interval``
+    seconds in a thread (Linux; elsewhere nothing is recorded).
+
+    Per role: ``anon`` (RssAnon: heap, tensors), ``file`` (RssFile: libraries and memory-mapped
+    files), ``shmem`` (RssShmem: batches handed between processes) and ``shard``: the resident
+    pages of files under ``under`` (the cache folder), from ``/proc/PID/smaps``. A sample can
+    miss a peak shorter than ``interval``; ``ru_maxrss`` (the RSS columns) does not."""
+
+    KINDS = {"RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+
+    def __init__(self, under: Path | None = None, interval: float = 0.05) -> None:
+        self.under, self.interval = (None if under is None else str(under.resolve()) + os.sep), interval
+        self.peaks: dict[str, dict[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryPoll:
+        if Path("/proc/self/status").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            try:
+                children = [int(c) for c in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
+            except OSError:
+                children = []
+            for pid in [me, *children]:
+                sample = self._sample(pid)
+                if sample:
+                    peak = self.peaks.setdefault("main" if pid == me else "worker", {})
+                    for kind, mib in sample.items():
+                        peak[kind] = max(peak.get(kind, 0.0), mib)
+            self._stop.wait(self.interval)
+
+    def _sample(self, pid: int) -> dict[str, float] | None:
+        try:  # a worker can exit between listing and reading: that sample is skipped
+            status = Path(f"/proc/{pid}/status").read_text()
+            smaps = Path(f"/proc/{pid}/smaps").read_text() if self.under else ""
+        except OSError:
+            return None
+        out = {}
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in self.KINDS:
+                out[self.KINDS[key]] = int(value.split()[0]) / 1024
+        if len(out) < len(self.KINDS):
+            return None
+        if self.under:
+            out["shard"] = _mapped_kib(smaps, self.under) / 1024
+        return out
+
+
+def _mapped_kib(smaps: str, under: str) -> int:
+    """Resident KiB of the mappings of files under ``under`` in a /proc/PID/smaps text."""
+    total, inside = 0, False
+    for line in smaps.splitlines():
+        first = line.split(maxsplit=5)
+        if first and "-" in first[0] and len(first) >= 5:  # a mapping's header line
+            inside = len(first) == 6 and first[5].startswith(under)
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def _measure(
+    make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, queue: Any, watch: Path | None = None
+) -> None:
     torch.set_num_threads(1)
     dataset, collate = make()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,30 +323,34 @@ def _measure(make: Callable[[], tuple[Dataset, Any]], workers: int, pin: bool, q
     # start-up is paid once per run with persistent workers, not per epoch)
     first = max(workers, 1)
     start, cpu, n = time.perf_counter(), time.process_time(), 0
-    batches = iter(loader)
-    for k, batch in enumerate(batches):
-        if pin:  # the handoff: the batch moves to the model's device (non_blocking from pinned memory)
-            batch = batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
-        if k < first:
-            start, cpu = time.perf_counter(), time.process_time()
-            continue
-        n += len(batch) if isinstance(batch, torch.Tensor) else len(batch.ids)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    del batches  # joins the workers, so their peak RSS is in RUSAGE_CHILDREN
+    with MemoryPoll(watch) as poll:
+        batches = iter(loader)
+        for k, batch in enumerate(batches):
+            if pin:  # the handoff: the batch moves to the model's device (non_blocking from pinned memory)
+                batch = batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
+            if k < first:
+                start, cpu = time.perf_counter(), time.process_time()
+                continue
+            n += len(batch) if isinstance(batch, torch.Tensor) else len(batch.ids)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        del batches  # joins the workers, so their peak RSS is in RUSAGE_CHILDREN
     rss = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     )
-    queue.put((n / seconds, rss / 1024, n / max(cpu_seconds, 1e-9)))
+    queue.put((n / seconds, rss / 1024, n / max(cpu_seconds, 1e-9), poll.peaks))
 
 
-def measure(make: Callable[[], tuple[Dataset, Any]], workers: int = 0, pin: bool = False) -> tuple[float, ...]:
-    """(samples/s, peak RSS MiB, samples per CPU second of the measuring process) of one full
-    pass, in a fresh forked process. The CPU rate counts only the measuring process, so it is
-    the decode rate for 0 workers (where waiting for a core on a loaded machine does not
-    count), and meaningless with workers."""
+def measure(
+    make: Callable[[], tuple[Dataset, Any]], workers: int = 0, pin: bool = False, watch: Path | None = None
+) -> tuple[float, float, float, dict[str, dict[str, float]]]:
+    """(samples/s, peak RSS MiB, samples per CPU second of the measuring process, memory peaks
+    by role and kind: `MemoryPoll`, with ``watch`` the folder whose mapped pages are counted)
+    of one full pass, in a fresh forked process. The CPU rate counts only the measuring
+    process, so it is the decode rate for 0 workers (where waiting for a core on a loaded
+    machine does not count), and meaningless with workers."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(make, workers, pin, queue))
+    proc = ctx.Process(target=_measure, args=(make, workers, pin, queue, watch))
     proc.start()
     result = queue.get()
     proc.join()
@@ -282,6 +365,7 @@ def run(
     command: str,
     repeat: int = 1,
     kinds: tuple[str, ...] = ("dicom", "geotiff", "wfdb", "table"),
+    shard_bytes: int = 256 * 2**20,
 ) -> pd.DataFrame:
     from benchmarks.common import machine
     from modfuse.data.cache import load_cache, write_cache
@@ -300,12 +384,14 @@ def run(
                 ds = modfuse_dataset(k, work / "files", ids)
                 return ds, ds.collate_fn
 
-            row[f"reader w={w}"], rss[f"reader w={w}"], cpu_rate = measure(make, w)
+            row[f"reader w={w}"], rss[f"reader w={w}"], cpu_rate, _ = measure(make, w)
             if w == 0:
                 row["reader w=0 per CPU s"] = cpu_rate
         cache = work / f"cache-{kind}-{n * repeat}"
         start = time.perf_counter()
-        write_cache(modfuse_dataset(kind, work / "files", ids), cache, overwrite=True, num_workers=2)
+        write_cache(
+            modfuse_dataset(kind, work / "files", ids), cache, overwrite=True, num_workers=2, shard_bytes=shard_bytes
+        )
         row["cache write s"] = time.perf_counter() - start
         for w in (0, 1, 2):
 
@@ -313,8 +399,8 @@ def run(
                 ds = load_cache(c)
                 return ds, ds.collate_fn
 
-            row[f"cache w={w}"], rss[f"cache w={w}"], _ = measure(make_cached, w)
-        row["cache pinned w=2"], rss["cache pinned w=2"], _ = measure(make_cached, 2, pin=True)
+            row[f"cache w={w}"], rss[f"cache w={w}"], *_ = measure(make_cached, w)
+        row["cache pinned w=2"], rss["cache pinned w=2"], *_ = measure(make_cached, 2, pin=True)
         row["peak RSS MiB (max)"] = max(rss.values())
         row["RSS MiB reader w=2"] = rss["reader w=2"]
         row["RSS MiB cache w=2"] = rss["cache w=2"]
@@ -325,8 +411,8 @@ def run(
     return frame
 
 
-def _write_measured(kind: str, root: Path, ids: list[str], cache: Path, queue: Any) -> None:
-    """Write the RSS run's cache in a fresh process and report (seconds, peak RSS MiB)."""
+def _write_measured(kind: str, root: Path, ids: list[str], cache: Path, shard_bytes: int, queue: Any) -> None:
+    """Write the RSS run's cache in a fresh process and report (seconds, peak RSS MiB, shards)."""
     from modfuse.data import MultiModalDataset
     from modfuse.data.cache import write_cache
 
@@ -334,8 +420,9 @@ def _write_measured(kind: str, root: Path, ids: list[str], cache: Path, queue: A
     files = sorted({_file(sid) for sid in ids})
     source = Repeated(modfuse_dataset(kind, root, files).sources[kind], ids)
     start = time.perf_counter()
-    write_cache(MultiModalDataset({kind: source}, ids=ids), cache, overwrite=True)
-    queue.put((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    report = write_cache(MultiModalDataset({kind: source}, ids=ids), cache, overwrite=True, shard_bytes=shard_bytes)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put((time.perf_counter() - start, rss, report.n_shards))
 
 
 def run_rss(
@@ -347,10 +434,14 @@ def run_rss(
     command: str,
     kinds: tuple[str, ...] = ("dicom", "geotiff"),
     reader: bool = False,
+    shard_mb: tuple[float, ...] = (256,),
 ) -> pd.DataFrame:
-    """Peak RSS against N: caches of each size in ``sizes`` (copies of ``n_files`` files)
-    written and read back with 0 and 2 workers (``reader``: also the reader path over the N
-    ids, 0 workers); tables of each size through the reader path."""
+    """Peak RSS against N: caches of each size in ``sizes`` (copies of ``n_files`` files) and
+    each shard size in ``shard_mb`` written and read back with 0 and 2 workers (``reader``:
+    also the reader path over the N ids, 0 workers); tables of each size through the reader
+    path. Besides the peak RSS (``ru_maxrss``), a `MemoryPoll` reports the peak resident pages
+    of cache shards in the reading process (w=0) and in a worker (w=2), and a worker's peak
+    anonymous memory."""
     from benchmarks.common import machine, markdown_table
     from modfuse.data.cache import load_cache
 
@@ -358,34 +449,42 @@ def run_rss(
     ctx = mp.get_context("fork")
     rows = []
     for kind in kinds:
-        for size in sizes:
-            repeat = -(-size // n_files)
-            ids = [f"s{i:06d}" + (f"~{k}" if k else "") for i in range(n_files) for k in range(repeat)][:size]
-            cache = work / f"rss-cache-{kind}-{size}"
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_write_measured, args=(kind, work / "files", ids, cache, queue))
-            proc.start()
-            seconds, write_rss = queue.get()
-            proc.join()
-            row = {"modality": kind, "N": size, "cache write s": seconds, "RSS MiB cache write": write_rss}
+        for mb in shard_mb:
+            for size in sizes:
+                repeat = -(-size // n_files)
+                ids = [f"s{i:06d}" + (f"~{k}" if k else "") for i in range(n_files) for k in range(repeat)][:size]
+                cache = work / f"rss-cache-{kind}-{size}"
+                queue = ctx.Queue()
+                args = (kind, work / "files", ids, cache, int(mb * 2**20), queue)
+                proc = ctx.Process(target=_write_measured, args=args)
+                proc.start()
+                seconds, write_rss, n_shards = queue.get()
+                proc.join()
+                row = {"modality": kind, "shard MiB": mb, "N": size, "shards": n_shards, "cache write s": seconds}
+                row["RSS MiB cache write"] = write_rss
 
-            def make_cached(c: Path = cache) -> tuple[Dataset, Any]:
-                ds = load_cache(c)
-                return ds, ds.collate_fn
-
-            for w in (0, 2):
-                rate_, rss, _ = measure(make_cached, w)
-                row[f"cache w={w} samples/s"], row[f"RSS MiB cache w={w}"] = rate_, rss
-            shutil.rmtree(cache, ignore_errors=True)  # 20k DICOMs as float32 are 20 GiB
-            if reader:  # the reader path over the same N ids: every copy decoded from its file
-
-                def make_reader(k: str = kind, i: list[str] = ids) -> tuple[Dataset, Any]:
-                    ds = modfuse_dataset(k, work / "files", i)
+                def make_cached(c: Path = cache) -> tuple[Dataset, Any]:
+                    ds = load_cache(c)
                     return ds, ds.collate_fn
 
-                row["reader w=0 samples/s"], row["RSS MiB reader w=0"], _ = measure(make_reader, 0)
-            rows.append(row)
-            log(f"rss {kind} N={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
+                for w in (0, 2):
+                    rate_, rss, _, peaks = measure(make_cached, w, watch=cache)
+                    row[f"cache w={w} samples/s"], row[f"RSS MiB cache w={w}"] = rate_, rss
+                    role = peaks.get("worker" if w else "main", {})
+                    row[f"shard pages MiB w={w}" + (" (worker)" if w else "")] = role.get("shard", float("nan"))
+                    if w:
+                        row["anon MiB w=2 (worker)"] = role.get("anon", float("nan"))
+                row["load 1 min"] = os.getloadavg()[0]
+                shutil.rmtree(cache, ignore_errors=True)  # 20k DICOMs as float32 are 20 GiB
+                if reader:  # the reader path over the same N ids: every copy decoded from its file
+
+                    def make_reader(k: str = kind, i: list[str] = ids) -> tuple[Dataset, Any]:
+                        ds = modfuse_dataset(k, work / "files", i)
+                        return ds, ds.collate_fn
+
+                    row["reader w=0 samples/s"], row["RSS MiB reader w=0"], *_ = measure(make_reader, 0)
+                rows.append(row)
+                log(f"rss {kind} N={size}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items() if k != "modality"))
     for size in sizes:
         table = work / f"labs-{size}.csv"
         write_table(table, size)
@@ -398,7 +497,7 @@ def run_rss(
             ds = MultiModalDataset({"table": TabularSource(t, id="id")}, ids=i)
             return ds, ds.collate_fn
 
-        rate_, rss, _ = measure(make_table, 0)
+        rate_, rss, *_ = measure(make_table, 0)
         rows.append({"modality": "table", "N": size, "reader w=0 samples/s": rate_, "RSS MiB reader w=0": rss})
         log(f"rss table N={size}: {rate_:.0f} samples/s, {rss:.0f} MiB")
     frame = pd.DataFrame(rows)
@@ -408,8 +507,9 @@ def run_rss(
         f"Command: `{command}`. Caches of N samples written from {n_files} files per modality (sample",
         "`s000001~k` is a copy of file `s000001`, decoded once per run of copies: this measures the",
         "cache, not decoding), each written and read in a fresh process; RSS = peak resident set of",
-        "that process or of one of its workers, MiB. Tables: a generated table of N rows through",
-        "`TabularSource`.\n",
+        "that process or of one of its workers, MiB; shard pages: peak resident pages of the cache's",
+        "shard files in the reading process (w=0) or in one worker (w=2), sampled every 50 ms from",
+        "/proc/PID/smaps. Tables: a generated table of N rows through `TabularSource`.\n",
         markdown_table(frame.round(1)),
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()),
@@ -479,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-reader", action="store_true", help="with --rss: also the reader path over N ids (N decodes)"
     )
+    parser.add_argument(
+        "--shard-mb",
+        type=float,
+        nargs="+",
+        default=[256],
+        help="cache shard size in MiB (write_cache's shard_bytes; with --rss several sizes are compared)",
+    )
     args = parser.parse_args(argv)
     n = 500 if args.quick else args.n
     start = time.perf_counter()
@@ -489,12 +596,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.rss:
         kinds = tuple(args.modalities)
-        frame = run_rss(n, tuple(args.rss), args.work, args.out, log, command.strip(), kinds, args.rss_reader)
+        sizes, mb = tuple(args.rss), tuple(args.shard_mb)
+        frame = run_rss(n, sizes, args.work, args.out, log, command.strip(), kinds, args.rss_reader, mb)
         print(frame.to_string(index=False))
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
         return 0
-    frame = run(n, args.work, args.out, log, command.strip(), args.repeat, tuple(args.modalities))
+    shard_bytes = int(args.shard_mb[0] * 2**20)
+    frame = run(n, args.work, args.out, log, command.strip(), args.repeat, tuple(args.modalities), shard_bytes)
     print(frame.to_string(index=False))
     print(ratios(frame).to_string(index=False))
     if not args.keep:

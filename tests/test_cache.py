@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 pytest.importorskip("rasterio")
 pytest.importorskip("rdkit")
@@ -123,7 +124,89 @@ def test_shards_close_at_a_byte_budget_and_readers_map_few_shards(tmp_path):
     cached = load_cache(tmp_path / "c")
     for i in (9, 0, 5, 1):
         assert torch.equal(cached[i]["inputs"]["img"], torch.from_numpy(images[i]))
-    assert sorted(cached.cache._handles) == [0, 1]  # at most max_open=2 memory maps, least recent closed
+    assert sorted(cached.cache._handles) == [0, 1]  # at most max_open=2 open shards, least recent closed
+    # a worker closing shards as it goes (and trimming its heap then) reads every value exact
+    back = [
+        item["inputs"]["img"] for batch in DataLoader(cached, num_workers=1, collate_fn=_uncollated) for item in batch
+    ]
+    expected = [None if i == 3 else torch.from_numpy(images[i]) for i in range(10)]  # row 3 is missing
+    assert len(back) == 10 and all(same(b, e) for b, e in zip(back, expected))
+
+
+def _uncollated(items):
+    return items
+
+
+class _Values:
+    """A source whose one sample holds a dict of tensors of many dtypes and shapes."""
+
+    collate = "list"
+    ids = ["a"]
+
+    def __init__(self, values):
+        self.values = values
+
+    def load(self, sample_id):
+        return self.values
+
+
+def test_values_of_every_dtype_and_shape_come_back_exact_and_writable(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {
+        "f32": torch.from_numpy(rng.random((3, 5), dtype=np.float32)),
+        "bf16": torch.randn(4, 2).to(torch.bfloat16),
+        "f16": torch.randn(7).half(),
+        "f64": torch.tensor(np.pi, dtype=torch.float64),  # a 0-d scalar
+        "i16": torch.tensor([-32768, 0, 32767], dtype=torch.int16),
+        "i8": torch.tensor([-128, 127], dtype=torch.int8),
+        "u8": torch.arange(256, dtype=torch.uint8).reshape(16, 16),
+        "i64": torch.tensor([2**62, -1]),
+        "bool": torch.tensor([True, False, True]),
+        "c64": torch.tensor([1 + 2j, -3j], dtype=torch.complex64),
+        "empty": torch.zeros(0, 4),
+        "strided": torch.arange(20.0).reshape(4, 5).t(),  # not contiguous when written
+        "image": torch.from_numpy(rng.random((256, 256), dtype=np.float32)),  # 256 KiB: a large value
+    }
+    write_cache(MultiModalDataset({"v": _Values(values)}, ids=["a"]), tmp_path / "c")
+    cached = load_cache(tmp_path / "c")
+    back = cached[0]["inputs"]["v"]
+    assert same(values, back)
+    back["f32"] += 1  # a value read is the caller's own tensor: changing it changes nothing stored
+    back["image"] *= 2
+    again = cached[0]["inputs"]["v"]
+    assert torch.equal(again["f32"], values["f32"]) and torch.equal(again["image"], values["image"])
+    # read in a DataLoader worker and handed back uncollated (through shared memory): the same values
+    (batch,) = DataLoader(cached, batch_size=1, num_workers=1, collate_fn=_uncollated)
+    assert same(values, batch[0]["inputs"]["v"])
+
+
+def test_truncated_or_corrupt_shard_is_a_read_error_naming_the_file(tmp_path):
+    ds = MultiModalDataset.from_arrays({"img": np.ones((4, 8, 8), np.float32)}, y=np.zeros(4))
+    write_cache(ds, tmp_path / "c")
+    shard = tmp_path / "c" / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    cached = load_cache(tmp_path / "c")
+    assert torch.equal(cached[0]["inputs"]["img"], torch.ones(8, 8))  # the first values are intact
+    with pytest.raises(ReadError, match="truncated") as info:
+        cached[3]
+    assert "shard-00000.safetensors" in str(info.value)
+    shard.write_bytes(b"not a shard at all")
+    with pytest.raises(ReadError, match="not a safetensors shard") as info:
+        load_cache(tmp_path / "c")[0]
+    assert "shard-00000.safetensors" in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_reading_a_cache_keeps_no_shard_mapped_in_memory(tmp_path):
+    """A reader's memory is the values it returns, not the shards it has read: a memory-mapped
+    shard kept every page read resident (up to max_open x shard_bytes per worker)."""
+    ds = MultiModalDataset.from_arrays({"img": np.ones((64, 256, 256), np.float32)}, y=np.zeros(64))  # 16 MiB
+    write_cache(ds, tmp_path / "c", shard_bytes=2**23)
+    cached = load_cache(tmp_path / "c")
+    assert cached.cache.n_shards == 2
+    assert all(torch.equal(cached[i]["inputs"]["img"], torch.ones(256, 256)) for i in range(64))
+    assert len(cached.cache._handles) == 2  # both shards open
+    assert str(tmp_path / "c") not in Path("/proc/self/maps").read_text()
 
 
 def test_cache_refuses_to_overwrite_and_leaves_no_temporary_folder(tmp_path):

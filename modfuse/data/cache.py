@@ -24,16 +24,30 @@ Why safetensors shards: (1) exact round trips: a tensor comes back with its dtyp
 bytes, and a PyG graph is rebuilt from its tensors and JSON attributes, without pickle (the
 project never unpickles a user file; LitData's ``optimize`` serialises objects such as graphs
 with pickle, and zarr has no natural home for ragged graphs, dicts of tensors and per-sample
-shapes); (2) random access: a shard is memory-mapped and one value is read without touching
-the others (a sample costs one header lookup and one copy), which the map-style datasets, the
-random splits and the resumable samplers of this library need, while streaming formats
-(WebDataset tars, LitData chunks) are built for sequential reads; (3) disjoint shards per
+shapes); (2) random access: the header of a shard gives the byte range of every value, and one
+value is one positional read of those bytes, without touching the others, which the map-style
+datasets, the random splits and the resumable samplers of this library need, while streaming
+formats (WebDataset tars, LitData chunks) are built for sequential reads; (3) disjoint shards per
 rank / worker come from the sampler, which can hand each rank a contiguous run of shards
 because the shard of every sample is known up front. Presence is kept per sample: a missing
 modality has no tensor at all (not a zero-filled one). Shards are plain files, so the same
 folder works on a local disk, a shared file system (many nodes read it at once) or object
 storage mounted as a file system (s3fs, gcsfuse); a node can also copy its ranks' shards to a
 local disk first.
+
+Memory when reading: a process (the main one or each DataLoader worker) holds the index (ids,
+presence, targets: a few bytes per sample) and the values it is returning, nothing of the
+shards themselves. The shard bytes pass through the operating system's page cache, which is
+shared by all processes, reclaimable, and in no process's resident set, so a reader's peak RSS
+is its baseline plus the batches in flight and depends neither on the number of samples nor on
+``shard_bytes`` (measured: ``benchmarks/results/pipeline.md``). Each value is read into a new
+tensor, and a DataLoader worker hands the C heap's freed pages back to the system whenever it
+closes a shard (glibc's ``malloc_trim``; without it the workers' heaps fragmented and grew
+with the number of samples read). An earlier version memory-mapped the shards (safetensors'
+``safe_open``): every page read stayed resident until its shard was closed, up to
+``max_open`` x ``shard_bytes`` (512 MiB) per process. The shard size now only sets the unit of
+the shard-order shuffle and of the per-rank split (larger shards: more samples mixed inside a
+batch) and the number of files.
 
 Values are cached after the dataset's per-modality ``transforms``: those must be deterministic
 preprocessing; random augmentation belongs in the datamodule's ``train_transform`` (applied to
@@ -42,10 +56,15 @@ batches read from the cache, as from files).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
 import os
 import shutil
+import struct
+import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,9 +73,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from modfuse.data.collate import CollateMode
 from modfuse.data.dataset import MultiModalDataset
@@ -196,8 +214,10 @@ def write_cache(
             read-error report (`CacheReport.read_errors`, ``index.json``).
         out_dir: the cache folder to create.
         shard_size: at most this many samples per shard (consecutive dataset indices).
-        shard_bytes: a shard is closed once its tensors reach this many bytes (readers keep a
-            few shards memory-mapped, so this bounds their resident memory).
+        shard_bytes: a shard is closed once its tensors reach this many bytes. Readers do not
+            hold shards in memory (values are read one by one), so this sets the unit of the
+            shard-order shuffle (`ShardEpochSampler` mixes samples within a shard) and the
+            number of files, not the readers' memory.
         num_workers: DataLoader worker processes decoding in parallel.
         splits: optional ``{"train": idx, ...}`` saved with the cache (used by
             `CachedDataModule`).
@@ -309,6 +329,139 @@ def _save_meta(
 
 
 # ---------------------------------------------------------------------------- reading
+# safetensors dtype names (the format's header) -> torch dtypes; the optional ones exist in newer torch
+_DTYPES: dict[str, torch.dtype] = {
+    name: dtype
+    for name, dtype in {
+        "BOOL": torch.bool,
+        "U8": torch.uint8,
+        "I8": torch.int8,
+        "I16": torch.int16,
+        "U16": getattr(torch, "uint16", None),
+        "I32": torch.int32,
+        "U32": getattr(torch, "uint32", None),
+        "I64": torch.int64,
+        "U64": getattr(torch, "uint64", None),
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "F32": torch.float32,
+        "F64": torch.float64,
+        "C64": torch.complex64,
+        "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
+        "F8_E5M2": getattr(torch, "float8_e5m2", None),
+    }.items()
+    if dtype is not None
+}
+_MAX_HEADER = 100_000_000  # the limit safetensors itself puts on a header
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None with another C library: musl, macOS, Windows)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def _release_freed_memory() -> None:
+    """In a DataLoader worker, give the free pages of the C heap back to the system (called
+    once per shard the worker closes).
+
+    Why: each value read is a new tensor (an image, a chip: 0.5-1 MiB). glibc serves such
+    sizes from its heap once its mmap threshold has risen (after the first large free), and in
+    DataLoader workers, which also allocate and free each batch before it goes to shared
+    memory, that heap fragments and is not returned: a worker reading a 20k-sample GeoTIFF
+    cache grew from 0.8 to 1.6-1.9 GiB (``benchmarks/results/pipeline.md``). Trimming once per
+    shard keeps it flat; a value in its own memory map did too, at twice the CPU per value.
+    Not in the main process: reading there (0 workers) did not grow, and a trim walks the whole
+    heap (40 ms for a fragmented 0.5 GB one), which a training process can have.
+    """
+    trim = _malloc_trim()
+    if trim is not None and get_worker_info() is not None:
+        trim(0)
+
+
+class _Shard:
+    """One shard file, its values read with positional reads into fresh tensors.
+
+    Not a memory map (safetensors' ``safe_open``): a mapped page a reader has touched stays in
+    its resident set until the map is closed, so each process (and each DataLoader worker)
+    held up to ``max_open`` x ``shard_bytes`` of shard pages; a positional read leaves the
+    bytes in the OS page cache only, so a reader's memory is the values it returns. The file
+    is the safetensors layout (8-byte little-endian header length, JSON header of
+    ``dtype``, ``shape`` and ``data_offsets`` per tensor, then the data), written by
+    ``safetensors.torch.save_file``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if sys.byteorder != "little":
+            raise ReadError("the cache stores little-endian values; this host is big-endian", path=path)
+        self.path, self._lock = path, threading.Lock()
+        self._file = open(path, "rb")  # closed by close(), when the store drops the shard
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            (length,) = struct.unpack("<Q", self._read(8, 0))
+            if not 0 < length <= min(_MAX_HEADER, size - 8):
+                raise ReadError(f"not a safetensors shard: header length {length} in a file of {size} bytes", path=path)
+            try:
+                header = json.loads(self._read(length, 8))
+            except ValueError as exc:
+                raise ReadError(f"not a safetensors shard: its header is not JSON ({exc})", path=path) from exc
+            if not isinstance(header, dict):
+                raise ReadError("not a safetensors shard: its header is not a JSON object", path=path)
+            self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+            self._tensors: dict[str, dict[str, Any]] = header
+            self._data, self._size = 8 + length, size
+        except BaseException:
+            self._file.close()
+            raise
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        """The stored tensor ``key`` (its dtype and shape), read into a new tensor."""
+        info = self._tensors[key]
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ReadError(f"value {key!r} has dtype {info['dtype']!r}, which this torch cannot hold", path=self.path)
+        begin, end = info["data_offsets"]
+        if self._data + end > self._size:
+            raise ReadError(
+                f"the shard is truncated: value {key!r} ends at byte {self._data + end}, the file has {self._size}",
+                path=self.path,
+            )
+        raw = torch.empty(end - begin, dtype=torch.uint8)
+        self._read_into(memoryview(raw.numpy()), self._data + begin)
+        return raw.view(dtype).reshape(info["shape"])
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _read(self, n: int, offset: int) -> bytes:
+        buffer = bytearray(n)
+        self._read_into(memoryview(buffer), offset)
+        return bytes(buffer)
+
+    def _read_into(self, view: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(view):
+            if hasattr(os, "preadv"):  # positional: no shared file offset, safe from any thread
+                got = os.preadv(self._file.fileno(), [view[done:]], offset + done)
+            else:  # Windows: no positional read in os
+                with self._lock:
+                    self._file.seek(offset + done)
+                    got = self._file.readinto(view[done:])
+            if not got:
+                raise ReadError(
+                    f"the shard ended at byte {offset + done}, expected {len(view) - done} more", path=self.path
+                )
+            done += got
+
+
 class CacheStore:
     """Random access to a cache folder's values (shards are opened lazily, once per process).
 
@@ -321,7 +474,8 @@ class CacheStore:
         presence: (N, M) bool, which sample has which modality.
         shard_starts: the first row of each shard. n_shards: their number.
         groups, splits, read_errors: as saved by `write_cache()`.
-        max_open: shards kept memory-mapped at once per process (least recently used closed).
+        max_open: shard files kept open at once per process (least recently used closed);
+            an open shard costs a file descriptor and its parsed header, not its data.
     """
 
     def __init__(self, path: str | os.PathLike[str], max_open: int = 2) -> None:
@@ -340,11 +494,14 @@ class CacheStore:
         self.splits = index["splits"]
         self.read_errors: list[dict[str, Any]] = index["read_errors"]
         self._multitask = index["multitask"]
-        with safe_open(str(self.path / "meta.safetensors"), "pt") as meta:
+        meta = _Shard(self.path / "meta.safetensors")
+        try:
             self.presence = meta.get_tensor("presence").numpy()
             self._meta = {k: meta.get_tensor(k).numpy() for k in meta.keys() if k != "presence"}
+        finally:
+            meta.close()
         self.row = {sid: i for i, sid in enumerate(self.ids)}
-        self._handles: dict[int, tuple[Any, dict[str, Any]]] = {}  # insertion order = recency
+        self._handles: dict[int, tuple[_Shard, dict[str, Any]]] = {}  # insertion order = recency
         self._pid = os.getpid()
 
     @property
@@ -364,25 +521,32 @@ class CacheStore:
         entry = entries.get(key)
         return None if entry is None else _decode(handle, key, entry)
 
-    def _handle(self, shard: int) -> tuple[Any, dict[str, Any]]:
-        if self._pid != os.getpid():  # a forked worker opens its own memory maps
+    def _handle(self, shard: int) -> tuple[_Shard, dict[str, Any]]:
+        if self._pid != os.getpid():  # a forked worker opens its own files (the parent's share an offset)
             self._handles, self._pid = {}, os.getpid()
         if shard in self._handles:
             self._handles[shard] = self._handles.pop(shard)  # most recently used last
         else:
-            while len(self._handles) >= self.max_open:  # unmapping drops the shard's resident pages
-                self._handles.pop(next(iter(self._handles)))
+            if len(self._handles) >= self.max_open:
+                while len(self._handles) >= self.max_open:
+                    self._handles.pop(next(iter(self._handles)))[0].close()
+                _release_freed_memory()
             path = self.path / _shard_name(shard)
             try:
-                handle = safe_open(str(path), "pt")
-            except Exception as exc:
+                handle = _Shard(path)
+            except OSError as exc:
                 raise ReadError(f"cannot open cache shard: {exc}", path=path) from exc
-            self._handles[shard] = (handle, json.loads(handle.metadata()["modfuse"]))
+            try:
+                entries = json.loads(handle.metadata["modfuse"])
+            except (KeyError, ValueError) as exc:
+                handle.close()
+                raise ReadError(f"not a modfuse cache shard (no valid 'modfuse' metadata): {exc}", path=path) from exc
+            self._handles[shard] = (handle, entries)
         return self._handles[shard]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_handles"] = {}  # memory maps do not travel to worker processes
+        state["_handles"] = {}  # open files do not travel to worker processes
         return state
 
 

@@ -190,6 +190,17 @@ def test_truncated_or_corrupt_shard_is_a_read_error_naming_the_file(tmp_path):
     with pytest.raises(ReadError, match="truncated") as info:
         cached[3]
     assert "shard-00000.safetensors" in str(info.value)
+    # a header whose byte range does not fit the value's shape (tampered): refused, not reshaped
+    write_cache(ds, tmp_path / "d")
+    other = tmp_path / "d" / "shard-00000.safetensors"
+    raw = other.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = raw[8 : 8 + length].decode().replace("[8,8]", "[8,9]", 1)
+    assert len(header) == length  # same length: only the shape changed
+    other.write_bytes(raw[:8] + header.encode() + raw[8 + length :])
+    with pytest.raises(ReadError, match="does not hold shape") as info:
+        load_cache(tmp_path / "d")[0]
+    assert "shard-00000.safetensors" in str(info.value)
     shard.write_bytes(b"not a shard at all")
     with pytest.raises(ReadError, match="not a safetensors shard") as info:
         load_cache(tmp_path / "c")[0]

@@ -426,13 +426,19 @@ class _Shard:
         if dtype is None:
             raise ReadError(f"value {key!r} has dtype {info['dtype']!r}, which this torch cannot hold", path=self.path)
         begin, end = info["data_offsets"]
+        expected = math.prod(info["shape"]) * torch.empty(0, dtype=dtype).element_size()
+        if not 0 <= begin <= end or end - begin != expected:
+            raise ReadError(
+                f"value {key!r}: byte range [{begin}, {end}) does not hold shape {info['shape']} of {info['dtype']}",
+                path=self.path,
+            )
         if self._data + end > self._size:
             raise ReadError(
                 f"the shard is truncated: value {key!r} ends at byte {self._data + end}, the file has {self._size}",
                 path=self.path,
             )
         raw = torch.empty(end - begin, dtype=torch.uint8)
-        self._read_into(memoryview(raw.numpy()), self._data + begin)
+        self._read_into(raw.numpy().data, self._data + begin)  # the tensor's own bytes
         return raw.view(dtype).reshape(info["shape"])
 
     def keys(self) -> list[str]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from itertools import combinations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import Recorder
+from helpers import Recorder, record_fit_and_test
 from torch import nn
 
 from modfuse import FusionClassifier
@@ -107,21 +106,9 @@ def test_modality_dropout_never_empties_a_sample() -> None:
 
 def test_modality_dropout_is_on_in_training_and_off_at_validation_and_test() -> None:
     X, y = easy_and_hard(96)
-    dataset = MultiModalDataset.from_arrays(X, y)
-    rows = np.arange(96)
-    dm = MultiModalDataModule(
-        dataset, splits={"train": rows[:64], "val": rows[64:80], "test": rows[80:]}, batch_size=16
-    )
     fused = build("early", encoders={m: build_encoder("tabular", num_features=X[m].shape[1], out_dim=4) for m in X})
-    recorder = Recorder(fused)
-    task = FusionTask(recorder, modality_dropout=1.0)  # rate 1: every training sample keeps one modality
-    trainer = L.Trainer(
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    trainer.fit(task, datamodule=dm)
-    trainer.test(task, datamodule=dm, verbose=False)
-    train_calls = [c for training, c in recorder.calls if training]
-    eval_calls = [c for training, c in recorder.calls if not training]
+    # rate 1: every training sample keeps one modality
+    train_calls, eval_calls = record_fit_and_test(Recorder(fused), X, y, modality_dropout=1.0)
     # 64 / 16 training steps, each a pass on the dropped batch then (the default full_weight) one on
     # the complete batch; validation, sanity check, test
     assert len(train_calls) == 2 * 4 and eval_calls

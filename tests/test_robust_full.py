@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import Recorder
+from helpers import Recorder, record_fit_and_test
 
-from modfuse.data.datamodule import MultiModalDataModule
 from modfuse.data.dataset import MultiModalDataset
 from modfuse.encoders import build as build_encoder
 from modfuse.errors import ModfuseError
@@ -57,22 +55,11 @@ def test_the_training_loss_mixes_the_dropped_and_the_complete_batch(full_weight:
 
 def test_the_complete_batch_term_is_a_training_step_only() -> None:
     X, y = three_views(96)
-    dataset = MultiModalDataset.from_arrays(X, y)
-    rows = np.arange(96)
-    dm = MultiModalDataModule(
-        dataset, splits={"train": rows[:64], "val": rows[64:80], "test": rows[80:]}, batch_size=16
-    )
     encoders = {m: build_encoder("tabular", num_features=4, out_dim=4) for m in X}
-    recorder = Recorder(build("early", encoders=encoders))
     # rate 1: a dropped sample keeps exactly one modality, so the two forward passes are told apart
-    task = FusionTask(recorder, modality_dropout=1.0, full_weight=0.5)
-    trainer = L.Trainer(
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    train_calls, eval_calls = record_fit_and_test(
+        Recorder(build("early", encoders=encoders)), X, y, modality_dropout=1.0, full_weight=0.5
     )
-    trainer.fit(task, datamodule=dm)
-    trainer.test(task, datamodule=dm, verbose=False)
-    train_calls = [c for training, c in recorder.calls if training]
-    eval_calls = [c for training, c in recorder.calls if not training]
     # 4 training steps, each one pass on the dropped batch then one on the complete batch
     assert [int(c.max()) for c in train_calls] == [1, 3] * 4
     # validation (sanity check + 1 epoch, 1 batch each) and test (1 batch): one complete pass each

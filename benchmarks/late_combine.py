@@ -47,18 +47,6 @@ MISSING_SETS = ("linear", "breast_cancer", "digits", "eopatch", "esol")
 SURVIVAL_SETS = ("veterans", "whas500")
 
 
-def _splits(data: mb.Data, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import train_test_split
-
-    if data.selection_splits:
-        return data.selection_splits[:n]
-    stratify = data.kind == "classification"
-    return [
-        train_test_split(train, test_size=0.2, random_state=fold, stratify=data.y[train] if stratify else None)
-        for fold, (train, _test) in enumerate(mb.folds(data, 5)[:n])
-    ]
-
-
 def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...]) -> list[dict]:
     from modfuse.robust import modality_subsets
 
@@ -68,7 +56,7 @@ def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...
         return []
     subsets = modality_subsets(list(data.X))
     rows = []
-    for split, (inner, val) in enumerate(_splits(data, n)):
+    for split, (inner, val) in enumerate(mb.validation_splits(data, 5)[:n]):
         Xtr, Xva, ytr, yva = mb.take(data.X, inner), mb.take(data.X, val), data.y[inner], data.y[val]
         for cand in candidates:
             start = time.perf_counter()

@@ -459,19 +459,28 @@ def run_all(
     return pd.DataFrame(mcar_rows), pd.DataFrame(gap_rows)
 
 
-def select(data: Data, settings: Settings, log: Callable[[str], None]) -> pd.DataFrame:
-    """Validation scores of the candidate settings (inside the training folds only)."""
+def validation_splits(data: Data, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, validation) rows for choosing a default: the data set's fixed
+    ``selection_splits``, else 80 / 20 of each of the ``k`` training folds (stratified for
+    classification); the test folds are never part of them."""
     from sklearn.model_selection import train_test_split
 
+    if data.selection_splits:
+        return data.selection_splits
+    stratify = data.kind == "classification"
+    return [
+        train_test_split(train, test_size=0.2, random_state=fold, stratify=data.y[train] if stratify else None)
+        for fold, (train, _test) in enumerate(folds(data, k))
+    ]
+
+
+def select(data: Data, settings: Settings, log: Callable[[str], None]) -> pd.DataFrame:
+    """Validation scores of the candidate settings (inside the training folds only)."""
     from modfuse.robust import modality_subsets
 
     rows = []
     subsets = modality_subsets(list(data.X))
-    splits = data.selection_splits or [
-        train_test_split(train, test_size=0.2, random_state=fold, stratify=data.y[train])
-        for fold, (train, _test) in enumerate(folds(data, settings.folds))
-    ]
-    for fold, (inner, val) in enumerate(splits[: settings.select_folds]):
+    for fold, (inner, val) in enumerate(validation_splits(data, settings.folds)[: settings.select_folds]):
         Xtr, Xva, ytr, yva = take(data.X, inner), take(data.X, val), data.y[inner], data.y[val]
         chosen = {k: CANDIDATES[k] for k in settings.candidates or CANDIDATES}
         # candidate by candidate, each on every strategy, so a stopped run has whole candidates

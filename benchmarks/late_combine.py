@@ -12,11 +12,17 @@ validation rows that no test fold contains:
 - ``veterans``, ``whas500``: 25 % of the training part of an outer fold of
   ``benchmarks/small_cohorts.py`` (C-index).
 
+``--linear-maps`` also varies the map between a linear-path encoder (the estimators' tabular
+encoder, for every 2-D array modality) and its head (``LateFusion(standardize=...)``; other
+encoders keep ``"auto"``), the selection behind its default.
+
 Prints one line per (data set, split, candidate): complete-data score, mean over the modality
 subsets and test-time MCAR 0.5 (classification and regression), and writes them as CSV::
 
     python -m benchmarks.late_combine --only linear breast_cancer --splits 3
     python -m benchmarks.late_combine --only linear --linear-seeds 7 8 9 --candidates mean calibrated none
+    python -m benchmarks.late_combine --only whas500 veterans --splits 15 --candidates calibrated \
+        --linear-maps running row none
 """
 
 from __future__ import annotations
@@ -47,6 +53,22 @@ MISSING_SETS = ("linear", "breast_cancer", "digits", "eopatch", "esol")
 SURVIVAL_SETS = ("veterans", "whas500")
 
 
+def expand(candidates: list[str], linear_maps: list[str] | None) -> list[str]:
+    """The candidates, each once per linear-path map when ``linear_maps`` is given ("mean / row")."""
+    return [f"{c} / {m}" for c in candidates for m in linear_maps] if linear_maps else list(candidates)
+
+
+def options(candidate: str, views: dict[str, Any]) -> dict[str, Any]:
+    """Estimator options of a candidate of `expand`: "calibrated / row" maps every 2-D array
+    modality (a linear-path tabular encoder) per row."""
+    name, _, linear_map = candidate.partition(" / ")
+    chosen = {**CANDIDATES[name], "strategy_kwargs": dict(CANDIDATES[name]["strategy_kwargs"])}
+    if linear_map:
+        tabular = [m for m, v in views.items() if isinstance(v, np.ndarray) and v.ndim == 2]
+        chosen["strategy_kwargs"]["standardize"] = dict.fromkeys(tabular, linear_map)
+    return chosen
+
+
 def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...]) -> list[dict]:
     from modfuse.robust import modality_subsets
 
@@ -60,7 +82,7 @@ def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...
         Xtr, Xva, ytr, yva = mb.take(data.X, inner), mb.take(data.X, val), data.y[inner], data.y[val]
         for cand in candidates:
             start = time.perf_counter()
-            model = mb.estimator(data, "late", settings, split, **dict(CANDIDATES[cand])).fit(Xtr, ytr)
+            model = mb.estimator(data, "late", settings, split, **options(cand, data.X)).fit(Xtr, ytr)
             per = [mb.score(data, model, mb.restrict(Xva, s), yva) for s in subsets]
             mcar = [mb.score(data, model, mb.mcar(Xva, 0.5, 10_000 + 100 * split + r), yva) for r in range(5)]
             label = f"seed {seeds[split]}" if name == "linear" else f"fold {split}"
@@ -82,7 +104,11 @@ def survival_rows(name: str, n: int, candidates: list[str]) -> list[dict]:
         for cand in candidates:
             start = time.perf_counter()
             model = FusionSurvival(
-                strategy="late", max_epochs=settings.max_epochs, random_state=0, device="cpu", **CANDIDATES[cand]
+                strategy="late",
+                max_epochs=settings.max_epochs,
+                random_state=0,
+                device="cpu",
+                **options(cand, data.views),
             )
             model.fit({k: v[inner] for k, v in data.views.items()}, (y["time"], y["event"].astype(int)))
             score = sc._score("survival", data.y[val], model.predict({k: v[val] for k, v in data.views.items()}))
@@ -106,17 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=2, help="validation splits per data set")
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=["mean", "calibrated"])
     parser.add_argument("--linear-seeds", nargs="+", type=int, default=[101, 102])
+    parser.add_argument("--linear-maps", nargs="+", choices=["running", "row", "none"], default=None)
     parser.add_argument("--out", type=Path, default=Path("late_combine.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     common.quiet()
     rows: list[dict] = []
+    candidates = expand(args.candidates, args.linear_maps)
     for name in args.only:
         if name in SURVIVAL_SETS:
-            rows += survival_rows(name, args.splits, args.candidates)
+            rows += survival_rows(name, args.splits, candidates)
         else:
             seeds = tuple(args.linear_seeds)
-            rows += missing_rows(name, len(seeds) if name == "linear" else args.splits, args.candidates, seeds)
+            rows += missing_rows(name, len(seeds) if name == "linear" else args.splits, candidates, seeds)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {args.out}")
     return 0

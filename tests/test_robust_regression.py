@@ -6,11 +6,12 @@ row norms in the hundreds next to single digits for the tabular encoder, and onc
 the graph are trained, the fused model on complete rows followed the graph alone. Early fusion
 now standardises per row the features of each modality whose encoder has no linear path
 (`modfuse.fusion.heads.scale_free`), late fusion with running statistics
-(`modfuse.fusion.heads.FeatureStandardizer`).
+(`modfuse.fusion.heads.FeatureStandardizer`); both leave a linear-path encoder's rows unchanged.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -133,3 +134,33 @@ def test_early_features_of_a_linear_path_encoder_pass_unchanged() -> None:
     with torch.no_grad():
         f0, f1, f2 = (model.features(scaled[k])[:, :16] for k in (0.0, 1.0, 2.0))
     torch.testing.assert_close(f2 - f0, 2 * (f1 - f0))
+
+
+def test_late_heads_read_a_linear_path_unchanged_and_a_loud_encoder_standardised() -> None:
+    """`LateFusion(standardize="auto")`: a linear-path encoder's head reads its features as they
+    are (a linear head on it stays a linear model), an encoder without one through running
+    statistics; a dict chooses per modality and names only the model's modalities."""
+    from modfuse.encoders.tabular import TabularEncoder
+    from modfuse.errors import ModfuseError
+    from modfuse.fusion.heads import RowStandardizer
+
+    torch.manual_seed(0)
+    tab = TabularEncoder(4, hidden=[8], out_dim=16, linear=True)
+    model = LateFusion(encoders={"a": tab, "b": Loud(3)}, tasks="regression")
+    batch = _batch()
+    with torch.no_grad():
+        model.train()(batch)
+        model.eval()
+        logits = model.unimodal_logits(batch, "a").logits["y"]
+        torch.testing.assert_close(logits, model.heads["a"](tab(batch.inputs["a"]))["y"])
+        loud = model.unimodal_logits(batch, "b").logits["y"]
+        standardised = model.standardize["b"](model.encoders["b"](batch.inputs["b"]))
+        assert float(standardised.abs().max()) < 10.0  # the encoder's outputs are in the hundreds
+        torch.testing.assert_close(loud, model.heads["b"](standardised)["y"])
+    per_row = LateFusion(encoders={"a": tab, "b": Loud(3)}, tasks="regression", standardize={"a": "row"})
+    assert isinstance(per_row.standardize["a"], RowStandardizer)
+    assert isinstance(per_row.standardize["b"], FeatureStandardizer)
+    with pytest.raises(ModfuseError, match=r"\['c'\]"):
+        LateFusion(encoders={"a": tab}, tasks="regression", standardize={"c": "row"})
+    with pytest.raises(ModfuseError, match="standardize must be one of"):
+        LateFusion(encoders={"a": tab}, tasks="regression", standardize="batch")

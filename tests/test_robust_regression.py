@@ -6,7 +6,8 @@ row norms in the hundreds next to single digits for the tabular encoder, and onc
 the graph are trained, the fused model on complete rows followed the graph alone. Early fusion
 now standardises per row the features of each modality whose encoder has no linear path
 (`modfuse.fusion.heads.scale_free`), late fusion with running statistics
-(`modfuse.fusion.heads.FeatureStandardizer`); both leave a linear-path encoder's rows unchanged.
+(`modfuse.fusion.heads.FeatureStandardizer`); a linear-path encoder's rows pass unchanged in early
+fusion and are standardised per row in late fusion.
 """
 
 from __future__ import annotations
@@ -136,13 +137,12 @@ def test_early_features_of_a_linear_path_encoder_pass_unchanged() -> None:
     torch.testing.assert_close(f2 - f0, 2 * (f1 - f0))
 
 
-def test_late_heads_read_a_linear_path_unchanged_and_a_loud_encoder_standardised() -> None:
-    """`LateFusion(standardize="auto")`: a linear-path encoder's head reads its features as they
-    are (a linear head on it stays a linear model), an encoder without one through running
-    statistics; a dict chooses per modality and names only the model's modalities."""
+def test_late_heads_read_a_linear_path_per_row_and_a_loud_encoder_standardised() -> None:
+    """`LateFusion(standardize="auto")`: a linear-path encoder's head reads its features
+    standardised per row (`scale_free`), an encoder without one through running statistics; a
+    dict chooses per modality and names only the model's modalities."""
     from modfuse.encoders.tabular import TabularEncoder
     from modfuse.errors import ModfuseError
-    from modfuse.fusion.heads import RowStandardizer
 
     torch.manual_seed(0)
     tab = TabularEncoder(4, hidden=[8], out_dim=16, linear=True)
@@ -152,14 +152,18 @@ def test_late_heads_read_a_linear_path_unchanged_and_a_loud_encoder_standardised
         model.train()(batch)
         model.eval()
         logits = model.unimodal_logits(batch, "a").logits["y"]
-        torch.testing.assert_close(logits, model.heads["a"](tab(batch.inputs["a"]))["y"])
+        torch.testing.assert_close(logits, model.heads["a"](scale_free(tab(batch.inputs["a"])))["y"])
         loud = model.unimodal_logits(batch, "b").logits["y"]
         standardised = model.standardize["b"](model.encoders["b"](batch.inputs["b"]))
         assert float(standardised.abs().max()) < 10.0  # the encoder's outputs are in the hundreds
         torch.testing.assert_close(loud, model.heads["b"](standardised)["y"])
-    per_row = LateFusion(encoders={"a": tab, "b": Loud(3)}, tasks="regression", standardize={"a": "row"})
-    assert isinstance(per_row.standardize["a"], RowStandardizer)
-    assert isinstance(per_row.standardize["b"], FeatureStandardizer)
+        unchanged = LateFusion(encoders={"a": tab, "b": Loud(3)}, tasks="regression", standardize={"a": "none"})
+        unchanged.eval()
+        features = tab(batch.inputs["a"])
+        torch.testing.assert_close(
+            unchanged.unimodal_logits(batch, "a").logits["y"], unchanged.heads["a"](features)["y"]
+        )
+        assert isinstance(unchanged.standardize["b"], FeatureStandardizer)
     with pytest.raises(ModfuseError, match=r"\['c'\]"):
         LateFusion(encoders={"a": tab}, tasks="regression", standardize={"c": "row"})
     with pytest.raises(ModfuseError, match="standardize must be one of"):

@@ -38,6 +38,7 @@ import torch
 
 from benchmarks import common
 from benchmarks import missing as mb
+from modfuse.fusion.late import STANDARDIZES
 
 CANDIDATES: dict[str, dict[str, Any]] = {
     "mean": {"strategy_kwargs": {"combine": "mean"}},
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=2, help="validation splits per data set")
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=["mean", "calibrated"])
     parser.add_argument("--linear-seeds", nargs="+", type=int, default=[101, 102])
-    parser.add_argument("--linear-maps", nargs="+", choices=["running", "row", "none"], default=None)
+    maps = [m for m in STANDARDIZES if m != "auto"]
+    parser.add_argument("--linear-maps", nargs="+", choices=maps, default=None)
     parser.add_argument("--out", type=Path, default=Path("late_combine.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

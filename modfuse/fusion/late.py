@@ -203,22 +203,16 @@ class LateFusion(nn.Module):
             dict modality -> one of them (modalities it leaves out get ``"auto"``). ``"auto"``
             keeps running statistics for encoders without a linear path (an ESOL graph encoder:
             RMSE 0.766 against 1.076 per row, validation split of fold 0) and maps a
-            linear-path encoder's features per row. That second half was chosen on validation
-            rows only (``python -m benchmarks.late_combine --linear-maps running row none``;
-            table in ``benchmarks/results/missing_selection.md``), robust training on, mean
-            score with the linear-path map running / row / none: generated linear problem
-            (seeds 7-9, 101, 102) accuracy 81.7 / 81.4 / 82.6 %, subsets 74.0 / 74.4 / 74.9 %;
-            breast cancer (folds 0-2) 98.2 / 98.5 / 98.5 %, subsets 95.4 / 95.6 / 95.8 %;
-            digits (folds 0-1) 98.4 / 99.0 / 98.6 %, subsets 89.0 / 89.5 / 89.6 %; ESOL RMSE
-            (folds 0-1, the graph kept running) 0.646 / 0.608 / 0.606, subsets 0.683 / 0.664 /
-            0.652; C-index WHAS500 (5 folds) 0.694 / 0.768 / 0.769, veterans (15 folds of
-            about 27 validation patients) 0.677 / 0.699 / 0.670; the hard modality of
-            ``tests/test_robust_default.py`` alone (seeds 1-3, fraction of its specialist's
-            accuracy) 1.00 / 1.01 / 1.00. Running statistics lose on the survival data by
-            0.02-0.07 C; "none" was the first choice but fell to 0.892 of the specialist on that
-            test's own seed 0 (per row 0.958, running 1.007), a failure the 90 % criterion
-            catches, so the per-row map, within noise of "none" elsewhere and the best on
-            veterans, is the default.
+            linear-path encoder's features per row, chosen on validation rows only (``python
+            -m benchmarks.late_combine --linear-maps running row none``; table in
+            ``benchmarks/results/missing_selection.md``). Robust training on, linear-path map
+            running / row / none: C-index WHAS500 0.694 / 0.768 / 0.769, veterans 0.677 /
+            0.699 / 0.670; ESOL RMSE 0.646 / 0.608 / 0.606; the linear problem, breast cancer
+            and digits within 1.2 points of each other. "none" was the first choice but kept
+            0.892 of the specialist's accuracy with only the hard modality of
+            ``tests/test_robust_default.py`` present, on that test's own seed 0 (per row 0.958,
+            running 1.007; all three >= 0.96 on seeds 1-3), so the per-row map, within noise
+            of "none" elsewhere and the best on veterans, is the default.
 
     Shapes:
         batch of B samples -> `ModelOutput`: fused logits task -> (B, num_outputs), and

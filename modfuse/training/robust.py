@@ -100,9 +100,9 @@ sample: dropout on half of the rows lost to ``full_weight``, see `AUTO_FULL_WEIG
 
 def auto_full_weight(model: nn.Module) -> float:
     """The ``"auto"`` full_weight: the model's own ``robust_full_weight`` where its strategy
-    declares one (late fusion: 0, whose complete prediction is the mean of its per-modality
-    heads: no joint part that only complete inputs would train; on validation the term cost
-    it), else `AUTO_FULL_WEIGHT` (validated for early, attention and sequential fusion)."""
+    declares one (late fusion: 0, whose complete prediction is built from its per-modality
+    heads; on validation the term cost it), else `AUTO_FULL_WEIGHT` (validated for early,
+    attention and sequential fusion)."""
     return float(getattr(model, "robust_full_weight", AUTO_FULL_WEIGHT))
 
 

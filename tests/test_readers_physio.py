@@ -167,14 +167,17 @@ def header_parses(monkeypatch):
 
     physio._cached_header.cache_clear()
     calls: list[str] = []
-    parse = wfdb.io.record.rdheader
 
-    def counting(name, *args, **kwargs):
-        calls.append(str(name).rsplit("/", 1)[-1])
-        return parse(name, *args, **kwargs)
+    def counting(parse):
+        def count(name, *args, **kwargs):
+            calls.append(str(name).rsplit("/", 1)[-1])
+            return parse(name, *args, **kwargs)
 
-    monkeypatch.setattr(wfdb, "rdheader", counting)
-    monkeypatch.setattr(wfdb.io.record, "rdheader", counting)  # the one rdrecord calls
+        return count
+
+    monkeypatch.setattr(physio, "parse_header", counting(physio.parse_header))  # modfuse's parser
+    monkeypatch.setattr(wfdb, "rdheader", counting(wfdb.io.record.rdheader))
+    monkeypatch.setattr(wfdb.io.record, "rdheader", counting(wfdb.io.record.rdheader))  # the one rdrecord calls
     yield calls
     physio._cached_header.cache_clear()
 
@@ -191,6 +194,42 @@ def test_each_header_is_parsed_once_per_record(ecg, header_parses):
     for sid in windows.ids[:20]:
         assert windows.load(sid).shape == (2, 3600)
     assert header_parses == []  # parsed once when the windows were cut, not once per window
+
+
+def _fields(record):
+    """A header's fields, comparable with ==: lists and arrays as tuples, with each value's type."""
+    as_tuple = lambda v: tuple(v.tolist() if isinstance(v, np.ndarray) else v)  # noqa: E731
+    return {
+        k: (
+            type(v),
+            as_tuple(v) if isinstance(v, list | np.ndarray) else v,
+            [type(x) for x in v] if isinstance(v, list) else None,
+        )
+        for k, v in vars(record).items()
+    }
+
+
+def test_header_parser_gives_every_field_of_wfdb_rdheader(ecg, tmp_path):
+    import wfdb
+
+    from modfuse.data.readers.wfdb_header import parse_header
+
+    # the real headers: samples per frame (212x4), skew (212:4), byte offsets (16+24), baselines,
+    # units, exponent gains, base time and date, descriptions with spaces, blank and comment lines
+    names = [str(p.with_suffix("")) for p in sorted(ecg.glob("*.hea"))]
+    edited = tmp_path / "edited"
+    text = (ecg / "03700181.hea").read_text().replace("2963.77/mV", "0/mV").replace("12.84(-1605)", "12.84")
+    edited.with_suffix(".hea").write_text(text.replace("12 0 -943", "12 7 -943"))  # gain 0; baseline from ADC zero
+    for name in [*names, str(edited)]:
+        fast, slow = parse_header(name), wfdb.rdheader(name)
+        assert type(fast) is type(slow) and _fields(fast) == _fields(slow), name
+    assert parse_header(str(edited)).adc_gain[0] == 200.0 and parse_header(str(edited)).baseline[1] == 7
+    # a multi-segment header is wfdb's own parse
+    (tmp_path / "multi.hea").write_text("multi/2 2 360 1000\n100 500\n100 500\n")
+    assert type(parse_header(str(tmp_path / "multi"))).__name__ == "MultiRecord"
+    (tmp_path / "bad.hea").write_text("bad 2 360 1000\n100.dat zz\n")
+    with pytest.raises(ValueError, match="signal line"):
+        parse_header(str(tmp_path / "bad"))
 
 
 def test_signals_equal_wfdb_rdrecord_for_every_format(ecg, monkeypatch):

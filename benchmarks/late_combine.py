@@ -41,6 +41,7 @@ from benchmarks import missing as mb
 from modfuse.fusion.late import STANDARDIZES
 
 CANDIDATES: dict[str, dict[str, Any]] = {
+    "default": {"strategy_kwargs": {}},
     "mean": {"strategy_kwargs": {"combine": "mean"}},
     "calibrated": {"strategy_kwargs": {"combine": "calibrated"}},
     "none": {"modality_dropout": None, "unimodal_weight": None, "strategy_kwargs": {"combine": "mean"}},
@@ -54,23 +55,30 @@ MISSING_SETS = ("linear", "breast_cancer", "digits", "eopatch", "esol")
 SURVIVAL_SETS = ("veterans", "whas500")
 
 
-def expand(candidates: list[str], linear_maps: list[str] | None) -> list[str]:
-    """The candidates, each once per linear-path map when ``linear_maps`` is given ("mean / row")."""
-    return [f"{c} / {m}" for c in candidates for m in linear_maps] if linear_maps else list(candidates)
+def expand(candidates: list[str], linear_maps: list[str] | None, ensembles: list[int] | None = None) -> list[str]:
+    """The candidates, each once per linear-path map when ``linear_maps`` is given ("mean / row")
+    and once per ensemble size when ``ensembles`` is ("mean / row x3"; size 1 adds nothing)."""
+    names = [f"{c} / {m}" for c in candidates for m in linear_maps] if linear_maps else list(candidates)
+    return [f"{c} x{k}" if k > 1 else c for c in names for k in ensembles or [1]]
 
 
 def options(candidate: str, views: dict[str, Any]) -> dict[str, Any]:
     """Estimator options of a candidate of `expand`: "calibrated / row" maps every 2-D array
-    modality (a linear-path tabular encoder) per row."""
+    modality (a linear-path tabular encoder) per row; "... x3" averages 3 seeds (``n_ensemble``)."""
+    candidate, _, members = candidate.partition(" x")
     name, _, linear_map = candidate.partition(" / ")
     chosen = {**CANDIDATES[name], "strategy_kwargs": dict(CANDIDATES[name]["strategy_kwargs"])}
+    if members:
+        chosen["n_ensemble"] = int(members)
     if linear_map:
         tabular = [m for m, v in views.items() if isinstance(v, np.ndarray) and v.ndim == 2]
         chosen["strategy_kwargs"]["standardize"] = dict.fromkeys(tabular, linear_map)
     return chosen
 
 
-def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...]) -> list[dict]:
+def missing_rows(
+    name: str, n: int, candidates: list[str], seeds: tuple[int, ...], strategy: str = "late"
+) -> list[dict]:
     from modfuse.robust import modality_subsets
 
     settings = mb.Settings()
@@ -83,7 +91,7 @@ def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...
         Xtr, Xva, ytr, yva = mb.take(data.X, inner), mb.take(data.X, val), data.y[inner], data.y[val]
         for cand in candidates:
             start = time.perf_counter()
-            model = mb.estimator(data, "late", settings, split, **options(cand, data.X)).fit(Xtr, ytr)
+            model = mb.estimator(data, strategy, settings, split, **options(cand, data.X)).fit(Xtr, ytr)
             per = [mb.score(data, model, mb.restrict(Xva, s), yva) for s in subsets]
             mcar = [mb.score(data, model, mb.mcar(Xva, 0.5, 10_000 + 100 * split + r), yva) for r in range(5)]
             label = f"seed {seeds[split]}" if name == "linear" else f"fold {split}"
@@ -91,7 +99,7 @@ def missing_rows(name: str, n: int, candidates: list[str], seeds: tuple[int, ...
     return rows
 
 
-def survival_rows(name: str, n: int, candidates: list[str]) -> list[dict]:
+def survival_rows(name: str, n: int, candidates: list[str], strategy: str = "late") -> list[dict]:
     from sklearn.model_selection import train_test_split
 
     from benchmarks import small_cohorts as sc
@@ -105,7 +113,7 @@ def survival_rows(name: str, n: int, candidates: list[str]) -> list[dict]:
         for cand in candidates:
             start = time.perf_counter()
             model = FusionSurvival(
-                strategy="late",
+                strategy=strategy,
                 max_epochs=settings.max_epochs,
                 random_state=0,
                 device="cpu",
@@ -135,18 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linear-seeds", nargs="+", type=int, default=[101, 102])
     maps = [m for m in STANDARDIZES if m != "auto"]
     parser.add_argument("--linear-maps", nargs="+", choices=maps, default=None)
+    parser.add_argument(
+        "--strategy", default="late", help="fusion strategy (candidates other than 'default' are late's)"
+    )
+    parser.add_argument("--ensembles", nargs="+", type=int, default=None, help="n_ensemble sizes to compare")
     parser.add_argument("--out", type=Path, default=Path("late_combine.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     common.quiet()
     rows: list[dict] = []
-    candidates = expand(args.candidates, args.linear_maps)
+    candidates = expand(args.candidates, args.linear_maps, args.ensembles)
     for name in args.only:
         if name in SURVIVAL_SETS:
-            rows += survival_rows(name, args.splits, candidates)
+            rows += survival_rows(name, args.splits, candidates, args.strategy)
         else:
             seeds = tuple(args.linear_seeds)
-            rows += missing_rows(name, len(seeds) if name == "linear" else args.splits, candidates, seeds)
+            n = len(seeds) if name == "linear" else args.splits
+            rows += missing_rows(name, n, candidates, seeds, args.strategy)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"wrote {args.out}")
     return 0

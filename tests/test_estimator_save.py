@@ -96,7 +96,9 @@ def test_a_loaded_estimator_predicts_bit_identically(kind: str, tmp_path: Path) 
         assert loaded.score(new, targets(kind, new)) == est.score(new, targets(kind, new))
 
 
-@pytest.mark.parametrize(("strategy", "extra"), [("early", {"n_ensemble": 2}), ("lego-merge", {})])
+@pytest.mark.parametrize(
+    ("strategy", "extra"), [("early", {"n_ensemble": 2}), ("lego-merge", {}), ("lego-merge", {"n_ensemble": 2})]
+)
 def test_the_dict_form_an_ensemble_and_a_lego_model_round_trip(strategy: str, extra: dict, tmp_path: Path) -> None:
     X = cohort(80, seed=2)
     data = {"labs": X[GROUPS["labs"]], "vitals": X[GROUPS["vitals"]].to_numpy()}  # a DataFrame and an array

@@ -85,6 +85,21 @@ def test_early_fusion_matches_a_logistic_regression_on_a_linear_problem(linear: 
     assert clf.score(X_test, y_test) >= baseline - 0.01, (clf.score(X_test, y_test), baseline)
 
 
+def test_the_auto_ensemble_follows_the_training_rows_and_the_strategy(linear: tuple) -> None:
+    from modfuse.errors import ModfuseError
+
+    X, y, _, _ = linear
+    small = FusionClassifier(strategy="late", max_epochs=1).fit({k: v[:120] for k, v in X.items()}, y[:120])
+    assert isinstance(small.model_, SeedEnsemble) and len(small.model_.members) == 3  # 102 training rows
+    assert small.get_params()["n_ensemble"] == "auto"
+    large = FusionClassifier(strategy="late", max_epochs=1).fit(X, y)  # 300 rows: 255 train
+    assert not isinstance(large.model_, SeedEnsemble)
+    assert FusionClassifier()._members(120, "lego-merge") == 1 and FusionClassifier()._members(120, "early") == 3
+    for bad in (0, "three", 2.5):
+        with pytest.raises(ModfuseError, match="n_ensemble must be a positive integer or 'auto'"):
+            FusionClassifier(n_ensemble=bad)._members(120, "early")
+
+
 def test_n_ensemble_members_have_different_seeds_and_are_averaged(linear: tuple) -> None:
     X, y, X_test, _ = linear
     X, y = {k: v[:120] for k, v in X.items()}, y[:120]  # small: 6 fits of 2 epochs
@@ -154,7 +169,8 @@ def test_cv_results_lists_every_candidate_and_the_best_is_refit(auto_fit: tuple)
     assert results["mean_test_score"][best] == results["mean_test_score"].max()
     assert clf.best_params_ == results["params"][best] and clf.best_strategy_ == expected[best][0]
     assert clf.get_params()["strategy"] == "auto"  # the user's parameter is left as given
-    assert type(clf.model_).__name__ == {"early": "EarlyFusion", "late": "LateFusion"}[clf.best_strategy_]
+    members = getattr(clf.model_, "members", [clf.model_])  # an ensemble below 250 training rows
+    assert {type(m).__name__ for m in members} == {{"early": "EarlyFusion", "late": "LateFusion"}[clf.best_strategy_]}
 
 
 def test_unknown_auto_candidates_are_refused(linear: tuple) -> None:

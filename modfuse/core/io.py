@@ -44,6 +44,7 @@ MODEL_TYPES: Registry[Any] = Registry(
         "LegoBlock": "modfuse.lego.block:LegoBlock.from_config",
         "LegoMerge": "modfuse.lego.merge:LegoMerge.from_config",
         "LegoFuse": "modfuse.lego.fuse:LegoFuse.from_config",
+        "SeedEnsemble": "modfuse.estimators.auto:SeedEnsemble.from_config",
     },
 )
 """Models with their own config format (``{"type": name, ...}`` from ``to_config()``) -> the

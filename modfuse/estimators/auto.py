@@ -62,6 +62,20 @@ class SeedEnsemble(nn.Module):
         self.modalities = list(first.modalities)
         self.tasks: dict[str, TaskSpec] = first.tasks
 
+    def to_config(self) -> dict[str, Any]:
+        """``{"type": "SeedEnsemble", "members": [...]}``, each member's own description
+        (`modfuse.core.io.config_of_model`: a Lego model keeps its calibration and blocks)."""
+        from modfuse.core.io import config_of_model
+
+        return {"type": "SeedEnsemble", "members": [config_of_model(m) for m in self.members]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SeedEnsemble:
+        """The ensemble `to_config` describes, its members freshly initialised (weights aside)."""
+        from modfuse.core.io import model_from_config
+
+        return cls([model_from_config(c) for c in config["members"]])
+
     def forward(self, batch: Any) -> ModelOutput:
         outs = [m(batch).logits for m in self.members]
         return ModelOutput({t: torch.stack([o[t].float() for o in outs]).mean(0) for t in self.tasks})

@@ -41,7 +41,7 @@ from modfuse.data.dataset import MultiModalDataset
 from modfuse.encoders.auto import build_encoders
 from modfuse.errors import ModfuseError
 from modfuse.estimators.inputs import InputLayout, aligned_y, check_fit_rows, checked_y, n_rows
-from modfuse.training.sizing import size_for
+from modfuse.training.sizing import ensemble_size, size_for
 from modfuse.utils.progress import progress_enabled
 
 if TYPE_CHECKING:
@@ -135,7 +135,9 @@ class _FusionEstimator(BaseEstimator, ABC):
         balance: gradient modulation of the encoders during training: ``"ogm-ge"``, ``"agm"``
             or None (default; see [`modfuse.training.robust`][modfuse.training.robust]).
         n_ensemble: number of models trained with seeds ``random_state + i`` (each its own
-            validation split, initialisation and shuffling) whose logits are averaged.
+            validation split, initialisation and shuffling) whose logits are averaged, or
+            ``"auto"`` (default): 3 below 250 training rows, else 1 (`modfuse.training.sizing.ensemble_size`,
+            where the rule and its validation are); 1 for the Lego strategies.
         n_jobs: worker processes for the ensemble members and the ``"auto"`` inner-CV fits
             (joblib; None = 1, in this process). Each worker uses one torch thread.
         auto_strategies: candidate strategies of ``strategy="auto"`` (default
@@ -173,7 +175,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         modality_dropout: float | dict[str, float] | str | None = "auto",
         unimodal_weight: float | str | None = "auto",
         balance: str | None = None,
-        n_ensemble: int = 1,
+        n_ensemble: int | str = "auto",
         n_jobs: int | None = None,
         auto_strategies: tuple[str, ...] | None = None,
         auto_cv: int = 3,
@@ -270,7 +272,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.task_spec_ = spec
         # kept by reference (not copied) so that subset_gap(X, y) can train its specialists
         self._fit_data = (X, y)
-        runs = [self._run(chosen, data, i) for i in range(max(int(self.n_ensemble), 1))]
+        runs = [self._run(chosen, data, i) for i in range(self._members(n, chosen.get("strategy", self.strategy)))]
         with _quiet(bool(self.verbose)):
             if len(runs) == 1:
                 models = [runs[0]._train(data, target, spec, *runs[0]._split(n, target))]
@@ -286,6 +288,22 @@ class _FusionEstimator(BaseEstimator, ABC):
             self.model_ = SeedEnsemble(models)
         self.model_.eval()
         return self
+
+    def _members(self, n: int, strategy: str) -> int:
+        """The ensemble's size for ``n`` rows: ``n_ensemble``, or for ``"auto"`` `ensemble_size`
+        of the training rows (``n`` less the validation share) for the jointly trained
+        strategies and 1 for the Lego ones (several training stages each; not measured)."""
+        if self.n_ensemble == "auto":
+            if strategy.startswith("lego"):
+                return 1
+            return ensemble_size(round(n * (1 - max(self.val_fraction, 0.0))))
+        if (
+            isinstance(self.n_ensemble, bool)
+            or not isinstance(self.n_ensemble, int | np.integer)
+            or self.n_ensemble < 1
+        ):
+            raise ModfuseError(f"n_ensemble must be a positive integer or 'auto', found {self.n_ensemble!r}")
+        return int(self.n_ensemble)
 
     def _run(self, chosen: Mapping[str, Any], data: Mapping[str, Any], member: int) -> _FusionEstimator:
         """A shallow copy of this estimator holding the settings one training run uses: the

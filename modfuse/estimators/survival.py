@@ -51,7 +51,7 @@ class FusionSurvival(_FusionEstimator):
         modality_dropout: float | dict[str, float] | str | None = "auto",
         unimodal_weight: float | str | None = "auto",
         balance: str | None = None,
-        n_ensemble: int = 1,
+        n_ensemble: int | str = "auto",
         n_jobs: int | None = None,
         auto_strategies: tuple[str, ...] | None = None,
         auto_cv: int = 3,

@@ -71,7 +71,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Sizing", "size_for"]
+__all__ = ["ENSEMBLE_BELOW", "ENSEMBLE_MEMBERS", "Sizing", "ensemble_size", "size_for"]
+
+ENSEMBLE_BELOW = 250
+"""Training sets with fewer rows get an ensemble under ``n_ensemble="auto"`` (see `ensemble_size`)."""
+ENSEMBLE_MEMBERS = 3
+"""Members of that ensemble."""
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,21 @@ def size_for(n_samples: int, n_features: int) -> Sizing:
         lr=3e-3,
         batch_size=int(min(max(n // 16, 16), 128)),
     )
+
+
+def ensemble_size(n_samples: int) -> int:
+    """The estimators' ``n_ensemble="auto"``: `ENSEMBLE_MEMBERS` models (seeds ``random_state +
+    i``, their logits averaged) below `ENSEMBLE_BELOW` training rows, else 1.
+
+    Why: on a few hundred rows one training run's result moves with its seed (the validation
+    split that chooses the epoch count, the initialisation, the order of the batches) by more
+    than the differences between settings, and an average of three runs removes much of that
+    spread; a run costs seconds there, so three cost little. Chosen on validation rows only
+    (``python -m benchmarks.late_combine --candidates default --ensembles 1 3``, with
+    ``--strategy early`` and ``late``; table in ``benchmarks/results/missing_selection.md``).
+
+    Example:
+        >>> ensemble_size(120), ensemble_size(5000)
+        (3, 1)
+    """
+    return ENSEMBLE_MEMBERS if int(n_samples) < ENSEMBLE_BELOW else 1

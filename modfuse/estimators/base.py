@@ -289,6 +289,10 @@ class _FusionEstimator(BaseEstimator, ABC):
         self.model_.eval()
         return self
 
+    def _train_rows(self, n: int) -> int:
+        """The rows of ``n`` a run trains on: less the validation share."""
+        return round(n * (1 - max(self.val_fraction, 0.0)))
+
     def _members(self, n: int, strategy: str) -> int:
         """The ensemble's size for ``n`` rows: ``n_ensemble``, or for ``"auto"`` `ensemble_size`
         of the training rows (``n`` less the validation share) for the jointly trained
@@ -296,7 +300,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         if self.n_ensemble == "auto":
             if strategy.startswith("lego"):
                 return 1
-            return ensemble_size(round(n * (1 - max(self.val_fraction, 0.0))))
+            return ensemble_size(self._train_rows(n))
         if (
             isinstance(self.n_ensemble, bool)
             or not isinstance(self.n_ensemble, int | np.integer)
@@ -313,7 +317,7 @@ class _FusionEstimator(BaseEstimator, ABC):
         run = copy.copy(self)
         run.__dict__.update(chosen)
         run.random_state = self.random_state + member
-        n_train = round(n_rows(data) * (1 - max(self.val_fraction, 0.0)))
+        n_train = self._train_rows(n_rows(data))
         widths = [int(np.prod(v.shape[1:])) for v in data.values() if isinstance(v, np.ndarray)]
         sizing = size_for(n_train, max(widths, default=1))
         for name in ("batch_size", "lr", "weight_decay"):

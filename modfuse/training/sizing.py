@@ -119,7 +119,7 @@ def ensemble_size(n_samples: int) -> int:
     """The estimators' ``n_ensemble="auto"``: `ENSEMBLE_MEMBERS` models (seeds ``random_state +
     i``, their logits averaged) below `ENSEMBLE_BELOW` training rows, else 1.
 
-    Why: on a few hundred rows one training run's result moves with its seed (the validation
+    Why: on a hundred rows or fewer one training run's result moves with its seed (the validation
     split that chooses the epoch count, the initialisation, the order of the batches) by more
     than the differences between settings, and an average of three runs removes much of that
     spread; a run costs seconds there, so three cost little. Chosen on validation rows only

@@ -28,14 +28,20 @@ _TEXT, _INT, _FLOAT = "text", "int", "float"
 @functools.cache
 def _rules() -> tuple[dict[str, tuple[Any, str]], dict[str, tuple[Any, str]]] | None:
     """(record-line rules, signal-line rules): field -> (read default, kind), taken once from
-    wfdb's own tables, in their order; None when this wfdb version does not have them."""
+    wfdb's own tables, in their order; None when this wfdb version does not have them or its
+    line expressions capture other fields."""
     try:
         from wfdb.io import _header
     except ImportError:  # pragma: no cover - another wfdb layout
         return None
-    tables = getattr(_header, "RECORD_SPECS", None), getattr(_header, "SIGNAL_SPECS", None)
-    ints, floats = getattr(_header, "int_types", None), getattr(_header, "float_types", None)
-    if any(t is None for t in (*tables, ints, floats)):
+    names = ("RECORD_SPECS", "SIGNAL_SPECS", "int_types", "float_types", "rx_record", "rx_signal")
+    if not all(hasattr(_header, name) for name in names):
+        return None
+    tables: tuple[Any, Any] = (_header.RECORD_SPECS, _header.SIGNAL_SPECS)
+    ints, floats = _header.int_types, _header.float_types
+    # the expressions' groups must be the tables' fields, or this parse would miss some
+    expressions = (_header.rx_record, _header.rx_signal)
+    if any(set(rx.groupindex) != set(table.index) for rx, table in zip(expressions, tables, strict=True)):
         return None
 
     def rules(table: Any) -> dict[str, tuple[Any, str]]:
@@ -49,7 +55,7 @@ def _record_line(line: str, rules: dict[str, tuple[Any, str]]) -> dict[str, Any]
     from wfdb.io.header import rx_record, wfdb_strptime
 
     match = rx_record.match(line)
-    if match is None or set(match.groupdict()) != set(rules):
+    if match is None:
         return None
     text = match.groupdict()
     fields: dict[str, Any] = {}
@@ -80,7 +86,7 @@ def _signal_lines(lines: list[str], rules: dict[str, tuple[Any, str]]) -> dict[s
     fields: dict[str, list[Any]] = {f: [None] * len(lines) for f in rules}
     for ch, line in enumerate(lines):
         match = rx_signal.match(line)
-        if match is None or set(match.groupdict()) != set(rules):
+        if match is None:
             return None
         text = match.groupdict()
         for field, (default, kind) in rules.items():

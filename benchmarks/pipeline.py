@@ -212,8 +212,10 @@ def modfuse_dataset(kind: str, root: Path, ids: list[str]) -> Any:
     if kind == "dicom":
         source = DicomSource({sid: root / "dicom" / f"{_file(sid)}.dcm" for sid in ids})
     elif kind == "geotiff":
-        scenes = {sid: {b: root / "s2" / _file(sid) / f"{b}.tif" for b in BANDS} for sid in ids}
-        source = MultiBandRasterSource(scenes, bands=BANDS)
+        # one folder per chip (its bands by a literal template), as chips are stored on disk:
+        # a mapping band -> path would hold 12 Path objects per sample (62 MiB at N = 20000)
+        scenes = {sid: root / "s2" / _file(sid) for sid in ids}
+        source = MultiBandRasterSource(scenes, bands=BANDS, template="{band}.tif")
     elif kind == "wfdb":
         source = WfdbSource({sid: root / "ecg" / _file(sid) for sid in ids})
     else:

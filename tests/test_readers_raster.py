@@ -155,3 +155,19 @@ def test_a_band_in_another_crs_is_reprojected(s2, tmp_path):
     assert stack.valid[1][inner].all()
     corr = np.corrcoef(stack.data[1][inner].ravel(), original[inner].ravel())[0, 1]
     assert corr > 0.95  # back on the UTM grid, pixel for pixel (two bilinear resamplings)
+
+
+def test_a_literal_band_template_reads_the_same_scene_and_names_a_missing_band(s2, tmp_path):
+    bands = ["B02", "B03", "B04"]
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for b in bands:
+        shutil.copy(s2 / f"s2_{b}.tif", scene / f"{b}.tif")
+    by_glob = MultiBandRasterSource({"x": s2}, bands=bands).load("x")
+    literal = MultiBandRasterSource({"x": scene}, bands=bands, template="{band}.tif")
+    assert literal.files("x") == [scene / f"{b}.tif" for b in bands]
+    assert torch.equal(literal.load("x"), by_glob)
+    (scene / "B03.tif").unlink()
+    with pytest.raises(ReadError, match=r"'B03.tif' for band B03, found 0") as err:
+        literal.load("x")
+    assert err.value.sample_id == "x" and str(scene) in str(err.value)

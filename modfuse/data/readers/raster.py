@@ -245,6 +245,9 @@ def _check_band(src: Any, sample_id: Hashable | None) -> None:
         raise ReadError("expected a georeferenced raster, found no CRS", path=src.name, sample_id=sample_id)
 
 
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
 def _band_files(scene: str | Path | Mapping[str, Any], bands: Sequence[str], template: str) -> list[Path]:
     """The file of each band: from a mapping band -> path, or by ``template`` in a folder."""
     if isinstance(scene, Mapping):
@@ -255,7 +258,10 @@ def _band_files(scene: str | Path | Mapping[str, Any], bands: Sequence[str], tem
     folder = Path(scene)
     files = []
     for b in bands:
-        found = sorted(folder.glob(template.format(band=b)))
+        name = template.format(band=b)
+        # a literal name needs one stat, not a directory listing per band (12 per chip)
+        found = sorted(folder.glob(name)) if _GLOB_CHARS.search(name) else [folder / name]
+        found = [f for f in found if f.is_file()]
         if len(found) != 1:
             raise ReadError(
                 f"expected one file matching {template.format(band=b)!r} for band {b}, found {len(found)}", path=folder
@@ -382,7 +388,8 @@ class MultiBandRasterSource(_SceneReader):
         res: target resolution in CRS units (default: the finest band, e.g. 10 m).
         resampling: rasterio resampling name (default ``"bilinear"``).
         nodata: nodata value (default: each file's own).
-        template: file pattern of a band inside a scene folder (``{band}`` is replaced).
+        template: file pattern of a band inside a scene folder (``{band}`` is replaced); a
+            name without ``*``, ``?`` or ``[`` is taken as it is (no directory listing).
         normalize: standardise each band with cached per-scene statistics (`band_statistics()`).
         return_mask: return ``{"image": (C, H, W), "mask": (H, W) bool}`` instead of the image
             (``mask``: True where every band is valid). Batches then hold
@@ -447,7 +454,10 @@ class MultiBandRasterSource(_SceneReader):
     def load(self, sample_id: Hashable) -> torch.Tensor | dict[str, torch.Tensor] | None:
         if self.scenes[sample_id] is None:
             return None
-        stack, files = self.read_stack(sample_id), self.files(sample_id)
+        files = self.files(sample_id)
+        stack = stack_bands(
+            files, self.bands, res=self.res, resampling=self.resampling, nodata=self.nodata, sample_id=sample_id
+        )
         check_valid_pixels(stack, files, sample_id)
         return self._output(stack, files, sample_id)
 

@@ -91,6 +91,7 @@ class Settings:
     select_strategies: tuple[str, ...] = ("early", "attention", "late")
     select_folds: int = 2
     candidates: tuple[str, ...] | None = None  # --select: None = every CANDIDATES entry
+    fold_list: tuple[int, ...] | None = None  # run only these outer folds (of ``folds``); None = all
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -432,7 +433,8 @@ def run_all(
     progress: Callable[[pd.DataFrame, pd.DataFrame], Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (data set, fold), in ``jobs`` worker processes (one torch thread each)."""
-    work = [(d.name, fold) for d in datasets for fold in range(settings.folds)]
+    fold_list = settings.fold_list if settings.fold_list is not None else range(settings.folds)
+    work = [(d.name, fold) for d in datasets for fold in fold_list]
     mcar_rows: list[dict] = []
     gap_rows: list[dict] = []
 
@@ -633,7 +635,7 @@ def run(
             out_dir=out_dir,
         )
     kinds = {d.name: d.kind for d in datasets}
-    total = len(datasets) * settings.folds
+    total = len(datasets) * (len(settings.fold_list) if settings.fold_list is not None else settings.folds)
 
     def write(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame) -> Path:
         done = mcar_raw.groupby(["dataset", "fold"]).ngroups
@@ -777,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=DATASETS + SELECT_ONLY, default=None)
     parser.add_argument("--strategies", nargs="+", default=None)
     parser.add_argument("--folds", type=int, default=None)
+    parser.add_argument("--fold_list", type=int, nargs="+", default=None, help="run only these outer folds")
     parser.add_argument("--select_folds", type=int, default=None, help="--select: training folds used")
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=None, help="--select: candidates")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one (data set, fold) each)")
@@ -794,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, strategies=tuple(args.strategies))
     if args.folds:
         settings = replace(settings, folds=args.folds)
+    if args.fold_list:
+        settings = replace(settings, fold_list=tuple(args.fold_list))
     if args.epochs:
         settings = replace(settings, max_epochs=args.epochs)
     if args.select_folds:

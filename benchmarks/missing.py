@@ -47,6 +47,14 @@ import torch
 from benchmarks import common
 
 DATASETS = ("breast_cancer", "digits", "esol", "eopatch", "cohort")
+KINDS = {
+    "breast_cancer": "classification",
+    "digits": "classification",
+    "esol": "regression",
+    "eopatch": "classification",
+    "cohort": "classification",
+    "linear": "classification",
+}
 SELECT_ONLY = ("linear",)  # data sets for --select only (generated: no test fold to report)
 ROBUST_EXTRA = ("full_weight", "dropout_rows")  # FusionTask options the estimators do not take
 OLD = {"modality_dropout": None, "unimodal_weight": None}
@@ -708,6 +716,25 @@ def publish(
     )
 
 
+_GENERIC_NOTES = ("seeds:", "command:", "raw rows:")
+
+
+def _earlier_notes(md: Path) -> list[str]:
+    """The notes of an earlier merged ``missing.md`` (its runs, commands and scope), without the
+    lines a merge writes itself; its machine line is kept as the machine of those runs."""
+    lines = [line[2:] for line in md.read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
+    generic = {
+        OLD_NEW_NOTE,
+        MCAR_NOTE,
+        SKLEARN_NOTE,
+        "15 % of each training fold held out by the estimators for early stopping",
+    }
+    kept = [
+        n for n in lines if n not in generic and not n.startswith(_GENERIC_NOTES) and not n.startswith("subset gap:")
+    ]
+    return [n.replace("machine:", "machine of the earlier runs:", 1) if n.startswith("machine:") else n for n in kept]
+
+
 def merge(run_dirs: Sequence[Path], out_dir: Path, command: str, scope: Sequence[str] = ()) -> Path:
     """One table of several runs (each a ``--out`` folder with ``missing.csv``,
     ``missing_subset_gap.csv`` and ``missing_run.json``); each data set's settings come from
@@ -715,9 +742,13 @@ def merge(run_dirs: Sequence[Path], out_dir: Path, command: str, scope: Sequence
     mcar_parts, gap_parts, notes = [], [], []
     kinds: dict[str, str] = {}
     for folder in run_dirs:
-        record = json.loads((folder / "missing_run.json").read_text(encoding="utf-8"))
         mcar_parts.append(pd.read_csv(folder / "missing.csv"))
         gap_parts.append(pd.read_csv(folder / "missing_subset_gap.csv"))
+        if not (folder / "missing_run.json").is_file():  # an earlier merged table: keep what it says
+            kinds.update({d: KINDS[d] for d in mcar_parts[-1]["dataset"].unique()})
+            notes += _earlier_notes(folder / "missing.md")
+            continue
+        record = json.loads((folder / "missing_run.json").read_text(encoding="utf-8"))
         kinds.update(record["kinds"])
         names = ", ".join(record["datasets"])
         notes.append(

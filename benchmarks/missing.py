@@ -217,7 +217,9 @@ def load(name: str, settings: Settings) -> Data | None:
         "cohort": lambda: cohort(settings),
         "linear": linear,
     }
-    return loaders[name]()
+    data = loaders[name]()
+    assert data.kind == KINDS[name], f"KINDS says {name} is {KINDS[name]}, its loader gives {data.kind}"
+    return data
 
 
 def folds(data: Data, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -433,6 +435,11 @@ def _fold_rows(data: Data, fold: int, settings: Settings, log: Callable[[str], N
     return mcar_rows, gap_rows
 
 
+def outer_folds(settings: Settings) -> Sequence[int]:
+    """The outer folds a run covers: ``fold_list``, or all ``folds``."""
+    return settings.fold_list if settings.fold_list is not None else range(settings.folds)
+
+
 def run_all(
     datasets: Sequence[Data],
     settings: Settings,
@@ -441,8 +448,7 @@ def run_all(
     progress: Callable[[pd.DataFrame, pd.DataFrame], Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (data set, fold), in ``jobs`` worker processes (one torch thread each)."""
-    fold_list = settings.fold_list if settings.fold_list is not None else range(settings.folds)
-    work = [(d.name, fold) for d in datasets for fold in fold_list]
+    work = [(d.name, fold) for d in datasets for fold in outer_folds(settings)]
     mcar_rows: list[dict] = []
     gap_rows: list[dict] = []
 
@@ -643,7 +649,7 @@ def run(
             out_dir=out_dir,
         )
     kinds = {d.name: d.kind for d in datasets}
-    total = len(datasets) * (len(settings.fold_list) if settings.fold_list is not None else settings.folds)
+    total = len(datasets) * len(outer_folds(settings))
 
     def write(mcar_raw: pd.DataFrame, gap_raw: pd.DataFrame) -> Path:
         done = mcar_raw.groupby(["dataset", "fold"]).ngroups
@@ -716,22 +722,22 @@ def publish(
     )
 
 
-_GENERIC_NOTES = ("seeds:", "command:", "raw rows:")
+MERGE_NOTES = (
+    OLD_NEW_NOTE,
+    "15 % of each training fold held out by the estimators for early stopping",
+    MCAR_NOTE,
+    "subset gap: specialist minus fused (accuracy points; relative RMSE in % for regression); specialists are early "
+    "fusion estimators with the same settings trained on the subset's modalities, one per subset and fold, shared by the strategies",
+    SKLEARN_NOTE,
+)
+_WRITTEN_PER_TABLE = ("seeds:", "command:", "raw rows:")
 
 
 def _earlier_notes(md: Path) -> list[str]:
     """The notes of an earlier merged ``missing.md`` (its runs, commands and scope), without the
     lines a merge writes itself; its machine line is kept as the machine of those runs."""
     lines = [line[2:] for line in md.read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
-    generic = {
-        OLD_NEW_NOTE,
-        MCAR_NOTE,
-        SKLEARN_NOTE,
-        "15 % of each training fold held out by the estimators for early stopping",
-    }
-    kept = [
-        n for n in lines if n not in generic and not n.startswith(_GENERIC_NOTES) and not n.startswith("subset gap:")
-    ]
+    kept = [n for n in lines if n not in MERGE_NOTES and not n.startswith(_WRITTEN_PER_TABLE)]
     return [n.replace("machine:", "machine of the earlier runs:", 1) if n.startswith("machine:") else n for n in kept]
 
 
@@ -759,15 +765,7 @@ def merge(run_dirs: Sequence[Path], out_dir: Path, command: str, scope: Sequence
         notes += record.get("notes", [])
     mcar_raw = pd.concat(mcar_parts, ignore_index=True)
     gap_raw = pd.concat(gap_parts, ignore_index=True)
-    notes += [
-        OLD_NEW_NOTE,
-        "15 % of each training fold held out by the estimators for early stopping",
-        MCAR_NOTE,
-        "subset gap: specialist minus fused (accuracy points; relative RMSE in % for regression); specialists are early "
-        "fusion estimators with the same settings trained on the subset's modalities, one per subset and fold, shared by the strategies",
-        SKLEARN_NOTE,
-        *scope,
-    ]
+    notes += [*MERGE_NOTES, *scope]
     return publish(
         mcar_raw, gap_raw, kinds, notes, command, "folds 0..k-1 of each data set (the fold is the seed)", out_dir
     )

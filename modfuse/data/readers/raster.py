@@ -263,9 +263,7 @@ def _band_files(scene: str | Path | Mapping[str, Any], bands: Sequence[str], tem
         found = sorted(folder.glob(name)) if _GLOB_CHARS.search(name) else [folder / name]
         found = [f for f in found if f.is_file()]
         if len(found) != 1:
-            raise ReadError(
-                f"expected one file matching {template.format(band=b)!r} for band {b}, found {len(found)}", path=folder
-            )
+            raise ReadError(f"expected one file matching {name!r} for band {b}, found {len(found)}", path=folder)
         files.append(found[0])
     return files
 
@@ -446,18 +444,19 @@ class MultiBandRasterSource(_SceneReader):
 
     def read_stack(self, sample_id: Hashable, bounds: Bounds | None = None) -> BandStack:
         """The scene (or the part inside ``bounds``) with its grid: data, valid mask, CRS, transform."""
+        return self._stack(self.files(sample_id), sample_id, bounds)
+
+    def _stack(self, files: list[Path], sample_id: Hashable, bounds: Bounds | None = None) -> BandStack:
         return stack_bands(
-            self.files(sample_id), self.bands, res=self.res, bounds=bounds, resampling=self.resampling,
-            nodata=self.nodata, sample_id=sample_id,
+            files, self.bands, res=self.res, bounds=bounds, resampling=self.resampling, nodata=self.nodata,
+            sample_id=sample_id,
         )  # fmt: skip
 
     def load(self, sample_id: Hashable) -> torch.Tensor | dict[str, torch.Tensor] | None:
         if self.scenes[sample_id] is None:
             return None
-        files = self.files(sample_id)
-        stack = stack_bands(
-            files, self.bands, res=self.res, resampling=self.resampling, nodata=self.nodata, sample_id=sample_id
-        )
+        files = self.files(sample_id)  # resolved once: a folder scene costs a look-up per band
+        stack = self._stack(files, sample_id)
         check_valid_pixels(stack, files, sample_id)
         return self._output(stack, files, sample_id)
 
